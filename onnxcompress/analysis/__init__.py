@@ -1,0 +1,1 @@
+"""Static analysis: shapes, parameters, MACs and receptive fields per node."""

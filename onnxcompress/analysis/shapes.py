@@ -1,0 +1,205 @@
+"""Static shapes for analysis, without touching the model's own (maybe symbolic) shapes.
+
+Inputs are pinned to concrete sizes (batch defaults to 1, any other symbolic dim must
+come from ``--input-shape``), then ONNX shape inference runs on a structural copy
+whose big weights are declared rather than carried. Values that inference cannot
+size are measured by one onnxruntime run, so foreign graphs still get full shapes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from onnxcompress.errors import ShapeError
+
+logger = logging.getLogger(__name__)
+
+Shape = tuple[int, ...]
+_SPEC = re.compile(r"^(?P<name>[^:]+):(?P<dims>\d+(?:[,x]\d+)*)$")
+
+# Initializers up to this many elements stay in the structural copy: shape inference
+# needs their values (Reshape targets, Slice bounds, Resize sizes).
+_KEEP_ELEMENTS = 4096
+
+
+def parse_input_shape(spec: str) -> tuple[str, Shape]:
+    """Parse ``NAME:D0,D1,...`` (``x`` also separates dims)."""
+    m = _SPEC.match(spec.strip())
+    if not m:
+        raise ShapeError(f"bad --input-shape {spec!r}: expected NAME:D0,D1,... e.g. input:1,3,224,224")
+    dims = tuple(int(d) for d in re.split(r"[,x]", m.group("dims")))
+    if any(d <= 0 for d in dims):
+        raise ShapeError(f"bad --input-shape {spec!r}: dims must be positive")
+    return m.group("name"), dims
+
+
+def parse_input_shapes(specs: list[str] | None) -> dict[str, Shape]:
+    return dict(parse_input_shape(s) for s in (specs or []))
+
+
+def graph_inputs(model: ir.Model) -> list[ir.Value]:
+    """The real inputs: graph inputs that are not also initializers (old opsets list both)."""
+    inits = model.graph.initializers
+    return [v for v in model.graph.inputs if v.name not in inits]
+
+
+def resolve_input_shapes(model: ir.Model, overrides: dict[str, Shape] | None = None) -> dict[str, Shape]:
+    """Concrete shape for every real graph input.
+
+    Dim 0, when symbolic, defaults to 1 (the batch). Any other symbolic or unknown dim
+    needs an override, and the error names the input and the dim.
+    """
+    overrides = dict(overrides or {})
+    names = {v.name for v in graph_inputs(model)}
+    unknown = set(overrides) - names
+    if unknown:
+        raise ShapeError(
+            f"--input-shape names no input of this model: {', '.join(sorted(unknown))} "
+            f"(inputs: {', '.join(sorted(names))})"
+        )
+    shapes: dict[str, Shape] = {}
+    for v in graph_inputs(model):
+        if v.shape is None:
+            if v.name in overrides:
+                shapes[v.name] = overrides[v.name]
+                continue
+            raise ShapeError(f"input {v.name!r} has no shape; give --input-shape {v.name}:D0,D1,...")
+        if v.name in overrides:
+            ov = overrides[v.name]
+            if len(ov) != len(v.shape):
+                raise ShapeError(
+                    f"--input-shape {v.name}: {len(ov)} dims given, the model's input has {len(v.shape)}"
+                )
+            for i, (d, o) in enumerate(zip(v.shape, ov)):
+                if isinstance(d, int) and d != o:
+                    raise ShapeError(f"--input-shape {v.name}: dim {i} is fixed at {d} in the model, not {o}")
+            shapes[v.name] = tuple(ov)
+            continue
+        dims = []
+        for i, d in enumerate(v.shape):
+            if isinstance(d, int):
+                dims.append(d)
+            elif i == 0:
+                dims.append(1)
+            else:
+                label = d.value if isinstance(d, ir.SymbolicDim) and d.value else "?"
+                raise ShapeError(
+                    f"input {v.name!r} dim {i} is symbolic ({label!r}); "
+                    f"give --input-shape {v.name}:" + ",".join("D" + str(k) for k in range(len(v.shape)))
+                )
+        shapes[v.name] = tuple(dims)
+    return shapes
+
+
+def structural_proto(model: ir.Model, input_shapes: dict[str, Shape] | None = None) -> onnx.ModelProto:
+    """A proto of ``model`` whose big initializers are declared (type+shape) but carry no data.
+
+    With ``input_shapes`` the real inputs are pinned to those sizes.
+    """
+    graph = model.graph
+    big: dict[str, ir.Value] = {}
+    saved: dict[str, ir.TensorProtocol] = {}
+    for name, v in graph.initializers.items():
+        t = v.const_value
+        if t is not None and t.size > _KEEP_ELEMENTS:
+            big[name] = v
+    try:
+        for name, v in big.items():
+            saved[name] = v.const_value
+            v.const_value = None
+        proto = ir.to_proto(model)
+    finally:
+        for name, t in saved.items():
+            big[name].const_value = t
+    existing = {i.name for i in proto.graph.input}
+    for name, t in saved.items():
+        if name not in existing:
+            proto.graph.input.append(
+                onnx.helper.make_tensor_value_info(name, int(t.dtype), list(t.shape.numpy()))
+            )
+    # Initializers that are also inputs must match the declared shape.
+    if input_shapes:
+        for inp in proto.graph.input:
+            if inp.name in input_shapes:
+                dims = inp.type.tensor_type.shape.dim
+                shape = input_shapes[inp.name]
+                del dims[:]
+                for d in shape:
+                    dims.add().dim_value = int(d)
+    for vi in list(proto.graph.value_info):
+        proto.graph.value_info.remove(vi)
+    return proto
+
+
+def _static(vi: onnx.ValueInfoProto) -> Shape | None:
+    tt = vi.type.tensor_type
+    if not tt.HasField("shape"):
+        return None
+    dims = []
+    for d in tt.shape.dim:
+        if not d.HasField("dim_value"):
+            return None
+        dims.append(d.dim_value)
+    return tuple(dims)
+
+
+def infer_static_shapes(model: ir.Model, input_shapes: dict[str, Shape]) -> dict[str, Shape]:
+    """Map every value name to a concrete shape, for the given input sizes.
+
+    Values that ONNX inference leaves unsized are measured with one onnxruntime run
+    on zeros (only those values are fetched).
+    """
+    proto = structural_proto(model, input_shapes)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+    except Exception as exc:  # noqa: BLE001 - inference is best effort; the fallback measures
+        logger.info("onnx shape inference failed (%s); measuring shapes instead", exc)
+        inferred = proto
+    shapes: dict[str, Shape] = {}
+    for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+        s = _static(vi)
+        if s is not None:
+            shapes[vi.name] = s
+    for name, v in model.graph.initializers.items():
+        if v.const_value is not None:
+            shapes[name] = tuple(v.const_value.shape.numpy())
+    for node in model.graph.all_nodes() if hasattr(model.graph, "all_nodes") else model.graph:
+        if node.op_type == "Constant" and node.outputs[0].const_value is not None:
+            shapes[node.outputs[0].name] = tuple(node.outputs[0].const_value.shape.numpy())
+    missing = [
+        out.name
+        for node in model.graph
+        for out in node.outputs
+        if out.name and out.name not in shapes
+    ]
+    if missing:
+        shapes.update(_measure_shapes(model, input_shapes, missing))
+    return shapes
+
+
+def _measure_shapes(model: ir.Model, input_shapes: dict[str, Shape], names: list[str]) -> dict[str, Shape]:
+    import onnxruntime as ort
+
+    from onnxcompress.verify import random_inputs
+
+    proto = ir.to_proto(model)
+    known_out = {o.name for o in proto.graph.output}
+    for n in names:
+        if n not in known_out:
+            proto.graph.output.append(onnx.ValueInfoProto(name=n))
+    try:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        feeds = random_inputs(model, input_shapes, seed=0)
+        outs = sess.run(names, feeds)
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("could not measure shapes with onnxruntime: %s", exc)
+        return {}
+    return {n: tuple(np.asarray(o).shape) for n, o in zip(names, outs)}

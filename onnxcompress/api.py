@@ -1,0 +1,138 @@
+"""Python API: ``inspect`` and ``compress``. Both accept a path, an ``onnx.ModelProto`` or an ``ir.Model``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx_ir as ir
+
+from onnxcompress.analysis.cost import analyse_costs
+from onnxcompress.analysis.shapes import Shape, infer_static_shapes, resolve_input_shapes
+from onnxcompress.config import CompressConfig
+from onnxcompress.errors import InputError
+from onnxcompress.io import ModelLike, file_bytes, load_model, model_bytes, save_model
+from onnxcompress.report import Blocker, CompressReport, InspectReport, LayerChange, ModelStats
+
+logger = logging.getLogger(__name__)
+
+
+def _source_path(src: ModelLike) -> Path | None:
+    return Path(src) if isinstance(src, (str, os.PathLike)) else None
+
+
+def inspect(model_or_path: ModelLike, input_shapes: dict[str, Shape] | None = None) -> InspectReport:
+    """Per-layer params, MACs and receptive fields, with totals."""
+    path = _source_path(model_or_path)
+    model = load_model(model_or_path)
+    shapes_in = resolve_input_shapes(model, input_shapes)
+    shapes = infer_static_shapes(model, shapes_in)
+    cost = analyse_costs(model, shapes)
+    size = file_bytes(path) if path is not None else model_bytes(model)
+    return InspectReport(
+        params=cost.params,
+        macs=cost.macs,
+        file_bytes=size,
+        layers=cost.layers,
+        input_shapes={k: list(v) for k, v in shapes_in.items()},
+    )
+
+
+@dataclass
+class Result:
+    """The compressed model (not yet saved) and what was done to it."""
+
+    model: ir.Model
+    report: CompressReport
+
+    def save(self, path: str | os.PathLike) -> Path:
+        out = save_model(self.model, path, input_path=self.report.input)
+        self.report.output = str(out)
+        self.report.after.file_bytes = file_bytes(out)
+        return out
+
+
+def _stats(model: ir.Model, input_shapes: dict[str, Shape], size: int) -> ModelStats:
+    cost = analyse_costs(model, infer_static_shapes(model, input_shapes))
+    return ModelStats(params=cost.params, macs=cost.macs, file_bytes=size)
+
+
+def compress(model_or_path: ModelLike, config: CompressConfig | None = None) -> Result:
+    """Fold, project, prune, tidy and simplify a model, then verify it against the input.
+
+    The input is never modified (an ``ir.Model`` argument is cloned). Raises
+    ``VerificationError`` when the result fails the checker, a session or a run.
+    """
+    from onnxcompress.pipeline import build_passes
+    from onnxcompress.verify import SessionHolder, random_inputs, verify_against
+
+    config = config or CompressConfig()
+    config.validate()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    path = _source_path(model_or_path)
+    model = load_model(model_or_path)
+    if isinstance(model_or_path, ir.Model):
+        model = model.clone()
+    timings["load_s"] = time.perf_counter() - t0
+
+    input_shapes = resolve_input_shapes(model, config.input_shapes)
+    size_before = file_bytes(path) if path is not None else model_bytes(model)
+    before = _stats(model, input_shapes, size_before)
+
+    reference = None
+    if config.verify:
+        t = time.perf_counter()
+        feeds = random_inputs(model, input_shapes, config.seed)
+        try:
+            reference = SessionHolder(model).run(feeds)
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"onnxruntime cannot run the input model: {str(exc).splitlines()[0]}") from exc
+        timings["reference_run_s"] = time.perf_counter() - t
+
+    report = CompressReport(
+        input=str(path) if path is not None else None,
+        output=None,
+        config=config.to_dict(),
+        before=before,
+        after=before,
+    )
+    for name, p in build_passes(config, input_shapes):
+        t = time.perf_counter()
+        model = p(model).model
+        timings[f"{name}_s"] = time.perf_counter() - t
+        section = getattr(p, "report", None)
+        if section:
+            report.passes[name] = section
+        _merge_prune_section(report, name, p)
+        for w in getattr(p, "warnings", []) or []:
+            report.warnings.append(w)
+
+    if config.verify:
+        t = time.perf_counter()
+        # Inputs are never pruned, so the compressed model shapes the same random feeds.
+        fid = verify_against(model, model, input_shapes, seed=config.seed, reference_outputs=reference)
+        report.fidelity = fid.to_dict()
+        timings["verify_s"] = time.perf_counter() - t
+    report.after = _stats(model, input_shapes, model_bytes(model))
+    timings["total_s"] = time.perf_counter() - t0
+    report.timings = timings
+    return Result(model=model, report=report)
+
+
+def _merge_prune_section(report: CompressReport, name: str, p: object) -> None:
+    """Lift the pruning pass's findings to the report's top level."""
+    if name != "prune":
+        return
+    pr = getattr(p, "result", None)
+    if pr is None:
+        return
+    report.groups = pr.groups
+    report.blockers = [Blocker(**b) for b in pr.blockers]
+    report.layers = [LayerChange(**c) for c in pr.layers]
+    report.pruned_l1_mass = pr.pruned_l1_mass
+    report.importance = pr.importance
+    report.exactness = pr.exactness

@@ -1,0 +1,208 @@
+"""Command line: ``onnxcompress MODEL`` compresses; ``inspect``, ``bench`` and ``check`` are subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from onnxcompress.config import DEFAULT_RATIO, DEFAULT_ROUND_TO
+from onnxcompress.errors import OnnxCompressError
+
+SUBCOMMANDS = ("inspect", "bench", "check")
+
+TOUR = """\
+subcommands:
+  onnxcompress MODEL [options]        compress (this page)
+  onnxcompress inspect MODEL          per-layer params, MACs, receptive fields
+  onnxcompress bench MODEL [OTHER]    onnxruntime latency (CPU/CUDA), paired A/B with fidelity
+  onnxcompress check MODEL OTHER      CI gate: fail when the compressed model got worse
+
+examples:
+  onnxcompress models/resnet_small.onnx --ratio 0.5
+  onnxcompress model.onnx --mode zero --criterion l2 --scope global --max-layer-ratio 0.7
+  onnxcompress model.onnx --ratio 0 --max-norm 3.0          # projection only, no pruning
+  onnxcompress inspect model.onnx --input-shape images:1,3,640,640 --json layers.json
+"""
+
+
+def _add_shape_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME:DIMS",
+        help="pin an input's shape, e.g. input:1,3,224,224 (repeatable). The batch dim defaults to 1; "
+        "any other symbolic dim must be given",
+    )
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+
+
+def compress_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="onnxcompress",
+        description="Prune conv filters of any ONNX model structurally, fold weights, verify, and save. "
+        "The input file is never modified.",
+        epilog=TOUR,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", help="input .onnx file")
+    p.add_argument("-o", "--output", help="output path (default: MODEL's stem + .compressed.onnx)")
+    p.add_argument("--ratio", type=float, default=DEFAULT_RATIO,
+                   help=f"fraction of filters removed per group (local) or overall (global); 0 = no pruning (default {DEFAULT_RATIO})")
+    p.add_argument("--mode", choices=["remove", "zero"], default="remove",
+                   help="remove: slice filters out, the graph gets smaller; zero: write zeros, shapes stay (default remove)")
+    p.add_argument("--criterion", choices=["l1", "l2"], default="l1", help="filter magnitude norm (default l1)")
+    p.add_argument("--scope", choices=["local", "global"], default="local",
+                   help="local: same ratio in every group; global: rank normalised importances across groups (default local)")
+    p.add_argument("--max-layer-ratio", type=float, default=0.8,
+                   help="global scope: at most this fraction of any group is removed (default 0.8)")
+    p.add_argument("--round-to", type=int, default=DEFAULT_ROUND_TO,
+                   help=f"keep channel counts at multiples of N; widths off multiples of 8 lose up to half the CPU speedup (default {DEFAULT_ROUND_TO})")
+    p.add_argument("--exclude", action="append", default=[], metavar="REGEX",
+                   help="leave nodes whose name matches untouched (repeatable; applies to pruning and projection)")
+    _add_shape_arg(p)
+    p.add_argument("--prune-outputs", action="store_true", help="allow pruning channels that reach a graph output")
+    p.add_argument("--max-norm", type=float, metavar="C", help="clip every filter's L2 norm at C (folded into the weights)")
+    p.add_argument("--spectral-clip", type=float, metavar="C", help="clip singular values of weight matrices at C")
+    p.add_argument("--no-fold", action="store_true", help="skip lossless weight folding (BN into Conv, constant weight subgraphs)")
+    p.add_argument("--no-simplify", action="store_true", help="skip onnxsim simplification")
+    p.add_argument("--report", metavar="FILE.json", help="write the full report as JSON")
+    p.add_argument("--bench", action="store_true", help="after compressing, benchmark output against input in onnxruntime")
+    p.add_argument("--seed", type=int, default=0, help="seed for the random verification inputs (default 0)")
+    _common(p)
+    return p
+
+
+def inspect_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="onnxcompress inspect",
+        description="Show per-layer params, MACs, output shapes and receptive fields (size, jump on the input).",
+        epilog="MACs: Conv = out elements x C_in/group x prod(kernel); ConvTranspose = in elements x C_out/group x "
+        "prod(kernel); Gemm/MatMul = out elements x K. Params: every float initializer and Constant, once.",
+    )
+    p.add_argument("model", help="input .onnx file")
+    _add_shape_arg(p)
+    p.add_argument("--json", metavar="FILE", help="also write the report as JSON ('-' for stdout)")
+    _common(p)
+    return p
+
+
+def _setup_logging(debug: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _console(quiet: bool):
+    from rich.console import Console
+
+    return Console(quiet=quiet, stderr=False)
+
+
+def run_inspect(argv: list[str]) -> int:
+    from onnxcompress.analysis.shapes import parse_input_shapes
+    from onnxcompress.api import inspect
+    from onnxcompress.render import render_inspect
+
+    args = inspect_parser().parse_args(argv)
+    _setup_logging(args.debug)
+    report = inspect(args.model, parse_input_shapes(args.input_shape))
+    if args.json == "-":
+        print(report.to_json())
+        return 0
+    render_inspect(report, _console(args.quiet))
+    if args.json:
+        Path(args.json).write_text(report.to_json())
+    return 0
+
+
+def run_compress(argv: list[str]) -> int:
+    from onnxcompress.analysis.shapes import parse_input_shapes
+    from onnxcompress.api import compress
+    from onnxcompress.config import CompressConfig
+    from onnxcompress.io import default_output_path
+    from onnxcompress.render import render_compress
+
+    args = compress_parser().parse_args(argv)
+    _setup_logging(args.debug)
+    config = CompressConfig(
+        ratio=args.ratio,
+        mode=args.mode,
+        criterion=args.criterion,
+        scope=args.scope,
+        max_layer_ratio=args.max_layer_ratio,
+        round_to=args.round_to,
+        exclude=args.exclude,
+        input_shapes=parse_input_shapes(args.input_shape),
+        prune_outputs=args.prune_outputs,
+        fold=not args.no_fold,
+        max_norm=args.max_norm,
+        spectral_clip=args.spectral_clip,
+        simplify=not args.no_simplify,
+        seed=args.seed,
+    )
+    console = _console(args.quiet)
+    with console.status("compressing...", spinner="dots") if not args.quiet else _null():
+        result = compress(args.model, config)
+    out = Path(args.output) if args.output else default_output_path(args.model)
+    result.save(out)
+    if args.bench:
+        from onnxcompress.bench.cli import bench_after_compress
+
+        result.report.bench = bench_after_compress(args.model, out, config.input_shapes, console)
+    render_compress(result.report, console)
+    if args.report:
+        Path(args.report).write_text(result.report.to_json())
+    return 0
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def _dispatch(argv: list[str]) -> int:
+    if argv and argv[0] == "inspect":
+        return run_inspect(argv[1:])
+    if argv and argv[0] == "bench":
+        from onnxcompress.bench.cli import run_bench
+
+        return run_bench(argv[1:])
+    if argv and argv[0] == "check":
+        from onnxcompress.check import run_check
+
+        return run_check(argv[1:])
+    return run_compress(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        return _dispatch(argv)
+    except OnnxCompressError as exc:
+        if debug:
+            raise
+        print(f"onnxcompress: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("onnxcompress: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - never a traceback without --debug
+        if debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"onnxcompress: internal error: {type(exc).__name__}: {first} (rerun with --debug)", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

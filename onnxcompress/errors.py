@@ -1,0 +1,19 @@
+"""Exception types. The CLI turns any of them into one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+
+class OnnxCompressError(Exception):
+    """Base class for every error this package raises on purpose."""
+
+
+class InputError(OnnxCompressError):
+    """The user's input is unusable: missing file, not ONNX, malformed graph, bad option."""
+
+
+class ShapeError(InputError):
+    """A shape could not be resolved: a symbolic dim without --input-shape, or a bad spec."""
+
+
+class VerificationError(OnnxCompressError):
+    """The compressed model failed a check (checker, session, run). Nothing was written."""

@@ -1,0 +1,78 @@
+"""Terminal rendering of reports with rich. Only the CLI calls this."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from onnxcompress.report import CompressReport, InspectReport
+
+
+def human(n: float, unit: str = "") -> str:
+    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{suffix}{unit}"
+    return f"{int(n)}{unit}" if float(n).is_integer() else f"{n:.3g}{unit}"
+
+
+def render_inspect(report: InspectReport, console: Console) -> None:
+    table = Table(title="Layers", show_lines=False, header_style="bold")
+    for col, just in (("name", "left"), ("op", "left"), ("out shape", "left"), ("params", "right"), ("MACs", "right"), ("RF (size, jump)", "right")):
+        table.add_column(col, justify=just)
+    for layer in report.layers:
+        rf = layer.receptive_field
+        table.add_row(
+            layer.name,
+            layer.op,
+            "x".join(str(d) for d in layer.out_shape) if layer.out_shape else "?",
+            human(layer.params) if layer.params else "",
+            human(layer.macs) if layer.macs else "",
+            f"{rf[0]:g}, {rf[1]:g}" if rf else "",
+        )
+    console.print(table)
+    shapes = ", ".join(f"{k}:{'x'.join(map(str, v))}" for k, v in report.input_shapes.items())
+    console.print(
+        f"[bold]total[/bold]  params {human(report.params)} ({report.params:,})  "
+        f"MACs {human(report.macs)} ({report.macs:,})  file {human(report.file_bytes, 'B')}  inputs {shapes}"
+    )
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{b / a:.1%}" if a else "-"
+
+
+def render_compress(report: CompressReport, console: Console) -> None:
+    t = Table(title="onnxcompress", header_style="bold")
+    t.add_column("")
+    t.add_column("before", justify="right")
+    t.add_column("after", justify="right")
+    t.add_column("kept", justify="right")
+    b, a = report.before, report.after
+    t.add_row("params", human(b.params), human(a.params), _ratio(b.params, a.params))
+    t.add_row("MACs", human(b.macs), human(a.macs), _ratio(b.macs, a.macs))
+    t.add_row("file", human(b.file_bytes, "B"), human(a.file_bytes, "B"), _ratio(b.file_bytes, a.file_bytes))
+    console.print(t)
+    g = report.groups
+    line = f"groups: {g.get('total', 0)} total, {g.get('pruned', 0)} pruned, {g.get('blocked', 0)} blocked"
+    if report.pruned_l1_mass:
+        line += f"  |  L1 mass removed {report.pruned_l1_mass:.1%}"
+    console.print(line)
+    if report.fidelity:
+        f = report.fidelity
+        s = f"fidelity vs input: min cosine {f['cosine_min']:.6f}, max |diff| {f['max_abs_diff']:.3g}"
+        if f.get("top1_agreement") is not None:
+            s += f", top-1 agreement {f['top1_agreement']:.1%}"
+        console.print(s)
+    if report.exactness.get("note"):
+        console.print(f"exactness: {report.exactness['note']}")
+    if report.blockers:
+        shown = report.blockers[:8]
+        console.print(f"[yellow]{len(report.blockers)} blocker(s)[/yellow] kept channels unpruned:")
+        for bl in shown:
+            console.print(f"  {bl.node} ({bl.op}): {bl.reason}")
+        if len(report.blockers) > len(shown):
+            console.print(f"  ... {len(report.blockers) - len(shown)} more in the JSON report")
+    for w in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    if report.output:
+        console.print(f"wrote {report.output}")
