@@ -1,0 +1,206 @@
+"""Run the op rules over a graph and collect element ids, slots and blockers."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress.analysis.shapes import Shape
+from onnxcompress.channels.state import AnalysisResult, BlockRecord, ChannelInfo, Slot, UnionFind
+
+logger = logging.getLogger(__name__)
+
+_STANDARD_DOMAINS = ("", "ai.onnx")
+
+
+class ChannelContext:
+    """What a rule sees: channel info of values, constants, static shapes, and helpers."""
+
+    def __init__(self, model: ir.Model, shapes: dict[str, Shape], exclude: list[str] | None = None):
+        self.model = model
+        self.graph = model.graph
+        self.shapes = shapes
+        self.opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 13))
+        self.exclude = [re.compile(p) for p in (exclude or [])]
+        self.uf = UnionFind()
+        self.info: dict[ir.Value, ChannelInfo] = {}
+        self.slots: list[Slot] = []
+        self.source: list[bool] = []
+        self.fixed: list[bool] = []
+        self.blocks: list[BlockRecord] = []
+        self.rewrites: list[ir.Node] = []
+        # Layout ops record how they move channel arrays, so constants can follow the ids.
+        self.recipes: dict[ir.Node, object] = {}
+
+    # ----- values -----
+    def get(self, v: ir.Value | None) -> ChannelInfo | None:
+        return None if v is None else self.info.get(v)
+
+    def set(self, v: ir.Value, info: ChannelInfo | None) -> None:
+        if info is not None:
+            self.info[v] = info
+
+    def shape(self, v: ir.Value | None) -> Shape | None:
+        if v is None:
+            return None
+        return self.shapes.get(v.name)
+
+    def rank(self, v: ir.Value | None) -> int | None:
+        s = self.shape(v)
+        return None if s is None else len(s)
+
+    def const(self, v: ir.Value | None) -> np.ndarray | None:
+        """The value as a numpy array when it is a constant (initializer or Constant node)."""
+        if v is None:
+            return None
+        t = v.const_value
+        if t is None:
+            prod = v.producer()
+            if prod is None or prod.op_type != "Constant":
+                return None
+            attr = prod.attributes.get("value")
+            if attr is None:
+                for key in ("value_float", "value_int"):
+                    if key in prod.attributes:
+                        return np.array(prod.attributes[key].value)
+                for key in ("value_floats", "value_ints"):
+                    if key in prod.attributes:
+                        return np.array(list(prod.attributes[key].value))
+                return None
+            t = attr.as_tensor()
+        return t.numpy()
+
+    def is_const(self, v: ir.Value | None) -> bool:
+        return v is not None and (v.const_value is not None or (v.producer() is not None and v.producer().op_type == "Constant"))
+
+    # ----- elements -----
+    def fresh(self, shape: tuple[int, ...] | int, *, source: bool = False, fixed: bool = False) -> np.ndarray:
+        """New elements: ``source`` ones belong to prunable filters, ``fixed`` ones always stay."""
+        n = int(np.prod(shape))
+        ids = self.uf.make(n)
+        self.source.extend([source] * n)
+        self.fixed.extend([fixed] * n)
+        return ids.reshape(shape)
+
+    def union(self, a: np.ndarray, b: np.ndarray) -> None:
+        for x, y in zip(np.asarray(a).ravel(), np.asarray(b).ravel()):
+            self.uf.union(int(x), int(y))
+
+    def fix(self, ids: np.ndarray, node: ir.Node | None, reason: str) -> None:
+        ids = np.asarray(ids).ravel()
+        if ids.size == 0:
+            return
+        for i in ids:
+            self.fixed[int(i)] = True
+        self.blocks.append(
+            BlockRecord(node=(node.name or node.op_type) if node else "(graph)", op=node.op_type if node else "", reason=reason, ids=ids)
+        )
+
+    def block(self, node: ir.Node, reason: str) -> None:
+        """Keep every channel that flows into ``node``; its outputs carry no tracked channels."""
+        for v in node.inputs:
+            info = self.get(v)
+            if info is not None:
+                self.fix(info.ids, node, reason)
+
+    def excluded(self, node: ir.Node) -> bool:
+        return any(p.search(node.name or "") for p in self.exclude)
+
+    # ----- slots -----
+    def add_slot(self, node: ir.Node, value: ir.Value, axis: int, ids: np.ndarray, role: str) -> None:
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        for s in self.slots:
+            if s.value is value and s.axis == axis:
+                # The same tensor axis in two places (a shared weight): its channels are coupled.
+                self.union(s.ids, ids)
+        self.slots.append(Slot(node=node, value=value, axis=axis, ids=ids, role=role))
+
+    def channel_const(self, node: ir.Node, v: ir.Value, out_rank: int, info: ChannelInfo) -> str:
+        """Classify a constant operand of an elementwise op against ``info`` (on an output of ``out_rank``).
+
+        Returns ``scalar`` (broadcasts over channels), ``slot`` (per-channel, registered), or
+        ``blocked`` (varies along channels in a way we do not track; channels fixed).
+        """
+        c = self.const(v)
+        if c is None:
+            return "blocked"
+        if len(info.axes) != 1:
+            if c.size == 1:
+                return "scalar"
+            self.fix(info.ids, node, "per-channel constant on a split channel axis")
+            return "blocked"
+        axis = info.axes[0]
+        caxis = c.ndim - (out_rank - axis)
+        if caxis < 0 or c.shape[caxis] == 1:
+            return "scalar"
+        if c.shape[caxis] == info.ids.shape[0]:
+            self.add_slot(node, v, caxis, info.ids, "param")
+            return "slot"
+        self.fix(info.ids, node, f"constant {v.name!r} does not broadcast per channel")
+        return "blocked"
+
+
+def analyse_channels(
+    model: ir.Model,
+    shapes: dict[str, Shape],
+    *,
+    exclude: list[str] | None = None,
+    prune_outputs: bool = False,
+) -> AnalysisResult:
+    """Propagate channel ids through ``model`` in topological order using the rule registry."""
+    from onnxcompress.channels.rules import get_rule
+
+    ctx = ChannelContext(model, shapes, exclude)
+    order = list(model.graph)
+    main_nodes = set(order)
+    for node in order:
+        if node.domain not in _STANDARD_DOMAINS:
+            ctx.block(node, f"custom domain {node.domain!r}: channel semantics unknown")
+            continue
+        rule = get_rule(node.op_type)
+        has_info = any(ctx.get(v) is not None for v in node.inputs)
+        if rule is None:
+            if has_info:
+                ctx.block(node, f"no channel rule for {node.op_type}")
+            continue
+        if not (has_info or rule.always):
+            continue
+        try:
+            rule.propagate(node, ctx)
+        except Exception as exc:  # noqa: BLE001 - a rule that cannot decide blocks, never breaks
+            logger.debug("rule for %s failed on %s: %s", node.op_type, node.name, exc, exc_info=True)
+            ctx.block(node, f"{node.op_type} rule could not analyse this node ({type(exc).__name__}: {exc})")
+            for o in node.outputs:
+                ctx.info.pop(o, None)
+            continue
+        if getattr(rule, "rewrite", None) is not None and any(ctx.get(o) is not None for o in node.outputs):
+            ctx.rewrites.append(node)
+    for v, info in list(ctx.info.items()):
+        if v.is_graph_output() and not prune_outputs:
+            ctx.fix(info.ids, v.producer(), f"channels reach graph output {v.name!r}")
+        if any(u.node not in main_nodes for u in v.uses()):
+            ctx.fix(info.ids, v.producer(), "used inside a subgraph")
+    # A slotted tensor read by an op that is not one of its slots would be corrupted by slicing.
+    slot_uses: dict[ir.Value, set[ir.Node]] = {}
+    for s in ctx.slots:
+        slot_uses.setdefault(s.value, set()).add(s.node)
+    for value, nodes in slot_uses.items():
+        others = [u.node for u in value.uses() if u.node not in nodes]
+        if others or value.is_graph_output():
+            for s in ctx.slots:
+                if s.value is value:
+                    ctx.fix(s.ids, others[0] if others else s.node, f"weight {value.name!r} is also read by another op")
+    return AnalysisResult(
+        uf=ctx.uf,
+        info=ctx.info,
+        slots=ctx.slots,
+        source=np.array(ctx.source, dtype=bool),
+        fixed=np.array(ctx.fixed, dtype=bool),
+        blocks=ctx.blocks,
+        order=order,
+        rewrites=ctx.rewrites,
+        recipes=ctx.recipes,
+    )

@@ -1,0 +1,394 @@
+"""Ops that move channels around: Concat, Split, Slice, Flatten, Reshape, Transpose, (Un)Squeeze.
+
+Each rule builds a *recipe*: a pure function from the input channel arrays to the output
+ones (concatenate, slice, repeat, reshape, transpose). Propagation runs it on element ids;
+remove mode runs it again on the removed channels' constants, so both stay in step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress.channels.rules import Rule, register
+from onnxcompress.channels.state import ChannelInfo
+
+
+def _ints_attr(node: ir.Node, name: str):
+    a = node.attributes.get(name)
+    return list(a.as_ints()) if a is not None else None
+
+
+def _int_attr(node: ir.Node, name: str, default: int) -> int:
+    a = node.attributes.get(name)
+    return a.as_int() if a is not None else default
+
+
+def _norm(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
+
+
+class LayoutRule(Rule):
+    """Shared machinery: run the recipe on ids (fresh fixed ids fill untracked parts)."""
+
+    def apply_recipe(self, node: ir.Node, ctx, recipe, axes_out: list[tuple[int, ...] | None]) -> None:
+        arrays = [ctx.get(v).ids if ctx.get(v) is not None else None for v in node.inputs]
+        outs = recipe(arrays, lambda shape: ctx.fresh(shape, fixed=True))
+        ctx.recipes[node] = recipe
+        for o, arr, axes in zip(node.outputs, outs, axes_out):
+            if arr is not None and axes is not None:
+                ctx.set(o, ChannelInfo(axes, arr))
+
+    def const_eval(self, node: ir.Node, app) -> None:
+        recipe = app.analysis.recipes.get(node)
+        if recipe is None:
+            return super().const_eval(node, app)
+        arrays = [app.const_of(v) if v in app.analysis.info else None for v in node.inputs]
+        outs = recipe(arrays, lambda shape: np.full(shape, np.nan))
+        for o, arr in zip(node.outputs, outs):
+            if o in app.analysis.info and arr is not None:
+                app.set_const(o, arr)
+
+
+@register("Concat")
+class ConcatRule(LayoutRule):
+    def propagate(self, node: ir.Node, ctx) -> None:
+        rank = ctx.rank(node.outputs[0])
+        axis = _norm(_int_attr(node, "axis", 0), rank)
+        infos = [ctx.get(v) for v in node.inputs]
+        tracked = [i for i in infos if i is not None]
+        if any(len(i.axes) != 1 for i in tracked):
+            ctx.block(node, "Concat of a split channel axis")
+            return
+        ch_axis = tracked[0].axes[0]
+        if any(i.axes != (ch_axis,) for i in tracked):
+            ctx.block(node, "Concat of tensors with channels on different axes")
+            return
+        if axis == ch_axis:
+            sizes = []
+            for v, i in zip(node.inputs, infos):
+                s = ctx.shape(v)
+                if i is None and s is None:
+                    ctx.block(node, "Concat input of unknown size")
+                    return
+                sizes.append(i.ids.size if i is not None else int(s[axis]))
+
+            def recipe(arrays, fill, sizes=sizes):
+                return [np.concatenate([a if a is not None else fill(n) for a, n in zip(arrays, sizes)])]
+
+            self.apply_recipe(node, ctx, recipe, [(ch_axis,)])
+            return
+        # Concatenated along another axis: every input's channels must line up.
+        for v, i in zip(node.inputs, infos):
+            if i is None:
+                ctx.block(node, f"Concat along axis {axis} with an untracked tensor")
+                return
+            ctx.union(tracked[0].ids, i.ids)
+        ctx.set(node.outputs[0], tracked[0])
+
+
+def _split_sizes(node: ir.Node, ctx, total: int) -> list[int] | None:
+    sizes = _ints_attr(node, "split")
+    if sizes is None and len(node.inputs) > 1 and node.inputs[1] is not None:
+        c = ctx.const(node.inputs[1])
+        if c is None:
+            return None
+        sizes = [int(x) for x in c.ravel()]
+    if sizes is None:
+        n = len(node.outputs)
+        chunk = -(-total // n)
+        sizes = [min(chunk, total - k * chunk) for k in range(n)]
+    return sizes
+
+
+@register("Split")
+class SplitRule(LayoutRule):
+    def propagate(self, node: ir.Node, ctx) -> None:
+        info = ctx.get(node.inputs[0])
+        rank = ctx.rank(node.inputs[0])
+        axis = _norm(_int_attr(node, "axis", 0), rank)
+        if axis not in info.axes:
+            for o in node.outputs:
+                ctx.set(o, info)
+            return
+        if info.axes != (axis,):
+            ctx.block(node, "Split of a split channel axis")
+            return
+        sizes = _split_sizes(node, ctx, info.ids.size)
+        if sizes is None or sum(sizes) != info.ids.size:
+            ctx.block(node, "Split with run-time or inconsistent sizes")
+            return
+        bounds = np.cumsum([0] + sizes)
+
+        def recipe(arrays, fill, bounds=bounds):
+            return [arrays[0][bounds[k] : bounds[k + 1]] for k in range(len(bounds) - 1)]
+
+        self.apply_recipe(node, ctx, recipe, [(axis,)] * len(node.outputs))
+
+    def rewrite(self, node: ir.Node, app) -> None:
+        info = app.analysis.info[node.inputs[0]]
+        rank = len(app.shape(node.inputs[0]))
+        axis = _norm(_int_attr(node, "axis", 0), rank)
+        if info.axes != (axis,):
+            return
+        sizes = [int(app.kept_count(o)) for o in node.outputs]
+        if app.opset >= 13:
+            node.attributes.pop("num_outputs", None)
+            app.set_input_const(node, 1, np.array(sizes, dtype=np.int64))
+        else:
+            node.attributes["split"] = ir.AttrInt64s("split", sizes)
+
+
+@register("Slice")
+class SliceRule(LayoutRule):
+    def _params(self, node: ir.Node, ctx):
+        if "starts" in node.attributes:  # opset < 10
+            starts, ends = _ints_attr(node, "starts"), _ints_attr(node, "ends")
+            axes = _ints_attr(node, "axes") or list(range(len(starts)))
+            return starts, ends, axes, [1] * len(starts)
+        vals = []
+        for k in range(1, 5):
+            v = node.inputs[k] if len(node.inputs) > k else None
+            if v is None:
+                vals.append(None)
+                continue
+            c = ctx.const(v)
+            if c is None:
+                return None
+            vals.append([int(x) for x in c.ravel()])
+        starts, ends, axes, steps = vals
+        axes = axes or list(range(len(starts)))
+        steps = steps or [1] * len(starts)
+        return starts, ends, axes, steps
+
+    def propagate(self, node: ir.Node, ctx) -> None:
+        info = ctx.get(node.inputs[0])
+        rank = ctx.rank(node.inputs[0])
+        params = self._params(node, ctx)
+        if params is None:
+            ctx.block(node, "Slice with run-time bounds")
+            return
+        starts, ends, axes, steps = params
+        axes = [_norm(a, rank) for a in axes]
+        hit = [k for k, a in enumerate(axes) if a in info.axes]
+        if not hit:
+            ctx.set(node.outputs[0], info)
+            return
+        k = hit[0]
+        if len(hit) > 1 or len(info.axes) != 1 or steps[k] != 1:
+            ctx.block(node, "Slice of channels with a step or on a split channel axis")
+            return
+        n = info.ids.size
+        lo, hi, _ = slice(starts[k], ends[k], 1).indices(n)
+
+        def recipe(arrays, fill, lo=lo, hi=hi):
+            return [arrays[0][lo:hi]]
+
+        self.apply_recipe(node, ctx, recipe, [info.axes])
+
+    def rewrite(self, node: ir.Node, app) -> None:
+        info = app.analysis.info[node.inputs[0]]
+        params = self._params(node, app)
+        starts, ends, axes, steps = params
+        rank = len(app.shape(node.inputs[0]))
+        axes = [_norm(a, rank) for a in axes]
+        if info.axes[0] not in axes:
+            return
+        k = axes.index(info.axes[0])
+        lo, hi, _ = slice(starts[k], ends[k], 1).indices(info.ids.size)
+        keep = app.keep_mask(node.inputs[0])
+        new_lo = int(keep[:lo].sum())
+        new_hi = new_lo + int(keep[lo:hi].sum())
+        starts, ends = list(starts), list(ends)
+        starts[k], ends[k] = new_lo, new_hi
+        if "starts" in node.attributes:
+            node.attributes["starts"] = ir.AttrInt64s("starts", starts)
+            node.attributes["ends"] = ir.AttrInt64s("ends", ends)
+        else:
+            app.set_input_const(node, 1, np.array(starts, dtype=np.int64))
+            app.set_input_const(node, 2, np.array(ends, dtype=np.int64))
+
+
+@register("Flatten")
+class FlattenRule(LayoutRule):
+    def propagate(self, node: ir.Node, ctx) -> None:
+        info = ctx.get(node.inputs[0])
+        shape = ctx.shape(node.inputs[0])
+        axis = _norm(_int_attr(node, "axis", 1), len(shape))
+        if info.axes != (axis,):
+            ctx.block(node, f"Flatten(axis={axis}) mixes the channels with other dims")
+            return
+        inner = int(np.prod(shape[axis + 1 :], dtype=np.int64))
+
+        def recipe(arrays, fill, inner=inner):
+            return [np.repeat(arrays[0], inner)]
+
+        self.apply_recipe(node, ctx, recipe, [(1,)])
+
+
+def _segments(a: tuple[int, ...], b: tuple[int, ...]):
+    """Pair up runs of dims of ``a`` and ``b`` with equal products (the reshape's blocks)."""
+    segs, i, j = [], 0, 0
+    while i < len(a) or j < len(b):
+        si, sj, pa, pb = i, j, 1, 1
+        if i < len(a):
+            pa *= a[i]
+            i += 1
+        if j < len(b):
+            pb *= b[j]
+            j += 1
+        while pa != pb:
+            if pa < pb and i < len(a):
+                pa *= a[i]
+                i += 1
+            elif pb < pa and j < len(b):
+                pb *= b[j]
+                j += 1
+            else:
+                return None
+        segs.append((list(range(si, i)), list(range(sj, j))))
+    return segs
+
+
+@register("Reshape")
+class ReshapeRule(LayoutRule):
+    def propagate(self, node: ir.Node, ctx) -> None:
+        info = ctx.get(node.inputs[0])
+        a, b = ctx.shape(node.inputs[0]), ctx.shape(node.outputs[0])
+        if a is None or b is None:
+            ctx.block(node, "Reshape with unknown shapes")
+            return
+        if not self._target_adapts(node, ctx):
+            ctx.block(node, "Reshape target is computed at run time from constants we cannot rewrite")
+            return
+        segs = _segments(tuple(a), tuple(b))
+        seg = next((s for s in segs or [] if info.axes[0] in s[0]), None)
+        if seg is None or not all(ax in seg[0] for ax in info.axes):
+            ctx.block(node, "Reshape mixes the channels with other dims")
+            return
+        ins, outs = seg
+        outs_nz = [o for o in outs if b[o] != 1]
+        ins_nz = [i for i in ins if a[i] != 1 or i in info.axes]
+        if len(info.axes) == 1:
+            ax = info.axes[0]
+            after = [i for i in ins_nz if i > ax]
+            if [i for i in ins_nz if i < ax]:
+                ctx.block(node, "Reshape merges the channels into an outer dim")
+                return
+            if len(outs_nz) == 1 and not after:
+                recipe = lambda arrays, fill: [arrays[0]]  # noqa: E731 - the axis only moves
+                self.apply_recipe(node, ctx, recipe, [(outs_nz[0],)])
+                return
+            if len(outs_nz) == 1:
+                inner = int(np.prod([a[i] for i in after], dtype=np.int64))
+
+                def recipe(arrays, fill, inner=inner):
+                    return [np.repeat(arrays[0], inner)]
+
+                self.apply_recipe(node, ctx, recipe, [(outs_nz[0],)])
+                return
+            if len(outs_nz) == 2 and not after:
+                g, rest = b[outs_nz[0]], b[outs_nz[1]]
+
+                def recipe(arrays, fill, g=g, rest=rest):
+                    return [arrays[0].reshape(g, rest)]
+
+                self.apply_recipe(node, ctx, recipe, [tuple(outs_nz)])
+                # Every group row must keep the same width: tie the k-th channel of each row.
+                ids = ctx.get(node.outputs[0]).ids
+                for r in range(1, g):
+                    ctx.union(ids[0], ids[r])
+                return
+        elif len(outs_nz) == 1 and sorted(ins_nz) == list(info.axes):
+            recipe = lambda arrays, fill: [arrays[0].reshape(-1)]  # noqa: E731 - shuffle merge
+            self.apply_recipe(node, ctx, recipe, [(outs_nz[0],)])
+            return
+        ctx.block(node, "Reshape splits or merges channels in a way we do not track")
+
+    def _target_adapts(self, node: ir.Node, ctx) -> bool:
+        """A constant target can be rewritten; a run-time one must be built from Shape pieces."""
+        target = node.inputs[1]
+        if ctx.is_const(target):
+            return True
+        prod = target.producer()
+        return prod is not None and prod.op_type == "Concat"
+
+    def rewrite(self, node: ir.Node, app) -> None:
+        out = node.outputs[0]
+        if out not in app.analysis.info:
+            return
+        target = node.inputs[1]
+        counts = app.kept_counts(out)
+        info = app.analysis.info[out]
+        if app.is_const(target):
+            shape = [int(x) for x in app.tensor(target).ravel()]
+            old = app.shape(out)
+            for ax, n in zip(info.axes, counts):
+                if shape[ax] not in (0, -1):
+                    shape[ax] = int(n * (old[ax] // info.ids.shape[info.axes.index(ax)]))
+            app.set_input_const(node, 1, np.array(shape, dtype=np.int64))
+            return
+        # Run-time target: pieces that spell a channel count literally must be rewritten.
+        concat = target.producer()
+        offset = 0
+        for piece in concat.inputs:
+            c = app.tensor(piece) if app.is_const(piece) else None
+            width = int(c.size) if c is not None else int(np.prod(app.shape(piece) or (1,)))
+            for ax in info.axes:
+                if offset <= ax < offset + width and c is not None:
+                    val = int(c.ravel()[ax - offset])
+                    if val not in (0, -1):
+                        app.inexact(f"Reshape {node.name}: run-time target spells channel count {val}")
+            offset += width
+
+
+@register("Transpose")
+class TransposeRule(LayoutRule):
+    def propagate(self, node: ir.Node, ctx) -> None:
+        info = ctx.get(node.inputs[0])
+        rank = ctx.rank(node.inputs[0])
+        perm = _ints_attr(node, "perm") or list(reversed(range(rank)))
+        new_axes = [perm.index(ax) for ax in info.axes]
+        order = list(np.argsort(new_axes))
+
+        def recipe(arrays, fill, order=order):
+            return [np.transpose(arrays[0], order)]
+
+        self.apply_recipe(node, ctx, recipe, [tuple(sorted(new_axes))])
+
+
+@register("Squeeze", "Unsqueeze")
+class SqueezeRule(LayoutRule):
+    def propagate(self, node: ir.Node, ctx) -> None:
+        info = ctx.get(node.inputs[0])
+        in_rank, out_rank = ctx.rank(node.inputs[0]), ctx.rank(node.outputs[0])
+        axes = _ints_attr(node, "axes")
+        if axes is None and len(node.inputs) > 1 and node.inputs[1] is not None:
+            c = ctx.const(node.inputs[1])
+            if c is None:
+                ctx.block(node, f"{node.op_type} with run-time axes")
+                return
+            axes = [int(x) for x in c.ravel()]
+        if in_rank is None or out_rank is None:
+            ctx.block(node, f"{node.op_type} with unknown rank")
+            return
+        if node.op_type == "Squeeze":
+            if axes is None:
+                shape = ctx.shape(node.inputs[0])
+                axes = [i for i, d in enumerate(shape) if d == 1]
+            axes = [_norm(a, in_rank) for a in axes]
+            if any(a in info.axes for a in axes):
+                ctx.block(node, "Squeeze removes the channel axis")
+                return
+            new = [ax - sum(1 for a in axes if a < ax) for ax in info.axes]
+        else:
+            axes = sorted(_norm(a, out_rank) for a in axes)
+            new = []
+            for ax in info.axes:
+                pos = ax
+                for a in axes:
+                    if a <= pos:
+                        pos += 1
+                new.append(pos)
+        ctx.set(node.outputs[0], ChannelInfo(tuple(new), info.ids))
+        ctx.recipes[node] = lambda arrays, fill: [arrays[0]]

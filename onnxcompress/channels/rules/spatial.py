@@ -1,0 +1,184 @@
+"""Ops that work on each channel's spatial map alone: pooling, Resize/Upsample, Pad, spatial Reduce.
+
+A removed channel is spatially uniform, so these ops pass its constant through unchanged,
+except where padding brings in other values (AveragePool counting pads, constant Pad).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress.channels.rules import Rule, register
+from onnxcompress.channels.state import ChannelInfo
+
+
+class PassThroughRule(Rule):
+    """Output channels are the input channels; their constant values pass unchanged."""
+
+    def propagate(self, node: ir.Node, ctx) -> None:
+        info = ctx.get(node.inputs[0])
+        if any(ctx.get(v) is not None for v in node.inputs[1:] if v is not None):
+            ctx.block(node, f"{node.op_type} with a channel tensor as a parameter")
+            return
+        if not self.channels_untouched(node, ctx, info):
+            return
+        ctx.set(node.outputs[0], info)
+
+    def channels_untouched(self, node: ir.Node, ctx, info: ChannelInfo) -> bool:
+        return True
+
+    def const_eval(self, node: ir.Node, app) -> None:
+        app.set_const(node.outputs[0], app.const_of(node.inputs[0]))
+
+
+@register("MaxPool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "MaxRoiPool")
+class PoolRule(PassThroughRule):
+    def channels_untouched(self, node, ctx, info) -> bool:
+        if info.axes != (1,):
+            ctx.block(node, f"{node.op_type} on channels not at axis 1")
+            return False
+        return True
+
+
+@register("AveragePool")
+class AveragePoolRule(PoolRule):
+    def const_eval(self, node: ir.Node, app) -> None:
+        pads = node.attributes.get("pads")
+        counts_pad = node.attributes.get("count_include_pad")
+        if counts_pad is not None and counts_pad.as_int() and pads is not None and any(pads.as_ints()):
+            app.inexact(f"AveragePool {node.name} averages zero padding into removed channels' constants")
+        super().const_eval(node, app)
+
+
+def _channel_scale_is_one(node: ir.Node, ctx, info: ChannelInfo) -> bool:
+    a, b = ctx.shape(node.inputs[0]), ctx.shape(node.outputs[0])
+    if a is None or b is None:
+        return False
+    return all(a[ax] == b[ax] for ax in info.axes)
+
+
+@register("Resize", "Upsample")
+class ResizeRule(PassThroughRule):
+    def channels_untouched(self, node, ctx, info) -> bool:
+        if not _channel_scale_is_one(node, ctx, info):
+            ctx.block(node, f"{node.op_type} resizes the channel axis")
+            return False
+        return True
+
+    def rewrite(self, node: ir.Node, app) -> None:
+        # Explicit output sizes spell the channel count.
+        if node.op_type != "Resize" or len(node.inputs) < 4 or node.inputs[3] is None:
+            return
+        sizes = app.tensor(node.inputs[3])
+        if sizes is None or sizes.size == 0:
+            return
+        sizes = sizes.astype(np.int64).copy()
+        info = app.analysis.info[node.outputs[0]]
+        for ax, n in zip(info.axes, app.kept_counts(node.outputs[0])):
+            sizes[ax] = n
+        app.set_input_const(node, 3, sizes)
+
+
+@register("Pad")
+class PadRule(PassThroughRule):
+    def _pads(self, node: ir.Node, ctx):
+        a = node.attributes.get("pads") or node.attributes.get("paddings")
+        if a is not None:
+            return list(a.as_ints())
+        c = ctx.const(node.inputs[1]) if len(node.inputs) > 1 else None
+        return None if c is None else [int(x) for x in c.ravel()]
+
+    def channels_untouched(self, node, ctx, info) -> bool:
+        pads = self._pads(node, ctx)
+        rank = ctx.rank(node.inputs[0])
+        if pads is None or rank is None:
+            ctx.block(node, "Pad with run-time pads")
+            return False
+        axes_in = None
+        if len(node.inputs) > 3 and node.inputs[3] is not None:
+            c = ctx.const(node.inputs[3])
+            if c is None:
+                ctx.block(node, "Pad with run-time axes")
+                return False
+            axes_in = [int(x) % rank for x in c.ravel()]
+        axes = axes_in or list(range(rank))
+        n = len(axes)
+        for k, ax in enumerate(axes):
+            if ax in info.axes and (pads[k] or pads[k + n]):
+                ctx.block(node, "Pad on the channel axis")
+                return False
+        return True
+
+    def const_eval(self, node: ir.Node, app) -> None:
+        mode = node.attributes.get("mode")
+        if mode is None or mode.as_string() == "constant":
+            app.inexact(f"Pad {node.name} pads removed channels' constants with its pad value")
+        super().const_eval(node, app)
+
+
+@register("ReduceMean", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceSum", "ReduceL1", "ReduceLogSumExp", "ReduceSumSquare")
+class ReduceRule(Rule):
+    """Reductions over spatial axes keep channels (an SE block's squeeze)."""
+
+    def _axes(self, node: ir.Node, ctx, rank: int):
+        a = node.attributes.get("axes")
+        if a is not None:
+            return [x % rank for x in a.as_ints()]
+        if len(node.inputs) > 1 and node.inputs[1] is not None:
+            c = ctx.const(node.inputs[1])
+            return None if c is None else [int(x) % rank for x in c.ravel()]
+        noop = node.attributes.get("noop_with_empty_axes")
+        return [] if noop is not None and noop.as_int() else list(range(rank))
+
+    def propagate(self, node: ir.Node, ctx) -> None:
+        info = ctx.get(node.inputs[0])
+        rank = ctx.rank(node.inputs[0])
+        axes = self._axes(node, ctx, rank) if rank is not None else None
+        if axes is None or any(ax in info.axes for ax in axes):
+            ctx.block(node, f"{node.op_type} over the channel axis")
+            return
+        keep = node.attributes.get("keepdims")
+        keepdims = keep.as_int() if keep is not None else 1
+        new = info.axes if keepdims else tuple(ax - sum(1 for a in axes if a < ax) for ax in info.axes)
+        ctx.set(node.outputs[0], ChannelInfo(new, info.ids))
+
+    def const_eval(self, node: ir.Node, app) -> None:
+        x = app.const_of(node.inputs[0])
+        shape_in = app.shape(node.inputs[0])
+        rank = len(shape_in)
+        n = int(np.prod([shape_in[a] for a in self._axes(node, app, rank)], dtype=np.int64))
+        op = node.op_type
+        with np.errstate(all="ignore"):
+            if op in ("ReduceMean", "ReduceMax", "ReduceMin"):
+                y = x
+            elif op == "ReduceSum":
+                y = x * n
+            elif op == "ReduceL1":
+                y = np.abs(x) * n
+            elif op == "ReduceL2":
+                y = np.abs(x) * np.sqrt(n)
+            elif op == "ReduceSumSquare":
+                y = x * x * n
+            else:  # ReduceLogSumExp
+                y = x + np.log(n)
+        app.set_const(node.outputs[0], y)
+
+
+@register("Softmax", "LogSoftmax")
+class SoftmaxRule(Rule):
+    """Softmax over a non-channel axis keeps channels apart; over the channels it mixes them."""
+
+    def propagate(self, node: ir.Node, ctx) -> None:
+        info = ctx.get(node.inputs[0])
+        rank = ctx.rank(node.inputs[0])
+        default = -1 if ctx.opset >= 13 else 1
+        a = node.attributes.get("axis")
+        axis = (a.as_int() if a is not None else default) % rank
+        if ctx.opset < 13:
+            ctx.block(node, f"{node.op_type} before opset 13 flattens from its axis, mixing channels")
+            return
+        if axis in info.axes:
+            ctx.block(node, f"{node.op_type} over the channel axis mixes channels")
+            return
+        ctx.set(node.outputs[0], info)

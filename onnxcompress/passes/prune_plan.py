@@ -1,0 +1,140 @@
+"""Plan: which atoms go. Groups, importance, local/global selection, round_to.
+
+A *group* is the set of atoms that live in exactly the same slots (the same convs' filters,
+the same consumers): one layer, or one residual stage whose convs are tied by adds. The
+ratio applies per group (local) or across groups (global), and each group's kept count is
+rounded to a multiple of ``round_to`` channels, never above its width and never to zero.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from onnxcompress.channels.state import AnalysisResult
+from onnxcompress.config import CompressConfig
+from onnxcompress.importance import filter_norms, normalise_by_group
+
+
+@dataclass
+class Group:
+    key: tuple[int, ...]
+    atoms: list[int]  # root element ids
+    channels_per_atom: int  # channels one atom removes from its widest filter slot
+    keep: int = 0
+    names: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    roots: np.ndarray  # root id of every element
+    removed: np.ndarray  # bool per element
+    groups: list[Group]
+    blocked_groups: int
+    scores: dict[int, float]
+
+
+def _round_keep(keep: int, n: int, step: int, floor_keep: int = 1) -> int:
+    """Nearest multiple of ``step`` to ``keep``, within [max(step, floor_keep), n]; n if n < step."""
+    if n <= step:
+        return n
+    k = int(math.floor(keep / step + 0.5)) * step
+    k = max(k, step)
+    while k < floor_keep:
+        k += step
+    return min(k, n)
+
+
+def make_plan(analysis: AnalysisResult, tensors: dict, config: CompressConfig) -> Plan:
+    """Score atoms and choose which to remove. ``tensors`` maps slot values to numpy arrays."""
+    n_elem = len(analysis.uf.parent)
+    roots = analysis.uf.roots(np.arange(n_elem, dtype=np.int64))
+    fixed_root = np.zeros(n_elem, dtype=bool)
+    source_root = np.zeros(n_elem, dtype=bool)
+    fixed_root[roots[analysis.fixed]] = True
+    source_root[roots[analysis.source]] = True
+
+    membership: dict[int, set[int]] = {}
+    scores: dict[int, float] = {}
+    mult: dict[tuple[int, int], int] = {}
+    names: dict[int, set[str]] = {}
+    for si, slot in enumerate(analysis.slots):
+        r = roots[slot.ids]
+        for root in np.unique(r):
+            membership.setdefault(int(root), set()).add(si)
+        if slot.role == "out":
+            norms = filter_norms(tensors[slot.value], slot.axis, config.criterion)
+            for root, s in zip(r, norms):
+                scores[int(root)] = scores.get(int(root), 0.0) + float(s)
+                mult[(int(root), si)] = mult.get((int(root), si), 0) + 1
+                names.setdefault(int(root), set()).add(slot.node.name or slot.node.op_type)
+
+    by_key: dict[tuple[int, ...], list[int]] = {}
+    blocked_keys: set[tuple[int, ...]] = set()
+    for root, slots in membership.items():
+        if not source_root[root]:
+            continue
+        key = tuple(sorted(slots))
+        if fixed_root[root]:
+            blocked_keys.add(key)
+        else:
+            by_key.setdefault(key, []).append(root)
+    groups = []
+    for key, atoms in by_key.items():
+        per_atom = max((mult.get((atoms[0], si), 0) for si in key), default=1) or 1
+        gnames = sorted(set().union(*(names.get(a, set()) for a in atoms)))
+        groups.append(Group(key=key, atoms=sorted(atoms), channels_per_atom=per_atom, names=gnames))
+
+    for g in groups:
+        g.keep = len(g.atoms)
+    if config.ratio > 0:
+        if config.scope == "local":
+            _plan_local(groups, config)
+        else:
+            _plan_global(groups, scores, config)
+    removed_roots = np.zeros(n_elem, dtype=bool)
+    for g in groups:
+        order = sorted(g.atoms, key=lambda a: (scores.get(a, 0.0), a))
+        for a in order[: len(g.atoms) - g.keep]:
+            removed_roots[a] = True
+    return Plan(
+        roots=roots,
+        removed=removed_roots[roots],
+        groups=groups,
+        blocked_groups=len(blocked_keys - set(by_key)),
+        scores=scores,
+    )
+
+
+def _step(g: Group, round_to: int) -> int:
+    """Atoms per rounding step, so channel counts stay multiples of ``round_to``."""
+    return max(1, round_to // math.gcd(round_to, g.channels_per_atom))
+
+
+def _plan_local(groups: list[Group], config: CompressConfig) -> None:
+    for g in groups:
+        n = len(g.atoms)
+        g.keep = _round_keep(n - int(round(config.ratio * n)), n, _step(g, config.round_to))
+
+
+def _plan_global(groups: list[Group], scores: dict[int, float], config: CompressConfig) -> None:
+    by_group = {i: g.atoms for i, g in enumerate(groups)}
+    norm = normalise_by_group(scores, by_group)
+    total = sum(len(g.atoms) for g in groups)
+    target = int(round(config.ratio * total))
+    caps = [min(len(g.atoms) - 1, int(math.floor(config.max_layer_ratio * len(g.atoms)))) for g in groups]
+    ranked = sorted(((norm[a], i, a) for i, g in enumerate(groups) for a in g.atoms))
+    removed = [0] * len(groups)
+    count = 0
+    for _, i, _a in ranked:
+        if count >= target:
+            break
+        if removed[i] < caps[i]:
+            removed[i] += 1
+            count += 1
+    for i, g in enumerate(groups):
+        n = len(g.atoms)
+        floor_keep = n - caps[i]
+        g.keep = _round_keep(n - removed[i], n, _step(g, config.round_to), floor_keep=max(1, floor_keep))
