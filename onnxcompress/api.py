@@ -88,7 +88,8 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None) -> 
         t = time.perf_counter()
         feeds = random_inputs(model, input_shapes, config.seed)
         try:
-            reference = SessionHolder(model).run(feeds)
+            # An unchanged file is read by onnxruntime directly (no re-serialising).
+            reference = SessionHolder(path if path is not None else model).run(feeds)
         except Exception as exc:  # noqa: BLE001
             raise InputError(f"onnxruntime cannot run the input model: {str(exc).splitlines()[0]}") from exc
         timings["reference_run_s"] = time.perf_counter() - t

@@ -16,11 +16,11 @@ GLOBAL_NORMALISATION = "each group's scores divided by the group's mean score"
 
 def filter_norms(w: np.ndarray, axis: int, criterion: str) -> np.ndarray:
     """Norm of every slice of ``w`` along ``axis`` (one value per filter)."""
-    moved = np.moveaxis(np.asarray(w, dtype=np.float64), axis, 0).reshape(w.shape[axis], -1)
+    moved = np.moveaxis(np.asarray(w), axis, 0).reshape(w.shape[axis], -1)
     if criterion == "l1":
-        return np.abs(moved).sum(axis=1)
+        return np.abs(moved).sum(axis=1, dtype=np.float64)
     if criterion == "l2":
-        return np.sqrt((moved * moved).sum(axis=1))
+        return np.sqrt(np.square(moved, dtype=np.float64).sum(axis=1))
     raise ValueError(f"unknown criterion {criterion!r}")
 
 

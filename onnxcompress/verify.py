@@ -48,10 +48,35 @@ def random_inputs(model: ir.Model, input_shapes: dict[str, Shape], seed: int = 0
     return feeds
 
 
-class SessionHolder:
-    """An onnxruntime CPU session over an ``ir.Model``; big models go through a temp file."""
+class Serialized:
+    """A model as onnxruntime and the checker take it: bytes, or a file for external/big data.
 
-    def __init__(self, model: ir.Model, *, optimize: bool = True, threads: int | None = None):
+    A model loaded from a file and left unchanged is used from that file directly.
+    """
+
+    def __init__(self, model: ir.Model | str | os.PathLike):
+        self._tmp = None
+        self.data: bytes | str
+        if isinstance(model, (str, os.PathLike)):
+            self.data = os.fspath(model)
+            return
+        from onnxcompress.io import has_external_data
+
+        proto = None if has_external_data(model) else ir.to_proto(model)
+        if proto is not None and proto.ByteSize() < 1_900_000_000:
+            self.data = proto.SerializeToString()
+        else:
+            # External or big weights: onnxruntime reads them from files next to the graph.
+            self._tmp = tempfile.TemporaryDirectory(prefix="onnxcompress-")
+            path = os.path.join(self._tmp.name, "model.onnx")
+            ir.save(model, path, external_data="model.onnx.data")
+            self.data = path
+
+
+class SessionHolder:
+    """An onnxruntime CPU session over an ``ir.Model``, a ``Serialized`` model or a path."""
+
+    def __init__(self, model: ir.Model | Serialized | str | os.PathLike, *, optimize: bool = True, threads: int | None = None):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -60,15 +85,8 @@ class SessionHolder:
             opts.intra_op_num_threads = threads
         if not optimize:
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        self._tmp = None
-        proto = ir.to_proto(model)
-        if proto.ByteSize() < 1_900_000_000:
-            self.session = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        else:
-            self._tmp = tempfile.TemporaryDirectory(prefix="onnxcompress-")
-            path = os.path.join(self._tmp.name, "model.onnx")
-            onnx.save(proto, path, save_as_external_data=True, location="model.onnx.data")
-            self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        self._serialized = model if isinstance(model, Serialized) else Serialized(model)
+        self.session = ort.InferenceSession(self._serialized.data, opts, providers=["CPUExecutionProvider"])
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [o.name for o in self.session.get_outputs()]
@@ -121,17 +139,11 @@ def compare_outputs(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> F
     return Fidelity(cosine_min=cos_min, max_abs_diff=max_abs, top1_agreement=top1)
 
 
-def check_model(model: ir.Model) -> None:
+def check_model(model: ir.Model | Serialized) -> None:
     """Full ONNX checker on ``model``; raises VerificationError."""
-    proto = ir.to_proto(model)
+    ser = model if isinstance(model, Serialized) else Serialized(model)
     try:
-        if proto.ByteSize() < 1_900_000_000:
-            onnx.checker.check_model(proto, full_check=True)
-        else:
-            with tempfile.TemporaryDirectory(prefix="onnxcompress-") as d:
-                path = os.path.join(d, "model.onnx")
-                onnx.save(proto, path, save_as_external_data=True, location="model.onnx.data")
-                onnx.checker.check_model(path, full_check=True)
+        onnx.checker.check_model(ser.data, full_check=True)
     except Exception as exc:  # noqa: BLE001
         raise VerificationError(f"onnx checker rejected the output: {str(exc).splitlines()[0]}") from exc
 
@@ -148,10 +160,11 @@ def verify_against(
 
     Raises VerificationError if the compressed model fails any check.
     """
-    check_model(compressed)
+    ser = Serialized(compressed)
+    check_model(ser)
     feeds = random_inputs(original, input_shapes, seed)
     try:
-        got = SessionHolder(compressed).run(feeds)
+        got = SessionHolder(ser).run(feeds)
     except Exception as exc:  # noqa: BLE001
         raise VerificationError(f"onnxruntime cannot run the output: {str(exc).splitlines()[0]}") from exc
     ref = reference_outputs if reference_outputs is not None else SessionHolder(original).run(feeds)

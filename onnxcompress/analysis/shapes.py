@@ -108,14 +108,19 @@ def structural_proto(model: ir.Model, input_shapes: dict[str, Shape] | None = No
         t = v.const_value
         if t is not None and t.size > _KEEP_ELEMENTS:
             big[name] = v
+    placeholder = ir.tensor(np.zeros((0,), dtype=np.float32))
     try:
+        # Swap big tensors for an empty placeholder so serialising stays cheap.
         for name, v in big.items():
             saved[name] = v.const_value
-            v.const_value = None
+            v.const_value = placeholder
         proto = ir.to_proto(model)
     finally:
         for name, t in saved.items():
             big[name].const_value = t
+    kept = [t for t in proto.graph.initializer if t.name not in saved]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
     existing = {i.name for i in proto.graph.input}
     for name, t in saved.items():
         if name not in existing:

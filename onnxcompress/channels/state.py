@@ -33,6 +33,15 @@ class UnionFind:
                 ra, rb = rb, ra
             self.parent[ra] = rb
 
+    def all_roots(self) -> np.ndarray:
+        """Root of every element, by pointer jumping over the whole parent array at once."""
+        parent = np.array(self.parent, dtype=np.int64)
+        while True:
+            nxt = parent[parent]
+            if np.array_equal(nxt, parent):
+                return parent
+            parent = nxt
+
     def roots(self, ids: np.ndarray) -> np.ndarray:
         flat = np.fromiter((self.find(int(i)) for i in ids.ravel()), dtype=np.int64, count=ids.size)
         return flat.reshape(ids.shape)

@@ -148,7 +148,7 @@ class PrunePass(ir.passes.InPlacePass):
                 w = app.tensor(node.inputs[1])
                 if w is not None and w.ndim >= 2 and node.inputs[1] not in weights:
                     weights.add(node.inputs[1])
-                    total += float(np.abs(w.astype(np.float64)).sum())
+                    total += float(np.abs(w).sum(dtype=np.float64))
         if total == 0:
             return 0.0
         masks: dict[ir.Value, dict[int, np.ndarray]] = {}
@@ -158,9 +158,12 @@ class PrunePass(ir.passes.InPlacePass):
                 masks.setdefault(s.value, {})[s.axis] = ~plan.removed[s.ids]
         removed = 0.0
         for v, axes in masks.items():
-            w = np.abs(app.tensor(v).astype(np.float64))
-            kept = w
-            for ax, m in axes.items():
-                kept = np.compress(m, kept, axis=ax)
-            removed += float(w.sum() - kept.sum())
+            w = app.tensor(v)
+            # Sum |w| over the axes that are not sliced first, then over the kept block.
+            other = tuple(a for a in range(w.ndim) if a not in axes)
+            a = np.abs(w).sum(axis=other, dtype=np.float64) if other else np.abs(w).astype(np.float64)
+            kept = a
+            for pos, ax in enumerate(sorted(axes)):
+                kept = np.compress(axes[ax], kept, axis=pos)
+            removed += float(a.sum() - kept.sum())
         return removed / total

@@ -160,7 +160,7 @@ class Applier:
         if value.const_value is None:
             # A Constant node's output: lift it to an initializer first.
             prod = value.producer()
-            new = self.new_initializer(value.name or "const", np.ascontiguousarray(arr))
+            new = self.new_initializer(value.name or "const", np.array(arr, order="C", copy=True))
             value.replace_all_uses_with(new)
             self._tensors[new] = arr
             for s in self.analysis.slots:
@@ -170,7 +170,7 @@ class Applier:
                 self.graph.remove(prod, safe=True)
             return
         old = value.const_value
-        value.const_value = ir.tensor(np.ascontiguousarray(arr), name=old.name)
+        value.const_value = ir.tensor(np.array(arr, order="C", copy=True), name=old.name)
         value.shape = ir.Shape(arr.shape)
         self._tensors[value] = arr
 
@@ -217,8 +217,8 @@ class Applier:
 
     def _conv_delta(self, s: Slot, c: np.ndarray, gone: np.ndarray) -> np.ndarray:
         node = s.node
-        w = self.tensor(s.value).astype(np.float64)
-        wsum = w.reshape(w.shape[0], w.shape[1], -1).sum(axis=2)  # [C_out, C_in/g]
+        w = self.tensor(s.value)
+        wsum = w.reshape(w.shape[0], w.shape[1], -1).sum(axis=2, dtype=np.float64)  # [C_out, C_in/g]
         g_attr = node.attributes.get("group")
         g = g_attr.as_int() if g_attr is not None else 1
         c_in_g = w.shape[1]
@@ -281,11 +281,15 @@ class Applier:
         # MatMul: add the constant after it.
         dtype = self.tensor(node.inputs[1]).dtype
         out = node.outputs[0]
+        uses = list(out.uses())  # before the Add exists, so it is not rewired to itself
         bias = self.new_initializer(f"{node.name or 'MatMul'}_folded_bias", delta.astype(dtype))
         add = ir.Node("", "Add", inputs=[out, bias], name=f"{node.name or 'MatMul'}_folded_add")
         new_out = add.outputs[0]
-        new_out.name = f"{out.name}_folded"
-        uses = list(out.uses())
+        # The Add takes over the name: graph outputs keep their names.
+        original_name = out.name
+        out.name = f"{original_name}_before_folded_bias"
+        new_out.name = original_name
+        new_out.type, new_out.shape = out.type, out.shape
         for u in uses:
             u.node.replace_input_with(u.idx, new_out)
         if out.is_graph_output():

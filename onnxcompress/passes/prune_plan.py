@@ -50,26 +50,28 @@ def _round_keep(keep: int, n: int, step: int, floor_keep: int = 1) -> int:
 def make_plan(analysis: AnalysisResult, tensors: dict, config: CompressConfig) -> Plan:
     """Score atoms and choose which to remove. ``tensors`` maps slot values to numpy arrays."""
     n_elem = len(analysis.uf.parent)
-    roots = analysis.uf.roots(np.arange(n_elem, dtype=np.int64))
+    roots = analysis.uf.all_roots()
     fixed_root = np.zeros(n_elem, dtype=bool)
     source_root = np.zeros(n_elem, dtype=bool)
     fixed_root[roots[analysis.fixed]] = True
     source_root[roots[analysis.source]] = True
 
     membership: dict[int, set[int]] = {}
-    scores: dict[int, float] = {}
+    score_arr = np.zeros(n_elem, dtype=np.float64)
     mult: dict[tuple[int, int], int] = {}
     names: dict[int, set[str]] = {}
     for si, slot in enumerate(analysis.slots):
-        r = roots[slot.ids]
-        for root in np.unique(r):
-            membership.setdefault(int(root), set()).add(si)
+        uniq, counts = np.unique(roots[slot.ids], return_counts=True)
+        for root in uniq.tolist():
+            membership.setdefault(root, set()).add(si)
         if slot.role == "out":
             norms = filter_norms(tensors[slot.value], slot.axis, config.criterion)
-            for root, s in zip(r, norms):
-                scores[int(root)] = scores.get(int(root), 0.0) + float(s)
-                mult[(int(root), si)] = mult.get((int(root), si), 0) + 1
-                names.setdefault(int(root), set()).add(slot.node.name or slot.node.op_type)
+            np.add.at(score_arr, roots[slot.ids], norms)
+            label = slot.node.name or slot.node.op_type
+            for root, c in zip(uniq.tolist(), counts.tolist()):
+                mult[(root, si)] = c
+                names.setdefault(root, set()).add(label)
+    scores = {r: float(score_arr[r]) for r in membership}
 
     by_key: dict[tuple[int, ...], list[int]] = {}
     blocked_keys: set[tuple[int, ...]] = set()

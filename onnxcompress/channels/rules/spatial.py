@@ -182,3 +182,17 @@ class SoftmaxRule(Rule):
             ctx.block(node, f"{node.op_type} over the channel axis mixes channels")
             return
         ctx.set(node.outputs[0], info)
+
+
+@register("Shape", "Size")
+class ShapeRule(Rule):
+    """Shape and Size read a tensor's size at run time: they adapt to pruned widths by themselves.
+
+    What consumes the shape (a Reshape target, say) is checked by that consumer's rule.
+    """
+
+    def propagate(self, node: ir.Node, ctx) -> None:
+        return None
+
+    def const_eval(self, node: ir.Node, app) -> None:
+        return None

@@ -1,0 +1,179 @@
+"""Guarded onnxsim: symbolic dims survive, and every failure keeps the unsimplified graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import onnxsim
+import pytest
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+from onnxcompress.passes import simplify as simplify_mod
+from onnxcompress.passes.simplify import SimplifyPass
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+F = onnx.TensorProto.FLOAT
+rng = np.random.default_rng(3)
+
+
+def _dynamic_model() -> onnx.ModelProto:
+    """Conv -> Identity -> Flatten-by-Reshape with shape computed from Shape(x): N, H, W symbolic."""
+    c = lambda name, arr: h.make_node("Constant", [], [name], value=nh.from_array(np.array(arr, np.int64)))  # noqa: E731
+    nodes = [
+        h.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        h.make_node("Identity", ["c"], ["i"]),
+        h.make_node("Relu", ["i"], ["r"]),
+        h.make_node("Shape", ["r"], ["s"]),
+        c("st", [0]),
+        c("en", [1]),
+        h.make_node("Slice", ["s", "st", "en"], ["n"]),
+        c("m1", [-1]),
+        h.make_node("Concat", ["n", "m1"], ["shp"], axis=0),
+        h.make_node("Reshape", ["r", "shp"], ["flat"]),
+    ]
+    g = h.make_graph(
+        nodes,
+        "g",
+        [h.make_tensor_value_info("x", F, ["batch", 3, "height", "width"])],
+        [h.make_tensor_value_info("r", F, ["batch", 8, "height", "width"]), h.make_tensor_value_info("flat", F, ["batch", "d"])],
+        initializer=[nh.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")],
+    )
+    return h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+
+
+def _dims(values) -> list[list[str]]:
+    return [[str(d) for d in v.shape] for v in values]
+
+
+def _run(model: ir.Model, x: np.ndarray) -> list[np.ndarray]:
+    sess = ort.InferenceSession(ir.to_proto(model).SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})
+
+
+def test_symbolic_dims_survive_and_outputs_match():
+    model = ir.serde.deserialize_model(_dynamic_model())
+    dims_in, dims_out = _dims(model.graph.inputs), _dims(model.graph.outputs)
+    x = rng.standard_normal((3, 3, 10, 7)).astype(np.float32)
+    ref = _run(model, x)
+    p = SimplifyPass({"x": (1, 3, 16, 16)})
+    assert p(model).modified
+    assert p.report["status"] == "simplified", p.report
+    assert p.report["nodes_after"] < p.report["nodes_before"]
+    assert _dims(model.graph.inputs) == dims_in == [["batch", "3", "height", "width"]]
+    assert _dims(model.graph.outputs) == dims_out
+    assert p.report["checked_shapes"] == [{"x": [1, 3, 16, 16]}, {"x": [2, 3, 32, 32]}]
+    assert not any(k.startswith("onnxsim.") for k in model.metadata_props)
+    for a, b in zip(ref, _run(model, x)):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_onnxsim_exception_keeps_graph(monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("onnxsim crashed\nwith a long trace")
+
+    monkeypatch.setattr(onnxsim, "simplify", boom)
+    model = ir.serde.deserialize_model(_dynamic_model())
+    graph, n = model.graph, len(model.graph)
+    p = SimplifyPass({"x": (1, 3, 8, 8)})
+    assert not p(model).modified
+    assert model.graph is graph and len(model.graph) == n
+    assert p.report["status"] == "failed" and p.report["reason"] == "onnxsim crashed"
+    assert p.warnings and "kept the unsimplified graph" in p.warnings[0]
+
+
+def test_failed_onnxsim_check_keeps_graph(monkeypatch):
+    monkeypatch.setattr(onnxsim, "simplify", lambda m, **kw: (m, False))
+    model = ir.serde.deserialize_model(_dynamic_model())
+    p = SimplifyPass({"x": (1, 3, 8, 8)})
+    assert not p(model).modified
+    assert "failed check" in p.report["reason"]
+
+
+def test_frozen_dims_are_restored(monkeypatch):
+    """onnxsim pins the interface to the test shape; the pass puts the symbols back."""
+    real = onnxsim.simplify
+
+    def freezing(m, **kw):
+        out, ok = real(m, **kw)
+        for vi in list(out.graph.input) + list(out.graph.output):
+            for d in vi.type.tensor_type.shape.dim:
+                if d.HasField("dim_param"):
+                    d.dim_value = 4
+        return out, ok
+
+    monkeypatch.setattr(onnxsim, "simplify", freezing)
+    model = ir.serde.deserialize_model(_dynamic_model())
+    p = SimplifyPass({"x": (1, 3, 8, 8)})
+    p(model)
+    assert p.report["status"] == "simplified"
+    assert len(p.report["dims_restored"]) == 3
+    assert _dims(model.graph.inputs) == [["batch", "3", "height", "width"]]
+    assert _dims(model.graph.outputs) == [["batch", "8", "height", "width"], ["batch", "d"]]
+
+
+def test_frozen_shape_computation_keeps_graph(monkeypatch):
+    """A result that only works at the test shape (a baked Reshape target) is rejected."""
+
+    def baked(m, **kw):
+        out = onnx.ModelProto()
+        out.CopyFrom(m)
+        nodes = [n for n in out.graph.node if n.op_type in ("Conv", "Relu", "Identity")]
+        nodes.append(h.make_node("Reshape", ["r", "fixed"], ["flat"]))
+        del out.graph.node[:]
+        out.graph.node.extend(nodes)
+        out.graph.initializer.append(nh.from_array(np.array([1, 8 * 8 * 8], np.int64), "fixed"))
+        return out, True
+
+    monkeypatch.setattr(onnxsim, "simplify", baked)
+    model = ir.serde.deserialize_model(_dynamic_model())
+    n = len(model.graph)
+    p = SimplifyPass({"x": (1, 3, 8, 8)})
+    assert not p(model).modified
+    assert len(model.graph) == n
+    assert p.report["status"] == "failed"
+    assert "[2, 3, 16, 16]" in p.report["reason"] or "(2, 3, 16, 16)" in p.report["reason"]
+
+
+def test_custom_domain_is_skipped():
+    m = _dynamic_model()
+    m.graph.node.append(h.make_node("Foo", ["flat"], ["foo"], domain="com.example"))
+    m.graph.output.append(h.make_tensor_value_info("foo", F, None))
+    m.opset_import.append(h.make_opsetid("com.example", 1))
+    model = ir.serde.deserialize_model(m)
+    p = SimplifyPass({"x": (1, 3, 8, 8)})
+    assert not p(model).modified
+    assert p.report["status"] == "skipped" and "com.example" in p.report["reason"]
+    assert p.warnings
+
+
+def test_over_two_gigabytes_is_skipped(monkeypatch):
+    monkeypatch.setattr(simplify_mod, "tensor_bytes", lambda model: 3_000_000_000)
+    model = ir.serde.deserialize_model(_dynamic_model())
+    p = SimplifyPass({"x": (1, 3, 8, 8)})
+    assert not p(model).modified
+    assert p.report["reason"] == "model over 2 GB"
+
+
+@pytest.mark.parametrize(
+    "name", ["paddle_style_mbv3.onnx", "zoo_opset9_resnet.onnx", "weightnorm_nofold.onnx", "dynamo_ext.onnx"]
+)
+def test_model_files_keep_their_dims(name):
+    path = MODELS / name
+    if not path.exists():
+        pytest.skip(f"{path} not built")
+    from onnxcompress.analysis.shapes import graph_inputs, resolve_input_shapes
+
+    model = ir.load(path)
+    shapes = resolve_input_shapes(model, {"x": (1, 3, 64, 64)} if name.startswith("paddle") else None)
+    dims_in = _dims(graph_inputs(model))
+    dims_out = _dims(model.graph.outputs)
+    p = SimplifyPass(shapes)
+    p(model)
+    assert p.report["status"] == "simplified", p.report
+    assert _dims(graph_inputs(model)) == dims_in
+    assert _dims(model.graph.outputs) == dims_out
