@@ -1,0 +1,80 @@
+"""inspect: MACs and params agree with independent counts; receptive fields; JSON shape."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import onnxcompress as oc
+from tests.conftest import MODELS, model_shapes
+from tests.graphs import G
+
+META = json.loads((MODELS / "MODELS.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(META))
+def test_macs_match_independent_torch_count(name):
+    rep = oc.inspect(MODELS / name, model_shapes(META, name))
+    expected = META[name]["torch_macs"]
+    assert abs(rep.macs - expected) <= 0.005 * expected, (rep.macs, expected)
+    assert rep.params > 0 and rep.file_bytes > 0
+
+
+def test_conv_gemm_convtranspose_macs_by_definition():
+    g = G(0)
+    x = g.input(shape=(1, 4, 10, 10))
+    c = g.conv(x, 4, 8, k=3, stride=1, group=2)  # out 8x10x10, C_in/g = 2, k 3x3
+    w = g.const(np.ones((8, 6, 2, 2)), "wt")
+    t = g.op("ConvTranspose", [c, w], strides=[2, 2], kernel_shape=[2, 2])  # in 8x10x10, C_out/g = 6
+    y = g.gemm_head(t, 6, n_out=5)  # K = 6
+    rep = oc.inspect(g.model([y]))
+    macs = {layer.op: layer.macs for layer in rep.layers if layer.macs}
+    assert macs["Conv"] == 8 * 10 * 10 * 2 * 9
+    assert macs["ConvTranspose"] == 8 * 10 * 10 * 6 * 4
+    assert macs["Gemm"] == 5 * 6
+    assert rep.macs == sum(macs.values())
+    # params: every float initializer once (conv w+b, convT w, fc w+b)
+    assert rep.params == 8 * 2 * 9 + 8 + 8 * 6 * 4 + 5 * 6 + 5
+
+
+def test_receptive_field_classic_formula():
+    g = G(0)
+    x = g.input(shape=(1, 3, 32, 32))
+    a = g.conv(x, 3, 4, k=3, stride=2)  # r=3, j=2
+    b = g.op("MaxPool", [a], kernel_shape=[2, 2], strides=[2, 2])  # r=3+1*2=5, j=4
+    c = g.conv(b, 4, 4, k=3, dilation=2)  # k_eff 5: r=5+4*4=21, j=4
+    rep = oc.inspect(g.model([g.gemm_head(c, 4)]))
+    rf = {layer.op + str(i): layer.receptive_field for i, layer in enumerate(rep.layers)}
+    assert rf["Conv0"] == [3, 2]
+    assert rf["MaxPool1"] == [5, 4]
+    assert rf["Conv2"] == [21, 4]
+    assert rep.layers[-1].receptive_field is None  # Gemm: no spatial field
+
+
+def test_symbolic_dim_needs_input_shape():
+    g = G(0)
+    x = g.input(shape=("N", 3, "H", "W"))
+    m = g.model([g.gemm_head(g.conv(x, 3, 4), 4)])
+    with pytest.raises(oc.ShapeError, match=r"input 'x' dim 2 is symbolic \('H'\)"):
+        oc.inspect(m)
+    rep = oc.inspect(m, {"x": (2, 3, 16, 16)})
+    assert rep.layers[0].out_shape == [2, 4, 16, 16]
+
+
+def test_inspect_cli_json(tmp_path):
+    out = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "onnxcompress", "inspect", str(MODELS / "resnet_small.onnx"), "--json", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    assert set(data) >= {"params", "macs", "file_bytes", "layers"}
+    assert data["macs"] == META["resnet_small.onnx"]["torch_macs"]
+    layer = data["layers"][0]
+    assert set(layer) >= {"name", "op", "out_shape", "params", "macs", "receptive_field"}
+    assert "MACs" in proc.stdout and "total" in proc.stdout
