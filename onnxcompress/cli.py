@@ -68,6 +68,12 @@ def compress_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", action="append", default=[], metavar="REGEX",
                    help="leave nodes whose name matches untouched (repeatable; applies to pruning and projection)")
     _add_shape_arg(p)
+    p.add_argument("--zero-bias", action="store_true",
+                   help="zero the removed filters' biases too (classic magnitude pruning); by default the bias, which "
+                   "carries any folded BatchNorm shift, is kept and its constant output folded into the consumers")
+    p.add_argument("--exact-borders", action="store_true",
+                   help="remove mode: make padded consumers match zero mode exactly at the image borders too, with a "
+                   "constant correction map after each (static spatial sizes only; costs one Add per such conv)")
     p.add_argument("--prune-outputs", action="store_true", help="allow pruning channels that reach a graph output")
     p.add_argument("--max-norm", type=float, metavar="C", help="clip every filter's L2 norm at C (folded into the weights)")
     p.add_argument("--spectral-clip", type=float, metavar="C", help="clip singular values of weight matrices at C")
@@ -140,6 +146,8 @@ def run_compress(argv: list[str]) -> int:
         exclude=args.exclude,
         input_shapes=parse_input_shapes(args.input_shape),
         prune_outputs=args.prune_outputs,
+        zero_bias=args.zero_bias,
+        exact_borders=args.exact_borders,
         fold=not args.no_fold,
         max_norm=args.max_norm,
         spectral_clip=args.spectral_clip,

@@ -27,6 +27,11 @@ class CompressConfig:
     exclude: list[str] = field(default_factory=list)
     input_shapes: dict[str, Shape] = field(default_factory=dict)
     prune_outputs: bool = False
+    #: Zero the removed filters' biases too (classic). Off by default: the bias carries the
+    #: folded BN shift, and keeping it measured far better fidelity (see bench/RESULTS.md).
+    zero_bias: bool = False
+    #: Remove mode: correct padded consumers' borders exactly with a constant map (static H/W only).
+    exact_borders: bool = False
     # folding and projection
     fold: bool = True
     max_norm: float | None = None

@@ -178,11 +178,29 @@ CASES = {
 }
 
 
+def _input(model):
+    dims = [d.dim_value or 2 for d in model.graph.input[0].type.tensor_type.shape.dim]
+    return np.random.default_rng(0).standard_normal(dims).astype(np.float32)
+
+
+@pytest.mark.parametrize("zero_bias", [False, True])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_remove_matches_zero_exactly_with_border_correction(case, zero_bias):
+    """With --exact-borders, remove mode equals zero mode for every rule, borders included."""
+    model, _ = CASES[case]()
+    x = _input(model)
+    zero, _ = prune(model, "zero", zero_bias=zero_bias)
+    removed, rep = prune(model, "remove", zero_bias=zero_bias, exact_borders=True)
+    assert rep.after.macs < rep.before.macs
+    assert rep.exactness["exact"], rep.exactness["notes"]
+    for a, b in zip(run(zero, x), run(removed, x)):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(a).max())))
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_remove_matches_zero(case):
     model, _ = CASES[case]()
-    x = np.random.default_rng(0).standard_normal([d if isinstance(d, int) else 2 for d in
-                                                  [dd.dim_value or 2 for dd in model.graph.input[0].type.tensor_type.shape.dim]]).astype(np.float32)
+    x = _input(model)
     zero, zrep = prune(model, "zero")
     removed, rrep = prune(model, "remove")
     assert rrep.groups["pruned"] >= 1

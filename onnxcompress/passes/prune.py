@@ -58,10 +58,11 @@ class PrunePass(ir.passes.InPlacePass):
         tensors = {s.value: app.tensor(s.value) for s in analysis.slots if s.role == "out"}
         plan = make_plan(analysis, tensors, cfg)
         app = Applier(model, analysis, plan.removed, shapes)
+        app.exact_borders = cfg.exact_borders
         layers = self._layers(analysis, plan)
         mass = self._l1_mass(model, analysis, app, plan, zero=cfg.mode == "zero")
         if plan.removed.any():
-            app.zero() if cfg.mode == "zero" else app.remove()
+            app.zero(cfg.zero_bias) if cfg.mode == "zero" else app.remove(cfg.zero_bias)
         blockers = self._blockers(analysis, plan)
         pruned = sum(1 for g in plan.groups if g.keep < len(g.atoms))
         exact_notes = app.notes if cfg.mode == "remove" else []
@@ -78,6 +79,7 @@ class PrunePass(ir.passes.InPlacePass):
                 "ratio": cfg.ratio,
                 "max_layer_ratio": cfg.max_layer_ratio if cfg.scope == "global" else None,
                 "round_to": cfg.round_to,
+                "removed_filter_output": "0 (weights and bias zeroed)" if cfg.zero_bias else "act(bias): weights zeroed, bias (with any folded BN shift) kept",
             },
             exactness={
                 "mode": cfg.mode,

@@ -34,6 +34,9 @@ class Applier:
         self.notes: list[str] = []
         self._tensors: dict[ir.Value, np.ndarray] = {}
         self._counter = 0
+        self.zero_bias = False
+        self.exact_borders = False
+        self._border_maps: list[tuple[ir.Node, np.ndarray]] = []
 
     # ----- what rules use -----
     def removed(self, ids: np.ndarray) -> np.ndarray:
@@ -121,16 +124,18 @@ class Applier:
         node.replace_input_with(index, self.new_initializer(base, arr))
 
     # ----- the two modes -----
-    def zero(self) -> None:
-        """Zero the removed filters' weights and biases; every shape stays."""
-        for (value, axis), mask in self._slot_masks(roles=("out", "bias")).items():
+    def zero(self, zero_bias: bool = False) -> None:
+        """Zero the removed filters' weights (and biases with ``zero_bias``); every shape stays."""
+        roles = ("out", "bias") if zero_bias else ("out",)
+        for (value, axis), mask in self._slot_masks(roles=roles).items():
             arr = np.array(self.tensor(value), copy=True)
             idx = [slice(None)] * arr.ndim
             idx[axis] = ~mask
             arr[tuple(idx)] = 0
             self._write(value, arr)
 
-    def remove(self) -> None:
+    def remove(self, zero_bias: bool = False) -> None:
+        self.zero_bias = zero_bias
         self._propagate_constants()
         self._fold_into_consumers()
         for (value, axis), keep in self._slot_masks().items():
@@ -140,6 +145,7 @@ class Applier:
             rule = get_rule(node.op_type)
             if rule is not None and rule.rewrite is not None:
                 rule.rewrite(node, self)
+        self._insert_border_maps()
         self._clear_stale_shapes()
 
     # ----- internals -----
@@ -218,34 +224,67 @@ class Applier:
     def _conv_delta(self, s: Slot, c: np.ndarray, gone: np.ndarray) -> np.ndarray:
         node = s.node
         w = self.tensor(s.value)
-        wsum = w.reshape(w.shape[0], w.shape[1], -1).sum(axis=2, dtype=np.float64)  # [C_out, C_in/g]
         g_attr = node.attributes.get("group")
         g = g_attr.as_int() if g_attr is not None else 1
         c_in_g = w.shape[1]
         b = w.shape[0] // g
         local = np.where(gone)[0]
-        delta = np.zeros(w.shape[0])
+        taps = np.zeros((w.shape[0],) + w.shape[2:])
         for grp in range(g):
             rows = slice(grp * b, (grp + 1) * b)
             vals = self._checked(node, c[grp * c_in_g + local])
-            delta[rows] = wsum[rows][:, local] @ vals
+            taps[rows] = np.tensordot(vals, w[rows][:, local].astype(np.float64), axes=([0], [1]))
+        delta = taps.reshape(taps.shape[0], -1).sum(axis=1)
         if np.any(delta != 0) and _has_padding(node):
+            border = self._border_map(node, taps)
+            if border is not None:
+                self._border_maps.append((node, border))
+                return np.zeros_like(delta)
             self.inexact(
                 f"{node.name or 'Conv'} pads its input: the removed channels' constant is folded into the bias, "
-                "so border outputs deviate from zero mode"
+                "so border outputs deviate from zero mode (--exact-borders corrects this for static shapes)"
             )
         return delta
 
     def _convtranspose_delta(self, s: Slot, c: np.ndarray, gone: np.ndarray) -> np.ndarray:
         node = s.node
-        w = self.tensor(s.value).astype(np.float64)  # [C_in, C_out, *k]
+        w = self.tensor(s.value)  # [C_in, C_out, *k]
         vals = self._checked(node, c[gone])
+        taps = np.tensordot(vals, w[gone].astype(np.float64), axes=([0], [0]))  # [C_out, *k]
+        border = self._transposed_map(node, taps)
+        if border is not None:
+            self._border_maps.append((node, border))
+            return np.zeros(taps.shape[0])
         strides = node.attributes.get("strides")
-        per_pixel = w[gone].reshape(gone.sum(), w.shape[1], -1).sum(axis=2) / float(np.prod(strides.as_ints()) if strides else 1)
-        delta = vals @ per_pixel
+        delta = taps.reshape(taps.shape[0], -1).sum(axis=1) / float(np.prod(strides.as_ints()) if strides else 1)
         if np.any(delta != 0):
-            self.inexact(f"{node.name or 'ConvTranspose'}: a constant input is folded as its average per output pixel")
+            self.inexact(
+                f"{node.name or 'ConvTranspose'}: a constant input is folded as its average per output pixel "
+                "(--exact-borders makes it exact for static shapes)"
+            )
         return delta
+
+    def _transposed_map(self, node: ir.Node, taps: np.ndarray) -> np.ndarray | None:
+        """Exact output of a ConvTranspose fed constant channels: tap t reaches output ``o`` when
+        ``o + pad_begin - t*dilation`` is ``i*stride`` for an input position ``i``."""
+        xs, ys = self.shape(node.inputs[0]), self.shape(node.outputs[0])
+        attr = node.attributes
+        if xs is None or ys is None or not self.exact_borders or not _static_beyond_batch(self.model):
+            return None
+        if "auto_pad" in attr and attr["auto_pad"].as_string() not in ("NOTSET", "VALID"):
+            return None
+        n = len(xs) - 2
+        strides = list(attr["strides"].as_ints()) if "strides" in attr else [1] * n
+        dil = list(attr["dilations"].as_ints()) if "dilations" in attr else [1] * n
+        pads = list(attr["pads"].as_ints()) if "pads" in attr else [0] * (2 * n)
+        indicators = []
+        for d in range(n):
+            src = np.arange(ys[2 + d])[None, :] + pads[d] - np.arange(taps.shape[1 + d])[:, None] * dil[d]
+            ok = (src >= 0) & (src % strides[d] == 0) & (src // strides[d] < xs[2 + d])
+            indicators.append(ok.astype(np.float64))
+        letters = "abcdef"[:n]
+        spec = "o" + letters + "," + ",".join(f"{a}{a.upper()}" for a in letters) + "->o" + "".join(a.upper() for a in letters)
+        return np.einsum(spec, taps, *indicators)
 
     def _linear_delta(self, s: Slot, c: np.ndarray, gone: np.ndarray) -> np.ndarray:
         node = s.node
@@ -279,23 +318,69 @@ class Applier:
                 self.set_input_const(node, 2, (alpha * delta).astype(dtype))
             return
         # MatMul: add the constant after it.
-        dtype = self.tensor(node.inputs[1]).dtype
+        self._add_after(node, delta.astype(self.tensor(node.inputs[1]).dtype), "folded_bias")
+
+    def _add_after(self, node: ir.Node, const: np.ndarray, label: str) -> None:
+        """Insert ``y = node_output + const`` and route every use (and graph output) through it."""
         out = node.outputs[0]
         uses = list(out.uses())  # before the Add exists, so it is not rewired to itself
-        bias = self.new_initializer(f"{node.name or 'MatMul'}_folded_bias", delta.astype(dtype))
-        add = ir.Node("", "Add", inputs=[out, bias], name=f"{node.name or 'MatMul'}_folded_add")
+        base = node.name or node.op_type
+        bias = self.new_initializer(f"{base}_{label}", const)
+        add = ir.Node("", "Add", inputs=[out, bias], name=f"{base}_{label}_add")
         new_out = add.outputs[0]
         # The Add takes over the name: graph outputs keep their names.
         original_name = out.name
-        out.name = f"{original_name}_before_folded_bias"
+        out.name = f"{original_name}_before_{label}"
         new_out.name = original_name
-        new_out.type, new_out.shape = out.type, out.shape
+        info = self.analysis.info.get(out)
+        shrinks = info is not None and bool(self._removed[info.ids].any())
+        new_out.type, new_out.shape = out.type, (None if shrinks else out.shape)
         for u in uses:
             u.node.replace_input_with(u.idx, new_out)
         if out.is_graph_output():
             idx = list(self.graph.outputs).index(out)
             self.graph.outputs[idx] = new_out
         self.graph.insert_after(node, add)
+
+    def _insert_border_maps(self) -> None:
+        """Add each padded consumer's exact border correction, sliced to its kept outputs."""
+        for node, full_map in self._border_maps:
+            out = node.outputs[0]
+            keep = self.keep_mask(out) if out in self.analysis.info else np.ones(full_map.shape[0], bool)
+            dtype = self.tensor(node.inputs[1]).dtype
+            self._add_after(node, full_map[keep][None].astype(dtype), "border_fold")
+
+    def _border_map(self, node: ir.Node, taps: np.ndarray) -> np.ndarray | None:
+        """Exact contribution of constant input channels to every output pixel of a padded conv.
+
+        ``taps[o, *k]`` is the summed weight (times constants) per kernel tap. A tap reaches
+        output position ``i`` only if ``i*stride - pad_begin + tap*dilation`` lies inside the
+        input, so each spatial axis gets a tap x position indicator and einsum combines them.
+        Needs static spatial sizes; returns None otherwise.
+        """
+        x, y = node.inputs[0], node.outputs[0]
+        xs, ys = self.shape(x), self.shape(y)
+        if xs is None or ys is None or not self.exact_borders or not _static_beyond_batch(self.model):
+            return None
+        n = len(xs) - 2
+        attr = node.attributes
+        strides = list(attr["strides"].as_ints()) if "strides" in attr else [1] * n
+        dil = list(attr["dilations"].as_ints()) if "dilations" in attr else [1] * n
+        kernel = list(taps.shape[1:])
+        pads = list(attr["pads"].as_ints()) if "pads" in attr else [0] * (2 * n)
+        auto = attr["auto_pad"].as_string() if "auto_pad" in attr else "NOTSET"
+        indicators = []
+        for d in range(n):
+            if auto in ("SAME_UPPER", "SAME_LOWER"):
+                total = max(0, (ys[2 + d] - 1) * strides[d] + (kernel[d] - 1) * dil[d] + 1 - xs[2 + d])
+                begin = total // 2 if auto == "SAME_UPPER" else total - total // 2
+            else:
+                begin = pads[d]
+            pos = np.arange(ys[2 + d])[None, :] * strides[d] - begin + np.arange(kernel[d])[:, None] * dil[d]
+            indicators.append(((pos >= 0) & (pos < xs[2 + d])).astype(np.float64))
+        letters = "abcdef"[:n]
+        spec = "o" + letters + "," + ",".join(f"{a}{a.upper()}" for a in letters) + "->o" + "".join(a.upper() for a in letters)
+        return np.einsum(spec, taps, *indicators)
 
     def _clear_stale_shapes(self) -> None:
         for v, info in self.analysis.info.items():
@@ -310,6 +395,13 @@ class Applier:
                         v.shape = ir.Shape(dims)
                 else:
                     v.shape = None
+
+
+def _static_beyond_batch(model: ir.Model) -> bool:
+    """True when the model fixes every input dim but the batch, so pinned sizes are the real ones."""
+    from onnxcompress.analysis.shapes import graph_inputs
+
+    return all(v.shape is not None and all(isinstance(d, int) for d in list(v.shape)[1:]) for v in graph_inputs(model))
 
 
 def _has_padding(node: ir.Node) -> bool:

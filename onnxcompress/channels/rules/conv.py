@@ -82,9 +82,14 @@ class ConvRule(Rule):
         ctx.set(node.outputs[0], ChannelInfo((1,), out_ids))
 
     def const_eval(self, node: ir.Node, app) -> None:
-        # Removed filters are zeroed (weights and bias) in zero mode: their output is 0.
-        info = app.analysis.info[node.outputs[0]]
-        app.set_const(node.outputs[0], np.where(app.removed(info.ids), 0.0, np.nan))
+        # A zeroed filter outputs its bias (0 when biases are zeroed too, or when it has none).
+        out = node.outputs[0]
+        info = app.analysis.info[out]
+        bias = node.inputs[2] if len(node.inputs) > 2 else None
+        value = 0.0
+        if bias is not None and not app.zero_bias:
+            value = app.tensor(bias).astype(np.float64)
+        app.set_const(out, np.where(app.removed(info.ids), value, np.nan))
 
     def rewrite(self, node: ir.Node, app) -> None:
         # Only depthwise convs spell their width in ``group``.
