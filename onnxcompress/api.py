@@ -47,9 +47,14 @@ class Result:
 
     model: ir.Model
     report: CompressReport
+    #: the input kept its weights in external data, so the output does too
+    external_data: bool = False
 
     def save(self, path: str | os.PathLike) -> Path:
-        out = save_model(self.model, path, input_path=self.report.input)
+        from onnxcompress.io import EXTERNAL_DATA_THRESHOLD, has_external_data, tensor_bytes
+
+        external = self.external_data or has_external_data(self.model) or tensor_bytes(self.model) > EXTERNAL_DATA_THRESHOLD
+        out = save_model(self.model, path, input_path=self.report.input, external_data=external)
         self.report.output = str(out)
         self.report.after.file_bytes = file_bytes(out)
         return out
@@ -78,6 +83,9 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None) -> 
     if isinstance(model_or_path, ir.Model):
         model = model.clone()
     timings["load_s"] = time.perf_counter() - t0
+    from onnxcompress.io import has_external_data
+
+    input_external = has_external_data(model)
 
     input_shapes = resolve_input_shapes(model, config.input_shapes)
     size_before = file_bytes(path) if path is not None else model_bytes(model)
@@ -121,7 +129,7 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None) -> 
     report.after = _stats(model, input_shapes, model_bytes(model))
     timings["total_s"] = time.perf_counter() - t0
     report.timings = timings
-    return Result(model=model, report=report)
+    return Result(model=model, report=report, external_data=input_external)
 
 
 def _merge_prune_section(report: CompressReport, name: str, p: object) -> None:

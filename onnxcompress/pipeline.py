@@ -1,6 +1,7 @@
 """The order of passes, kept in one place.
 
-fold (lossless weight rewrites) -> project (norm constraints into weights)
+fold (lossless: constant weight subgraphs, size-independent shape arithmetic, BN into
+Conv/Gemm) -> project (norm constraints into weights)
 -> prune (channel groups, zero or remove) -> tidy (dead nodes, shapes)
 -> simplify (onnxsim, guarded). Verification and saving happen in ``api``.
 """
@@ -17,6 +18,7 @@ def build_passes(config: CompressConfig, input_shapes: dict[str, Shape]) -> list
     """The named passes ``config`` asks for, in pipeline order."""
     from onnxcompress.passes.fold_batchnorm import FoldBatchNormPass
     from onnxcompress.passes.fold_constants import FoldConstantWeightsPass
+    from onnxcompress.passes.fold_shapes import FoldShapeComputationsPass
     from onnxcompress.passes.project import ProjectWeightsPass
     from onnxcompress.passes.prune import PrunePass
     from onnxcompress.passes.simplify import SimplifyPass
@@ -25,6 +27,7 @@ def build_passes(config: CompressConfig, input_shapes: dict[str, Shape]) -> list
     passes: list[tuple[str, ir.passes.PassBase]] = []
     if config.fold:
         passes.append(("fold_constants", FoldConstantWeightsPass()))
+        passes.append(("fold_shapes", FoldShapeComputationsPass(input_shapes)))
         passes.append(("fold_batchnorm", FoldBatchNormPass()))
     if config.max_norm is not None or config.spectral_clip is not None:
         passes.append(

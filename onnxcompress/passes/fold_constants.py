@@ -186,7 +186,12 @@ def _declared_bytes(value: ir.Value) -> int | None:
 
 
 def _evaluate(model: ir.Model, node: ir.Node) -> list[np.ndarray]:
-    """Run one node on its constant inputs: the ONNX reference evaluator, else onnxruntime.
+    """Run one node on its constant inputs."""
+    return evaluate_node(model, node, [None if v is None else const_array(v) for v in node.inputs])
+
+
+def evaluate_node(model: ir.Model, node: ir.Node, arrays: list[np.ndarray | None]) -> list[np.ndarray]:
+    """Run one node on the given input arrays: the ONNX reference evaluator, else onnxruntime.
 
     The reference evaluator comes first because it is pure numpy and needs no session
     per node; both compute in the tensor's own dtype, as the unfolded graph would.
@@ -196,12 +201,11 @@ def _evaluate(model: ir.Model, node: ir.Node) -> list[np.ndarray]:
     feeds: dict[str, np.ndarray] = {}
     in_names: list[str] = []
     inputs = []
-    for i, v in enumerate(node.inputs):
+    for i, (v, array) in enumerate(zip(node.inputs, arrays)):
         if v is None:
             in_names.append("")
             continue
         name = f"in{i}"
-        array = const_array(v)
         feeds[name] = array
         in_names.append(name)
         elem = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)

@@ -328,17 +328,21 @@ class ReshapeRule(LayoutRule):
                     shape[ax] = int(n * (old[ax] // info.ids.shape[info.axes.index(ax)]))
             app.set_input_const(node, 1, np.array(shape, dtype=np.int64))
             return
-        # Run-time target: pieces that spell a channel count literally must be rewritten.
+        # Run-time target built by a Concat: constant pieces that spell a channel count are
+        # rewritten; pieces computed from Shape follow the pruned tensor by themselves.
         concat = target.producer()
+        old = app.shape(out)
         offset = 0
-        for piece in concat.inputs:
+        for k, piece in enumerate(list(concat.inputs)):
             c = app.tensor(piece) if app.is_const(piece) else None
             width = int(c.size) if c is not None else int(np.prod(app.shape(piece) or (1,)))
-            for ax in info.axes:
-                if offset <= ax < offset + width and c is not None:
-                    val = int(c.ravel()[ax - offset])
-                    if val not in (0, -1):
-                        app.inexact(f"Reshape {node.name}: run-time target spells channel count {val}")
+            if c is not None:
+                new_piece = c.astype(np.int64).ravel().copy()
+                for ax, n in zip(info.axes, counts):
+                    if offset <= ax < offset + width and new_piece[ax - offset] not in (0, -1):
+                        new_piece[ax - offset] = int(n * (old[ax] // info.ids.shape[info.axes.index(ax)]))
+                if not np.array_equal(new_piece, c.ravel()):
+                    app.set_input_const(concat, k, new_piece.reshape(c.shape).astype(c.dtype))
             offset += width
 
 
