@@ -71,7 +71,6 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None) -> 
     The input is never modified (an ``ir.Model`` argument is cloned). Raises
     ``VerificationError`` when the result fails the checker, a session or a run.
     """
-    from onnxcompress.pipeline import build_passes
     from onnxcompress.verify import SessionHolder, random_inputs, verify_against
 
     config = config or CompressConfig()
@@ -109,6 +108,29 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None) -> 
         before=before,
         after=before,
     )
+    model = _run_passes(model, config, input_shapes, report, timings)
+
+    if config.verify:
+        t = time.perf_counter()
+        # Inputs are never pruned, so the compressed model shapes the same random feeds.
+        fid = verify_against(model, model, input_shapes, seed=config.seed, reference_outputs=reference)
+        report.fidelity = fid.to_dict()
+        timings["verify_s"] = time.perf_counter() - t
+        if config.mode == "remove" and report.exactness and not report.exactness.get("exact", True):
+            t = time.perf_counter()
+            report.exactness["measured_vs_zero_mode"] = _measure_against_zero_mode(
+                model_or_path, config, input_shapes, feeds, fid.outputs
+            )
+            timings["exactness_check_s"] = time.perf_counter() - t
+    report.after = _stats(model, input_shapes, model_bytes(model))
+    timings["total_s"] = time.perf_counter() - t0
+    report.timings = timings
+    return Result(model=model, report=report, external_data=input_external)
+
+
+def _run_passes(model: ir.Model, config: CompressConfig, input_shapes, report: CompressReport, timings: dict) -> ir.Model:
+    from onnxcompress.pipeline import build_passes
+
     for name, p in build_passes(config, input_shapes):
         t = time.perf_counter()
         model = p(model).model
@@ -119,17 +141,22 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None) -> 
         _merge_prune_section(report, name, p)
         for w in getattr(p, "warnings", []) or []:
             report.warnings.append(w)
+    return model
 
-    if config.verify:
-        t = time.perf_counter()
-        # Inputs are never pruned, so the compressed model shapes the same random feeds.
-        fid = verify_against(model, model, input_shapes, seed=config.seed, reference_outputs=reference)
-        report.fidelity = fid.to_dict()
-        timings["verify_s"] = time.perf_counter() - t
-    report.after = _stats(model, input_shapes, model_bytes(model))
-    timings["total_s"] = time.perf_counter() - t0
-    report.timings = timings
-    return Result(model=model, report=report, external_data=input_external)
+
+def _measure_against_zero_mode(model_or_path, config, input_shapes, feeds, removed_outputs) -> dict:
+    """Run the same plan in zero mode and compare: how far remove mode is from it, in numbers."""
+    from dataclasses import replace
+
+    from onnxcompress.verify import SessionHolder, compare_outputs
+
+    zero_model = load_model(model_or_path)
+    if isinstance(model_or_path, ir.Model):
+        zero_model = zero_model.clone()
+    scratch = CompressReport(input=None, output=None, config={}, before=ModelStats(0, 0, 0), after=ModelStats(0, 0, 0))
+    zero_model = _run_passes(zero_model, replace(config, mode="zero", simplify=False), input_shapes, scratch, {})
+    fid = compare_outputs(SessionHolder(zero_model).run(feeds), removed_outputs)
+    return {"cosine_min": fid.cosine_min, "max_abs_diff": fid.max_abs_diff}
 
 
 def _merge_prune_section(report: CompressReport, name: str, p: object) -> None:

@@ -16,9 +16,9 @@ def human(n: float, unit: str = "") -> str:
 
 
 def render_inspect(report: InspectReport, console: Console) -> None:
-    table = Table(title="Layers", show_lines=False, header_style="bold")
+    table = Table(title="Layers", show_lines=False, header_style="bold", expand=False)
     for col, just in (("name", "left"), ("op", "left"), ("out shape", "left"), ("params", "right"), ("MACs", "right"), ("RF (size, jump)", "right")):
-        table.add_column(col, justify=just)
+        table.add_column(col, justify=just, overflow="fold")
     for layer in report.layers:
         rf = layer.receptive_field
         table.add_row(
@@ -64,7 +64,11 @@ def render_compress(report: CompressReport, console: Console) -> None:
             s += f", top-1 agreement {f['top1_agreement']:.1%}"
         console.print(s)
     if report.exactness.get("note"):
-        console.print(f"exactness: {report.exactness['note']}")
+        line = f"exactness: {report.exactness['note']}"
+        measured = report.exactness.get("measured_vs_zero_mode")
+        if measured:
+            line += f"; measured vs zero mode: min cosine {measured['cosine_min']:.6f}, max |diff| {measured['max_abs_diff']:.3g}"
+        console.print(line)
     if report.blockers:
         shown = report.blockers[:8]
         console.print(f"[yellow]{len(report.blockers)} blocker(s)[/yellow] kept channels unpruned:")

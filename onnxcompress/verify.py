@@ -100,6 +100,8 @@ class Fidelity:
     cosine_min: float
     max_abs_diff: float
     top1_agreement: float | None = None
+    #: the compared model's outputs, kept for further comparisons (not reported)
+    outputs: dict | None = None
 
     def to_dict(self) -> dict:
         return {"cosine_min": self.cosine_min, "max_abs_diff": self.max_abs_diff, "top1_agreement": self.top1_agreement}
@@ -168,4 +170,6 @@ def verify_against(
     except Exception as exc:  # noqa: BLE001
         raise VerificationError(f"onnxruntime cannot run the output: {str(exc).splitlines()[0]}") from exc
     ref = reference_outputs if reference_outputs is not None else SessionHolder(original).run(feeds)
-    return compare_outputs(ref, got)
+    fid = compare_outputs(ref, got)
+    fid.outputs = got
+    return fid
