@@ -117,7 +117,7 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None) -> 
                              allow_shape_change=config.prune_outputs)
         report.fidelity = fid.to_dict()
         timings["verify_s"] = time.perf_counter() - t
-        if config.mode == "remove" and report.exactness and not report.exactness.get("exact", True):
+        if config.measure_exactness and config.mode == "remove" and report.exactness and not report.exactness.get("exact", True):
             t = time.perf_counter()
             report.exactness["measured_vs_zero_mode"] = _measure_against_zero_mode(
                 model_or_path, config, input_shapes, feeds, fid.outputs

@@ -74,6 +74,9 @@ def compress_parser() -> argparse.ArgumentParser:
     p.add_argument("--exact-borders", action="store_true",
                    help="remove mode: make padded consumers match zero mode exactly at the image borders too, with a "
                    "constant correction map after each (static spatial sizes only; costs one Add per such conv)")
+    p.add_argument("--measure-exactness", action="store_true",
+                   help="remove mode: also build the zero-mode model and report how far remove mode's outputs are "
+                   "from it (one more pipeline run and session)")
     p.add_argument("--prune-outputs", action="store_true", help="allow pruning channels that reach a graph output")
     p.add_argument("--max-norm", type=float, metavar="C", help="clip every filter's L2 norm at C (folded into the weights)")
     p.add_argument("--spectral-clip", type=float, metavar="C", help="clip singular values of weight matrices at C")
@@ -148,6 +151,7 @@ def run_compress(argv: list[str]) -> int:
         prune_outputs=args.prune_outputs,
         zero_bias=args.zero_bias,
         exact_borders=args.exact_borders,
+        measure_exactness=args.measure_exactness,
         fold=not args.no_fold,
         max_norm=args.max_norm,
         spectral_clip=args.spectral_clip,

@@ -32,6 +32,8 @@ class CompressConfig:
     zero_bias: bool = False
     #: Remove mode: correct padded consumers' borders exactly with a constant map (static H/W only).
     exact_borders: bool = False
+    #: Remove mode: also run the same plan in zero mode and report the end-to-end deviation.
+    measure_exactness: bool = False
     # folding and projection
     fold: bool = True
     max_norm: float | None = None

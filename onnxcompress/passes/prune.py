@@ -143,29 +143,28 @@ class PrunePass(ir.passes.InPlacePass):
     @staticmethod
     def _l1_mass(model: ir.Model, analysis, app: Applier, plan: Plan, zero: bool) -> float:
         """Fraction of the total |w| of conv/linear weights that this plan removes (or zeroes)."""
-        total = 0.0
-        weights = set()
-        for node in model.graph:
-            if node.op_type in _WEIGHT_OPS and len(node.inputs) > 1 and node.inputs[1] is not None:
-                w = app.tensor(node.inputs[1])
-                if w is not None and w.ndim >= 2 and node.inputs[1] not in weights:
-                    weights.add(node.inputs[1])
-                    total += float(np.abs(w).sum(dtype=np.float64))
-        if total == 0:
-            return 0.0
         masks: dict[ir.Value, dict[int, np.ndarray]] = {}
         roles = ("out",) if zero else ("out", "in")
         for s in analysis.slots:
-            if s.role in roles and s.value in weights:
+            if s.role in roles:
                 masks.setdefault(s.value, {})[s.axis] = ~plan.removed[s.ids]
-        removed = 0.0
-        for v, axes in masks.items():
+        total = removed = 0.0
+        seen = set()
+        for node in model.graph:
+            v = node.inputs[1] if node.op_type in _WEIGHT_OPS and len(node.inputs) > 1 else None
+            if v is None or v in seen:
+                continue
             w = app.tensor(v)
-            # Sum |w| over the axes that are not sliced first, then over the kept block.
+            if w is None or w.ndim < 2:
+                continue
+            seen.add(v)
+            axes = masks.get(v, {})
+            # One pass over |w|: reduce the axes that are not sliced, then take the kept block.
             other = tuple(a for a in range(w.ndim) if a not in axes)
             a = np.abs(w).sum(axis=other, dtype=np.float64) if other else np.abs(w).astype(np.float64)
             kept = a
             for pos, ax in enumerate(sorted(axes)):
                 kept = np.compress(axes[ax], kept, axis=pos)
+            total += float(a.sum())
             removed += float(a.sum() - kept.sum())
-        return removed / total
+        return removed / total if total else 0.0
