@@ -32,20 +32,21 @@ _NP_DTYPES = {
 }
 
 
+def random_array(rng: np.random.Generator, shape, dtype) -> np.ndarray:
+    """Standard normal floats, 0/1 booleans, small non-negative ints."""
+    if np.issubdtype(dtype, np.floating):
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype == np.bool_:
+        return rng.integers(0, 2, shape).astype(bool)
+    return rng.integers(0, 4, shape).astype(dtype)
+
+
 def random_inputs(model: ir.Model, input_shapes: dict[str, Shape], seed: int = 0) -> dict[str, np.ndarray]:
-    """Feeds for every real input: standard normal floats, small non-negative ints."""
+    """Feeds for every real input of ``model``."""
     rng = np.random.default_rng(seed)
-    feeds = {}
-    for v in graph_inputs(model):
-        shape = input_shapes[v.name]
-        dtype = _NP_DTYPES.get(v.dtype, np.float32)
-        if np.issubdtype(dtype, np.floating):
-            feeds[v.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype == np.bool_:
-            feeds[v.name] = rng.integers(0, 2, shape).astype(bool)
-        else:
-            feeds[v.name] = rng.integers(0, 4, shape).astype(dtype)
-    return feeds
+    return {
+        v.name: random_array(rng, input_shapes[v.name], _NP_DTYPES.get(v.dtype, np.float32)) for v in graph_inputs(model)
+    }
 
 
 class Serialized:

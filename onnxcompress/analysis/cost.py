@@ -16,6 +16,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress.analysis.shapes import Shape
+from onnxcompress.constants import const_tensor as _const_tensor
 
 _FLOATS = {ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16}
 _WINDOW_OPS = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool"}
@@ -50,17 +51,6 @@ class CostSummary:
     params: int
     macs: int
     layers: list[LayerCost] = field(default_factory=list)
-
-
-def _const_tensor(value: ir.Value | None) -> ir.TensorProtocol | None:
-    if value is None:
-        return None
-    if value.const_value is not None:
-        return value.const_value
-    prod = value.producer()
-    if prod is not None and prod.op_type == "Constant" and "value" in prod.attributes:
-        return prod.attributes["value"].as_tensor()
-    return None
 
 
 def _prod(xs) -> int:

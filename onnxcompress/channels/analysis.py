@@ -9,6 +9,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress.analysis.shapes import Shape
+from onnxcompress.constants import const_array, is_const
 from onnxcompress.channels.state import AnalysisResult, BlockRecord, ChannelInfo, Slot, UnionFind
 
 logger = logging.getLogger(__name__)
@@ -54,27 +55,10 @@ class ChannelContext:
 
     def const(self, v: ir.Value | None) -> np.ndarray | None:
         """The value as a numpy array when it is a constant (initializer or Constant node)."""
-        if v is None:
-            return None
-        t = v.const_value
-        if t is None:
-            prod = v.producer()
-            if prod is None or prod.op_type != "Constant":
-                return None
-            attr = prod.attributes.get("value")
-            if attr is None:
-                for key in ("value_float", "value_int"):
-                    if key in prod.attributes:
-                        return np.array(prod.attributes[key].value)
-                for key in ("value_floats", "value_ints"):
-                    if key in prod.attributes:
-                        return np.array(list(prod.attributes[key].value))
-                return None
-            t = attr.as_tensor()
-        return t.numpy()
+        return const_array(v)
 
     def is_const(self, v: ir.Value | None) -> bool:
-        return v is not None and (v.const_value is not None or (v.producer() is not None and v.producer().op_type == "Constant"))
+        return is_const(v)
 
     # ----- elements -----
     def fresh(self, shape: tuple[int, ...] | int, *, source: bool = False, fixed: bool = False) -> np.ndarray:

@@ -16,6 +16,7 @@ import onnx_ir as ir
 
 from onnxcompress.channels.rules import get_rule
 from onnxcompress.channels.state import AnalysisResult, Slot
+from onnxcompress.constants import const_array, is_const
 
 logger = logging.getLogger(__name__)
 
@@ -58,20 +59,16 @@ class Applier:
         return self.shapes.get(v.name)
 
     def is_const(self, v: ir.Value | None) -> bool:
-        return v is not None and (v.const_value is not None or (v.producer() is not None and v.producer().op_type == "Constant"))
+        return is_const(v)
 
     def tensor(self, v: ir.Value) -> np.ndarray | None:
-        if v in self._tensors:
-            return self._tensors[v]
-        if v.const_value is not None:
-            arr = v.const_value.numpy()
-        elif v.producer() is not None and v.producer().op_type == "Constant":
-            attr = v.producer().attributes.get("value")
-            arr = attr.as_tensor().numpy() if attr is not None else None
-        else:
-            return None
-        self._tensors[v] = arr
-        return arr
+        """A constant's data as numpy (cached; updated as weights are rewritten)."""
+        if v not in self._tensors:
+            arr = const_array(v)
+            if arr is None:
+                return None
+            self._tensors[v] = arr
+        return self._tensors[v]
 
     const = tensor  # rules written against the analysis context call ``const``
 

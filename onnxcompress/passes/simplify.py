@@ -20,6 +20,8 @@ import onnx_ir as ir
 from onnxcompress.analysis.shapes import Shape
 from onnxcompress.io import tensor_bytes
 
+from onnxcompress.verify import random_array
+
 logger = logging.getLogger(__name__)
 
 #: Protobuf cannot hold a model past 2 GiB; onnxsim works on one protobuf.
@@ -232,13 +234,7 @@ def _feeds(proto: onnx.ModelProto, shapes: dict[str, Shape], seed: int) -> dict[
         if vi.name not in shapes:
             continue
         dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
-        shape = shapes[vi.name]
-        if np.issubdtype(dtype, np.floating):
-            feeds[vi.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype == np.bool_:
-            feeds[vi.name] = rng.integers(0, 2, shape).astype(bool)
-        else:
-            feeds[vi.name] = rng.integers(0, 4, shape).astype(dtype)
+        feeds[vi.name] = random_array(rng, shapes[vi.name], dtype)
     return feeds
 
 
