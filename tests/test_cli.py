@@ -81,3 +81,30 @@ def test_help_teaches():
     assert proc.returncode == 0
     for word in ("--ratio", "--round-to", "default", "inspect", "bench", "check", "examples"):
         assert word in proc.stdout
+
+
+def test_failed_verification_writes_nothing(tmp_path, monkeypatch, capsys):
+    from onnxcompress import cli, verify
+    from onnxcompress.errors import VerificationError
+
+    def reject(model):
+        raise VerificationError("onnx checker rejected the output: simulated")
+
+    monkeypatch.setattr(verify, "check_model", reject)
+    model = tmp_path / "m.onnx"
+    shutil.copy(MODELS / "resnet_small.onnx", model)
+    rc = cli.main([str(model), "--ratio", "0.5"])
+    assert rc == 2
+    assert "simulated" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_exclude_leaves_matching_layers_whole(tmp_path):
+    model = tmp_path / "m.onnx"
+    shutil.copy(MODELS / "resnet_small.onnx", model)
+    proc = cli(model, "--ratio", "0.5", "--exclude", r"layers\.2", "--report", tmp_path / "r.json")
+    assert proc.returncode == 0, proc.stderr
+    layers = json.loads((tmp_path / "r.json").read_text())["layers"]
+    excluded = [l for l in layers if "layers.2" in l["name"]]
+    assert excluded and all(l["channels_after"] == l["channels_before"] for l in excluded)
+    assert any(l["channels_after"] < l["channels_before"] for l in layers if "layers.2" not in l["name"])
