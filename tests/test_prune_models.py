@@ -14,7 +14,8 @@ import onnxcompress as oc
 from tests.conftest import MODELS, model_shapes
 
 META = json.loads((MODELS / "MODELS.json").read_text())
-FULLY_BLOCKED = {"convnext_tiny.onnx": "LayerNormalization"}
+# Residual streams normalised by LayerNorm stay whole; the MLP hidden features still prune.
+PARTLY_BLOCKED = {"convnext_tiny.onnx": "LayerNormalization"}
 
 
 def session(model: ir.Model):
@@ -44,10 +45,8 @@ def test_remove_is_valid_smaller_and_equals_zero(name):
     from onnxcompress.verify import check_model
 
     check_model(plain.model)
-    if name in FULLY_BLOCKED:
-        assert rep.groups["pruned"] == 0
-        assert any(FULLY_BLOCKED[name] in b.op for b in rep.blockers)
-        return
+    if name in PARTLY_BLOCKED:
+        assert any(PARTLY_BLOCKED[name] in b.op for b in rep.blockers)
     assert rep.groups["pruned"] >= 1
     assert rep.after.macs < 0.8 * rep.before.macs
     assert rep.after.params < rep.before.params

@@ -113,7 +113,7 @@ class PrunePass(ir.passes.InPlacePass):
     def _layers(analysis, plan: Plan) -> list[dict]:
         out = []
         for s in analysis.slots:
-            if s.role == "out" and s.node.op_type in ("Conv", "ConvTranspose"):
+            if s.role == "out" and s.node.op_type in _WEIGHT_OPS:
                 out.append(
                     {
                         "name": s.node.name or s.node.op_type,

@@ -304,25 +304,36 @@ class Applier:
                 self._write(bias_v, (self.tensor(bias_v).astype(np.float64) + delta).astype(dtype))
             else:
                 self.set_input_const(node, 2, delta.astype(dtype))
-                out = [s for s in self.analysis.slots if s.node is node and s.role == "out"]
-                if out:
-                    self.analysis.slots.append(Slot(node=node, value=node.inputs[2], axis=0, ids=out[0].ids, role="bias"))
+                self._track_new_bias(node, node.inputs[2])
             return
         if op == "Gemm":
             dtype = self.tensor(node.inputs[1]).dtype
             alpha = node.attributes["alpha"].as_float() if "alpha" in node.attributes else 1.0
             beta = node.attributes["beta"].as_float() if "beta" in node.attributes else 1.0
-            if len(node.inputs) > 2 and node.inputs[2] is not None and beta != 0:
-                c = self.tensor(node.inputs[2]).astype(np.float64)
-                self.set_input_const(node, 2, (c + alpha / beta * delta).astype(dtype))
-            else:
-                node.attributes["beta"] = ir.AttrFloat32("beta", 1.0)
-                self.set_input_const(node, 2, (alpha * delta).astype(dtype))
+            c_val = node.inputs[2] if len(node.inputs) > 2 else None
+            c = self.tensor(c_val) if c_val is not None else None
+            if c is not None and beta != 0 and c.size == delta.size:
+                # A per-feature C is a bias slot: update it in place so slicing still finds it.
+                self._write(c_val, (c.astype(np.float64) + (alpha / beta) * delta.reshape(c.shape)).astype(dtype))
+                return
+            full = alpha * delta
+            if c is not None and beta != 0:
+                full = full + beta * np.broadcast_to(c.astype(np.float64).reshape(-1), delta.shape)
+            node.attributes["beta"] = ir.AttrFloat32("beta", 1.0)
+            self.set_input_const(node, 2, full.astype(dtype))
+            self._track_new_bias(node, node.inputs[2])
             return
         # MatMul: add the constant after it.
-        self._add_after(node, delta.astype(self.tensor(node.inputs[1]).dtype), "folded_bias")
+        bias = self._add_after(node, delta.astype(self.tensor(node.inputs[1]).dtype), "folded_bias")
+        self._track_new_bias(node, bias)
 
-    def _add_after(self, node: ir.Node, const: np.ndarray, label: str) -> None:
+    def _track_new_bias(self, node: ir.Node, bias: ir.Value) -> None:
+        """A bias created here must shrink with the node's own pruned outputs."""
+        out = [s for s in self.analysis.slots if s.node is node and s.role == "out"]
+        if out:
+            self.analysis.slots.append(Slot(node=node, value=bias, axis=0, ids=out[0].ids, role="param"))
+
+    def _add_after(self, node: ir.Node, const: np.ndarray, label: str) -> ir.Value:
         """Insert ``y = node_output + const`` and route every use (and graph output) through it."""
         out = node.outputs[0]
         uses = list(out.uses())  # before the Add exists, so it is not rewired to itself
@@ -343,6 +354,12 @@ class Applier:
             idx = list(self.graph.outputs).index(out)
             self.graph.outputs[idx] = new_out
         self.graph.insert_after(node, add)
+        if info is not None:
+            # Downstream rewrites look their inputs up: the Add output carries the same channels.
+            self.analysis.info[new_out] = info
+            if out in self.consts:
+                self.consts[new_out] = self.consts[out]
+        return bias
 
     def _insert_border_maps(self) -> None:
         """Add each padded consumer's exact border correction, sliced to its kept outputs."""
