@@ -162,7 +162,30 @@ def instnorm_resize_pad():
     return g.model([g.gemm_head(y, 8)]), 16
 
 
+def mlp_head():
+    g = G(13)
+    x = g.input()
+    a = g.cbr(x, 3, 16, stride=2)
+    f = g.op("Flatten", [g.op("GlobalAveragePool", [a])], axis=1)
+    h = g.op("Relu", [g.op("Gemm", [f, g.const(g.rng.standard_normal((32, 16)) * 0.3, "w1"), g.const(g.rng.standard_normal(32), "b1")], transB=1)])
+    y = g.op("Gemm", [h, g.const(g.rng.standard_normal((32, 10)) * 0.3, "w2"), g.const(g.rng.standard_normal((1, 10)), "b2")])
+    return g.model([y]), 16
+
+
+def channels_last_matmul():
+    g = G(14)
+    x = g.input()
+    a = g.cbr(x, 3, 16)
+    t = g.op("Transpose", [a], perm=[0, 2, 3, 1])
+    h = g.op("Relu", [g.op("Add", [g.op("MatMul", [t, g.const(g.rng.standard_normal((16, 32)) * 0.3, "w1")]), g.const(g.rng.standard_normal(32), "b1")])])
+    o = g.op("MatMul", [h, g.const(g.rng.standard_normal((32, 16)) * 0.3, "w2")])
+    back = g.op("Transpose", [o], perm=[0, 3, 1, 2])
+    return g.model([g.gemm_head(g.op("Add", [a, back]), 16)]), 16
+
+
 CASES = {
+    "mlp_head_gemm": mlp_head,
+    "channels_last_matmul": channels_last_matmul,
     "residual_add": residual,
     "residual_sum_opset8_ir3": residual_sum_opset8_ir3,
     "depthwise_se_hardswish": depthwise_se_hardswish,
