@@ -55,7 +55,8 @@ def compress_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="input .onnx file")
     p.add_argument("-o", "--output", help="output path (default: MODEL's stem + .compressed.onnx)")
     p.add_argument("--ratio", type=float, default=DEFAULT_RATIO,
-                   help=f"fraction of filters removed per group (local) or overall (global); 0 = no pruning (default {DEFAULT_RATIO})")
+                   help=f"fraction of filters removed per group (local) or overall (global); 0 = no pruning (default {DEFAULT_RATIO}: "
+                   "without fine-tuning, larger ratios cost a trained model accuracy fast; see bench/ACCURACY.md)")
     p.add_argument("--mode", choices=["remove", "zero"], default="remove",
                    help="remove: slice filters out, the graph gets smaller; zero: write zeros, shapes stay (default remove)")
     p.add_argument("--criterion", choices=["l1", "l2"], default="l1", help="filter magnitude norm (default l1)")
