@@ -11,7 +11,7 @@ from pathlib import Path
 import onnx_ir as ir
 
 from onnxcompress.analysis.cost import analyse_costs
-from onnxcompress.analysis.shapes import Shape, infer_static_shapes, resolve_input_shapes
+from onnxcompress.analysis.shapes import Shape, ShapeOracle, infer_static_shapes, resolve_input_shapes
 from onnxcompress.config import CompressConfig
 from onnxcompress.errors import InputError
 from onnxcompress.io import ModelLike, file_bytes, load_model, model_bytes, save_model
@@ -60,8 +60,9 @@ class Result:
         return out
 
 
-def _stats(model: ir.Model, input_shapes: dict[str, Shape], size: int) -> ModelStats:
-    cost = analyse_costs(model, infer_static_shapes(model, input_shapes))
+def _stats(model: ir.Model, input_shapes: dict[str, Shape], size: int, oracle: ShapeOracle | None = None) -> ModelStats:
+    shapes = oracle.shapes(model, input_shapes) if oracle is not None else infer_static_shapes(model, input_shapes)
+    cost = analyse_costs(model, shapes)
     return ModelStats(params=cost.params, macs=cost.macs, file_bytes=size)
 
 
@@ -88,7 +89,8 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None) -> 
 
     input_shapes = resolve_input_shapes(model, config.input_shapes)
     size_before = file_bytes(path) if path is not None else model_bytes(model)
-    before = _stats(model, input_shapes, size_before)
+    oracle = ShapeOracle()
+    before = _stats(model, input_shapes, size_before, oracle)
 
     reference = None
     if config.verify:
@@ -108,7 +110,7 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None) -> 
         before=before,
         after=before,
     )
-    model = _run_passes(model, config, input_shapes, report, timings)
+    model = _run_passes(model, config, input_shapes, report, timings, oracle)
 
     if config.verify:
         t = time.perf_counter()
@@ -123,18 +125,22 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None) -> 
                 model_or_path, config, input_shapes, feeds, fid.outputs
             )
             timings["exactness_check_s"] = time.perf_counter() - t
-    report.after = _stats(model, input_shapes, model_bytes(model))
+    report.after = _stats(model, input_shapes, model_bytes(model), oracle)
     timings["total_s"] = time.perf_counter() - t0
     report.timings = timings
     return Result(model=model, report=report, external_data=input_external)
 
 
-def _run_passes(model: ir.Model, config: CompressConfig, input_shapes, report: CompressReport, timings: dict) -> ir.Model:
+def _run_passes(model, config: CompressConfig, input_shapes, report: CompressReport, timings: dict, oracle=None) -> ir.Model:
     from onnxcompress.pipeline import build_passes
 
-    for name, p in build_passes(config, input_shapes):
+    oracle = oracle or ShapeOracle()
+    for name, p in build_passes(config, input_shapes, oracle):
         t = time.perf_counter()
-        model = p(model).model
+        result = p(model)
+        model = result.model
+        if name == "prune" and result.modified:
+            oracle.clear()  # channel counts changed
         timings[f"{name}_s"] = time.perf_counter() - t
         section = getattr(p, "report", None)
         if section:

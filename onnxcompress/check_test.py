@@ -20,6 +20,7 @@ def models(tmp_path_factory):
         "same": tiny_classifier(d / "same.onnx"),
         "perturbed": tiny_classifier(d / "p.onnx", perturb=0.3),
         "junk": str(junk),
+        "features": tiny_classifier(d / "f.onnx", head=False),
         "dir": str(d),
     }
 
@@ -98,3 +99,9 @@ def test_bad_input_exits_2(models, which, capsys):
     }[which]
     assert main(["check", *args, "-q"]) == 2
     assert capsys.readouterr().err.startswith("onnxcompress: error:")
+
+
+def test_top1_gate_on_feature_maps_is_an_input_error(models, capsys):
+    assert main(["check", models["features"], models["features"], "--min-cosine", "0.99", "-q"]) == 0
+    assert main(["check", models["features"], models["features"], "--min-top1", "0.9", "-q"]) == 2
+    assert "class scores" in capsys.readouterr().err

@@ -208,3 +208,33 @@ def _measure_shapes(model: ir.Model, input_shapes: dict[str, Shape], names: list
         logger.warning("could not measure shapes with onnxruntime: %s", exc)
         return {}
     return {n: tuple(np.asarray(o).shape) for n, o in zip(names, outs)}
+
+
+class ShapeOracle:
+    """Static shapes per sizing, computed once per compression and shared by the passes.
+
+    Inference, and the onnxruntime measurement it falls back to, is the costly part of
+    analysing big or dynamic graphs. The passes before pruning keep every value's shape
+    (they fold constants and remove nodes), so one result serves them all; pruning
+    changes channel counts, and the caller clears the oracle after it.
+    """
+
+    def __init__(self) -> None:
+        self._memo: dict[tuple, tuple[dict[str, Shape], set[str]]] = {}
+
+    def shapes(self, model: ir.Model, sizing: dict[str, Shape]) -> dict[str, Shape]:
+        key = tuple(sorted((k, tuple(v)) for k, v in sizing.items()))
+        names = {o.name for n in model.graph for o in n.outputs if o.name}
+        hit = self._memo.get(key)
+        if hit is not None and names <= hit[1]:
+            shapes = hit[0]
+            for name, v in model.graph.initializers.items():
+                if v.const_value is not None and name not in shapes:
+                    shapes[name] = tuple(v.const_value.shape.numpy())
+            return shapes
+        shapes = infer_static_shapes(model, sizing)
+        self._memo[key] = (shapes, names | set(shapes))
+        return shapes
+
+    def clear(self) -> None:
+        self._memo.clear()

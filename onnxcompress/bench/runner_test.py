@@ -9,7 +9,7 @@ from onnxcompress.bench.runner import BenchConfig, TimedSession, run_benchmark
 from onnxcompress.bench.testing import tiny_classifier
 from onnxcompress.errors import InputError
 
-QUICK = dict(iters=8, warmup=2)
+QUICK = {"iters": 8, "warmup": 2}
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_time_budget_stops_early(models):
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(providers=["tpu"]), dict(batches=[0]), dict(iters=0), dict(warmup=-1), dict(threads=0), dict(providers=[])],
+    [{"providers": ["tpu"]}, {"batches": [0]}, {"iters": 0}, {"warmup": -1}, {"threads": 0}, {"providers": []}],
 )
 def test_bad_config_is_an_input_error(models, kw):
     with pytest.raises(InputError):

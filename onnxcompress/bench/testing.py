@@ -18,11 +18,13 @@ def tiny_classifier(
     width: int = 16,
     size: int = 16,
     input_name: str = "x",
+    head: bool = True,
 ) -> str:
     """Conv-Relu-GAP-Gemm over a 3x``size``x``size`` image to 10 class scores.
 
     ``perturb`` adds that much Gaussian noise (relative) to the weights, for a model
-    that differs from the ``perturb=0`` one by a known amount.
+    that differs from the ``perturb=0`` one by a known amount. ``head=False`` stops
+    at the Relu, so the output is a feature map rather than class scores.
     """
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((width, 3, 3, 3)).astype(np.float32)
@@ -38,12 +40,18 @@ def tiny_classifier(
         helper.make_node("Flatten", ["g"], ["f"]),
         helper.make_node("Gemm", ["f", "W2"], ["y"], transB=1),
     ]
+    inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(w2, "W2")]
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 10])
+    if not head:
+        nodes = [*nodes[:1], helper.make_node("Relu", ["c"], ["y"])]
+        inits = inits[:1]
+        out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, width, size, size])
     graph = helper.make_graph(
         nodes,
         "tiny",
         [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [batch, 3, size, size])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 10])],
-        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(w2, "W2")],
+        [out],
+        inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

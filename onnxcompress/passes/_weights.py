@@ -19,13 +19,22 @@ def opset(model: ir.Model) -> int:
     return int(model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1)))
 
 
-def unique_name(graph: ir.Graph, hint: str, taken: set[str] | None = None) -> str:
-    """A value name not yet used in ``graph`` (nor in ``taken``), derived from ``hint``."""
-    used = set(taken or ())
-    used.update(graph.initializers)
+def used_names(graph: ir.Graph) -> set[str]:
+    """Every value name in ``graph``: initializers, inputs and node outputs."""
+    used = set(graph.initializers)
     used.update(v.name for v in graph.inputs if v.name)
     for node in graph:
         used.update(o.name for o in node.outputs if o.name)
+    return used
+
+
+def unique_name(graph: ir.Graph, hint: str, taken: set[str] | None = None) -> str:
+    """A value name not yet used in ``graph`` (nor in ``taken``), derived from ``hint``.
+
+    Scans the graph; callers that name many values pass ``taken=used_names(graph)`` once
+    and add each new name to it, which skips the scan.
+    """
+    used = taken if taken is not None else used_names(graph)
     name, k = hint, 0
     while name in used:
         k += 1

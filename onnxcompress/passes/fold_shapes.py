@@ -16,8 +16,8 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.analysis.shapes import Shape, graph_inputs, infer_static_shapes
-from onnxcompress.passes._weights import add_initializer, const_array, is_const, unique_name
+from onnxcompress.analysis.shapes import Shape, ShapeOracle, graph_inputs
+from onnxcompress.passes._weights import add_initializer, const_array, is_const, unique_name, used_names
 from onnxcompress.passes.fold_constants import evaluate_node
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,40 @@ def alternate_shapes(model: ir.Model, pinned: dict[str, Shape]) -> dict[str, Sha
     return alt if moved else None
 
 
+def _axes(node: ir.Node, arrays: list) -> list[int] | None:
+    a = node.attributes.get("axes")
+    if a is not None:
+        return list(a.as_ints())
+    return [int(x) for x in arrays[1].ravel()] if len(arrays) > 1 and arrays[1] is not None else None
+
+
+def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if np.issubdtype(a.dtype, np.integer):
+        return np.trunc(a / b).astype(a.dtype)  # ONNX integer Div truncates
+    return a / b
+
+
+# numpy for the common shape-arithmetic ops; anything else goes to the ONNX reference evaluator.
+_FAST = {
+    "Identity": lambda n, x: x[0],
+    "Gather": lambda n, x: np.take(x[0], x[1], axis=n.attributes["axis"].as_int() if "axis" in n.attributes else 0),
+    "Unsqueeze": lambda n, x: np.expand_dims(x[0], tuple(a % (x[0].ndim + len(_axes(n, x))) for a in _axes(n, x))),
+    "Squeeze": lambda n, x: np.squeeze(x[0], tuple(a % x[0].ndim for a in _axes(n, x)) if _axes(n, x) else None),
+    "Concat": lambda n, x: np.concatenate(x, axis=n.attributes["axis"].as_int()),
+    "Add": lambda n, x: np.add(x[0], x[1]).astype(x[0].dtype),
+    "Sub": lambda n, x: np.subtract(x[0], x[1]).astype(x[0].dtype),
+    "Mul": lambda n, x: np.multiply(x[0], x[1]).astype(x[0].dtype),
+    "Div": lambda n, x: _div(x[0], x[1]),
+}
+
+
+def _fast_eval(node: ir.Node, arrays: list) -> list[np.ndarray] | None:
+    fn = _FAST.get(node.op_type)
+    if fn is None or any(a is None for a in arrays) or len(node.outputs) != 1:
+        return None
+    return [np.asarray(fn(node, arrays))]
+
+
 def _shape_of(node: ir.Node, shape: Shape) -> np.ndarray:
     arr = np.array(shape, dtype=np.int64)
     if node.op_type == "Size":
@@ -52,9 +86,10 @@ def _shape_of(node: ir.Node, shape: Shape) -> np.ndarray:
 class FoldShapeComputationsPass(ir.passes.InPlacePass):
     """Replace shape arithmetic that is the same for any input size by initializers."""
 
-    def __init__(self, input_shapes: dict[str, Shape]) -> None:
+    def __init__(self, input_shapes: dict[str, Shape], oracle: ShapeOracle | None = None) -> None:
         super().__init__()
         self.input_shapes = input_shapes
+        self.oracle = oracle or ShapeOracle()
         self.report: dict = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -63,9 +98,9 @@ class FoldShapeComputationsPass(ir.passes.InPlacePass):
             return ir.passes.PassResult(model, False)
         alt = alternate_shapes(model, self.input_shapes)
         try:
-            sizings = [infer_static_shapes(model, self.input_shapes)]
+            sizings = [self.oracle.shapes(model, self.input_shapes)]
             if alt is not None:
-                sizings.append(infer_static_shapes(model, alt))
+                sizings.append(self.oracle.shapes(model, alt))
         except Exception as exc:  # noqa: BLE001 - folding is an optimisation, never a failure
             self.report = {"skipped": f"shapes could not be inferred: {exc}"}
             return ir.passes.PassResult(model, False)
@@ -76,7 +111,7 @@ class FoldShapeComputationsPass(ir.passes.InPlacePass):
                 for o, arrs in zip(node.outputs, outs):
                     values[o] = arrs
         folded = 0
-        taken: set[str] = set()
+        taken = used_names(graph)
         for v, arrs in values.items():
             if v.is_graph_output() or not v.uses():
                 continue
@@ -115,7 +150,7 @@ class FoldShapeComputationsPass(ir.passes.InPlacePass):
             if any(a is not None and a.size > _MAX_ELEMENTS for a in arrays):
                 return None
             try:
-                outs = evaluate_node(model, node, arrays)
+                outs = _fast_eval(node, arrays) or evaluate_node(model, node, arrays)
             except Exception:  # noqa: BLE001 - not evaluable: leave it computed
                 return None
             if any(o.size > _MAX_ELEMENTS for o in outs):

@@ -9,7 +9,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass
 
-from onnxcompress.analysis.shapes import Shape, infer_static_shapes
+from onnxcompress.analysis.shapes import Shape, ShapeOracle
 from onnxcompress.channels.analysis import analyse_channels
 from onnxcompress.config import CompressConfig
 from onnxcompress.importance import AGGREGATION, GLOBAL_NORMALISATION
@@ -35,10 +35,11 @@ class PruneResult:
 class PrunePass(ir.passes.InPlacePass):
     """Structured filter pruning of any ONNX graph (see ``onnxcompress.channels``)."""
 
-    def __init__(self, config: CompressConfig, input_shapes: dict[str, Shape]) -> None:
+    def __init__(self, config: CompressConfig, input_shapes: dict[str, Shape], oracle: ShapeOracle | None = None) -> None:
         super().__init__()
         self.config = config
         self.input_shapes = input_shapes
+        self.oracle = oracle or ShapeOracle()
         self.report: dict = {}
         self.result: PruneResult | None = None
 
@@ -52,7 +53,7 @@ class PrunePass(ir.passes.InPlacePass):
             for v in model.graph.initializers.values():
                 if v not in listed:
                     model.graph.inputs.append(v)
-        shapes = infer_static_shapes(model, self.input_shapes)
+        shapes = self.oracle.shapes(model, self.input_shapes)
         analysis = analyse_channels(model, shapes, exclude=cfg.exclude, prune_outputs=cfg.prune_outputs)
         app = Applier(model, analysis, np.zeros(len(analysis.uf.parent), dtype=bool), shapes)
         tensors = {s.value: app.tensor(s.value) for s in analysis.slots if s.role == "out"}
