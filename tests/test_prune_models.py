@@ -120,3 +120,16 @@ def test_round_to_keeps_multiples_and_never_zero(round_to):
         assert 1 <= layer.after <= layer.before
         if layer.after < layer.before:
             assert layer.after % round_to == 0 or layer.after == layer.before
+
+
+def test_api_accepts_ir_model_and_leaves_it_untouched():
+    model = ir.load(MODELS / "resnet_small.onnx")
+    before = [v.const_value.numpy().copy() for v in model.graph.initializers.values()]
+    n_nodes = len(model.graph)
+    res = oc.compress(model, oc.CompressConfig(ratio=0.5))
+    assert res.report.after.macs < res.report.before.macs
+    assert len(model.graph) == n_nodes
+    after = [v.const_value.numpy() for v in model.graph.initializers.values()]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    rep = oc.inspect(model)
+    assert rep.macs == META["resnet_small.onnx"]["torch_macs"]
