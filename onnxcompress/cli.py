@@ -83,6 +83,7 @@ def compress_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fold", action="store_true", help="skip lossless weight folding (BN into Conv, constant weight subgraphs)")
     p.add_argument("--no-simplify", action="store_true", help="skip onnxsim simplification")
     p.add_argument("--report", metavar="FILE.json", help="write the full report as JSON")
+    p.add_argument("--markdown", metavar="FILE.md", help="write the report as Markdown (tables of sizes, blockers, layers)")
     p.add_argument("--bench", action="store_true", help="after compressing, benchmark output against input in onnxruntime")
     p.add_argument("--seed", type=int, default=0, help="seed for the random verification inputs (default 0)")
     _common(p)
@@ -170,6 +171,10 @@ def run_compress(argv: list[str]) -> int:
     render_compress(result.report, console)
     if args.report:
         Path(args.report).write_text(result.report.to_json())
+    if args.markdown:
+        from onnxcompress.render import compress_markdown
+
+        Path(args.markdown).write_text(compress_markdown(result.report))
     return 0
 
 

@@ -80,3 +80,34 @@ def render_compress(report: CompressReport, console: Console) -> None:
         console.print(f"[yellow]warning:[/yellow] {w}")
     if report.output:
         console.print(f"wrote {report.output}")
+
+
+def compress_markdown(report: CompressReport) -> str:
+    """The compression report as Markdown (for a PR comment or a CI summary)."""
+    b, a = report.before, report.after
+    lines = [
+        f"## onnxcompress: {report.input or 'model'}",
+        "",
+        "| | before | after | kept |",
+        "|---|---:|---:|---:|",
+        f"| params | {b.params:,} | {a.params:,} | {_ratio(b.params, a.params)} |",
+        f"| MACs | {b.macs:,} | {a.macs:,} | {_ratio(b.macs, a.macs)} |",
+        f"| file | {b.file_bytes:,} B | {a.file_bytes:,} B | {_ratio(b.file_bytes, a.file_bytes)} |",
+        "",
+        f"Groups: {report.groups.get('total', 0)} total, {report.groups.get('pruned', 0)} pruned, "
+        f"{report.groups.get('blocked', 0)} blocked. L1 mass removed: {report.pruned_l1_mass:.1%}.",
+    ]
+    if report.fidelity:
+        f = report.fidelity
+        lines.append(f"Fidelity vs input: min cosine {f['cosine_min']:.6f}, max abs diff {f['max_abs_diff']:.3g}.")
+    if report.exactness.get("note"):
+        lines.append(f"Exactness: {report.exactness['note']}.")
+    if report.blockers:
+        lines += ["", "| blocked at | op | reason |", "|---|---|---|"]
+        lines += [f"| `{bl.node}` | {bl.op} | {bl.reason} |" for bl in report.blockers]
+    if report.layers:
+        lines += ["", "| layer | op | channels before | after |", "|---|---|---:|---:|"]
+        lines += [f"| `{ly.name}` | {ly.op} | {ly.before} | {ly.after} |" for ly in report.layers]
+    for w in report.warnings:
+        lines.append(f"\n> warning: {w}")
+    return "\n".join(lines) + "\n"

@@ -49,8 +49,10 @@ def test_compress_writes_default_output_and_report(tmp_path):
     model = tmp_path / "resnet.onnx"
     shutil.copy(MODELS / "resnet_small.onnx", model)
     before = model.read_bytes()
-    proc = cli(model, "--ratio", "0.5", "--report", tmp_path / "rep.json")
+    proc = cli(model, "--ratio", "0.5", "--report", tmp_path / "rep.json", "--markdown", tmp_path / "rep.md")
     assert proc.returncode == 0, proc.stderr
+    md = (tmp_path / "rep.md").read_text()
+    assert "| MACs |" in md and "channels before" in md
     out = tmp_path / "resnet.compressed.onnx"
     assert out.exists() and model.read_bytes() == before
     onnx.checker.check_model(onnx.load(out), full_check=True)
