@@ -19,7 +19,6 @@ import onnx_ir as ir
 
 from onnxcompress.analysis.shapes import Shape
 from onnxcompress.io import tensor_bytes
-
 from onnxcompress.verify import random_array
 
 logger = logging.getLogger(__name__)
