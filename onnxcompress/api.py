@@ -66,12 +66,14 @@ def _stats(model: ir.Model, input_shapes: dict[str, Shape], size: int, oracle: S
     return ModelStats(params=cost.params, macs=cost.macs, file_bytes=size)
 
 
-def compress(model_or_path: ModelLike, config: CompressConfig | None = None) -> Result:
+def compress(model_or_path: ModelLike, config: CompressConfig | None = None, on_stage=None) -> Result:
     """Fold, project, prune, tidy and simplify a model, then verify it against the input.
 
     The input is never modified (an ``ir.Model`` argument is cloned). Raises
     ``VerificationError`` when the result fails the checker, a session or a run.
+    ``on_stage(name)`` is called as each stage starts (the CLI shows it as progress).
     """
+    stage = on_stage or (lambda name: None)
     from onnxcompress.verify import SessionHolder, random_inputs, verify_against
 
     config = config or CompressConfig()
@@ -94,6 +96,7 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None) -> 
 
     reference = None
     if config.verify:
+        stage("reference run")
         t = time.perf_counter()
         feeds = random_inputs(model, input_shapes, config.seed)
         try:
@@ -110,9 +113,10 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None) -> 
         before=before,
         after=before,
     )
-    model = _run_passes(model, config, input_shapes, report, timings, oracle)
+    model = _run_passes(model, config, input_shapes, report, timings, oracle, stage)
 
     if config.verify:
+        stage("verify")
         t = time.perf_counter()
         # Inputs are never pruned, so the compressed model shapes the same random feeds.
         fid = verify_against(model, model, input_shapes, seed=config.seed, reference_outputs=reference,
@@ -131,11 +135,13 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None) -> 
     return Result(model=model, report=report, external_data=input_external)
 
 
-def _run_passes(model, config: CompressConfig, input_shapes, report: CompressReport, timings: dict, oracle=None) -> ir.Model:
+def _run_passes(model, config: CompressConfig, input_shapes, report: CompressReport, timings: dict, oracle=None, stage=None) -> ir.Model:
     from onnxcompress.pipeline import build_passes
 
     oracle = oracle or ShapeOracle()
     for name, p in build_passes(config, input_shapes, oracle):
+        if stage is not None:
+            stage(name.replace("_", " "))
         t = time.perf_counter()
         result = p(model)
         model = result.model

@@ -160,8 +160,11 @@ def run_compress(argv: list[str]) -> int:
         seed=args.seed,
     )
     console = _console(args.quiet)
-    with console.status("compressing...", spinner="dots") if not args.quiet else _null():
+    if args.quiet:
         result = compress(args.model, config)
+    else:
+        with console.status("compressing: load", spinner="dots") as status:
+            result = compress(args.model, config, on_stage=lambda name: status.update(f"compressing: {name}"))
     out = Path(args.output) if args.output else default_output_path(args.model)
     result.save(out)
     if args.bench:
@@ -176,14 +179,6 @@ def run_compress(argv: list[str]) -> int:
 
         Path(args.markdown).write_text(compress_markdown(result.report))
     return 0
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 def _dispatch(argv: list[str]) -> int:
