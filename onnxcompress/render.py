@@ -69,13 +69,17 @@ def render_compress(report: CompressReport, console: Console) -> None:
         if measured:
             line += f"; measured vs zero mode: min cosine {measured['cosine_min']:.6f}, max |diff| {measured['max_abs_diff']:.3g}"
         console.print(line)
-    if report.blockers:
-        shown = report.blockers[:8]
-        console.print(f"[yellow]{len(report.blockers)} blocker(s)[/yellow] kept channels unpruned:")
+    outputs = [bl for bl in report.blockers if bl.reason.startswith("channels reach graph output")]
+    others = [bl for bl in report.blockers if bl not in outputs]
+    if outputs:
+        console.print(f"kept: channels feeding {len(outputs)} graph output(s) (--prune-outputs to allow)")
+    if others:
+        shown = others[:8]
+        console.print(f"[yellow]{len(others)} blocker(s)[/yellow] kept channels unpruned:")
         for bl in shown:
             console.print(f"  {bl.node} ({bl.op}): {bl.reason}")
-        if len(report.blockers) > len(shown):
-            console.print(f"  ... {len(report.blockers) - len(shown)} more in the JSON report")
+        if len(others) > len(shown):
+            console.print(f"  ... {len(others) - len(shown)} more in the JSON report")
     for w in report.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
     if report.output:
