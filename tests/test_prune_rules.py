@@ -183,7 +183,18 @@ def channels_last_matmul():
     return g.model([g.gemm_head(g.op("Add", [a, back]), 16)]), 16
 
 
+def resize_sizes_and_split_attr_opset11():
+    g = G(15, opset=11)
+    x = g.input(shape=(1, 3, 16, 16))
+    a = g.cbr(x, 3, 16)
+    up = g.op("Resize", [a, g.const([], "roi"), g.const([], "scales"), g.const(np.array([1, 16, 32, 32]), "sizes", np.int64)], mode="nearest")
+    s1, s2 = g.op("Split", [up], n_out=2, axis=1, split=[8, 8])
+    y = g.op("Add", [g.cbr(s1, 8, 8), g.cbr(s2, 8, 8)])
+    return g.model([g.gemm_head(y, 8)]), 16
+
+
 CASES = {
+    "resize_sizes_split_attr_opset11": resize_sizes_and_split_attr_opset11,
     "mlp_head_gemm": mlp_head,
     "channels_last_matmul": channels_last_matmul,
     "residual_add": residual,
