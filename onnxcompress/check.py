@@ -56,6 +56,10 @@ class CheckConfig:
     warmup: int = 5
     threads: int | None = None
     seed: int = 0
+    #: labelled evaluation set (inputs, labels) for accuracy gates
+    eval_data: tuple[Any, Any] | None = None
+    min_accuracy: float | None = None
+    max_accuracy_drop: float | None = None
 
 
 @dataclass
@@ -66,6 +70,7 @@ class CheckReport:
     fidelity: dict | None = None
     speedup: dict | None = None
     macs: dict | None = None
+    accuracy: dict | None = None
     seconds: float = 0.0
 
     @property
@@ -81,6 +86,7 @@ class CheckReport:
             "fidelity": self.fidelity,
             "speedup": self.speedup,
             "macs": self.macs,
+            "accuracy": self.accuracy,
             "seconds": self.seconds,
         }
 
@@ -196,12 +202,51 @@ def check(model_path: str, compressed_path: str, config: CheckConfig) -> CheckRe
             _gate("min_top1", "top-1 agreement", fid.top1_agreement if fid else None, config.min_top1, ">=", fid_error)
         )
 
+    if config.eval_data is not None:
+        report.criteria += _accuracy_criteria(ref_model, compressed_path, config, report, got is not None)
     if config.max_macs_ratio is not None:
         report.criteria.append(_macs_criterion(model_path, compressed_path, shapes, config, report, got is not None))
     if config.min_speedup is not None:
         report.criteria.append(_speedup_criterion(model_path, compressed_path, feeds, config, report, got is not None))
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _accuracy(model, x, batch: int = 256) -> float:
+    """Top-1 accuracy of ``model`` (first output, argmax over axis 1) on labelled data."""
+    import numpy as np
+
+    from onnxcompress.verify import SessionHolder
+
+    x, y = x
+    sess = SessionHolder(model).session
+    inp = sess.get_inputs()[0]
+    fixed = inp.shape[0] if isinstance(inp.shape[0], int) else None
+    step = fixed or batch
+    preds = []
+    for i in range(0, len(x), step):
+        chunk = x[i : i + step]
+        if fixed and len(chunk) != fixed:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - len(chunk), axis=0)])
+        out = sess.run(None, {inp.name: chunk})[0]
+        preds.append(np.argmax(out, axis=1)[: min(step, len(x) - i)])
+    return float(np.mean(np.concatenate(preds) == y))
+
+
+def _accuracy_criteria(ref_model, compressed_path, config, report, ok: bool) -> list[Criterion]:
+    from onnxcompress.io import load_model
+
+    if not ok:
+        msg = "not measured: the compressed model did not run"
+        return [_gate("min_accuracy", "accuracy", None, config.min_accuracy, ">=", msg),
+                _gate("max_accuracy_drop", "accuracy drop", None, config.max_accuracy_drop, "<=", msg)]
+    a = _accuracy(ref_model, config.eval_data)
+    b = _accuracy(load_model(compressed_path), config.eval_data)
+    report.accuracy = {"original": a, "compressed": b, "drop": a - b, "samples": int(len(config.eval_data[1]))}
+    return [
+        _gate("min_accuracy", "accuracy (compressed)", b, config.min_accuracy, ">="),
+        _gate("max_accuracy_drop", "accuracy drop", a - b, config.max_accuracy_drop, "<="),
+    ]
 
 
 def _macs_criterion(model_path, compressed_path, shapes, config, report, ok: bool) -> Criterion:
@@ -247,6 +292,11 @@ def check_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-speedup", type=float, help="gate: CPU speedup, paired and interleaved, ratio of medians")
     p.add_argument("--max-macs-ratio", type=float, help="gate: compressed MACs / original MACs")
     p.add_argument("--inputs", metavar="FILE.npz", help="inputs (keys = input names) instead of random ones")
+    p.add_argument("--eval", metavar="FILE.npz", help="labelled data for accuracy: inputs under --eval-x, labels under --eval-y")
+    p.add_argument("--eval-x", default="x", metavar="KEY", help="key of the inputs in --eval (default x)")
+    p.add_argument("--eval-y", default="y", metavar="KEY", help="key of the integer labels in --eval (default y)")
+    p.add_argument("--min-accuracy", type=float, help="gate: top-1 accuracy of COMPRESSED on --eval, in [0, 1]")
+    p.add_argument("--max-accuracy-drop", type=float, help="gate: accuracy(MODEL) - accuracy(COMPRESSED) on --eval")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME:DIMS",
                    help="pin an input's shape for random inputs (repeatable)")
     p.add_argument("--iters", type=int, default=30, help="timed runs for --min-speedup (default 30)")
@@ -294,7 +344,12 @@ def run_check(argv: list[str]) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if args.iters < 1 or args.warmup < 0:
         raise InputError("--iters must be >= 1 and --warmup >= 0")
+    if (args.min_accuracy is not None or args.max_accuracy_drop is not None) and not args.eval:
+        raise InputError("--min-accuracy/--max-accuracy-drop need labelled data: --eval FILE.npz")
     config = CheckConfig(
+        eval_data=_load_eval(args.eval, args.eval_x, args.eval_y) if args.eval else None,
+        min_accuracy=args.min_accuracy,
+        max_accuracy_drop=args.max_accuracy_drop,
         min_cosine=args.min_cosine,
         max_abs_diff=args.max_abs_diff,
         min_top1=args.min_top1,
@@ -316,6 +371,23 @@ def run_check(argv: list[str]) -> int:
     if args.json:
         Path(args.json).write_text(report.to_json())
     return 0 if report.passed else 1
+
+
+def _load_eval(path: str, xkey: str, ykey: str):
+    import numpy as np
+
+    if not Path(path).exists():
+        raise InputError(f"no such file: {path}")
+    try:
+        data = np.load(path)
+        x, y = data[xkey], data[ykey]
+    except KeyError as exc:
+        raise InputError(f"--eval {path}: no array {exc} (keys: {', '.join(np.load(path).files)})") from exc
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"--eval {path}: not a readable .npz ({exc})") from exc
+    if len(x) != len(y):
+        raise InputError(f"--eval {path}: {len(x)} inputs but {len(y)} labels")
+    return x, y
 
 
 class _Null:
