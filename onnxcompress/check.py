@@ -242,7 +242,7 @@ def _accuracy_criteria(ref_model, compressed_path, config, report, ok: bool) -> 
                 _gate("max_accuracy_drop", "accuracy drop", None, config.max_accuracy_drop, "<=", msg)]
     a = _accuracy(ref_model, config.eval_data)
     b = _accuracy(load_model(compressed_path), config.eval_data)
-    report.accuracy = {"original": a, "compressed": b, "drop": a - b, "samples": int(len(config.eval_data[1]))}
+    report.accuracy = {"original": a, "compressed": b, "drop": a - b, "samples": len(config.eval_data[1])}
     return [
         _gate("min_accuracy", "accuracy (compressed)", b, config.min_accuracy, ">="),
         _gate("max_accuracy_drop", "accuracy drop", a - b, config.max_accuracy_drop, "<="),

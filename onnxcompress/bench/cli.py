@@ -30,6 +30,8 @@ def bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: onnxruntime's, one per core)")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="stop timing a point after this many seconds (at least 5 runs)")
+    p.add_argument("--min-seconds", type=float, default=None,
+                   help="keep timing past --iters until this many seconds have passed (more pairs for small models)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME:DIMS",
                    help="pin an input's shape (repeatable); dim 0 is replaced by each --batch size; "
                    "needed for symbolic dims other than the batch")
@@ -66,6 +68,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         input_shapes=parse_input_shapes(args.input_shape),
         inputs=load_npz_inputs(args.inputs) if args.inputs else None,
         max_seconds=args.max_seconds,
+        min_seconds=args.min_seconds,
         seed=args.seed,
     )
     config.validate()
@@ -125,7 +128,8 @@ def render_bench(report: BenchReport, console) -> None:
         sizes += f", B {Path(report.model_b).name} {human(report.file_bytes_b or 0, 'B')}"
     console.print("file size: " + sizes)
     s = report.settings
-    console.print(f"warmup {s['warmup']}, iters {s['iters']}, threads {s['threads'] or 'default'}, "
+    iters = f"{s['iters']}" + (f" (at least {s['min_seconds']:g} s)" if s.get("min_seconds") else "")
+    console.print(f"warmup {s['warmup']}, iters {iters}, threads {s['threads'] or 'default'}, "
                   f"inputs {s['inputs']}; {report.machine.get('cpu')}, {report.machine.get('cores')} cores, "
                   f"onnxruntime {report.machine.get('onnxruntime')}")
     for r in report.runs:
@@ -172,7 +176,8 @@ def bench_after_compress(input_path, output_path, input_shapes: dict, console) -
     """
     batch = next((int(s[0]) for s in (input_shapes or {}).values() if len(s)), 1)
     config = BenchConfig(
-        providers=["cpu"], batches=[batch], iters=30, warmup=5, input_shapes=dict(input_shapes or {}), max_seconds=30.0
+        providers=["cpu"], batches=[batch], iters=30, warmup=5, input_shapes=dict(input_shapes or {}),
+        max_seconds=30.0, min_seconds=3.0,
     )
     try:
         report = run_with_progress(input_path, output_path, config, console)

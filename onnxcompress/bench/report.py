@@ -106,7 +106,9 @@ class BenchReport:
         if self.paired:
             lines.append(f"- B: `{self.model_b}` ({_mb(self.file_bytes_b or 0)})")
         lines.append(
-            f"- warmup {s.get('warmup')}, iters {s.get('iters')}, threads {s.get('threads') or 'onnxruntime default'}, "
+            f"- warmup {s.get('warmup')}, iters {s.get('iters')}"
+            + (f" (at least {s['min_seconds']:g} s)" if s.get("min_seconds") else "")
+            + f", threads {s.get('threads') or 'onnxruntime default'}, "
             f"inputs {s.get('inputs', 'random')}"
         )
         m = self.machine

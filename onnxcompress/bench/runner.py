@@ -53,6 +53,9 @@ class BenchConfig:
     inputs: dict[str, np.ndarray] | None = None
     #: Stop timing a point after this many seconds (at least 5 runs), if set.
     max_seconds: float | None = None
+    #: Keep timing past ``iters`` until this many seconds have passed, if set: small
+    #: models then get hundreds of pairs, which tames the noise of a busy machine.
+    min_seconds: float | None = None
     seed: int = 0
     fidelity: bool = True
 
@@ -72,6 +75,8 @@ class BenchConfig:
             raise InputError(f"--threads must be >= 1, got {self.threads}")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise InputError(f"--max-seconds must be positive, got {self.max_seconds}")
+        if self.min_seconds is not None and self.min_seconds < 0:
+            raise InputError(f"--min-seconds must be >= 0, got {self.min_seconds}")
 
 
 def machine_info() -> dict:
@@ -271,15 +276,24 @@ def _fidelity(a: TimedSession, b: TimedSession) -> dict:
         return {"cosine_min": 0.0, "max_abs_diff": float("inf"), "top1_agreement": None, "error": str(exc)}
 
 
+#: Hard cap on timed runs per point when --min-seconds keeps a tiny model going.
+MAX_RUNS = 20_000
+
+
 def _time_point(
     sessions: list[TimedSession], config: BenchConfig, label: str, progress: ProgressFn | None
 ) -> list[list[float]]:
-    """Warm up then time every session, interleaved; returns per-session seconds."""
+    """Warm up then time every session, interleaved; returns per-session seconds.
+
+    Timing stops after ``iters`` runs, or later while ``min_seconds`` has not passed,
+    or earlier (but after at least 5 runs) once ``max_seconds`` has passed.
+    """
     n = len(sessions)
     total = config.warmup + config.iters
     times: list[list[float]] = [[] for _ in sessions]
     start = None
-    for i in range(total):
+    i = 0
+    while True:
         order = range(n) if i % 2 == 0 else range(n - 1, -1, -1)
         warm = i < config.warmup
         if not warm and start is None:
@@ -288,17 +302,20 @@ def _time_point(
             dt = sessions[k].timed()
             if not warm:
                 times[k].append(dt)
+        i += 1
         if progress:
-            progress(label, i + 1, total)
-        if (
-            start is not None
-            and config.max_seconds is not None
-            and len(times[0]) >= min(5, config.iters)
-            and time.perf_counter() - start > config.max_seconds
-        ):
-            if progress:
-                progress(label, total, total)
+            progress(label, i, max(total, i))
+        if start is None:
+            continue
+        done, elapsed = len(times[0]), time.perf_counter() - start
+        if config.max_seconds is not None and done >= min(5, config.iters) and elapsed > config.max_seconds:
             break
+        if done >= config.iters and (config.min_seconds is None or elapsed >= config.min_seconds):
+            break
+        if done >= MAX_RUNS:
+            break
+    if progress:
+        progress(label, max(total, i), max(total, i))
     return times
 
 
@@ -336,6 +353,7 @@ def run_benchmark(
             "warmup": config.warmup,
             "threads": config.threads,
             "max_seconds": config.max_seconds,
+            "min_seconds": config.min_seconds,
             "inputs": "npz" if config.inputs is not None else f"random (seed {config.seed})",
             "order": "interleaved, alternating A,B / B,A per pair" if model_b is not None else "single",
             "speedup": "median(A) / median(B)",

@@ -116,9 +116,16 @@ def test_time_budget_stops_early(models):
     assert 5 <= rep.runs[0].a.iters < 100000
 
 
+def test_min_seconds_keeps_timing_small_models(models):
+    rep = run_benchmark(models["a"], models["a_copy"], BenchConfig(iters=3, warmup=1, min_seconds=0.05))
+    r = rep.runs[0]
+    assert r.a.iters == r.b.iters == r.paired.pairs > 3
+
+
 @pytest.mark.parametrize(
     "kw",
-    [{"providers": ["tpu"]}, {"batches": [0]}, {"iters": 0}, {"warmup": -1}, {"threads": 0}, {"providers": []}],
+    [{"providers": ["tpu"]}, {"batches": [0]}, {"iters": 0}, {"warmup": -1}, {"threads": 0}, {"providers": []},
+     {"min_seconds": -1}],
 )
 def test_bad_config_is_an_input_error(models, kw):
     with pytest.raises(InputError):
