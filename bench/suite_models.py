@@ -9,8 +9,14 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import sys
+
 import torch
 from torch import nn
+
+# The YOLO building blocks are the ones the shipped yolo_c2f model uses (models/architectures.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "models"))
+from architectures import C2f, ConvBnSiLU, SPPF  # noqa: E402
 
 CLASSIFIERS = {
     "resnet50": "resnet50",
@@ -23,61 +29,6 @@ MODELS = [*CLASSIFIERS, "yolov8n_like"]
 
 
 # --------------------------------------------------------------------------- YOLO-style detector
-class ConvBnSiLU(nn.Module):
-    def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1):
-        super().__init__()
-        self.conv = nn.Conv2d(c1, c2, k, s, k // 2, bias=False)
-        self.bn = nn.BatchNorm2d(c2)
-        self.act = nn.SiLU()
-
-    def forward(self, x):
-        return self.act(self.bn(self.conv(x)))
-
-
-class Bottleneck(nn.Module):
-    def __init__(self, c: int, shortcut: bool):
-        super().__init__()
-        self.cv1 = ConvBnSiLU(c, c, 3)
-        self.cv2 = ConvBnSiLU(c, c, 3)
-        self.add = shortcut
-
-    def forward(self, x):
-        y = self.cv2(self.cv1(x))
-        return x + y if self.add else y
-
-
-class C2f(nn.Module):
-    """Split the 1x1 output in two, chain bottlenecks on the second half, concat everything."""
-
-    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = False):
-        super().__init__()
-        self.c = c2 // 2
-        self.cv1 = ConvBnSiLU(c1, 2 * self.c, 1)
-        self.cv2 = ConvBnSiLU((2 + n) * self.c, c2, 1)
-        self.m = nn.ModuleList(Bottleneck(self.c, shortcut) for _ in range(n))
-
-    def forward(self, x):
-        y = list(self.cv1(x).split((self.c, self.c), 1))
-        for m in self.m:
-            y.append(m(y[-1]))
-        return self.cv2(torch.cat(y, 1))
-
-
-class SPPF(nn.Module):
-    def __init__(self, c1: int, c2: int, k: int = 5):
-        super().__init__()
-        c_ = c1 // 2
-        self.cv1 = ConvBnSiLU(c1, c_, 1)
-        self.cv2 = ConvBnSiLU(c_ * 4, c2, 1)
-        self.m = nn.MaxPool2d(k, 1, k // 2)
-
-    def forward(self, x):
-        x = self.cv1(x)
-        y1 = self.m(x)
-        y2 = self.m(y1)
-        return self.cv2(torch.cat((x, y1, y2, self.m(y2)), 1))
-
-
 class Detect(nn.Module):
     """Per level: a box branch (4 x 16 DFL bins) and a class branch; outputs (N, 64 + nc, anchors)."""
 
