@@ -24,21 +24,30 @@ def _source_path(src: ModelLike) -> Path | None:
     return Path(src) if isinstance(src, (str, os.PathLike)) else None
 
 
-def inspect(model_or_path: ModelLike, input_shapes: dict[str, Shape] | None = None) -> InspectReport:
-    """Per-layer params, MACs and receptive fields, with totals."""
+def inspect(model_or_path: ModelLike, input_shapes: dict[str, Shape] | None = None, groups: bool = False) -> InspectReport:
+    """Per-layer params, MACs and receptive fields, with totals.
+
+    With ``groups`` it also lists the channel groups pruning would work on, and the
+    blockers that keep the other channels, without changing anything.
+    """
     path = _source_path(model_or_path)
     model = load_model(model_or_path)
     shapes_in = resolve_input_shapes(model, input_shapes)
     shapes = infer_static_shapes(model, shapes_in)
     cost = analyse_costs(model, shapes)
     size = file_bytes(path) if path is not None else model_bytes(model)
-    return InspectReport(
+    report = InspectReport(
         params=cost.params,
         macs=cost.macs,
         file_bytes=size,
         layers=cost.layers,
         input_shapes={k: list(v) for k, v in shapes_in.items()},
     )
+    if groups:
+        from onnxcompress.passes.prune_plan import describe_groups
+
+        report.groups, report.blockers = describe_groups(model, shapes)
+    return report
 
 
 @dataclass

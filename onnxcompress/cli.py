@@ -100,6 +100,8 @@ def inspect_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="input .onnx file")
     _add_shape_arg(p)
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON ('-' for stdout)")
+    p.add_argument("--groups", action="store_true",
+                   help="also list the channel groups pruning would work on and what blocks the other channels")
     _common(p)
     return p
 
@@ -121,7 +123,7 @@ def run_inspect(argv: list[str]) -> int:
 
     args = inspect_parser().parse_args(argv)
     _setup_logging(args.debug)
-    report = inspect(args.model, parse_input_shapes(args.input_shape))
+    report = inspect(args.model, parse_input_shapes(args.input_shape), groups=args.groups)
     if args.json == "-":
         print(report.to_json())
         return 0

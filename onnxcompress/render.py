@@ -30,6 +30,18 @@ def render_inspect(report: InspectReport, console: Console) -> None:
             f"{rf[0]:g}, {rf[1]:g}" if rf else "",
         )
     console.print(table)
+    if report.groups is not None:
+        g = Table(title="Channel groups (pruned together)", header_style="bold")
+        g.add_column("#", justify="right")
+        g.add_column("channels", justify="right")
+        g.add_column("filters", overflow="fold")
+        for i, grp in enumerate(report.groups):
+            names = grp["filters"]
+            shown = ", ".join(names[:4]) + (f", ... {len(names) - 4} more" if len(names) > 4 else "")
+            g.add_row(str(i), str(grp["channels"]), shown)
+        console.print(g)
+        for bl in report.blockers or []:
+            console.print(f"  blocked at {bl['node']} ({bl['op']}): {bl['reason']}")
     shapes = ", ".join(f"{k}:{'x'.join(map(str, v))}" for k, v in report.input_shapes.items())
     console.print(
         f"[bold]total[/bold]  params {human(report.params)} ({report.params:,})  "

@@ -28,15 +28,22 @@ class InspectReport:
     file_bytes: int
     layers: list[LayerCost]
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    #: with ``groups=True``: prunable channel groups and the blockers of the rest
+    groups: list[dict] | None = None
+    blockers: list[dict] | None = None
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "params": self.params,
             "macs": self.macs,
             "file_bytes": self.file_bytes,
             "input_shapes": self.input_shapes,
             "layers": [layer.to_dict() for layer in self.layers],
         }
+        if self.groups is not None:
+            d["groups"] = self.groups
+            d["blockers"] = self.blockers
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

@@ -78,3 +78,15 @@ def test_inspect_cli_json(tmp_path):
     layer = data["layers"][0]
     assert set(layer) >= {"name", "op", "out_shape", "params", "macs", "receptive_field"}
     assert "MACs" in proc.stdout and "total" in proc.stdout
+
+
+def test_inspect_groups_lists_coupled_filters_and_blockers():
+    rep = oc.inspect(MODELS / "yolo_c2f.onnx", groups=True)
+    assert rep.groups and rep.to_dict()["groups"] == rep.groups
+    # a C2f bottleneck with a shortcut ties its conv to the split half it adds to
+    assert any(len(g["filters"]) >= 2 for g in rep.groups)
+    assert all(g["channels"] > 0 for g in rep.groups)
+    rep2 = oc.inspect(MODELS / "convnext_tiny.onnx", groups=True)
+    assert any(b["op"] == "LayerNormalization" for b in rep2.blockers)
+    # inspect changes nothing
+    assert oc.inspect(MODELS / "yolo_c2f.onnx").macs == rep.macs

@@ -14,7 +14,7 @@ from onnxcompress.channels.analysis import analyse_channels
 from onnxcompress.config import CompressConfig
 from onnxcompress.importance import AGGREGATION, GLOBAL_NORMALISATION
 from onnxcompress.passes.prune_apply import Applier
-from onnxcompress.passes.prune_plan import Plan, make_plan
+from onnxcompress.passes.prune_plan import Plan, make_plan, reported_blockers
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class PrunePass(ir.passes.InPlacePass):
         mass = self._l1_mass(model, analysis, app, plan, zero=cfg.mode == "zero")
         if plan.removed.any():
             app.zero(cfg.zero_bias) if cfg.mode == "zero" else app.remove(cfg.zero_bias)
-        blockers = self._blockers(analysis, plan)
+        blockers = reported_blockers(analysis, plan)
         pruned = sum(1 for g in plan.groups if g.keep < len(g.atoms))
         exact_notes = app.notes if cfg.mode == "remove" else []
         self.result = PruneResult(
@@ -123,22 +123,6 @@ class PrunePass(ir.passes.InPlacePass):
                         "after": int((~plan.removed[s.ids]).sum()),
                     }
                 )
-        return out
-
-    @staticmethod
-    def _blockers(analysis, plan: Plan) -> list[dict]:
-        """Blocks that kept some prunable filter's channels; one entry per node and reason."""
-        source_roots = set(np.unique(plan.roots[analysis.source]).tolist())
-        seen, out = set(), []
-        for b in analysis.blocks:
-            if not b.reason:
-                continue
-            if not source_roots.intersection(np.unique(plan.roots[b.ids]).tolist()):
-                continue
-            key = (b.node, b.reason)
-            if key not in seen:
-                seen.add(key)
-                out.append({"node": b.node, "op": b.op, "reason": b.reason})
         return out
 
     @staticmethod

@@ -140,3 +140,34 @@ def _plan_global(groups: list[Group], scores: dict[int, float], config: Compress
         n = len(g.atoms)
         floor_keep = n - caps[i]
         g.keep = _round_keep(n - removed[i], n, _step(g, config.round_to), floor_keep=max(1, floor_keep))
+
+
+def reported_blockers(analysis: AnalysisResult, plan: Plan) -> list[dict]:
+    """Blocks that kept some prunable filter's channels; one entry per node and reason."""
+    source_roots = set(np.unique(plan.roots[analysis.source]).tolist())
+    seen, out = set(), []
+    for b in analysis.blocks:
+        if not b.reason:
+            continue
+        if not source_roots.intersection(np.unique(plan.roots[b.ids]).tolist()):
+            continue
+        key = (b.node, b.reason)
+        if key not in seen:
+            seen.add(key)
+            out.append({"node": b.node, "op": b.op, "reason": b.reason})
+    return out
+
+
+def describe_groups(model, shapes: dict) -> tuple[list[dict], list[dict]]:
+    """The prunable channel groups of ``model`` and what blocks the rest (nothing is changed)."""
+    from onnxcompress.channels.analysis import analyse_channels
+    from onnxcompress.constants import const_array
+
+    analysis = analyse_channels(model, shapes)
+    tensors = {s.value: const_array(s.value) for s in analysis.slots if s.role == "out"}
+    plan = make_plan(analysis, tensors, CompressConfig(ratio=0.0))
+    groups = [
+        {"filters": g.names, "channels": len(g.atoms) * g.channels_per_atom, "prunable_units": len(g.atoms)}
+        for g in sorted(plan.groups, key=lambda g: -len(g.atoms) * g.channels_per_atom)
+    ]
+    return groups, reported_blockers(analysis, plan)
