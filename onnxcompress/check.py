@@ -334,10 +334,9 @@ def render_check(report: CheckReport, console) -> None:
 
 
 def run_check(argv: list[str]) -> int:
-    from rich.console import Console
-
     from onnxcompress.analysis.shapes import parse_input_shapes
     from onnxcompress.bench.runner import load_npz_inputs
+    from onnxcompress.render import make_console
 
     args = check_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR,
@@ -362,7 +361,7 @@ def run_check(argv: list[str]) -> int:
         threads=args.threads,
         seed=args.seed,
     )
-    console = Console(quiet=args.quiet)
+    console = make_console(args.quiet)
     with console.status("checking...", spinner="dots") if not args.quiet else _Null():
         report = check(args.model, args.compressed, config)
     render_check(report, console)

@@ -111,9 +111,9 @@ def _setup_logging(debug: bool) -> None:
 
 
 def _console(quiet: bool):
-    from rich.console import Console
+    from onnxcompress.render import make_console
 
-    return Console(quiet=quiet, stderr=False)
+    return make_console(quiet)
 
 
 def run_inspect(argv: list[str]) -> int:

@@ -8,6 +8,14 @@ from rich.table import Table
 from onnxcompress.report import CompressReport, InspectReport
 
 
+def make_console(quiet: bool = False) -> Console:
+    """A console for the CLI: the terminal's width, or 120 columns when output goes to a file or CI log."""
+    import sys
+
+    width = None if sys.stdout.isatty() else 120
+    return Console(quiet=quiet, stderr=False, width=width)
+
+
 def human(n: float, unit: str = "") -> str:
     for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(n) >= div:

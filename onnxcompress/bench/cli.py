@@ -148,14 +148,14 @@ def render_bench(report: BenchReport, console) -> None:
 
 
 def run_bench(argv: list[str]) -> int:
-    from rich.console import Console
+    from onnxcompress.render import make_console
 
     args = bench_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR,
                         format="%(levelname)s %(name)s: %(message)s")
     config = config_from_args(args)
     to_stdout = args.json == "-"
-    console = Console(quiet=args.quiet or to_stdout, stderr=False)
+    console = make_console(args.quiet or to_stdout)
     report = run_with_progress(args.model, args.other, config, console)
     if to_stdout:
         print(report.to_json())
