@@ -104,15 +104,28 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None, on_
     before = _stats(model, input_shapes, size_before, oracle)
 
     reference = None
+    # Dynamic spatial dims are checked at a second sizing too (batch + 1, the others doubled).
+    second = _second_sizing(model, input_shapes) if config.verify else None
+    second_reference = None
+    early_warnings: list[str] = []
     if config.verify:
         stage("reference run")
         t = time.perf_counter()
         feeds = random_inputs(model, input_shapes, config.seed)
         try:
             # An unchanged file is read by onnxruntime directly (no re-serialising).
-            reference = SessionHolder(path if path is not None else model).run(feeds)
+            ref_session = SessionHolder(path if path is not None else model)
+            reference = ref_session.run(feeds)
         except Exception as exc:  # noqa: BLE001
             raise InputError(f"onnxruntime cannot run the input model: {str(exc).splitlines()[0]}") from exc
+        if second is not None:
+            second_feeds = random_inputs(model, second, config.seed + 1)
+            try:
+                second_reference = ref_session.run(second_feeds)
+            except Exception:  # noqa: BLE001 - the input itself does not take that size; nothing to compare
+                early_warnings.append(f"the input model does not run at {second}; verified at the analysis shapes only")
+                second = None
+        del ref_session
         timings["reference_run_s"] = time.perf_counter() - t
 
     report = CompressReport(
@@ -121,6 +134,7 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None, on_
         config=config.to_dict(),
         before=before,
         after=before,
+        warnings=early_warnings,
     )
     model = _run_passes(model, config, input_shapes, report, timings, oracle, stage)
 
@@ -131,6 +145,8 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None, on_
         fid = verify_against(model, model, input_shapes, seed=config.seed, reference_outputs=reference,
                              allow_shape_change=config.prune_outputs)
         report.fidelity = fid.to_dict()
+        if second is not None:
+            report.fidelity["second_sizing"] = _verify_second_sizing(model, second, second_feeds, second_reference, config)
         timings["verify_s"] = time.perf_counter() - t
         if config.measure_exactness and config.mode == "remove" and report.exactness and not report.exactness.get("exact", True):
             t = time.perf_counter()
@@ -142,6 +158,32 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None, on_
     timings["total_s"] = time.perf_counter() - t0
     report.timings = timings
     return Result(model=model, report=report, external_data=input_external)
+
+
+def _second_sizing(model: ir.Model, input_shapes: dict[str, Shape]) -> dict[str, Shape] | None:
+    """Another sizing of the inputs when a dim other than the batch is symbolic, else None."""
+    from onnxcompress.analysis.shapes import graph_inputs
+    from onnxcompress.passes.fold_shapes import alternate_shapes
+
+    spatial = any(
+        v.shape is not None and any(not isinstance(d, int) for d in list(v.shape)[1:]) for v in graph_inputs(model)
+    )
+    return alternate_shapes(model, input_shapes) if spatial else None
+
+
+def _verify_second_sizing(model, sizing, feeds, reference, config: CompressConfig) -> dict:
+    """The output must also run at the second sizing, with the input's output shapes."""
+    from onnxcompress.errors import VerificationError
+    from onnxcompress.verify import SessionHolder, compare_outputs
+
+    try:
+        got = SessionHolder(model).run(feeds)
+    except Exception as exc:  # noqa: BLE001
+        raise VerificationError(
+            f"the output runs at the analysis shapes but not at {sizing}: {str(exc).splitlines()[0]}"
+        ) from exc
+    fid = compare_outputs(reference, got, allow_shape_change=config.prune_outputs)
+    return {"input_shapes": {k: list(v) for k, v in sizing.items()}, **fid.to_dict()}
 
 
 def _run_passes(model, config: CompressConfig, input_shapes, report: CompressReport, timings: dict, oracle=None, stage=None) -> ir.Model:

@@ -133,3 +133,15 @@ def test_api_accepts_ir_model_and_leaves_it_untouched():
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
     rep = oc.inspect(model)
     assert rep.macs == META["resnet_small.onnx"]["torch_macs"]
+
+
+def test_dynamic_spatial_dims_are_verified_at_a_second_sizing():
+    res = compress("paddle_style_mbv3.onnx", ratio=0.5)
+    second = res.report.fidelity["second_sizing"]
+    first = model_shapes(META, "paddle_style_mbv3.onnx")
+    name = next(iter(first))
+    assert second["input_shapes"][name][0] == first[name][0] + 1
+    assert second["input_shapes"][name][2:] == [d * 2 for d in first[name][2:]]
+    assert second["cosine_min"] > 0.5
+    # batch-only dynamism needs no second run
+    assert "second_sizing" not in compress("resnet_small.onnx", ratio=0.5).report.fidelity
