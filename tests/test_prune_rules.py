@@ -193,7 +193,20 @@ def resize_sizes_and_split_attr_opset11():
     return g.model([g.gemm_head(y, 8)]), 16
 
 
+def keras_style_se_with_dense():
+    g = G(16)
+    x = g.input()
+    a = g.cbr(x, 3, 16)
+    f = g.op("Flatten", [g.op("GlobalAveragePool", [a])], axis=1)
+    h = g.op("Relu", [g.op("Gemm", [f, g.const(g.rng.standard_normal((8, 16)) * 0.3, "w1"), g.const(g.rng.standard_normal(8), "b1")], transB=1)])
+    gate = g.op("Sigmoid", [g.op("Gemm", [h, g.const(g.rng.standard_normal((16, 8)) * 0.3, "w2"), g.const(g.rng.standard_normal(16), "b2")], transB=1)])
+    r = g.op("Reshape", [gate, g.const(np.array([-1, 16, 1, 1]), "shape", np.int64)])
+    y = g.cbr(g.op("Mul", [a, r]), 16, 16, k=1)
+    return g.model([g.gemm_head(y, 16)]), 16
+
+
 CASES = {
+    "keras_style_se_with_dense": keras_style_se_with_dense,
     "resize_sizes_split_attr_opset11": resize_sizes_and_split_attr_opset11,
     "mlp_head_gemm": mlp_head,
     "channels_last_matmul": channels_last_matmul,
