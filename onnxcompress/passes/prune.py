@@ -33,6 +33,20 @@ class PruneResult:
     details: dict = field(default_factory=dict)
 
 
+def _exactness_note(mode: str, notes: list[str]) -> str:
+    if mode == "zero":
+        return "zero mode: shapes unchanged"
+    if not notes:
+        return "remove mode matches zero mode exactly"
+    padded = sum("pads its input" in n for n in notes)
+    if padded == len(notes):
+        return (
+            f"remove mode matches zero mode except at the border pixels of {padded} padded conv(s) "
+            "(largest deviations in the JSON notes; --exact-borders makes it exact)"
+        )
+    return f"remove mode deviates from zero mode at {len(notes)} place(s) (see the JSON notes)"
+
+
 class PrunePass(ir.passes.InPlacePass):
     """Structured filter pruning of any ONNX graph (see ``onnxcompress.channels``)."""
 
@@ -85,13 +99,7 @@ class PrunePass(ir.passes.InPlacePass):
                 "mode": cfg.mode,
                 "exact": not exact_notes,
                 "notes": exact_notes,
-                "note": (
-                    "zero mode: shapes unchanged"
-                    if cfg.mode == "zero"
-                    else "remove mode matches zero mode exactly"
-                    if not exact_notes
-                    else f"remove mode deviates from zero mode at {len(exact_notes)} place(s) (see notes)"
-                ),
+                "note": _exactness_note(cfg.mode, exact_notes),
             },
             details={
                 "groups": [
