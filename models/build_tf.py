@@ -1,0 +1,101 @@
+"""Export the TensorFlow/Keras model of the corpus with the real tf2onnx.
+
+Run with a Python that has tensorflow-cpu and tf2onnx (not the torch venv):
+    python -m venv /work/tfenv && /work/tfenv/bin/pip install tensorflow-cpu tf2onnx
+    /work/tfenv/bin/python models/build_tf.py
+It writes models/tf_keras_se.onnx and merges its entry into models/MODELS.json, with
+MACs and params counted from the Keras layers themselves.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf2onnx  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NAME = "tf_keras_se.onnx"
+OPSET = 13
+
+
+def build() -> tf.keras.Model:
+    """Conv-BN-ReLU residual, a Dense-layer SE gate (Reshape + Multiply), strided, depthwise, head."""
+    layers = tf.keras.layers
+    i = tf.keras.Input((32, 32, 3), name="input")
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(16, 3, padding="same")(i)))
+    y = layers.BatchNormalization()(layers.Conv2D(16, 3, padding="same")(x))
+    x = layers.ReLU()(layers.Add()([x, y]))
+    s = layers.GlobalAveragePooling2D()(x)
+    s = layers.Dense(16, activation="sigmoid")(layers.Dense(8, activation="relu")(s))
+    x = layers.Multiply()([x, layers.Reshape((1, 1, 16))(s)])
+    x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(x)
+    x = layers.DepthwiseConv2D(3, padding="same")(x)
+    x = layers.Conv2D(32, 1, activation="relu")(x)
+    return tf.keras.Model(i, layers.Dense(10)(layers.GlobalAveragePooling2D()(x)))
+
+
+def count(model: tf.keras.Model) -> tuple[int, int]:
+    """MACs (Conv: out pixels x C_out x C_in/groups x k*k; depthwise: out pixels x C x k*k; Dense: in x out)."""
+    macs = 0
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.DepthwiseConv2D):
+            _, h, w, c = layer.output.shape
+            macs += h * w * c * int(np.prod(layer.kernel_size))
+        elif isinstance(layer, tf.keras.layers.Conv2D):
+            _, h, w, c = layer.output.shape
+            cin = layer.input.shape[-1]
+            macs += h * w * c * (cin // layer.groups) * int(np.prod(layer.kernel_size))
+        elif isinstance(layer, tf.keras.layers.Dense):
+            macs += layer.input.shape[-1] * layer.units
+    params = sum(int(np.prod(v.shape)) for v in model.weights)  # includes BN moving mean/variance
+    return int(macs), params
+
+
+def main() -> None:
+    tf.random.set_seed(0)
+    rng = np.random.default_rng(0)
+    model = build()
+    for layer in model.layers:  # non-trivial BN, as in the rest of the corpus
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            c = layer.get_weights()[0].shape
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.3, c), rng.normal(0, 0.2, c), rng.uniform(0.5, 1.5, c)])
+    spec = (tf.TensorSpec((None, 32, 32, 3), tf.float32, name="input"),)
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=OPSET, output_path=os.path.join(HERE, NAME))
+    macs, params = count(model)
+    batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    out = proto.graph.output[0]
+    meta_path = os.path.join(HERE, "MODELS.json")
+    meta = json.load(open(meta_path))
+    meta[NAME] = {
+        "description": "A small Keras CNN (residual Conv-BN-ReLU, Dense-layer SE gate, depthwise conv) with random "
+        "weights and randomized BN, exported by the real tf2onnx from channels-last Keras.",
+        "exporter": "tf2onnx",
+        "exporter_versions": {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__},
+        "opset": OPSET,
+        "batch_dim": batch_dim,
+        "input_shapes": {"input": [1, 32, 32, 3]},
+        "output_shapes": {out.name: [1, 10]},
+        "symbolic_dims": {"input": [batch_dim, 32, 32, 3]},
+        "idioms": [
+            "NHWC input with a Transpose into NCHW",
+            "BatchNorm folded by tf2onnx into the conv",
+            "Dense layers as MatMul + Add",
+            "SE gate: GlobalAveragePool -> Squeeze -> MatMul -> Reshape -> Mul",
+            "depthwise conv from DepthwiseConv2D",
+        ],
+        "torch_macs": macs,
+        "torch_params": params,
+        "count_notes": "counted from the Keras layers (Conv2D, DepthwiseConv2D, Dense), not in torch",
+    }
+    with open(meta_path, "w") as f:
+        json.dump(meta, f, indent=2)
+        f.write("\n")
+    print("wrote", NAME, macs, params)
+
+
+if __name__ == "__main__":
+    main()
