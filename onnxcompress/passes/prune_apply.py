@@ -39,6 +39,7 @@ class Applier(ConsumerFolding):
         self.zero_bias = False
         self.exact_borders = False
         self._border_maps: list[tuple[ir.Node, np.ndarray]] = []
+        self._ones: dict[tuple, ir.Value] = {}
 
     # ----- what rules use -----
     def removed(self, ids: np.ndarray) -> np.ndarray:

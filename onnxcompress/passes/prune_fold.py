@@ -57,11 +57,10 @@ class ConsumerFolding:
             taps[rows] = np.tensordot(vals.astype(w.dtype), w[rows][:, local], axes=([0], [1]))
         delta = taps.reshape(taps.shape[0], -1).sum(axis=1)
         if np.any(delta != 0) and _has_padding(node):
-            border = self._border_map(node, taps)
-            if border is not None:
-                self._border_maps.append((node, border))
+            if self._can_map_borders(node):
+                self._border_maps.append((node, taps))
                 return np.zeros_like(delta)
-            estimate = self._border_map(node, taps, estimate=True)
+            estimate = self._border_map(node, taps)
             dev = ""
             if estimate is not None:
                 worst = float(np.abs(estimate - delta.reshape((-1,) + (1,) * (estimate.ndim - 1))).max())
@@ -77,9 +76,9 @@ class ConsumerFolding:
         w = self.tensor(s.value)  # [C_in, C_out, *k]
         vals = self._checked(node, c[gone])
         taps = np.tensordot(vals, w[gone].astype(np.float64), axes=([0], [0]))  # [C_out, *k]
-        border = self._transposed_map(node, taps)
-        if border is not None:
-            self._border_maps.append((node, border))
+        attr = node.attributes
+        if self._can_map_borders(node) and ("auto_pad" not in attr or attr["auto_pad"].as_string() in ("NOTSET", "VALID")):
+            self._border_maps.append((node, taps))
             return np.zeros(taps.shape[0])
         strides = node.attributes.get("strides")
         delta = taps.reshape(taps.shape[0], -1).sum(axis=1) / float(np.prod(strides.as_ints()) if strides else 1)
@@ -89,28 +88,6 @@ class ConsumerFolding:
                 "(--exact-borders makes it exact for static shapes)"
             )
         return delta
-
-    def _transposed_map(self, node: ir.Node, taps: np.ndarray) -> np.ndarray | None:
-        """Exact output of a ConvTranspose fed constant channels: tap t reaches output ``o`` when
-        ``o + pad_begin - t*dilation`` is ``i*stride`` for an input position ``i``."""
-        xs, ys = self.shape(node.inputs[0]), self.shape(node.outputs[0])
-        attr = node.attributes
-        if xs is None or ys is None or not self.exact_borders or not _static_beyond_batch(self.model):
-            return None
-        if "auto_pad" in attr and attr["auto_pad"].as_string() not in ("NOTSET", "VALID"):
-            return None
-        n = len(xs) - 2
-        strides = list(attr["strides"].as_ints()) if "strides" in attr else [1] * n
-        dil = list(attr["dilations"].as_ints()) if "dilations" in attr else [1] * n
-        pads = list(attr["pads"].as_ints()) if "pads" in attr else [0] * (2 * n)
-        indicators = []
-        for d in range(n):
-            src = np.arange(ys[2 + d])[None, :] + pads[d] - np.arange(taps.shape[1 + d])[:, None] * dil[d]
-            ok = (src >= 0) & (src % strides[d] == 0) & (src // strides[d] < xs[2 + d])
-            indicators.append(ok.astype(np.float64))
-        letters = "abcdef"[:n]
-        spec = "o" + letters + "," + ",".join(f"{a}{a.upper()}" for a in letters) + "->o" + "".join(a.upper() for a in letters)
-        return np.einsum(spec, taps, *indicators)
 
     def _linear_delta(self, s: Slot, c: np.ndarray, gone: np.ndarray) -> np.ndarray:
         node = s.node
@@ -157,12 +134,17 @@ class ConsumerFolding:
         if out:
             self.analysis.slots.append(Slot(node=node, value=bias, axis=0, ids=out[0].ids, role="param"))
 
-    def _add_after(self, node: ir.Node, const: np.ndarray, label: str) -> ir.Value:
-        """Insert ``y = node_output + const`` and route every use (and graph output) through it."""
-        out = node.outputs[0]
-        uses = list(out.uses())  # before the Add exists, so it is not rewired to itself
-        base = node.name or node.op_type
-        bias = self.new_initializer(f"{base}_{label}", const)
+    def _add_after(self, node: ir.Node, const: np.ndarray | None, label: str, target: ir.Node | None = None) -> ir.Value:
+        """Insert ``y = target_output + addend`` and route every use (and graph output) through it.
+
+        The addend is ``const`` as a new initializer, or, with ``const=None``, ``node``'s output
+        (a subgraph that computes it); ``target`` defaults to ``node``.
+        """
+        target = target or node
+        out = target.outputs[0]
+        uses = [u for u in out.uses() if u.node is not node]  # before the Add exists
+        base = target.name or target.op_type
+        bias = node.outputs[0] if const is None else self.new_initializer(f"{base}_{label}", const)
         add = ir.Node("", "Add", inputs=[out, bias], name=f"{base}_{label}_add")
         new_out = add.outputs[0]
         # The Add takes over the name: graph outputs keep their names.
@@ -177,7 +159,7 @@ class ConsumerFolding:
         if out.is_graph_output():
             idx = list(self.graph.outputs).index(out)
             self.graph.outputs[idx] = new_out
-        self.graph.insert_after(node, add)
+        self.graph.insert_after(node, add)  # after ``node``: the addend exists by then
         if info is not None:
             # Downstream rewrites look their inputs up: the Add output carries the same channels.
             self.analysis.info[new_out] = info
@@ -185,15 +167,44 @@ class ConsumerFolding:
                 self.consts[new_out] = self.consts[out]
         return bias
 
-    def _insert_border_maps(self) -> None:
-        """Add each padded consumer's exact border correction, sliced to its kept outputs."""
-        for node, full_map in self._border_maps:
-            out = node.outputs[0]
-            keep = self.keep_mask(out) if out in self.analysis.info else np.ones(full_map.shape[0], bool)
-            dtype = self.tensor(node.inputs[1]).dtype
-            self._add_after(node, full_map[keep][None].astype(dtype), "border_fold")
+    def _can_map_borders(self, node: ir.Node) -> bool:
+        """--exact-borders applies: asked for, and the model fixes every input dim but the batch."""
+        return (
+            self.exact_borders
+            and _static_beyond_batch(self.model)
+            and self.shape(node.inputs[0]) is not None
+            and self.shape(node.outputs[0]) is not None
+        )
 
-    def _border_map(self, node: ir.Node, taps: np.ndarray, estimate: bool = False) -> np.ndarray | None:
+    def _insert_border_maps(self) -> None:
+        """Add each padded consumer's exact correction: the same conv run on an all-ones image.
+
+        ``taps[o, *k]`` sums the removed channels' constants times their weights. A conv (or
+        ConvTranspose) with those taps as a one-channel kernel, the consumer's pads and strides,
+        over a ones image of the input's size, gives exactly what the removed channels added at
+        every output pixel, borders included. The file holds only the taps and the ones image;
+        onnxruntime folds the constant subgraph when it loads the model.
+        """
+        for node, taps in self._border_maps:
+            out = node.outputs[0]
+            keep = self.keep_mask(out) if out in self.analysis.info else np.ones(taps.shape[0], bool)
+            dtype = self.tensor(node.inputs[1]).dtype
+            kept = taps[keep].astype(dtype)
+            transposed = node.op_type == "ConvTranspose"
+            weight = kept[None] if transposed else kept[:, None]  # [1, C_out, *k] or [C_out, 1, *k]
+            spatial = tuple(self.shape(node.inputs[0])[2:])
+            base = node.name or node.op_type
+            key = (spatial, np.dtype(dtype).str)
+            if key not in self._ones:  # one ones image per input size, shared by its consumers
+                self._ones[key] = self.new_initializer(f"border_ones_{'x'.join(map(str, spatial))}", np.ones((1, 1) + spatial, dtype=dtype))
+            ones = self._ones[key]
+            w = self.new_initializer(f"{base}_border_taps", weight)
+            attrs = [a for name, a in node.attributes.items() if name != "group"]
+            mapper = ir.Node("", node.op_type, inputs=[ones, w], attributes=attrs, name=f"{base}_border_map")
+            self.graph.insert_after(node, mapper)
+            self._add_after(mapper, None, "border_fold", target=node)
+
+    def _border_map(self, node: ir.Node, taps: np.ndarray) -> np.ndarray | None:
         """Exact contribution of constant input channels to every output pixel of a padded conv.
 
         ``taps[o, *k]`` is the summed weight (times constants) per kernel tap. A tap reaches
@@ -204,8 +215,6 @@ class ConsumerFolding:
         x, y = node.inputs[0], node.outputs[0]
         xs, ys = self.shape(x), self.shape(y)
         if xs is None or ys is None:
-            return None
-        if not estimate and (not self.exact_borders or not _static_beyond_batch(self.model)):
             return None
         n = len(xs) - 2
         attr = node.attributes
