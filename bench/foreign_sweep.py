@@ -121,7 +121,13 @@ def main() -> None:
         "|---|---|---:|---:|---:|---:|---:|---|---:|",
         *rows,
     ]
-    (ROOT / "bench" / "FOREIGN.md").write_text("\n".join(lines) + "\n")
+    md = ROOT / "bench" / "FOREIGN.md"
+    mark = "## TensorFlow / Keras via tf2onnx"  # written by foreign_tf_sweep.py; kept
+    tail = ""
+    if md.exists() and mark in md.read_text():
+        old = md.read_text()
+        tail = "\n" + old[old.index(mark):]
+    md.write_text("\n".join(lines) + "\n" + tail)
 
 
 if __name__ == "__main__":

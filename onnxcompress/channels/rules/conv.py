@@ -16,6 +16,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress.channels.rules import Rule, register
+from onnxcompress.channels.state import ChannelInfo
 
 
 def _group(node: ir.Node) -> int:
@@ -33,16 +34,32 @@ def _input_ids(node: ir.Node, ctx):
     return info.ids
 
 
+def _constant_weights(node: ir.Node, ctx) -> tuple[ir.Value, tuple | None, ir.Value | None, bool]:
+    """(weight, its shape, bias, whether both are constants)."""
+    w_val = node.inputs[1]
+    b_val = node.inputs[2] if len(node.inputs) > 2 else None
+    ok = ctx.is_const(w_val) and ctx.shape(w_val) is not None and (b_val is None or ctx.is_const(b_val))
+    return w_val, ctx.shape(w_val), b_val, ok
+
+
+def _filters(node: ir.Node, ctx, w_val: ir.Value, w_axis: int, b_val: ir.Value | None, out_ids: np.ndarray) -> None:
+    """Register the output filters (and bias) of a conv and set its output channels."""
+    if ctx.excluded(node):
+        ctx.fix(out_ids, node, "excluded by --exclude")
+    ctx.add_slot(node, w_val, w_axis, out_ids, "out")
+    if b_val is not None:
+        ctx.add_slot(node, b_val, 0, out_ids, "bias")
+    ctx.set(node.outputs[0], ChannelInfo((1,), out_ids))
+
+
 @register("Conv")
 class ConvRule(Rule):
     always = True
 
     def propagate(self, node: ir.Node, ctx) -> None:
-        w_val = node.inputs[1]
-        w = ctx.shape(w_val)
+        w_val, w, b_val, ok = _constant_weights(node, ctx)
         x_ids = _input_ids(node, ctx)
-        b_val = node.inputs[2] if len(node.inputs) > 2 else None
-        if not ctx.is_const(w_val) or w is None or (b_val is not None and not ctx.is_const(b_val)):
+        if not ok:
             if x_ids is not None:
                 ctx.fix(x_ids, node, "conv weight is computed at run time (fold it first)")
             return
@@ -72,14 +89,7 @@ class ConvRule(Rule):
             for k in range(1, g):
                 ctx.union(out_ids[0], out_ids[k])
             out_ids = out_ids.reshape(-1)
-        if ctx.excluded(node):
-            ctx.fix(out_ids, node, "excluded by --exclude")
-        ctx.add_slot(node, w_val, 0, out_ids, "out")
-        if b_val is not None:
-            ctx.add_slot(node, b_val, 0, out_ids, "bias")
-        from onnxcompress.channels.state import ChannelInfo
-
-        ctx.set(node.outputs[0], ChannelInfo((1,), out_ids))
+        _filters(node, ctx, w_val, 0, b_val, out_ids)
 
     def const_eval(self, node: ir.Node, app) -> None:
         # A zeroed filter outputs its bias (0 when biases are zeroed too, or when it has none).
@@ -107,27 +117,14 @@ class ConvTransposeRule(Rule):
     always = True
 
     def propagate(self, node: ir.Node, ctx) -> None:
-        from onnxcompress.channels.state import ChannelInfo
-
-        w_val = node.inputs[1]
-        w = ctx.shape(w_val)
+        w_val, w, b_val, ok = _constant_weights(node, ctx)
         x_ids = _input_ids(node, ctx)
-        b_val = node.inputs[2] if len(node.inputs) > 2 else None
-        g = _group(node)
-        if g != 1 or not ctx.is_const(w_val) or w is None or (b_val is not None and not ctx.is_const(b_val)):
+        if _group(node) != 1 or not ok:
             if x_ids is not None:
                 ctx.fix(x_ids, node, "grouped or run-time-weight ConvTranspose is not pruned through")
             return
-        if "output_shape" in node.attributes:
-            pass  # spatial only; channel count comes from the weight
         if x_ids is not None:
             ctx.add_slot(node, w_val, 0, x_ids, "in")
-        out_ids = ctx.fresh(int(w[1]), source=True)
-        if ctx.excluded(node):
-            ctx.fix(out_ids, node, "excluded by --exclude")
-        ctx.add_slot(node, w_val, 1, out_ids, "out")
-        if b_val is not None:
-            ctx.add_slot(node, b_val, 0, out_ids, "bias")
-        ctx.set(node.outputs[0], ChannelInfo((1,), out_ids))
+        _filters(node, ctx, w_val, 1, b_val, ctx.fresh(int(w[1]), source=True))
 
     const_eval = ConvRule.const_eval
