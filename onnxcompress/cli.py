@@ -10,8 +10,6 @@ from pathlib import Path
 from onnxcompress.config import DEFAULT_RATIO, DEFAULT_ROUND_TO
 from onnxcompress.errors import OnnxCompressError
 
-SUBCOMMANDS = ("inspect", "bench", "check")
-
 TOUR = """\
 subcommands:
   onnxcompress MODEL [options]        compress (this page)

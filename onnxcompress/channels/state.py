@@ -42,10 +42,6 @@ class UnionFind:
                 return parent
             parent = nxt
 
-    def roots(self, ids: np.ndarray) -> np.ndarray:
-        flat = np.fromiter((self.find(int(i)) for i in ids.ravel()), dtype=np.int64, count=ids.size)
-        return flat.reshape(ids.shape)
-
 
 @dataclass
 class ChannelInfo:
