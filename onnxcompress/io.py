@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Union
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
@@ -134,15 +135,30 @@ def file_bytes(path: str | os.PathLike) -> int:
     return total
 
 
+def proto_without_big_tensors(model: ir.Model, min_elements: int = 0) -> tuple[onnx.ModelProto, dict[str, ir.TensorProtocol]]:
+    """Serialise ``model`` with every initializer above ``min_elements`` left out.
+
+    Returns the proto (those initializers removed from it) and the tensors left out, by
+    name. The model itself is unchanged: each tensor is swapped for an empty placeholder
+    only while serialising, which keeps this cheap for big models.
+    """
+    big = {n: v for n, v in model.graph.initializers.items() if v.const_value is not None and v.const_value.size > min_elements}
+    saved = {n: v.const_value for n, v in big.items()}
+    placeholder = ir.tensor(np.zeros((0,), dtype=np.float32))
+    try:
+        for v in big.values():
+            v.const_value = placeholder
+        proto = ir.to_proto(model)
+    finally:
+        for n, t in saved.items():
+            big[n].const_value = t
+    kept = [t for t in proto.graph.initializer if t.name not in saved]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
+    return proto, saved
+
+
 def model_bytes(model: ir.Model) -> int:
     """Serialized size of a model held in memory (tensor data included)."""
-    return tensor_bytes(model) + len(ir.to_proto(_without_tensor_data(model)).SerializeToString())
-
-
-def _without_tensor_data(model: ir.Model) -> ir.Model:
-    # Serialising only the graph structure keeps this cheap for big models.
-    clone = model.clone() if hasattr(model, "clone") else model
-    for v in clone.graph.initializers.values():
-        if v.const_value is not None:
-            v.const_value = ir.tensor([0], dtype=ir.DataType.FLOAT)
-    return clone
+    proto, _ = proto_without_big_tensors(model)
+    return tensor_bytes(model) + proto.ByteSize()

@@ -101,26 +101,9 @@ def structural_proto(model: ir.Model, input_shapes: dict[str, Shape] | None = No
 
     With ``input_shapes`` the real inputs are pinned to those sizes.
     """
-    graph = model.graph
-    big: dict[str, ir.Value] = {}
-    saved: dict[str, ir.TensorProtocol] = {}
-    for name, v in graph.initializers.items():
-        t = v.const_value
-        if t is not None and t.size > _KEEP_ELEMENTS:
-            big[name] = v
-    placeholder = ir.tensor(np.zeros((0,), dtype=np.float32))
-    try:
-        # Swap big tensors for an empty placeholder so serialising stays cheap.
-        for name, v in big.items():
-            saved[name] = v.const_value
-            v.const_value = placeholder
-        proto = ir.to_proto(model)
-    finally:
-        for name, t in saved.items():
-            big[name].const_value = t
-    kept = [t for t in proto.graph.initializer if t.name not in saved]
-    del proto.graph.initializer[:]
-    proto.graph.initializer.extend(kept)
+    from onnxcompress.io import proto_without_big_tensors
+
+    proto, saved = proto_without_big_tensors(model, _KEEP_ELEMENTS)
     existing = {i.name for i in proto.graph.input}
     for name, t in saved.items():
         if name not in existing:

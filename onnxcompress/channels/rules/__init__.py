@@ -39,6 +39,14 @@ class Rule:
                 app.set_const(o, np.full(info.ids.shape, np.nan))
 
 
+def channels_on_axis1(node: ir.Node, ctx, info) -> bool:
+    """Per-channel ops (BN, pools, ...) read channels at axis 1; elsewhere they block."""
+    if info.axes != (1,):
+        ctx.block(node, f"{node.op_type} on channels not at axis 1")
+        return False
+    return True
+
+
 def register(*ops: str) -> Callable[[type[Rule]], type[Rule]]:
     def deco(cls: type[Rule]) -> type[Rule]:
         inst = cls()

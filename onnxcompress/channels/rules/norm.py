@@ -5,17 +5,12 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.channels.rules import Rule, register
+from onnxcompress.channels.rules import Rule, channels_on_axis1, register
 
 
 def _channel_info(node: ir.Node, ctx):
     info = ctx.get(node.inputs[0])
-    if info is None:
-        return None
-    if info.axes != (1,):
-        ctx.block(node, f"{node.op_type} over a channel axis other than 1")
-        return None
-    return info
+    return info if info is not None and channels_on_axis1(node, ctx, info) else None
 
 
 @register("BatchNormalization")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.channels.rules import Rule, register
+from onnxcompress.channels.rules import Rule, channels_on_axis1, register
 from onnxcompress.channels.state import ChannelInfo
 
 
@@ -35,10 +35,7 @@ class PassThroughRule(Rule):
 @register("MaxPool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "MaxRoiPool")
 class PoolRule(PassThroughRule):
     def channels_untouched(self, node, ctx, info) -> bool:
-        if info.axes != (1,):
-            ctx.block(node, f"{node.op_type} on channels not at axis 1")
-            return False
-        return True
+        return channels_on_axis1(node, ctx, info)
 
 
 @register("AveragePool")
