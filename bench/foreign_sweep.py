@@ -67,7 +67,8 @@ def export(name: str) -> Path:
 
 def main() -> None:
     import onnxcompress as oc
-    from onnxcompress.verify import SessionHolder, compare_outputs, random_inputs
+    from onnxcompress.runtime import Session, random_feeds
+    from onnxcompress.verify import compare_outputs
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--ratio", type=float, default=0.5)
@@ -92,9 +93,9 @@ def main() -> None:
         shapes = {k: tuple(v) for k, v in exact.report.config["input_shapes"].items()} or None
         from onnxcompress.analysis.shapes import resolve_input_shapes
 
-        feeds = random_inputs(exact.model, resolve_input_shapes(exact.model, shapes), seed=1)
-        dev = compare_outputs(SessionHolder(zero.model).run(feeds), SessionHolder(exact.model).run(feeds)).max_abs_diff
-        ref_scale = max(float(np.abs(v).max()) for v in SessionHolder(zero.model).run(feeds).values())
+        feeds = random_feeds(exact.model, resolve_input_shapes(exact.model, shapes), seed=1)
+        dev = compare_outputs(Session(zero.model).run(feeds), Session(exact.model).run(feeds)).max_abs_diff
+        ref_scale = max(float(np.abs(v).max()) for v in Session(zero.model).run(feeds).values())
         blockers = sorted({b.op for b in rep.blockers if "graph output" not in b.reason})
         rows.append(
             f"| {name} | ok | {rep.after.macs / rep.before.macs:.1%} | {rep.after.params / rep.before.params:.1%} | "

@@ -81,158 +81,57 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None, on_
     The input is never modified (an ``ir.Model`` argument is cloned). Raises
     ``VerificationError`` when the result fails the checker, a session or a run.
     ``on_stage(name)`` is called as each stage starts (the CLI shows it as progress).
+    With ``config.calib`` the decisions and the fidelity figures use real inputs.
     """
-    stage = on_stage or (lambda name: None)
-    from onnxcompress.verify import SessionHolder, random_inputs, verify_against
+    from onnxcompress.context import CompressContext
+    from onnxcompress.io import has_external_data
+    from onnxcompress.passes.base import Progress
+    from onnxcompress.pipeline import run_pipeline
 
     config = config or CompressConfig()
     config.validate()
-    timings: dict[str, float] = {}
+    progress = Progress(on_stage)
     t0 = time.perf_counter()
     path = _source_path(model_or_path)
     model = load_model(model_or_path)
     if isinstance(model_or_path, ir.Model):
         model = model.clone()
-    timings["load_s"] = time.perf_counter() - t0
-    from onnxcompress.io import has_external_data
-
-    input_external = has_external_data(model)
+    progress.timings["load_s"] = time.perf_counter() - t0
 
     input_shapes = resolve_input_shapes(model, config.input_shapes)
     size_before = file_bytes(path) if path is not None else model_bytes(model)
-    oracle = ShapeOracle()
-    before = _stats(model, input_shapes, size_before, oracle)
-
-    reference = None
-    # Dynamic spatial dims are checked at a second sizing too (batch + 1, the others doubled).
-    second = _second_sizing(model, input_shapes) if config.verify else None
-    second_reference = None
-    early_warnings: list[str] = []
-    if config.verify:
-        stage("reference run")
-        t = time.perf_counter()
-        feeds = random_inputs(model, input_shapes, config.seed)
-        try:
-            # An unchanged file is read by onnxruntime directly (no re-serialising).
-            ref_session = SessionHolder(path if path is not None else model)
-            reference = ref_session.run(feeds)
-        except Exception as exc:  # noqa: BLE001
-            raise InputError(f"onnxruntime cannot run the input model: {str(exc).splitlines()[0]}") from exc
-        if second is not None:
-            second_feeds = random_inputs(model, second, config.seed + 1)
-            try:
-                second_reference = ref_session.run(second_feeds)
-            except Exception:  # noqa: BLE001 - the input itself does not take that size; nothing to compare
-                early_warnings.append(f"the input model does not run at {second}; verified at the analysis shapes only")
-                second = None
-        del ref_session
-        timings["reference_run_s"] = time.perf_counter() - t
-
-    report = CompressReport(
-        input=str(path) if path is not None else None,
-        output=None,
-        config=config.to_dict(),
-        before=before,
-        after=before,
-        warnings=early_warnings,
+    ctx = CompressContext(
+        config=config,
+        input_shapes=input_shapes,
+        report=CompressReport(input=str(path) if path is not None else None, output=None, config=config.to_dict(),
+                              before=ModelStats(0, 0, 0), after=ModelStats(0, 0, 0)),
+        # An unchanged file is read by onnxruntime directly (no re-serialising); an
+        # in-memory model is read by the reference run, which comes before any change.
+        source=path if path is not None else model,
+        progress=progress,
     )
-    model = _run_passes(model, config, input_shapes, report, timings, oracle, stage)
-
-    if config.verify:
-        stage("verify")
-        t = time.perf_counter()
-        # Inputs are never pruned, so the compressed model shapes the same random feeds.
-        fid = verify_against(model, model, input_shapes, seed=config.seed, reference_outputs=reference,
-                             allow_shape_change=config.prune_outputs)
-        report.fidelity = fid.to_dict()
-        if second is not None:
-            report.fidelity["second_sizing"] = _verify_second_sizing(model, second, second_feeds, second_reference, config)
-        timings["verify_s"] = time.perf_counter() - t
-        if config.measure_exactness and config.mode == "remove" and report.exactness and not report.exactness.get("exact", True):
-            t = time.perf_counter()
-            report.exactness["measured_vs_zero_mode"] = _measure_against_zero_mode(
-                model_or_path, config, input_shapes, feeds, fid.outputs
-            )
-            timings["exactness_check_s"] = time.perf_counter() - t
-    report.after = _stats(model, input_shapes, model_bytes(model), oracle)
-    timings["total_s"] = time.perf_counter() - t0
-    report.timings = timings
-    return Result(model=model, report=report, external_data=input_external)
+    ctx.report.before = ctx.report.after = _stats(model, input_shapes, size_before, ctx.oracle)
+    if config.calib is not None:
+        _load_calibration(ctx, model)
+    input_external = has_external_data(model)
+    model = run_pipeline(model, ctx)
+    ctx.report.after = _stats(model, input_shapes, model_bytes(model), ctx.oracle)
+    progress.timings["total_s"] = time.perf_counter() - t0
+    ctx.report.timings = progress.timings
+    return Result(model=model, report=ctx.report, external_data=input_external)
 
 
-def _second_sizing(model: ir.Model, input_shapes: dict[str, Shape]) -> dict[str, Shape] | None:
-    """Another sizing of the inputs when a dim other than the batch is symbolic, else None."""
-    from onnxcompress.analysis.shapes import graph_inputs
-    from onnxcompress.passes.fold_shapes import alternate_shapes
+def _load_calibration(ctx, model: ir.Model) -> None:
+    """Read --calib and split it: the fit part drives decisions, the held-out part judges them."""
+    from onnxcompress.calibration import load_calibration
 
-    spatial = any(
-        v.shape is not None and any(not isinstance(d, int) for d in list(v.shape)[1:]) for v in graph_inputs(model)
-    )
-    return alternate_shapes(model, input_shapes) if spatial else None
-
-
-def _verify_second_sizing(model, sizing, feeds, reference, config: CompressConfig) -> dict:
-    """The output must also run at the second sizing, with the input's output shapes."""
-    from onnxcompress.errors import VerificationError
-    from onnxcompress.verify import SessionHolder, compare_outputs
-
-    try:
-        got = SessionHolder(model).run(feeds)
-    except Exception as exc:  # noqa: BLE001
-        raise VerificationError(
-            f"the output runs at the analysis shapes but not at {sizing}: {str(exc).splitlines()[0]}"
-        ) from exc
-    fid = compare_outputs(reference, got, allow_shape_change=config.prune_outputs)
-    return {"input_shapes": {k: list(v) for k, v in sizing.items()}, **fid.to_dict()}
-
-
-def _run_passes(model, config: CompressConfig, input_shapes, report: CompressReport, timings: dict, oracle=None, stage=None) -> ir.Model:
-    from onnxcompress.pipeline import build_passes
-
-    oracle = oracle or ShapeOracle()
-    for name, p in build_passes(config, input_shapes, oracle):
-        if stage is not None:
-            stage(name.replace("_", " "))
-        t = time.perf_counter()
-        result = p(model)
-        model = result.model
-        if name == "prune" and result.modified:
-            oracle.clear()  # channel counts changed
-        timings[f"{name}_s"] = time.perf_counter() - t
-        section = getattr(p, "report", None)
-        if section:
-            report.passes[name] = section
-        _merge_prune_section(report, name, p)
-        for w in getattr(p, "warnings", []) or []:
-            report.warnings.append(w)
-    return model
-
-
-def _measure_against_zero_mode(model_or_path, config, input_shapes, feeds, removed_outputs) -> dict:
-    """Run the same plan in zero mode and compare: how far remove mode is from it, in numbers."""
-    from dataclasses import replace
-
-    from onnxcompress.verify import SessionHolder, compare_outputs
-
-    zero_model = load_model(model_or_path)
-    if isinstance(model_or_path, ir.Model):
-        zero_model = zero_model.clone()
-    scratch = CompressReport(input=None, output=None, config={}, before=ModelStats(0, 0, 0), after=ModelStats(0, 0, 0))
-    zero_model = _run_passes(zero_model, replace(config, mode="zero", simplify=False), input_shapes, scratch, {})
-    fid = compare_outputs(SessionHolder(zero_model).run(feeds), removed_outputs)
-    return {"cosine_min": fid.cosine_min, "max_abs_diff": fid.max_abs_diff}
-
-
-def _merge_prune_section(report: CompressReport, name: str, p: object) -> None:
-    """Lift the pruning pass's findings to the report's top level."""
-    if name != "prune":
-        return
-    pr = getattr(p, "result", None)
-    if pr is None:
-        return
-    report.groups = pr.groups
-    report.blockers = [Blocker(**b) for b in pr.blockers]
-    report.layers = [LayerChange(**c) for c in pr.layers]
-    report.pruned_l1_mass = pr.pruned_l1_mass
-    report.importance = pr.importance
-    report.exactness = pr.exactness
+    cfg = ctx.config
+    cal = load_calibration(cfg.calib, model, cfg.calib_image, limit=cfg.calib_samples)
+    ctx.calib, ctx.held_out = cal.split(cfg.held_out, seed=cfg.seed)
+    ctx.report.calibration = {
+        "source": cal.source,
+        "samples": cal.samples,
+        "fit_samples": ctx.calib.samples,
+        "held_out_samples": ctx.held_out.samples,
+        "fixed_batch": cal.fixed_batch,
+    }

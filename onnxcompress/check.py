@@ -149,7 +149,8 @@ def check(model_path: str, compressed_path: str, config: CheckConfig) -> CheckRe
     """Measure ``compressed_path`` against ``model_path`` and gate it on ``config``."""
     from onnxcompress.analysis.shapes import graph_inputs, resolve_input_shapes
     from onnxcompress.io import load_model
-    from onnxcompress.verify import SessionHolder, check_model, compare_outputs, random_inputs
+    from onnxcompress.runtime import Session, random_feeds
+    from onnxcompress.verify import check_model, compare_outputs
 
     t0 = time.perf_counter()
     report = CheckReport(model=str(model_path), compressed=str(compressed_path))
@@ -164,9 +165,9 @@ def check(model_path: str, compressed_path: str, config: CheckConfig) -> CheckRe
         shapes = {k: tuple(v.shape) for k, v in feeds.items()}
     else:
         shapes = resolve_input_shapes(ref_model, config.input_shapes)
-        feeds = random_inputs(ref_model, shapes, config.seed)
+        feeds = random_feeds(ref_model, shapes, config.seed)
     try:
-        ref_out = SessionHolder(ref_model).run(feeds)
+        ref_out = Session(ref_model).run(feeds)
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"onnxruntime cannot run the reference model: {str(exc).splitlines()[0]}") from exc
 
@@ -174,7 +175,7 @@ def check(model_path: str, compressed_path: str, config: CheckConfig) -> CheckRe
     try:
         comp = load_model(compressed_path)
         check_model(comp)
-        got = SessionHolder(comp).run(feeds)
+        got = Session(comp).run(feeds)
         runs = _gate("loads_and_runs", "loads, passes the checker, runs", 1.0, 1.0, ">=")
     except Exception as exc:  # noqa: BLE001 - any failure here is the gate's verdict
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -216,10 +217,10 @@ def _accuracy(model, x, batch: int = 256) -> float:
     """Top-1 accuracy of ``model`` (first output, argmax over axis 1) on labelled data."""
     import numpy as np
 
-    from onnxcompress.verify import SessionHolder
+    from onnxcompress.runtime import Session
 
     x, y = x
-    sess = SessionHolder(model).session
+    sess = Session(model).session
     inp = sess.get_inputs()[0]
     fixed = inp.shape[0] if isinstance(inp.shape[0], int) else None
     step = fixed or batch

@@ -41,9 +41,23 @@ class CompressConfig:
     max_norm: float | None = None
     spectral_clip: float | None = None
     simplify: bool = True
+    # calibration (real, unlabelled inputs)
+    calib: str | None = None
+    #: how a folder of images becomes the input (an ``ImageSpec``), None for arrays
+    calib_image: object | None = None
+    #: use at most this many calibration samples
+    calib_samples: int | None = None
+    #: fraction of the calibration samples held out to judge decisions fitted on the rest
+    held_out: float = 0.25
+    #: output name -> class axis, overriding the guess for task-aware fidelity
+    class_axes: dict[str, int] = field(default_factory=dict)
     # checks
     verify: bool = True
     seed: int = 0
+
+    @property
+    def prunes(self) -> bool:
+        return self.ratio > 0
 
     def validate(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
@@ -56,6 +70,10 @@ class CompressConfig:
             raise InputError(f"--scope must be local or global, got {self.scope!r}")
         if not 0.0 < self.max_layer_ratio <= 1.0:
             raise InputError(f"--max-layer-ratio must be in (0, 1], got {self.max_layer_ratio}")
+        if not 0.0 < self.held_out < 1.0:
+            raise InputError(f"--held-out must be in (0, 1), got {self.held_out}")
+        if self.calib_samples is not None and self.calib_samples < 2:
+            raise InputError(f"--calib-samples must be >= 2, got {self.calib_samples}")
         if self.round_to < 1:
             raise InputError(f"--round-to must be >= 1, got {self.round_to}")
         for name, c in (("--max-norm", self.max_norm), ("--spectral-clip", self.spectral_clip)):
@@ -72,4 +90,6 @@ class CompressConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["input_shapes"] = {k: list(v) for k, v in self.input_shapes.items()}
+        if self.calib_image is not None:
+            d["calib_image"] = asdict(self.calib_image)
         return d

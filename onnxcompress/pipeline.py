@@ -1,24 +1,26 @@
-"""The order of passes, kept in one place.
+"""The order of passes, kept in one place, run by ``onnx_ir.passes.PassManager``.
 
-fold (lossless: constant weight subgraphs, size-independent shape arithmetic, BN into
+reference run (the untouched input on the verification inputs)
+-> fold (lossless: constant weight subgraphs, size-independent shape arithmetic, BN into
 Conv/Gemm) -> project (norm constraints into weights)
--> prune (channel groups, zero or remove) -> tidy (dead nodes, shapes)
--> simplify (onnxsim, guarded). Verification and saving happen in ``api``.
+-> prune (channel groups; with calibration data: data-aware scores, per-group ratios,
+recovery) -> tidy (dead nodes, shapes) -> simplify (onnxsim, guarded)
+-> verify (checker, onnxruntime run, task-aware fidelity, second sizing).
+Loading and saving happen in ``api``.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import onnx_ir as ir
 
-from onnxcompress.analysis.shapes import Shape, ShapeOracle
-from onnxcompress.config import CompressConfig
+from onnxcompress.context import CompressContext
+from onnxcompress.passes.base import ReportingPass
 
 
-def build_passes(
-    config: CompressConfig, input_shapes: dict[str, Shape], oracle: ShapeOracle | None = None
-) -> list[tuple[str, ir.passes.PassBase]]:
-    """The named passes ``config`` asks for, in pipeline order; ``oracle`` shares shape analysis."""
-    oracle = oracle or ShapeOracle()
+def build_passes(ctx: CompressContext, *, verify: bool | None = None) -> list[ReportingPass]:
+    """The passes ``ctx.config`` asks for, in pipeline order, each reporting to ``ctx.progress``."""
     from onnxcompress.passes.fold_batchnorm import FoldBatchNormPass
     from onnxcompress.passes.fold_constants import FoldConstantWeightsPass
     from onnxcompress.passes.fold_shapes import FoldShapeComputationsPass
@@ -26,19 +28,54 @@ def build_passes(
     from onnxcompress.passes.prune import PrunePass
     from onnxcompress.passes.simplify import SimplifyPass
     from onnxcompress.passes.tidy import TidyPass
+    from onnxcompress.verify import ReferencePass, VerifyPass
 
-    passes: list[tuple[str, ir.passes.PassBase]] = []
+    config = ctx.config
+    verify = config.verify if verify is None else verify
+    passes: list[ReportingPass] = []
+    if verify:
+        passes.append(ReferencePass(ctx))
     if config.fold:
-        passes.append(("fold_constants", FoldConstantWeightsPass()))
-        passes.append(("fold_shapes", FoldShapeComputationsPass(input_shapes, oracle)))
-        passes.append(("fold_batchnorm", FoldBatchNormPass()))
+        passes += [FoldConstantWeightsPass(), FoldShapeComputationsPass(ctx.input_shapes, ctx.oracle), FoldBatchNormPass()]
     if config.max_norm is not None or config.spectral_clip is not None:
-        passes.append(
-            ("project", ProjectWeightsPass(max_norm=config.max_norm, spectral_clip=config.spectral_clip, exclude=config.exclude))
-        )
-    if config.ratio > 0:
-        passes.append(("prune", PrunePass(config, input_shapes, oracle)))
-    passes.append(("tidy", TidyPass()))
+        passes.append(ProjectWeightsPass(max_norm=config.max_norm, spectral_clip=config.spectral_clip, exclude=config.exclude))
+    if config.prunes:
+        passes.append(PrunePass(config, ctx.input_shapes, ctx.oracle, ctx=ctx))
+    passes.append(TidyPass())
     if config.simplify:
-        passes.append(("simplify", SimplifyPass(input_shapes)))
+        passes.append(SimplifyPass(ctx.input_shapes))
+    if verify:
+        zero = (lambda: _zero_mode(ctx)) if config.measure_exactness and config.mode == "remove" else None
+        passes.append(VerifyPass(ctx, zero_mode_pipeline=zero))
+    for p in passes:
+        p.progress = ctx.progress
     return passes
+
+
+def _zero_mode(ctx: CompressContext) -> ir.passes.PassManager:
+    """The same plan in zero mode, unsimplified and unverified (for the exactness measurement)."""
+    from onnxcompress.report import CompressReport, ModelStats
+
+    scratch = CompressReport(input=None, output=None, config={}, before=ModelStats(0, 0, 0), after=ModelStats(0, 0, 0))
+    zctx = replace(ctx, config=replace(ctx.config, mode="zero", simplify=False), report=scratch, progress=type(ctx.progress)(), oracle=type(ctx.oracle)())
+    return ir.passes.PassManager(build_passes(zctx, verify=False))
+
+
+def run_pipeline(model: ir.Model, ctx: CompressContext) -> ir.Model:
+    """Run every pass on ``model`` (in place) and publish their findings to ``ctx.report``."""
+    from onnxcompress.errors import OnnxCompressError
+
+    passes = build_passes(ctx)
+    try:
+        model = ir.passes.PassManager(passes)(model).model
+    except ir.passes.PassError as exc:
+        # PassManager wraps what a pass raises; our own errors keep their one-line message.
+        cause: BaseException | None = exc
+        while isinstance(cause, ir.passes.PassError):
+            cause = cause.__cause__
+        if isinstance(cause, OnnxCompressError):
+            raise cause from None
+        raise
+    for p in passes:
+        p.publish(ctx.report)
+    return model

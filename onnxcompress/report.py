@@ -90,6 +90,12 @@ class CompressReport:
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     bench: dict | None = None
+    #: the calibration data used (None without --calib)
+    calibration: dict | None = None
+    #: per-layer and end-to-end drift before and after recovery
+    recovery: dict | None = None
+    #: target-driven search: the candidates measured and what stopped it
+    search: dict | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -109,6 +115,9 @@ class CompressReport:
             "timings": self.timings,
             "warnings": self.warnings,
             "bench": self.bench,
+            "calibration": self.calibration,
+            "recovery": self.recovery,
+            "search": self.search,
         }
 
     def to_json(self) -> str:

@@ -19,9 +19,9 @@ PARTLY_BLOCKED = {"convnext_tiny.onnx": "LayerNormalization"}
 
 
 def session(model: ir.Model):
-    from onnxcompress.verify import SessionHolder
+    from onnxcompress.runtime import Session
 
-    return SessionHolder(model).session
+    return Session(model).session
 
 
 def feeds(sess, shapes, seed=0):

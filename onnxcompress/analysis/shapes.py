@@ -16,6 +16,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxcompress.errors import ShapeError
+from onnxcompress.runtime import graph_inputs  # re-exported: analysis reads the real inputs too
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +43,6 @@ def parse_input_shapes(specs: list[str] | None) -> dict[str, Shape]:
     return dict(parse_input_shape(s) for s in (specs or []))
 
 
-def graph_inputs(model: ir.Model) -> list[ir.Value]:
-    """The real inputs: graph inputs that are not also initializers (old opsets list both)."""
-    inits = model.graph.initializers
-    return [v for v in model.graph.inputs if v.name not in inits]
 
 
 def resolve_input_shapes(model: ir.Model, overrides: dict[str, Shape] | None = None) -> dict[str, Shape]:
@@ -171,26 +168,14 @@ def infer_static_shapes(model: ir.Model, input_shapes: dict[str, Shape]) -> dict
 
 
 def _measure_shapes(model: ir.Model, input_shapes: dict[str, Shape], names: list[str]) -> dict[str, Shape]:
-    import onnxruntime as ort
+    from onnxcompress.runtime import Session, random_feeds
 
-    from onnxcompress.verify import random_inputs
-
-    proto = ir.to_proto(model)
-    known_out = {o.name for o in proto.graph.output}
-    for n in names:
-        if n not in known_out:
-            proto.graph.output.append(onnx.ValueInfoProto(name=n))
     try:
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        feeds = random_inputs(model, input_shapes, seed=0)
-        outs = sess.run(names, feeds)
+        outs = Session(model, expose=names).run(random_feeds(model, input_shapes, seed=0), names)
     except Exception as exc:  # noqa: BLE001
         logger.warning("could not measure shapes with onnxruntime: %s", exc)
         return {}
-    return {n: tuple(np.asarray(o).shape) for n, o in zip(names, outs)}
+    return {n: tuple(np.asarray(o).shape) for n, o in outs.items()}
 
 
 class ShapeOracle:

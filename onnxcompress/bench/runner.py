@@ -24,11 +24,11 @@ from onnxcompress.bench.report import BenchReport, BenchRun
 from onnxcompress.bench.stats import latency_stats, paired_speedup
 from onnxcompress.errors import InputError, VerificationError
 from onnxcompress.io import file_bytes, load_model
-from onnxcompress.verify import compare_outputs, random_inputs
+from onnxcompress.runtime import PROVIDERS, open_session, random_feeds
+from onnxcompress.verify import compare_outputs
 
 logger = logging.getLogger(__name__)
 
-PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 #: Timed runs after this many warm-up runs. 10 warm-ups cover onnxruntime's first-run
 #: allocations and kernel selection; 50 timed runs put p90 on 5 samples, and the
 #: median of 50 pairs is stable to a few percent on a quiet machine.
@@ -149,7 +149,7 @@ def feeds_for(model, config: BenchConfig, batch: int) -> dict[str, np.ndarray]:
     """The benchmark inputs at ``batch``: the user's fixed feeds, or seeded random ones."""
     if config.inputs is not None:
         return config.inputs
-    return random_inputs(model, batched_shapes(model, config.input_shapes, batch), config.seed)
+    return random_feeds(model, batched_shapes(model, config.input_shapes, batch), config.seed)
 
 
 def _batch_of(feeds: dict[str, np.ndarray]) -> int:
@@ -173,12 +173,8 @@ class TimedSession:
         """``io_binding=None`` binds on CUDA only; True forces it (also on CPU, for tests)."""
         import onnxruntime as ort
 
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = threads
-        providers = [PROVIDERS["cuda"], PROVIDERS["cpu"]] if provider == "cuda" else [PROVIDERS["cpu"]]
-        self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        providers = ["cuda", "cpu"] if provider == "cuda" else ["cpu"]
+        self.session = open_session(path, providers=providers, threads=threads)
         self.provider_used = self.session.get_providers()[0]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.feeds = feeds

@@ -26,19 +26,20 @@ from onnxcompress.passes._weights import (
     set_weight,
     unique_name,
 )
+from onnxcompress.passes.base import ReportingPass
 
 logger = logging.getLogger(__name__)
 
 _PRODUCERS = ("Conv", "ConvTranspose", "Gemm")
 
 
-class FoldBatchNormPass(ir.passes.InPlacePass):
+class FoldBatchNormPass(ReportingPass):
     """Fold each foldable BatchNormalization into its producer; report the rest."""
+
+    name = "fold_batchnorm"
 
     def __init__(self) -> None:
         super().__init__()
-        self.report: dict = {}
-        self.warnings: list[str] = []
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         folded: dict[str, str | None] = {}

@@ -180,16 +180,16 @@ def _fold_file(name: str, rtol: float = 1e-5, atol: float = 1e-4):
     if not path.exists():
         pytest.skip(f"{path} not built")
     from onnxcompress.analysis.shapes import resolve_input_shapes
-    from onnxcompress.verify import SessionHolder, random_inputs
+    from onnxcompress.runtime import Session, random_feeds
 
     model = ir.load(path)
-    feeds = random_inputs(model, resolve_input_shapes(model), seed=0)
-    ref = SessionHolder(model, optimize=False).run(feeds)
+    feeds = random_feeds(model, resolve_input_shapes(model), seed=0)
+    ref = Session(model, optimize=False).run(feeds)
     FoldConstantWeightsPass()(model)
     bn = FoldBatchNormPass()
     bn(model)
     onnx.checker.check_model(ir.to_proto(model), full_check=True)
-    got = SessionHolder(model, optimize=False).run(feeds)
+    got = Session(model, optimize=False).run(feeds)
     for k in ref:
         np.testing.assert_allclose(got[k], ref[k], rtol=rtol, atol=atol)
     return model, bn

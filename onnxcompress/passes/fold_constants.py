@@ -23,6 +23,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxcompress.passes._weights import add_initializer, const_array, drop_if_unused, is_const, is_std
+from onnxcompress.passes.base import ReportingPass
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +39,14 @@ _MAX_SWEEPS = 8
 _MAX_SKIPS_REPORTED = 50
 
 
-class FoldConstantWeightsPass(ir.passes.InPlacePass):
+class FoldConstantWeightsPass(ReportingPass):
     """Evaluate constant-only nodes and lift ``Constant`` nodes into initializers."""
+
+    name = "fold_constants"
 
     def __init__(self, max_growth_bytes: int = MAX_GROWTH_BYTES) -> None:
         super().__init__()
         self.max_growth_bytes = max_growth_bytes
-        self.report: dict = {}
-        self.warnings: list[str] = []
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -224,11 +225,7 @@ def evaluate_node(model: ir.Model, node: ir.Node, arrays: list[np.ndarray | None
     try:
         results = ReferenceEvaluator(one).run(None, feeds)
     except Exception:  # noqa: BLE001 - the reference lacks some ops; onnxruntime has them
-        import onnxruntime as ort
+        from onnxcompress.runtime import run_single_node
 
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        sess = ort.InferenceSession(one.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        results = sess.run(None, feeds)
+        return run_single_node(one, feeds)
     return [np.asarray(r) for r in results]

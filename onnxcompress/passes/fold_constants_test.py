@@ -195,12 +195,12 @@ def test_paddle_style_model():
     path = MODELS / "paddle_style_mbv3.onnx"
     if not path.exists():
         pytest.skip(f"{path} not built")
-    from onnxcompress.verify import SessionHolder, random_inputs
+    from onnxcompress.runtime import Session, random_feeds
 
     model = ir.load(path)
     dims = [str(d) for d in model.graph.inputs[0].shape]
-    feeds = random_inputs(model, {"x": (2, 3, 64, 48)}, seed=0)
-    ref = SessionHolder(model, optimize=False).run(feeds)
+    feeds = random_feeds(model, {"x": (2, 3, 64, 48)}, seed=0)
+    ref = Session(model, optimize=False).run(feeds)
     p = FoldConstantWeightsPass()
     p(model)
     assert "Constant" not in _ops(model)
@@ -209,7 +209,7 @@ def test_paddle_style_model():
         if node.op_type in ("Conv", "MatMul"):
             assert any(v is not None and v.const_value is not None for v in node.inputs[:2]), node.name
     assert [str(d) for d in model.graph.inputs[0].shape] == dims
-    got = SessionHolder(model, optimize=False).run(feeds)
+    got = Session(model, optimize=False).run(feeds)
     for k in ref:
         np.testing.assert_allclose(got[k], ref[k], rtol=1e-5, atol=1e-6)
 
@@ -219,13 +219,13 @@ def test_dynamo_model_runs_after_folding():
     if not path.exists():
         pytest.skip(f"{path} not built")
     from onnxcompress.analysis.shapes import resolve_input_shapes
-    from onnxcompress.verify import SessionHolder, random_inputs
+    from onnxcompress.runtime import Session, random_feeds
 
     # Read the external data in: a session built from bytes cannot resolve its path.
     model = ir.serde.deserialize_model(onnx.load(path))
-    feeds = random_inputs(model, resolve_input_shapes(model), seed=0)
-    ref = SessionHolder(model, optimize=False).run(feeds)
+    feeds = random_feeds(model, resolve_input_shapes(model), seed=0)
+    ref = Session(model, optimize=False).run(feeds)
     FoldConstantWeightsPass()(model)
-    got = SessionHolder(model, optimize=False).run(feeds)
+    got = Session(model, optimize=False).run(feeds)
     for k in ref:
         np.testing.assert_allclose(got[k], ref[k], rtol=1e-5, atol=1e-6)

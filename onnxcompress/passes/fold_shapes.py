@@ -16,28 +16,16 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.analysis.shapes import Shape, ShapeOracle, graph_inputs
+from onnxcompress.analysis.shapes import Shape, ShapeOracle
+from onnxcompress.runtime import second_sizing
 from onnxcompress.passes._weights import add_initializer, const_array, is_const, unique_name, used_names
 from onnxcompress.passes.fold_constants import evaluate_node
+from onnxcompress.passes.base import ReportingPass
 
 logger = logging.getLogger(__name__)
 
 _MAX_ELEMENTS = 64  # shape arithmetic is small; anything bigger is data, not shape
 _NON_DETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
-
-
-def alternate_shapes(model: ir.Model, pinned: dict[str, Shape]) -> dict[str, Shape] | None:
-    """The pinned input shapes with every symbolic dim moved (batch + 1, others doubled)."""
-    alt, moved = {}, False
-    for v in graph_inputs(model):
-        dims = list(pinned[v.name])
-        if v.shape is not None:
-            for i, d in enumerate(v.shape):
-                if not isinstance(d, int):
-                    dims[i] = dims[i] + 1 if i == 0 else dims[i] * 2
-                    moved = True
-        alt[v.name] = tuple(dims)
-    return alt if moved else None
 
 
 def _axes(node: ir.Node, arrays: list) -> list[int] | None:
@@ -83,20 +71,21 @@ def _shape_of(node: ir.Node, shape: Shape) -> np.ndarray:
     return arr[start:end]
 
 
-class FoldShapeComputationsPass(ir.passes.InPlacePass):
+class FoldShapeComputationsPass(ReportingPass):
     """Replace shape arithmetic that is the same for any input size by initializers."""
+
+    name = "fold_shapes"
 
     def __init__(self, input_shapes: dict[str, Shape], oracle: ShapeOracle | None = None) -> None:
         super().__init__()
         self.input_shapes = input_shapes
         self.oracle = oracle or ShapeOracle()
-        self.report: dict = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         if not any(n.op_type in ("Shape", "Size") for n in graph):
             return ir.passes.PassResult(model, False)
-        alt = alternate_shapes(model, self.input_shapes)
+        alt = second_sizing(model, self.input_shapes)
         try:
             sizings = [self.oracle.shapes(model, self.input_shapes)]
             if alt is not None:

@@ -21,14 +21,17 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress.passes._weights import const_array, distinct_users, is_std, set_weight
+from onnxcompress.passes.base import ReportingPass
 
 logger = logging.getLogger(__name__)
 
 _OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
-class ProjectWeightsPass(ir.passes.InPlacePass):
+class ProjectWeightsPass(ReportingPass):
     """Apply ``max_norm`` and/or ``spectral_clip`` to Conv/ConvTranspose/Gemm/MatMul weights."""
+
+    name = "project"
 
     def __init__(
         self, max_norm: float | None = None, spectral_clip: float | None = None, exclude: list[str] | None = None
@@ -37,8 +40,6 @@ class ProjectWeightsPass(ir.passes.InPlacePass):
         self.max_norm = max_norm
         self.spectral_clip = spectral_clip
         self.exclude = [re.compile(p) for p in (exclude or [])]
-        self.report: dict = {}
-        self.warnings: list[str] = []
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         layers: list[dict] = []

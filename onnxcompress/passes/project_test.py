@@ -207,7 +207,7 @@ def test_model_files_every_filter_bounded(name):
     from onnxcompress.analysis.shapes import resolve_input_shapes
     from onnxcompress.passes.fold_batchnorm import FoldBatchNormPass
     from onnxcompress.passes.fold_constants import FoldConstantWeightsPass
-    from onnxcompress.verify import SessionHolder, random_inputs
+    from onnxcompress.runtime import Session, random_feeds
 
     model = ir.load(path)
     FoldConstantWeightsPass()(model)
@@ -225,5 +225,5 @@ def test_model_files_every_filter_bounded(name):
     for kind, group, w in kinds.values():
         norms = np.linalg.norm(_filters(w.const_value.numpy().astype(np.float64), kind, group), axis=1)
         assert norms.max() <= c * (1 + 1e-6)
-    feeds = random_inputs(model, resolve_input_shapes(model), seed=0)
-    SessionHolder(model).run(feeds)
+    feeds = random_feeds(model, resolve_input_shapes(model), seed=0)
+    Session(model).run(feeds)

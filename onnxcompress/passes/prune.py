@@ -16,6 +16,7 @@ from onnxcompress.constants import const_array
 from onnxcompress.importance import AGGREGATION, GLOBAL_NORMALISATION
 from onnxcompress.passes.prune_apply import Applier
 from onnxcompress.passes.prune_plan import Plan, make_plan, reported_blockers
+from onnxcompress.passes.base import ReportingPass
 
 logger = logging.getLogger(__name__)
 
@@ -47,16 +48,35 @@ def _exactness_note(mode: str, notes: list[str]) -> str:
     return f"remove mode deviates from zero mode at {len(notes)} place(s) (see the JSON notes)"
 
 
-class PrunePass(ir.passes.InPlacePass):
+class PrunePass(ReportingPass):
     """Structured filter pruning of any ONNX graph (see ``onnxcompress.channels``)."""
 
-    def __init__(self, config: CompressConfig, input_shapes: dict[str, Shape], oracle: ShapeOracle | None = None) -> None:
+    name = "prune"
+
+    def __init__(
+        self, config: CompressConfig, input_shapes: dict[str, Shape], oracle: ShapeOracle | None = None, ctx=None
+    ) -> None:
         super().__init__()
         self.config = config
         self.input_shapes = input_shapes
         self.oracle = oracle or ShapeOracle()
-        self.report: dict = {}
+        self.ctx = ctx
         self.result: PruneResult | None = None
+
+    def publish(self, report) -> None:
+        """Pruning's findings go to the report's top level, not only its pass section."""
+        from onnxcompress.report import Blocker, LayerChange
+
+        super().publish(report)
+        pr = self.result
+        if pr is None:
+            return
+        report.groups = pr.groups
+        report.blockers = [Blocker(**b) for b in pr.blockers]
+        report.layers = [LayerChange(**c) for c in pr.layers]
+        report.pruned_l1_mass = pr.pruned_l1_mass
+        report.importance = pr.importance
+        report.exactness = pr.exactness
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         cfg = self.config
@@ -109,6 +129,8 @@ class PrunePass(ir.passes.InPlacePass):
             },
         )
         self.report = {"groups": self.result.groups, "group_details": self.result.details["groups"]}
+        if plan.removed.any():
+            self.oracle.clear()  # channel counts changed
         return ir.passes.PassResult(model, bool(plan.removed.any()))
 
     @staticmethod

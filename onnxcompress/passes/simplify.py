@@ -19,7 +19,8 @@ import onnx_ir as ir
 
 from onnxcompress.analysis.shapes import Shape
 from onnxcompress.io import tensor_bytes
-from onnxcompress.verify import random_array
+from onnxcompress.runtime import open_session, proto_random_feeds
+from onnxcompress.passes.base import ReportingPass
 
 logger = logging.getLogger(__name__)
 
@@ -33,14 +34,14 @@ class SimplifyFailed(Exception):
     """Why the simplified graph was not kept."""
 
 
-class SimplifyPass(ir.passes.InPlacePass):
+class SimplifyPass(ReportingPass):
     """Run onnxsim on the model; keep the result only when it checks out."""
+
+    name = "simplify"
 
     def __init__(self, input_shapes: dict[str, Shape] | None = None) -> None:
         super().__init__()
         self.input_shapes = dict(input_shapes or {})
-        self.report: dict = {}
-        self.warnings: list[str] = []
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         nodes_before = len(model.graph)
@@ -96,10 +97,10 @@ class SimplifyPass(ir.passes.InPlacePass):
         doubled = _doubled_shapes(original, base)
         if doubled != base:
             runs.append(doubled)
-        ref_sess, new_sess = _session(original), _session(simplified)
+        ref_sess, new_sess = open_session(original), open_session(simplified)
         done = []
         for k, shapes in enumerate(runs):
-            feeds = _feeds(original, shapes, seed=k)
+            feeds = proto_random_feeds(original, shapes, seed=k)
             try:
                 ref = ref_sess.run(None, feeds)
             except Exception:  # noqa: BLE001 - the original itself does not take these sizes
@@ -224,25 +225,6 @@ def _doubled_shapes(proto: onnx.ModelProto, base: dict[str, Shape]) -> dict[str,
             for i, b in enumerate(base[vi.name])
         )
     return out
-
-
-def _feeds(proto: onnx.ModelProto, shapes: dict[str, Shape], seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for vi in proto.graph.input:
-        if vi.name not in shapes:
-            continue
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
-        feeds[vi.name] = random_array(rng, shapes[vi.name], dtype)
-    return feeds
-
-
-def _session(proto: onnx.ModelProto):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 def _transplant(src: ir.Model, dst: ir.Model) -> None:

@@ -10,13 +10,13 @@ from onnx_ir.passes.common import (
     TopologicalSortPass,
 )
 
+from onnxcompress.passes.base import ReportingPass
 
-class TidyPass(ir.passes.InPlacePass):
+
+class TidyPass(ReportingPass):
     """Remove what no output depends on and sort the graph."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.report: dict = {}
+    name = "tidy"
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         before_nodes = len(model.graph)

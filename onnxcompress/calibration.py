@@ -1,0 +1,258 @@
+"""Calibration data: a few hundred real, unlabelled inputs, read from what users have.
+
+``load_calibration(path, model)`` accepts:
+
+- an ``.npz`` of arrays keyed by input name, samples stacked on axis 0;
+- a folder of ``.npy``/``.npz`` files, one sample or one batch each (shapes may differ;
+  an ``.npy`` feeds a model with a single input);
+- a folder of images (``.png``/``.jpg``/``.bmp``...), with an ``ImageSpec`` that says how
+  to turn them into the model's input (resize, scale, mean/std, channel order, layout).
+
+Every array is checked against the model's input (rank, fixed dims, dtype) up front,
+and a mismatch is one line naming the input, what was expected and what was found.
+Models whose batch is fixed at 1 are fed one sample at a time. ``split`` keeps a
+held-out part, which judges every decision fitted on the rest.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress.errors import InputError
+from onnxcompress.runtime import graph_inputs, np_dtype
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+#: samples per run when the model's batch is dynamic
+DEFAULT_BATCH = 32
+
+
+@dataclass
+class ImageSpec:
+    """How images become a model input. ``size`` is (height, width); None keeps the model's."""
+
+    size: tuple[int, int] | None = None
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    channels: str = "RGB"  # RGB | BGR | L (grey)
+    layout: str = "NCHW"  # NCHW | NHWC
+
+    @classmethod
+    def parse(cls, text: str) -> "ImageSpec":
+        """``size=48x320,scale=0.0039,mean=0.5,std=0.5,channels=BGR,layout=NCHW`` (any subset)."""
+        spec = cls()
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            key, _, val = part.partition("=")
+            try:
+                if key == "size":
+                    h, w = val.lower().split("x")
+                    spec.size = (int(h), int(w))
+                elif key == "scale":
+                    spec.scale = float(val)
+                elif key in ("mean", "std"):
+                    setattr(spec, key, tuple(float(x) for x in val.split("/")))
+                elif key == "channels" and val.upper() in ("RGB", "BGR", "L"):
+                    spec.channels = val.upper()
+                elif key == "layout" and val.upper() in ("NCHW", "NHWC"):
+                    spec.layout = val.upper()
+                else:
+                    raise ValueError(key)
+            except ValueError:
+                raise InputError(
+                    f"--calib-image: cannot read {part!r} (keys: size=HxW, scale=F, mean=A/B/C, std=A/B/C, "
+                    "channels=RGB|BGR|L, layout=NCHW|NHWC)"
+                ) from None
+        return spec
+
+
+@dataclass
+class CalibrationSet:
+    """Real input samples for one model, grouped into runnable batches."""
+
+    #: each entry is one feed dict (a batch of one or more samples)
+    chunks: list[dict[str, np.ndarray]]
+    source: str = ""
+    #: the model's batch is fixed at this size (1 for most fixed exports), else None
+    fixed_batch: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def samples(self) -> int:
+        return sum(_batch(c) for c in self.chunks)
+
+    def batches(self, size: int = DEFAULT_BATCH) -> Iterator[dict[str, np.ndarray]]:
+        """Feeds of at most ``size`` samples (exactly ``fixed_batch`` for fixed-batch models)."""
+        step = self.fixed_batch or size
+        for chunk in self.chunks:
+            n = _batch(chunk)
+            for i in range(0, n, step):
+                yield {k: v[i : i + step] for k, v in chunk.items()}
+
+    def split(self, held_out: float = 0.25, seed: int = 0) -> tuple["CalibrationSet", "CalibrationSet"]:
+        """(fit, held-out) by whole samples, deterministic; both keep at least one sample."""
+        samples = [s for c in self.chunks for s in _unstack(c)]
+        if len(samples) < 2:
+            raise InputError(f"calibration data {self.source}: need at least 2 samples, found {len(samples)}")
+        order = np.random.default_rng(seed).permutation(len(samples))
+        n_hold = min(len(samples) - 1, max(1, int(round(held_out * len(samples)))))
+        hold = sorted(order[:n_hold].tolist())
+        fit = sorted(order[n_hold:].tolist())
+        return (
+            CalibrationSet(_restack([samples[i] for i in fit]), self.source + " (fit)", self.fixed_batch),
+            CalibrationSet(_restack([samples[i] for i in hold]), self.source + " (held out)", self.fixed_batch),
+        )
+
+    def subset(self, n: int) -> "CalibrationSet":
+        """The first ``n`` samples."""
+        samples = [s for c in self.chunks for s in _unstack(c)][:n]
+        return CalibrationSet(_restack(samples), self.source, self.fixed_batch)
+
+
+def _batch(feeds: dict[str, np.ndarray]) -> int:
+    return int(next(iter(feeds.values())).shape[0]) if feeds else 0
+
+
+def _unstack(feeds: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    return [{k: v[i : i + 1] for k, v in feeds.items()} for i in range(_batch(feeds))]
+
+
+def _restack(samples: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """Consecutive samples of equal shapes joined into one chunk."""
+    chunks: list[list[dict[str, np.ndarray]]] = []
+    for s in samples:
+        sig = {k: v.shape[1:] for k, v in s.items()}
+        if chunks and {k: v.shape[1:] for k, v in chunks[-1][0].items()} == sig:
+            chunks[-1].append(s)
+        else:
+            chunks.append([s])
+    return [{k: np.concatenate([s[k] for s in group]) for k in group[0]} for group in chunks]
+
+
+def load_calibration(
+    path: str | os.PathLike, model: ir.Model, image_spec: ImageSpec | None = None, limit: int | None = None
+) -> CalibrationSet:
+    """Read, check and batch calibration data for ``model`` (see the module docstring)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"--calib: no such file or folder: {p}")
+    inputs = graph_inputs(model)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
+        images = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
+        arrays = [f for f in files if f.suffix.lower() in (".npy", ".npz")]
+        if images and not arrays:
+            chunks = [_load_images(images, inputs, image_spec or ImageSpec())]
+        elif arrays:
+            chunks = [_load_array_file(f, inputs) for f in arrays]
+        else:
+            raise InputError(f"--calib: {p} holds no .npy, .npz or image files")
+    elif p.suffix.lower() in (".npz", ".npy"):
+        chunks = [_load_array_file(p, inputs)]
+    else:
+        raise InputError(f"--calib: {p} is not an .npz, .npy or a folder")
+    fixed = _fixed_batch(inputs)
+    for c in chunks:
+        _check_chunk(c, inputs, p)
+    cal = CalibrationSet(_restack([s for c in chunks for s in _unstack(c)]), str(p), fixed)
+    if limit is not None:
+        cal = cal.subset(limit)
+    if cal.samples == 0:
+        raise InputError(f"--calib: {p} holds no samples")
+    return cal
+
+
+def _fixed_batch(inputs: list[ir.Value]) -> int | None:
+    for v in inputs:
+        if v.shape is not None and len(v.shape) and isinstance(v.shape[0], int) and v.shape[0] > 0:
+            return int(v.shape[0])
+    return None
+
+
+def _load_array_file(f: Path, inputs: list[ir.Value]) -> dict[str, np.ndarray]:
+    try:
+        if f.suffix.lower() == ".npy":
+            if len(inputs) != 1:
+                raise InputError(f"--calib: {f.name} is a single array but the model has {len(inputs)} inputs; use .npz keyed by input name")
+            arrays = {inputs[0].name: np.load(f, allow_pickle=False)}
+        else:
+            with np.load(f, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--calib: cannot read {f}: {exc}") from exc
+    names = [v.name for v in inputs]
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        if len(names) == 1 and len(arrays) >= 1 and "labels" in arrays and len(arrays) == 2:
+            arrays = {names[0]: next(v for k, v in arrays.items() if k != "labels")}
+        elif len(names) == 1 and len(arrays) == 1:
+            arrays = {names[0]: next(iter(arrays.values()))}
+        else:
+            raise InputError(f"--calib: {f.name} has no array for input {missing[0]!r} (found keys {sorted(arrays)})")
+    out = {n: arrays[n] for n in names}
+    # One sample without its batch axis gets one.
+    for v in inputs:
+        a = out[v.name]
+        if v.shape is not None and a.ndim == len(v.shape) - 1:
+            out[v.name] = a[None]
+    return out
+
+
+def _check_chunk(feeds: dict[str, np.ndarray], inputs: list[ir.Value], src: Path) -> None:
+    sizes = {k: int(v.shape[0]) if v.ndim else 0 for k, v in feeds.items()}
+    for v in inputs:
+        a = feeds[v.name]
+        want_dtype = np.dtype(np_dtype(v.dtype))
+        expected = "x".join(str(d) if isinstance(d, int) and d > 0 else "?" for d in v.shape) if v.shape is not None else "?"
+        found = f"{'x'.join(map(str, a.shape))} {a.dtype}"
+        if a.dtype != want_dtype:
+            if np.issubdtype(a.dtype, np.number) and np.issubdtype(want_dtype, np.floating):
+                feeds[v.name] = a = a.astype(want_dtype)
+            else:
+                raise InputError(f"--calib {src.name}: input {v.name!r} expects {expected} {want_dtype}, found {found}")
+        if v.shape is None:
+            continue
+        ok = a.ndim == len(v.shape) and a.size > 0 and all(
+            not (isinstance(d, int) and d > 0) or a.shape[i] == d for i, d in enumerate(v.shape) if i > 0
+        )
+        if not ok:
+            raise InputError(f"--calib {src.name}: input {v.name!r} expects {expected} {want_dtype}, found {found}")
+    if len(set(sizes.values())) > 1:
+        raise InputError(f"--calib {src.name}: inputs hold different sample counts {sizes}")
+
+
+def _load_images(files: list[Path], inputs: list[ir.Value], spec: ImageSpec) -> dict[str, np.ndarray]:
+    if len(inputs) != 1:
+        raise InputError(f"--calib: a folder of images feeds one input, but the model has {len(inputs)}")
+    try:
+        from PIL import Image
+    except ImportError:
+        raise InputError("--calib with images needs Pillow: pip install 'onnxcompress[images]'") from None
+    v = inputs[0]
+    shape = list(v.shape) if v.shape is not None else []
+    size = spec.size
+    if size is None and len(shape) == 4:
+        hw = shape[2:4] if spec.layout == "NCHW" else shape[1:3]
+        if all(isinstance(d, int) and d > 0 for d in hw):
+            size = (int(hw[0]), int(hw[1]))
+    if size is None:
+        raise InputError(f"--calib: input {v.name!r} has no fixed height and width; give --calib-image size=HxW")
+    mode = "L" if spec.channels == "L" else "RGB"
+    out = []
+    for f in files:
+        try:
+            img = Image.open(f).convert(mode).resize((size[1], size[0]), Image.BILINEAR)
+        except OSError as exc:
+            raise InputError(f"--calib: cannot read image {f}: {exc}") from exc
+        a = np.asarray(img, dtype=np.float32)
+        a = a[..., None] if a.ndim == 2 else a
+        if spec.channels == "BGR":
+            a = a[..., ::-1]
+        a = (a * spec.scale - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+        out.append(a.transpose(2, 0, 1) if spec.layout == "NCHW" else a)
+    return {v.name: np.stack(out).astype(np_dtype(v.dtype))}

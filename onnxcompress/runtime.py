@@ -1,0 +1,235 @@
+"""The one place that talks to onnxruntime: sessions, input feeds and runs.
+
+Everything else (verification, shape measurement, single-node folding, onnxsim's guard,
+the benchmark runner, calibration) goes through this module, so session options, log
+levels and serialisation rules are decided once.
+
+- ``open_session`` builds a session from an ``ir.Model``, a ``ModelProto``, bytes or a
+  path (a path is read by onnxruntime itself, external data included);
+- ``random_feeds`` / ``load_feeds`` / ``second_sizing`` make inputs;
+- ``Session.run(feeds, outputs=...)`` runs, optionally exposing intermediate values,
+  which the calibration work reads layer by layer; ``run_batches`` streams a data set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+logger = logging.getLogger(__name__)
+
+Shape = tuple[int, ...]
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+PROVIDERS = {"cpu": CPU, "cuda": CUDA}
+
+#: onnxruntime's log severity: 3 = errors only (its warnings are not the user's business)
+QUIET = 3
+
+_NP_DTYPES = {
+    ir.DataType.FLOAT: np.float32,
+    ir.DataType.FLOAT16: np.float16,
+    ir.DataType.DOUBLE: np.float64,
+    ir.DataType.INT64: np.int64,
+    ir.DataType.INT32: np.int32,
+    ir.DataType.UINT8: np.uint8,
+    ir.DataType.INT8: np.int8,
+    ir.DataType.BOOL: np.bool_,
+}
+
+#: protos up to this size are handed to onnxruntime as bytes; bigger ones go through a file
+_BYTES_LIMIT = 1_900_000_000
+
+
+def np_dtype(dtype: ir.DataType | None) -> type:
+    """The numpy dtype of an ONNX element type (float32 when unknown)."""
+    return _NP_DTYPES.get(dtype, np.float32)
+
+
+def graph_inputs(model: ir.Model) -> list[ir.Value]:
+    """Real inputs: graph inputs that are not initializers (old opsets list both)."""
+    inits = set(model.graph.initializers)
+    return [v for v in model.graph.inputs if v.name not in inits]
+
+
+# ----------------------------------------------------------------------------- feeds
+def random_array(rng: np.random.Generator, shape, dtype) -> np.ndarray:
+    """Standard normal floats, 0/1 booleans, small non-negative ints."""
+    if np.issubdtype(dtype, np.floating):
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype == np.bool_:
+        return rng.integers(0, 2, shape).astype(bool)
+    return rng.integers(0, 4, shape).astype(dtype)
+
+
+def random_feeds(model: ir.Model, input_shapes: dict[str, Shape], seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded random feeds for every real input of ``model``."""
+    rng = np.random.default_rng(seed)
+    return {v.name: random_array(rng, input_shapes[v.name], np_dtype(v.dtype)) for v in graph_inputs(model)}
+
+
+def proto_random_feeds(proto: onnx.ModelProto, shapes: dict[str, Shape], seed: int) -> dict[str, np.ndarray]:
+    """``random_feeds`` for a ``ModelProto`` (inputs without a given shape are skipped)."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for vi in proto.graph.input:
+        if vi.name in shapes:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+            feeds[vi.name] = random_array(rng, shapes[vi.name], dtype)
+    return feeds
+
+
+def second_sizing(model: ir.Model, pinned: dict[str, Shape], *, spatial_only: bool = False) -> dict[str, Shape] | None:
+    """The pinned input shapes with every symbolic dim moved (batch + 1, others doubled).
+
+    None when nothing is symbolic (or, with ``spatial_only``, when only the batch is).
+    """
+    alt, moved = {}, False
+    for v in graph_inputs(model):
+        dims = list(pinned[v.name])
+        if v.shape is not None:
+            for i, d in enumerate(v.shape):
+                if not isinstance(d, int):
+                    dims[i] = dims[i] + 1 if i == 0 else dims[i] * 2
+                    moved = moved or i > 0 or not spatial_only
+        alt[v.name] = tuple(dims)
+    return alt if moved else None
+
+
+def load_feeds(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Arrays keyed by input name from an ``.npz`` (``labels`` and other extra keys included)."""
+    from onnxcompress.errors import InputError
+
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
+
+
+# ----------------------------------------------------------------------------- sessions
+class Serialized:
+    """A model as onnxruntime and the checker take it: bytes, or a path for big/external data."""
+
+    def __init__(self, model: ir.Model | onnx.ModelProto | bytes | str | os.PathLike):
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self.data: bytes | str
+        if isinstance(model, (str, os.PathLike)):
+            self.data = os.fspath(model)
+        elif isinstance(model, bytes):
+            self.data = model
+        elif isinstance(model, onnx.ModelProto):
+            self.data = model.SerializeToString()
+        else:
+            from onnxcompress.io import has_external_data
+
+            proto = None if has_external_data(model) else ir.to_proto(model)
+            if proto is not None and proto.ByteSize() < _BYTES_LIMIT:
+                self.data = proto.SerializeToString()
+            else:
+                # External or big weights: onnxruntime reads them from files next to the graph.
+                self._tmp = tempfile.TemporaryDirectory(prefix="onnxcompress-")
+                path = os.path.join(self._tmp.name, "model.onnx")
+                ir.save(model, path, external_data="model.onnx.data")
+                self.data = path
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def open_session(
+    model: ir.Model | onnx.ModelProto | Serialized | bytes | str | os.PathLike,
+    *,
+    providers: Sequence[str] = ("cpu",),
+    threads: int | None = None,
+    optimize: bool = True,
+    log_severity: int = QUIET,
+):
+    """An ``onnxruntime.InferenceSession``; ``providers`` are short names (cpu, cuda)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = log_severity
+    if threads:
+        opts.intra_op_num_threads = threads
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    ser = model if isinstance(model, Serialized) else Serialized(model)
+    sess = ort.InferenceSession(ser.data, opts, providers=[PROVIDERS.get(p, p) for p in providers])
+    sess._onnxcompress_serialized = ser  # keeps a temporary file alive as long as the session
+    return sess
+
+
+class Session:
+    """A CPU session over a model, with named runs and intermediate outputs.
+
+    ``expose`` names values inside the graph to add as extra outputs, so one run returns
+    both the model's outputs and the activations a calibration step needs.
+    """
+
+    def __init__(
+        self,
+        model: ir.Model | onnx.ModelProto | Serialized | str | os.PathLike,
+        *,
+        expose: Iterable[str] = (),
+        optimize: bool = True,
+        threads: int | None = None,
+    ):
+        expose = [n for n in expose if n]
+        if expose:
+            model = with_outputs(model, expose)
+            # Fusions would swallow the exposed values; keep the graph as written.
+            optimize = False
+        self.session = open_session(model, optimize=optimize, threads=threads)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        names = list(outputs) if outputs is not None else self.output_names
+        feeds = {k: v for k, v in feeds.items() if k in self.input_names}
+        return dict(zip(names, self.session.run(names, feeds)))
+
+    def run_batches(
+        self, batches: Iterable[dict[str, np.ndarray]], outputs: Sequence[str] | None = None
+    ) -> Iterator[dict[str, np.ndarray]]:
+        for feeds in batches:
+            yield self.run(feeds, outputs)
+
+
+def with_outputs(model: ir.Model | onnx.ModelProto | Serialized | str | os.PathLike, names: Sequence[str]) -> onnx.ModelProto:
+    """A proto of ``model`` whose graph also outputs the named values (in that order)."""
+    if isinstance(model, ir.Model):
+        proto = ir.to_proto(model)
+    elif isinstance(model, onnx.ModelProto):
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model)
+    else:
+        data = model.data if isinstance(model, Serialized) else os.fspath(model)
+        proto = onnx.load_from_string(data) if isinstance(data, bytes) else onnx.load(data)
+    known = {o.name for o in proto.graph.output}
+    for n in names:
+        if n not in known:
+            proto.graph.output.append(onnx.ValueInfoProto(name=n))
+            known.add(n)
+    return proto
+
+
+def run_model(model, feeds: dict[str, np.ndarray], **kwargs) -> dict[str, np.ndarray]:
+    """One run of a model on one set of feeds (a fresh session)."""
+    return Session(model, **kwargs).run(feeds)
+
+
+def run_single_node(proto: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Run a tiny one-node model as written (no graph optimisation)."""
+    sess = open_session(proto, optimize=False)
+    return [np.asarray(r) for r in sess.run(None, feeds)]
