@@ -24,7 +24,9 @@ def _source_path(src: ModelLike) -> Path | None:
     return Path(src) if isinstance(src, (str, os.PathLike)) else None
 
 
-def inspect(model_or_path: ModelLike, input_shapes: dict[str, Shape] | None = None, groups: bool = False) -> InspectReport:
+def inspect(
+    model_or_path: ModelLike, input_shapes: dict[str, Shape] | None = None, groups: bool = False, block_ops: list[str] | None = None
+) -> InspectReport:
     """Per-layer params, MACs and receptive fields, with totals.
 
     With ``groups`` it also lists the channel groups pruning would work on, and the
@@ -44,9 +46,9 @@ def inspect(model_or_path: ModelLike, input_shapes: dict[str, Shape] | None = No
         input_shapes={k: list(v) for k, v in shapes_in.items()},
     )
     if groups:
-        from onnxcompress.passes.prune_plan import describe_groups
+        from onnxcompress.pruning.plan import describe_groups
 
-        report.groups, report.blockers = describe_groups(model, shapes)
+        report.groups, report.blockers = describe_groups(model, shapes, block_ops or ())
     return report
 
 

@@ -37,6 +37,12 @@ def _add_shape_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_block_op_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--block-op", action="append", default=[], metavar="OP",
+                   help="switch off the channel rule of an op type (repeatable): its channels stay, reported as "
+                   "'blocked by the user'. For models that trip a rule; ONNXCOMPRESS_BLOCK_OPS=Op1,Op2 does the same")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
@@ -68,6 +74,7 @@ def compress_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", action="append", default=[], metavar="REGEX",
                    help="leave nodes whose name matches untouched (repeatable; applies to pruning and projection)")
     _add_shape_arg(p)
+    _add_block_op_arg(p)
     p.add_argument("--zero-bias", action="store_true",
                    help="zero the removed filters' biases too (classic magnitude pruning); by default the bias, which "
                    "carries any folded BatchNorm shift, is kept and its constant output folded into the consumers")
@@ -102,6 +109,7 @@ def inspect_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON ('-' for stdout)")
     p.add_argument("--groups", action="store_true",
                    help="also list the channel groups pruning would work on and what blocks the other channels")
+    _add_block_op_arg(p)
     _common(p)
     return p
 
@@ -123,7 +131,7 @@ def run_inspect(argv: list[str]) -> int:
 
     args = inspect_parser().parse_args(argv)
     _setup_logging(args.debug)
-    report = inspect(args.model, parse_input_shapes(args.input_shape), groups=args.groups)
+    report = inspect(args.model, parse_input_shapes(args.input_shape), groups=args.groups, block_ops=args.block_op)
     if args.json == "-":
         print(report.to_json())
         return 0
@@ -150,6 +158,7 @@ def run_compress(argv: list[str]) -> int:
         max_layer_ratio=args.max_layer_ratio,
         round_to=args.round_to,
         exclude=args.exclude,
+        block_ops=args.block_op,
         input_shapes=parse_input_shapes(args.input_shape),
         prune_outputs=args.prune_outputs,
         zero_bias=args.zero_bias,

@@ -27,6 +27,8 @@ class CompressConfig:
     max_layer_ratio: float = 0.8
     round_to: int = DEFAULT_ROUND_TO
     exclude: list[str] = field(default_factory=list)
+    #: op types whose channel rule is switched off (each blocks "by the user")
+    block_ops: list[str] = field(default_factory=list)
     input_shapes: dict[str, Shape] = field(default_factory=dict)
     prune_outputs: bool = False
     #: Zero the removed filters' biases too (classic). Off by default: the bias carries the

@@ -63,8 +63,6 @@ def _zero_mode(ctx: CompressContext) -> ir.passes.PassManager:
 
 def run_pipeline(model: ir.Model, ctx: CompressContext) -> ir.Model:
     """Run every pass on ``model`` (in place) and publish their findings to ``ctx.report``."""
-    from onnxcompress.errors import OnnxCompressError
-
     passes = build_passes(ctx)
     try:
         model = ir.passes.PassManager(passes)(model).model
@@ -73,8 +71,8 @@ def run_pipeline(model: ir.Model, ctx: CompressContext) -> ir.Model:
         cause: BaseException | None = exc
         while isinstance(cause, ir.passes.PassError):
             cause = cause.__cause__
-        if isinstance(cause, OnnxCompressError):
-            raise cause from None
+        if cause is not None:
+            raise cause from None  # the pass's own error, not PassManager's wrapping
         raise
     for p in passes:
         p.publish(ctx.report)

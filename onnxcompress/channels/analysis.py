@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxcompress.analysis.shapes import Shape
-from onnxcompress.constants import const_array, is_const
+from onnxcompress._ir_utils import STANDARD_DOMAINS, const_array, default_opset, is_const
+from onnxcompress.channels.protocols import Decision
 from onnxcompress.channels.state import AnalysisResult, BlockRecord, ChannelInfo, Slot, UnionFind
 
 logger = logging.getLogger(__name__)
 
-_STANDARD_DOMAINS = ("", "ai.onnx")
+STRICT_ENV = "ONNXCOMPRESS_STRICT_RULES"
 
 
 class ChannelContext:
@@ -24,7 +26,7 @@ class ChannelContext:
         self.model = model
         self.graph = model.graph
         self.shapes = shapes
-        self.opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 13))
+        self.opset = default_opset(model)
         self.exclude = [re.compile(p) for p in (exclude or [])]
         self.uf = UnionFind()
         self.info: dict[ir.Value, ChannelInfo] = {}
@@ -73,22 +75,24 @@ class ChannelContext:
         for x, y in zip(np.asarray(a).ravel(), np.asarray(b).ravel()):
             self.uf.union(int(x), int(y))
 
-    def fix(self, ids: np.ndarray, node: ir.Node | None, reason: str) -> None:
+    def fix(self, ids: np.ndarray, node: ir.Node | None, reason: str) -> Decision:
         ids = np.asarray(ids).ravel()
         if ids.size == 0:
-            return
+            return Decision.block(reason)
         for i in ids:
             self.fixed[int(i)] = True
         self.blocks.append(
             BlockRecord(node=(node.name or node.op_type) if node else "(graph)", op=node.op_type if node else "", reason=reason, ids=ids)
         )
+        return Decision.block(reason)
 
-    def block(self, node: ir.Node, reason: str) -> None:
+    def block(self, node: ir.Node, reason: str) -> Decision:
         """Keep every channel that flows into ``node``; its outputs carry no tracked channels."""
         for v in node.inputs:
             info = self.get(v)
             if info is not None:
                 self.fix(info.ids, node, reason)
+        return Decision.block(reason)
 
     def excluded(self, node: ir.Node) -> bool:
         return any(p.search(node.name or "") for p in self.exclude)
@@ -127,36 +131,53 @@ class ChannelContext:
         return "blocked"
 
 
+def strict_rules() -> bool:
+    """``ONNXCOMPRESS_STRICT_RULES=1`` (set by the test suite): a rule that raises is a bug, not a blocker."""
+    return os.environ.get(STRICT_ENV, "") not in ("", "0")
+
+
 def analyse_channels(
     model: ir.Model,
     shapes: dict[str, Shape],
     *,
     exclude: list[str] | None = None,
     prune_outputs: bool = False,
+    block_ops: list[str] | tuple[str, ...] = (),
+    strict: bool | None = None,
 ) -> AnalysisResult:
-    """Propagate channel ids through ``model`` in topological order using the rule registry."""
-    from onnxcompress.channels.rules import get_rule
+    """Propagate channel ids through ``model`` in topological order using the rule registry.
 
+    Outside strict mode, an exception inside a rule blocks that node's channels, and the
+    report says the rule failed (a warning is logged): a buggy rule never breaks a model.
+    """
+    from onnxcompress.channels.rules import lookup, user_blocked_ops
+
+    strict = strict_rules() if strict is None else strict
+    blocked = user_blocked_ops(block_ops)
     ctx = ChannelContext(model, shapes, exclude)
     order = list(model.graph)
     main_nodes = set(order)
+    rules = {}
     for node in order:
-        if node.domain not in _STANDARD_DOMAINS:
-            ctx.block(node, f"custom domain {node.domain!r}: channel semantics unknown")
-            continue
-        rule = get_rule(node.op_type)
+        opset = model.opset_imports.get(node.domain, ctx.opset if node.domain in STANDARD_DOMAINS else 1)
+        rule = lookup(node.op_type, opset, node.domain, blocked)
         has_info = any(ctx.get(v) is not None for v in node.inputs)
         if rule is None:
             if has_info:
-                ctx.block(node, f"no channel rule for {node.op_type}")
+                what = f"custom domain {node.domain!r}" if node.domain not in STANDARD_DOMAINS else f"opset {opset}"
+                ctx.block(node, f"no channel rule for {node.op_type} ({what}): channel semantics unknown")
             continue
         if not (has_info or rule.always):
             continue
+        rules[node] = rule
         try:
             rule.propagate(node, ctx)
         except Exception as exc:  # noqa: BLE001 - a rule that cannot decide blocks, never breaks
-            logger.debug("rule for %s failed on %s: %s", node.op_type, node.name, exc, exc_info=True)
-            ctx.block(node, f"{node.op_type} rule could not analyse this node ({type(exc).__name__}: {exc})")
+            if strict:
+                raise
+            logger.warning("channel rule for %s failed on node %s (%s: %s); its channels stay",
+                           node.op_type, node.name, type(exc).__name__, exc)
+            ctx.block(node, f"{node.op_type} rule failed on this node ({type(exc).__name__}: {exc})")
             for o in node.outputs:
                 ctx.info.pop(o, None)
             continue
@@ -187,4 +208,5 @@ def analyse_channels(
         order=order,
         rewrites=ctx.rewrites,
         recipes=ctx.recipes,
+        rules=rules,
     )

@@ -54,10 +54,6 @@ class ChannelInfo:
     axes: tuple[int, ...]
     ids: np.ndarray
 
-    @property
-    def axis(self) -> int | None:
-        return self.axes[0] if len(self.axes) == 1 else None
-
 
 @dataclass
 class Slot:
@@ -97,3 +93,5 @@ class AnalysisResult:
     order: list[ir.Node]
     rewrites: list[ir.Node] = field(default_factory=list)
     recipes: dict = field(default_factory=dict)
+    #: the rule each analysed node used (the same one rewrites it)
+    rules: dict = field(default_factory=dict)

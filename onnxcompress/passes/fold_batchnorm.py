@@ -16,7 +16,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.passes._weights import (
+from onnxcompress._ir_utils import (
     add_initializer,
     const_array,
     distinct_users,

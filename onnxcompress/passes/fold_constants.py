@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxcompress.passes._weights import add_initializer, const_array, drop_if_unused, is_const, is_std
+from onnxcompress._ir_utils import add_initializer, const_array, drop_if_unused, is_const, is_std
 from onnxcompress.passes.base import ReportingPass
 
 logger = logging.getLogger(__name__)

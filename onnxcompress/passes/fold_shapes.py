@@ -18,7 +18,7 @@ import onnx_ir as ir
 
 from onnxcompress.analysis.shapes import Shape, ShapeOracle
 from onnxcompress.runtime import second_sizing
-from onnxcompress.passes._weights import add_initializer, const_array, is_const, unique_name, used_names
+from onnxcompress._ir_utils import add_initializer, const_array, is_const, unique_name, used_names
 from onnxcompress.passes.fold_constants import evaluate_node
 from onnxcompress.passes.base import ReportingPass
 

@@ -20,7 +20,7 @@ import re
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.passes._weights import const_array, distinct_users, is_std, set_weight
+from onnxcompress._ir_utils import const_array, distinct_users, is_std, set_weight
 from onnxcompress.passes.base import ReportingPass
 
 logger = logging.getLogger(__name__)

@@ -12,10 +12,10 @@ from onnx_ir.passes.common import LiftConstantsToInitializersPass
 from onnxcompress.analysis.shapes import Shape, ShapeOracle
 from onnxcompress.channels.analysis import analyse_channels
 from onnxcompress.config import CompressConfig
-from onnxcompress.constants import const_array
+from onnxcompress._ir_utils import const_array
 from onnxcompress.importance import AGGREGATION, GLOBAL_NORMALISATION
-from onnxcompress.passes.prune_apply import Applier
-from onnxcompress.passes.prune_plan import Plan, make_plan, reported_blockers
+from onnxcompress.pruning.apply import Applier
+from onnxcompress.pruning.plan import Plan, make_plan, reported_blockers
 from onnxcompress.passes.base import ReportingPass
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,9 @@ class PrunePass(ReportingPass):
                 if v not in listed:
                     model.graph.inputs.append(v)
         shapes = self.oracle.shapes(model, self.input_shapes)
-        analysis = analyse_channels(model, shapes, exclude=cfg.exclude, prune_outputs=cfg.prune_outputs)
+        analysis = analyse_channels(
+            model, shapes, exclude=cfg.exclude, prune_outputs=cfg.prune_outputs, block_ops=cfg.block_ops
+        )
         tensors = {s.value: const_array(s.value) for s in analysis.slots if s.role == "out"}
         plan = make_plan(analysis, tensors, cfg)
         app = Applier(model, analysis, plan.removed, shapes)

@@ -1,24 +1,44 @@
-"""The op-rule registry. Adding an op means one rule here (in its family's module) and one test.
+"""The op-rule registry, keyed by (domain, op_type, opset range).
+
+Adding an op means one rule in its family's module and one test beside it:
+
+    @register("LpNormalization", since=1)
+    class LpNormRule(Rule):
+        def propagate(self, node, ctx: AnalysisContext) -> Decision | None: ...
+
+``register`` takes the op types, the ``domain`` (default: the standard one) and the
+opset range (``since``, ``until`` inclusive) the rule's semantics hold for; an op whose
+meaning changed across opsets gets one entry per range. Ops known to mix channels are
+entries too, registered with ``block_op(op, reason)``, so the report says exactly why.
 
 A rule has:
-- ``propagate(node, ctx)``: set the channel info of the outputs from the inputs, union
-  coupled elements, register weight slots, or block (``ctx.block``) what it cannot track;
-- ``const_eval(node, app)`` (optional): in remove mode, map the constant values that removed
-  channels carry (they are spatially uniform) from inputs to outputs, so the constant can
-  be folded into the consumers' bias. Without it the removed channels' value is unknown and
-  the report marks the fold inexact;
+- ``propagate(node, ctx)``: set the outputs' channel info from the inputs, union
+  coupled elements, register weight slots, or ``return ctx.block(node, reason)``;
+- ``const_eval(node, app)`` (optional): in remove mode, map the constant values that
+  removed channels carry (they are spatially uniform) from inputs to outputs, so the
+  constant can be folded into the consumers' bias; without it the value is unknown (NaN)
+  and the report marks the fold inexact;
 - ``rewrite(node, app)`` (optional): fix attributes or constant inputs that spell out
   channel counts (Split sizes, Slice bounds, Reshape targets, depthwise ``group``).
+
+Users whose model trips a rule can block ops by name: ``ONNXCOMPRESS_BLOCK_OPS=Op1,Op2``
+or ``--block-op OP``; each then blocks with the reason "blocked by the user".
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import onnx_ir as ir
 
-_RULES: dict[str, "Rule"] = {}
+from onnxcompress._ir_utils import STANDARD_DOMAINS
+from onnxcompress.channels.protocols import AnalysisContext, Decision, RewriteContext
+
+BLOCK_OPS_ENV = "ONNXCOMPRESS_BLOCK_OPS"
+USER_BLOCK_REASON = "blocked by the user"
 
 
 class Rule:
@@ -28,10 +48,10 @@ class Rule:
     always = False
     rewrite: Callable | None = None
 
-    def propagate(self, node: ir.Node, ctx) -> None:  # pragma: no cover - abstract
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Decision | None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def const_eval(self, node: ir.Node, app) -> None:
+    def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
         """Default: the removed channels' values after this op are unknown."""
         for o in node.outputs:
             info = app.analysis.info.get(o)
@@ -39,33 +59,100 @@ class Rule:
                 app.set_const(o, np.full(info.ids.shape, np.nan))
 
 
-def channels_on_axis1(node: ir.Node, ctx, info) -> bool:
-    """Per-channel ops (BN, pools, ...) read channels at axis 1; elsewhere they block."""
-    if info.axes != (1,):
-        ctx.block(node, f"{node.op_type} on channels not at axis 1")
-        return False
-    return True
+class BlockerRule(Rule):
+    """A known channel-mixing op: every channel flowing in stays, for the stated reason."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Decision:
+        return ctx.block(node, self.reason)
 
 
-def register(*ops: str) -> Callable[[type[Rule]], type[Rule]]:
+@dataclass(frozen=True)
+class Entry:
+    domain: str
+    op_type: str
+    since: int
+    until: int | None
+    rule: Rule
+
+    def covers(self, opset: int) -> bool:
+        return self.since <= opset and (self.until is None or opset <= self.until)
+
+    @property
+    def blocker(self) -> bool:
+        return isinstance(self.rule, BlockerRule)
+
+
+_ENTRIES: dict[tuple[str, str], list[Entry]] = {}
+
+
+def _add(domain: str, op: str, since: int, until: int | None, rule: Rule) -> None:
+    entries = _ENTRIES.setdefault((domain, op), [])
+    for e in entries:
+        if e.covers(since) or (until is not None and e.covers(until)) or (e.since >= since and (until is None or e.since <= until)):
+            raise ValueError(f"two rules for {domain or 'ai.onnx'}::{op} at overlapping opsets")
+    entries.append(Entry(domain, op, since, until, rule))
+
+
+def register(*ops: str, domain: str = "", since: int = 1, until: int | None = None) -> Callable[[type[Rule]], type[Rule]]:
+    """Class decorator: one instance of the rule serves every op listed, in that opset range."""
+
     def deco(cls: type[Rule]) -> type[Rule]:
         inst = cls()
         for op in ops:
-            if op in _RULES:
-                raise ValueError(f"two rules for {op}")
-            _RULES[op] = inst
-        cls.ops = ops
+            _add(domain, op, since, until, inst)
         return cls
 
     return deco
 
 
-def get_rule(op_type: str) -> Rule | None:
-    return _RULES.get(op_type)
+def block_op(op: str, reason: str, *, domain: str = "", since: int = 1, until: int | None = None) -> None:
+    """Register a known blocker: the op mixes channels, and ``reason`` says how."""
+    _add(domain, op, since, until, BlockerRule(reason))
 
 
-def registered_ops() -> list[str]:
-    return sorted(_RULES)
+def _norm_domain(domain: str) -> str:
+    return "" if domain in STANDARD_DOMAINS else domain
+
+
+def user_blocked_ops(extra: list[str] | tuple[str, ...] = ()) -> set[str]:
+    """Ops the user blocked: ``ONNXCOMPRESS_BLOCK_OPS`` plus ``--block-op``."""
+    env = os.environ.get(BLOCK_OPS_ENV, "")
+    return {o.strip() for o in env.split(",") if o.strip()} | {o for o in extra if o}
+
+
+def lookup(op_type: str, opset: int, domain: str = "", blocked: set[str] | frozenset[str] = frozenset()) -> Rule | None:
+    """The rule for ``op_type`` at ``opset``; None when no entry covers it."""
+    if op_type in blocked:
+        return BlockerRule(USER_BLOCK_REASON)
+    for e in _ENTRIES.get((_norm_domain(domain), op_type), ()):
+        if e.covers(opset):
+            return e.rule
+    return None
+
+
+def get_rule(op_type: str, opset: int = 21) -> Rule | None:
+    """The standard-domain rule for ``op_type`` (at the newest opset unless given)."""
+    return lookup(op_type, opset)
+
+
+def entries() -> list[Entry]:
+    return [e for es in _ENTRIES.values() for e in es]
+
+
+def registered_ops(*, blockers: bool = False) -> list[str]:
+    """Op types with a rule (``blockers=True``: with a known-blocker entry) in any opset range."""
+    return sorted({e.op_type for e in entries() if e.blocker == blockers})
+
+
+def channels_on_axis1(node: ir.Node, ctx: AnalysisContext, info) -> bool:
+    """Per-channel ops (BN, pools, ...) read channels at axis 1; elsewhere they block."""
+    if info.axes != (1,):
+        ctx.block(node, f"{node.op_type} on channels not at axis 1")
+        return False
+    return True
 
 
 # Importing the families fills the registry.

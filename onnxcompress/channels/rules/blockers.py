@@ -1,15 +1,14 @@
-"""Ops known to mix channels. Listing them gives the report a precise reason.
+"""Ops known to mix channels, as registry entries with their reason.
 
-Any op without a rule blocks too, with a generic reason; these are the common ones.
+Any op without an entry blocks too, with a generic reason; these are the common ones,
+so the report can say precisely why their channels stay.
 """
 
 from __future__ import annotations
 
-import onnx_ir as ir
+from onnxcompress.channels.rules import block_op
 
-from onnxcompress.channels.rules import Rule, register
-
-_REASONS = {
+for _op, _reason in {
     "LRN": "LRN normalises across neighbouring channels",
     "LayerNormalization": "LayerNormalization normalises over a set of axes as one",
     "GroupNormalization": "GroupNormalization normalises groups of channels together",
@@ -37,10 +36,13 @@ _REASONS = {
     "NonMaxSuppression": "NonMaxSuppression consumes boxes",
     "Attention": "Attention mixes channels",
     "RoiAlign": "RoiAlign (channels kept)",
-}
+    "LSTM": "LSTM mixes its input features into every gate",
+    "GRU": "GRU mixes its input features into every gate",
+    "RNN": "RNN mixes its input features into its hidden state",
+}.items():
+    block_op(_op, _reason)
 
-
-@register(*_REASONS)
-class KnownBlockerRule(Rule):
-    def propagate(self, node: ir.Node, ctx) -> None:
-        ctx.block(node, _REASONS[node.op_type])
+# Before opset 13 Softmax and LogSoftmax flatten the input from their axis into one
+# dimension, so channels mix whatever the axis (the opset-13 rule lives in spatial.py).
+for _op in ("Softmax", "LogSoftmax"):
+    block_op(_op, f"{_op} before opset 13 flattens from its axis, mixing channels", until=12)

@@ -1,7 +1,7 @@
 """Elementwise ops: activations map each channel to itself; binary ops couple channel tensors.
 
 ``const_eval`` applies the op to the constant that a removed channel carries, so remove mode
-can fold it exactly (see ``passes.prune_apply``).
+can fold it exactly (see ``pruning.apply``).
 """
 
 from __future__ import annotations

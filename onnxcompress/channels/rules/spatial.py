@@ -162,19 +162,18 @@ class ReduceRule(Rule):
         app.set_const(node.outputs[0], y)
 
 
-@register("Softmax", "LogSoftmax")
+@register("Softmax", "LogSoftmax", since=13)
 class SoftmaxRule(Rule):
-    """Softmax over a non-channel axis keeps channels apart; over the channels it mixes them."""
+    """Softmax over a non-channel axis keeps channels apart; over the channels it mixes them.
+
+    Before opset 13 these ops flatten from their axis: that range is a blocker entry.
+    """
 
     def propagate(self, node: ir.Node, ctx) -> None:
         info = ctx.get(node.inputs[0])
         rank = ctx.rank(node.inputs[0])
-        default = -1 if ctx.opset >= 13 else 1
         a = node.attributes.get("axis")
-        axis = (a.as_int() if a is not None else default) % rank
-        if ctx.opset < 13:
-            ctx.block(node, f"{node.op_type} before opset 13 flattens from its axis, mixing channels")
-            return
+        axis = (a.as_int() if a is not None else -1) % rank
         if axis in info.axes:
             ctx.block(node, f"{node.op_type} over the channel axis mixes channels")
             return

@@ -1,6 +1,6 @@
-"""Small helpers the weight passes share: reading constants, writing weights, naming.
+"""Small helpers over onnx-ir shared by every pass: domains, opsets, constants, weights, names.
 
-A *constant* here is an initializer or the output of a standard ``Constant`` node.
+A *constant* is an initializer or the output of a standard ``Constant`` node.
 Initializers that are also listed as graph inputs (old exporters list every weight
 there) still count as constants: they hold the model's weights.
 """
@@ -10,13 +10,56 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.constants import const_array, const_tensor, is_const, is_std  # noqa: F401 - re-exported
+#: the default ONNX domain, as exporters spell it
+STANDARD_DOMAINS = ("", "ai.onnx")
+#: assumed when a model declares no default-domain opset
+DEFAULT_OPSET = 13
 
 
-
-def opset(model: ir.Model) -> int:
+def default_opset(model: ir.Model) -> int:
     """The default-domain opset version of ``model``."""
-    return int(model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1)))
+    return int(model.opset_imports.get("", model.opset_imports.get("ai.onnx", DEFAULT_OPSET)))
+
+
+def is_std(node: ir.Node) -> bool:
+    """True for an op of the default ONNX domain."""
+    return node.domain in STANDARD_DOMAINS
+
+
+def is_const(value: ir.Value | None) -> bool:
+    """Cheap test: ``value`` is an initializer or a Constant output (data not read)."""
+    if value is None:
+        return False
+    if value.const_value is not None:
+        return True
+    node = value.producer()
+    return node is not None and node.op_type == "Constant" and is_std(node)
+
+
+def const_tensor(value: ir.Value | None) -> ir.TensorProtocol | None:
+    """The tensor behind ``value`` when it is an initializer or a Constant output."""
+    if value is None:
+        return None
+    if value.const_value is not None:
+        return value.const_value
+    node = value.producer()
+    if node is None or node.op_type != "Constant" or not is_std(node):
+        return None
+    try:
+        return ir.convenience.get_const_tensor(value)
+    except (ValueError, TypeError, NotImplementedError):
+        return None
+
+
+def const_array(value: ir.Value | None) -> np.ndarray | None:
+    """``const_tensor`` as a numpy array (None when not a constant or not readable)."""
+    t = const_tensor(value)
+    if t is None:
+        return None
+    try:
+        return t.numpy()
+    except Exception:  # noqa: BLE001 - e.g. a missing external data file
+        return None
 
 
 def used_names(graph: ir.Graph) -> set[str]:

@@ -14,10 +14,9 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.channels.rules import get_rule
 from onnxcompress.channels.state import AnalysisResult
-from onnxcompress.constants import const_array, is_const
-from onnxcompress.passes.prune_fold import ConsumerFolding
+from onnxcompress._ir_utils import const_array, default_opset, is_const
+from onnxcompress.pruning.consumer_folding import ConsumerFolding
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ class Applier(ConsumerFolding):
         self.analysis = analysis
         self._removed = removed
         self.shapes = shapes
-        self.opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 13))
+        self.opset = default_opset(model)
         self.consts: dict[ir.Value, np.ndarray] = {}
         self.notes: list[str] = []
         self._tensors: dict[ir.Value, np.ndarray] = {}
@@ -141,7 +140,7 @@ class Applier(ConsumerFolding):
             arr = self.tensor(value)
             self._write(value, np.compress(keep, arr, axis=axis))
         for node in self.analysis.rewrites:
-            rule = get_rule(node.op_type)
+            rule = self.analysis.rules.get(node)
             if rule is not None and rule.rewrite is not None:
                 rule.rewrite(node, self)
         self._insert_border_maps()
@@ -184,7 +183,7 @@ class Applier(ConsumerFolding):
         for node in self.analysis.order:
             if not any(o in info for o in node.outputs):
                 continue
-            rule = get_rule(node.op_type)
+            rule = self.analysis.rules.get(node)
             if rule is None:
                 continue
             try:

@@ -158,12 +158,12 @@ def reported_blockers(analysis: AnalysisResult, plan: Plan) -> list[dict]:
     return out
 
 
-def describe_groups(model, shapes: dict) -> tuple[list[dict], list[dict]]:
+def describe_groups(model, shapes: dict, block_ops: list[str] | tuple[str, ...] = ()) -> tuple[list[dict], list[dict]]:
     """The prunable channel groups of ``model`` and what blocks the rest (nothing is changed)."""
     from onnxcompress.channels.analysis import analyse_channels
-    from onnxcompress.constants import const_array
+    from onnxcompress._ir_utils import const_array
 
-    analysis = analyse_channels(model, shapes)
+    analysis = analyse_channels(model, shapes, block_ops=block_ops)
     tensors = {s.value: const_array(s.value) for s in analysis.slots if s.role == "out"}
     plan = make_plan(analysis, tensors, CompressConfig(ratio=0.0))
     groups = [
