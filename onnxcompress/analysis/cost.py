@@ -1,11 +1,25 @@
 """Parameters, MACs and receptive fields per node.
 
 MACs follow one convention, stated in the README:
-- Conv: output elements x (C_in / group) x prod(kernel)
+- Conv, ConvInteger, QLinearConv: output elements x (C_in / group) x prod(kernel)
 - ConvTranspose: input elements x (C_out / group) x prod(kernel)
-- Gemm and MatMul: output elements x K
-Every other op counts zero MACs. Params are the elements of every float
-initializer and Constant, counted once, at the first node that reads them.
+- Gemm, MatMul and their int8 forms (MatMulInteger, QLinearMatMul, and
+  com.microsoft QGemm, DynamicQuantizeMatMul, MatMulIntegerToFloat): output elements x K
+- LSTM, GRU, RNN and com.microsoft DynamicQuantizeLSTM: the per-step matrix products,
+  seq x batch x directions x gates x hidden x (input + hidden), gates 4/3/1
+  (peepholes, biases and gate arithmetic are not counted)
+- QDQ models count like float ones: a Conv or MatMul whose weight comes through
+  DequantizeLinear is sized by shape inference like any other.
+Every other op counts zero MACs, and so does a listed op whose shapes are unknown.
+
+Params are the elements of every weight tensor (initializer or Constant), counted once,
+at the first node that reads it. Weights are float tensors and 8- or 4-bit integer ones
+(INT8, UINT8, INT4, UINT4: quantized weights), plus INT32 tensors that are quantized
+biases (read by DequantizeLinear or a quantized op's bias input). Quantization
+parameters are not params whatever their type: scales and zero points read by
+(De)QuantizeLinear or an int8 op, and the weight scale onnxruntime's dynamic
+quantization multiplies into DynamicQuantizeLinear's scale. Other integer tensors
+(shapes, axes, indices) are not params either.
 """
 
 from __future__ import annotations
@@ -16,9 +30,32 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress.analysis.shapes import Shape
-from onnxcompress.constants import const_tensor as _const_tensor
+from onnxcompress._ir_utils import const_tensor as _const_tensor
 
 _FLOATS = {ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16}
+_QUANT_WEIGHTS = {ir.DataType.INT8, ir.DataType.UINT8, ir.DataType.INT4, ir.DataType.UINT4}
+# Input indices holding scales and zero points, per quantized op.
+_QPARAM_SLOTS = {
+    "QuantizeLinear": {1, 2},
+    "DequantizeLinear": {1, 2},
+    "ConvInteger": {2, 3},
+    "MatMulInteger": {2, 3},
+    "QLinearConv": {1, 2, 4, 5, 6, 7},
+    "QLinearMatMul": {1, 2, 4, 5, 6, 7},
+    "QGemm": {1, 2, 4, 5, 7, 8},
+    "DynamicQuantizeMatMul": {2, 3},
+    "MatMulIntegerToFloat": {2, 3, 4, 5},
+    "DynamicQuantizeLSTM": {8, 9, 10, 11},
+    "QLinearAdd": {1, 2, 4, 5, 6, 7},
+    "QLinearMul": {1, 2, 4, 5, 6, 7},
+    "QLinearSigmoid": {1, 2, 3, 4},
+    "QLinearLeakyRelu": {1, 2, 3, 4},
+    "QLinearAveragePool": {1, 2, 3, 4},
+    "QLinearGlobalAveragePool": {1, 2, 3, 4},
+    "QLinearSoftmax": {1, 2, 3, 4},
+}
+# Input indices holding an INT32 quantized bias.
+_QBIAS_SLOTS = {"DequantizeLinear": {0}, "QLinearConv": {8}, "QGemm": {6}}
 _WINDOW_OPS = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool"}
 _PASS_RF_OPS_STOP = {"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "Flatten", "Gemm", "MatMul", "Reshape"}
 
@@ -57,35 +94,112 @@ def _prod(xs) -> int:
     return int(np.prod(xs, dtype=np.int64)) if len(xs) else 1
 
 
+def _in_shape(node: ir.Node, index: int, shapes: dict[str, Shape]) -> Shape | None:
+    """Static shape of input ``index``; None when it is absent or unsized."""
+    if index >= len(node.inputs) or node.inputs[index] is None:
+        return None
+    return shapes.get(node.inputs[index].name)
+
+
+def _int_attr(node: ir.Node, name: str, default: int) -> int:
+    return node.attributes[name].as_int() if name in node.attributes else default
+
+
+def _conv_macs(node: ir.Node, shapes: dict[str, Shape], w_index: int) -> int:
+    out = shapes.get(node.outputs[0].name)
+    w = _in_shape(node, w_index, shapes)
+    if out is None or w is None or len(w) < 2:
+        return 0
+    return _prod(out) * int(w[1]) * _prod(w[2:])
+
+
+def _matmul_macs(node: ir.Node, shapes: dict[str, Shape], k_axis: int = -1) -> int:
+    out = shapes.get(node.outputs[0].name)
+    a = _in_shape(node, 0, shapes)
+    if out is None or not a:
+        return 0
+    return _prod(out) * int(a[k_axis])
+
+
+def _recurrent_macs(node: ir.Node, shapes: dict[str, Shape], gates: int, transposed: bool) -> int:
+    """seq x batch x directions x gates*hidden x (input + hidden): the per-step matmuls.
+
+    ``transposed`` weights are [directions, input, gates*hidden] and
+    [directions, hidden, gates*hidden], the layout of com.microsoft.DynamicQuantizeLSTM.
+    """
+    x = _in_shape(node, 0, shapes)
+    w = _in_shape(node, 1, shapes)
+    r = _in_shape(node, 2, shapes)
+    if x is None or w is None or len(x) != 3 or len(w) != 3:
+        return 0
+    seq, batch = (x[1], x[0]) if _int_attr(node, "layout", 0) == 1 else (x[0], x[1])
+    dirs, in_size, gh = (w[0], w[1], w[2]) if transposed else (w[0], w[2], w[1])
+    hidden = _int_attr(node, "hidden_size", 0)
+    if not hidden and r is not None and len(r) == 3:
+        hidden = r[1] if transposed else r[2]
+    hidden = hidden or gh // gates
+    return int(seq) * int(batch) * int(dirs) * int(gh) * (int(in_size) + int(hidden))
+
+
+# Recurrent ops: number of gates, and whether W/R are stored transposed. Assumption for
+# com.microsoft.DynamicQuantizeLSTM, from onnxruntime's contrib op docs and its LSTM
+# quantizer (which transposes W and R by (0, 2, 1) and drops ``layout``): W is
+# [directions, input, 4*hidden], R is [directions, hidden, 4*hidden], X is [seq, batch, input].
+_RECURRENT = {"LSTM": (4, False), "GRU": (3, False), "RNN": (1, False), "DynamicQuantizeLSTM": (4, True)}
+# Ops that are Conv or MatMul underneath, keyed to the input index of their weight
+# (Conv-like) or to nothing (MatMul-like, K is the last axis of input 0).
+_CONV_LIKE = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
+_MATMUL_LIKE = {"MatMul", "MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+
+
 def node_macs(node: ir.Node, shapes: dict[str, Shape]) -> int:
+    """MACs of one node under the module's convention; 0 when a needed shape is unknown."""
     op = node.op_type
-    out = node.outputs[0]
-    out_shape = shapes.get(out.name)
-    if op == "Conv":
-        w = shapes.get(node.inputs[1].name)
-        if out_shape is None or w is None:
-            return 0
-        return _prod(out_shape) * int(w[1]) * _prod(w[2:])
+    if not node.outputs:
+        return 0
+    if op in _CONV_LIKE:
+        return _conv_macs(node, shapes, _CONV_LIKE[op])
     if op == "ConvTranspose":
-        x = shapes.get(node.inputs[0].name)
-        w = shapes.get(node.inputs[1].name)
+        x = _in_shape(node, 0, shapes)
+        w = _in_shape(node, 1, shapes)
         if x is None or w is None:
             return 0
         # The weight is [C_in, C_out / group, *kernel], so w[1] is already per group.
         return _prod(x) * int(w[1]) * _prod(w[2:])
-    if op == "Gemm":
-        a = shapes.get(node.inputs[0].name)
-        if out_shape is None or a is None:
-            return 0
-        trans_a = node.attributes["transA"].as_int() if "transA" in node.attributes else 0
-        k = a[0] if trans_a else a[1]
-        return _prod(out_shape) * int(k)
-    if op == "MatMul":
-        a = shapes.get(node.inputs[0].name)
-        if out_shape is None or a is None:
-            return 0
-        return _prod(out_shape) * int(a[-1])
+    if op in ("Gemm", "QGemm"):
+        return _matmul_macs(node, shapes, 0 if _int_attr(node, "transA", 0) else 1)
+    if op in _MATMUL_LIKE:
+        return _matmul_macs(node, shapes)
+    if op in _RECURRENT:
+        return _recurrent_macs(node, shapes, *_RECURRENT[op])
     return 0
+
+
+def _is_qparam_use(node: ir.Node, index: int) -> bool:
+    """True when ``node`` reads its input ``index`` as a scale or zero point."""
+    op = node.op_type
+    if op == "QLinearConcat":  # Y_scale, Y_zero_point, then (X, X_scale, X_zero_point)...
+        return index < 2 or (index - 2) % 3 != 0
+    if index in _QPARAM_SLOTS.get(op, ()):
+        return True
+    if op == "Mul":
+        # onnxruntime's dynamic quantization: Mul(x_scale, w_scale), where x_scale is
+        # output 1 of DynamicQuantizeLinear, gives the factor that dequantizes the result.
+        for other in node.inputs:
+            src = other.producer() if other is not None else None
+            if src is not None and src.op_type == "DynamicQuantizeLinear" and other.index() == 1:
+                return True
+    return False
+
+
+def _is_weight(value: ir.Value, tensor: ir.TensorProtocol) -> bool:
+    """Whether a constant counts as params, by its type and how it is read (see module doc)."""
+    uses = value.uses()
+    if uses and all(_is_qparam_use(n, i) for n, i in uses):
+        return False
+    if tensor.dtype in _FLOATS or tensor.dtype in _QUANT_WEIGHTS:
+        return True
+    return tensor.dtype == ir.DataType.INT32 and any(i in _QBIAS_SLOTS.get(n.op_type, ()) for n, i in uses)
 
 
 def _window(node: ir.Node, shapes: dict[str, Shape]) -> tuple[int, int] | None:
@@ -126,15 +240,17 @@ def analyse_costs(model: ir.Model, shapes: dict[str, Shape]) -> CostSummary:
         params = 0
         for inp in node.inputs:
             t = _const_tensor(inp)
-            if t is None or t.dtype not in _FLOATS or id(t) in seen:
+            if t is None or id(t) in seen:
                 continue
             if inp.producer() is not None and inp.producer().op_type == "Constant":
                 continue  # counted at the Constant node itself
+            if not _is_weight(inp, t):
+                continue
             seen.add(id(t))
             params += t.size
         if node.op_type == "Constant":
             t = _const_tensor(node.outputs[0])
-            if t is not None and t.dtype in _FLOATS and id(t) not in seen:
+            if t is not None and id(t) not in seen and _is_weight(node.outputs[0], t):
                 seen.add(id(t))
                 params += t.size
         macs = node_macs(node, shapes)
@@ -173,7 +289,7 @@ def analyse_costs(model: ir.Model, shapes: dict[str, Shape]) -> CostSummary:
         )
     for v in graph.initializers.values():
         t = v.const_value
-        if t is not None and t.dtype in _FLOATS and id(t) not in seen:
+        if t is not None and id(t) not in seen and _is_weight(v, t):
             seen.add(id(t))
             total_params += t.size
     return CostSummary(params=total_params, macs=total_macs, layers=layers)
