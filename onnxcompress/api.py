@@ -92,6 +92,10 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None, on_
 
     config = config or CompressConfig()
     config.validate()
+    if config.max_drift is not None:
+        from onnxcompress.search import search_under_budget
+
+        return search_under_budget(model_or_path, config, on_stage, compress)
     progress = Progress(on_stage)
     t0 = time.perf_counter()
     path = _source_path(model_or_path)
@@ -115,6 +119,8 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None, on_
     ctx.report.before = ctx.report.after = _stats(model, input_shapes, size_before, ctx.oracle)
     if config.calib is not None:
         _load_calibration(ctx, model)
+        if getattr(config, "_search_cache", None) is not None:
+            ctx.search_cache = config._search_cache
     input_external = has_external_data(model)
     model = run_pipeline(model, ctx)
     ctx.report.after = _stats(model, input_shapes, model_bytes(model), ctx.oracle)

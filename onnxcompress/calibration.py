@@ -28,6 +28,8 @@ from onnxcompress.errors import InputError
 from onnxcompress.runtime import graph_inputs, np_dtype
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+#: keys of an .npz that hold labels, not inputs
+LABEL_KEYS = {"y", "labels", "label", "targets", "target"}
 #: samples per run when the model's batch is dynamic
 DEFAULT_BATCH = 32
 
@@ -188,10 +190,10 @@ def _load_array_file(f: Path, inputs: list[ir.Value]) -> dict[str, np.ndarray]:
     names = [v.name for v in inputs]
     missing = [n for n in names if n not in arrays]
     if missing:
-        if len(names) == 1 and len(arrays) >= 1 and "labels" in arrays and len(arrays) == 2:
-            arrays = {names[0]: next(v for k, v in arrays.items() if k != "labels")}
-        elif len(names) == 1 and len(arrays) == 1:
-            arrays = {names[0]: next(iter(arrays.values()))}
+        # A single-input model takes the one array that is not a label (an eval set works as is).
+        data = {k: v for k, v in arrays.items() if k not in LABEL_KEYS}
+        if len(names) == 1 and len(data) == 1:
+            arrays = {names[0]: next(iter(data.values()))}
         else:
             raise InputError(f"--calib: {f.name} has no array for input {missing[0]!r} (found keys {sorted(arrays)})")
     out = {n: arrays[n] for n in names}

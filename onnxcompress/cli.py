@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from onnxcompress.config import DEFAULT_RATIO, DEFAULT_ROUND_TO
-from onnxcompress.errors import OnnxCompressError
+from onnxcompress.errors import BudgetError, OnnxCompressError
 
 TOUR = """\
 subcommands:
@@ -43,6 +43,38 @@ def _add_block_op_arg(p: argparse.ArgumentParser) -> None:
                    "'blocked by the user'. For models that trip a rule; ONNXCOMPRESS_BLOCK_OPS=Op1,Op2 does the same")
 
 
+def _add_calib_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("calibration data (real, unlabelled inputs)")
+    g.add_argument("--calib", metavar="PATH",
+                   help="real inputs: an .npz keyed by input name (samples on axis 0), a folder of .npy/.npz files, or a "
+                   "folder of images (see --calib-image). With it, every fidelity figure is measured on held-out real "
+                   "inputs, and ranking and recovery use the data")
+    g.add_argument("--calib-image", metavar="SPEC",
+                   help="how images become the input: size=HxW,scale=F,mean=A/B/C,std=A/B/C,channels=RGB|BGR|L,"
+                   "layout=NCHW|NHWC (default: the model's size, scale 1/255, RGB, NCHW)")
+    g.add_argument("--calib-samples", type=int, metavar="N", help="use at most N calibration samples (default: all)")
+    g.add_argument("--held-out", type=float, default=0.25, metavar="F",
+                   help="fraction of the calibration samples kept aside to judge decisions fitted on the rest (default 0.25)")
+    g.add_argument("--class-axis", action="append", default=[], metavar="OUTPUT:AXIS",
+                   help="which axis of an output holds classes, for top-1 agreement (default: axis 1, or the last axis of "
+                   "a rank-3 output such as a CTC sequence)")
+
+
+def parse_class_axes(specs: list[str]) -> dict[str, int]:
+    from onnxcompress.errors import InputError
+
+    out = {}
+    for spec in specs:
+        name, _, axis = spec.rpartition(":")
+        try:
+            out[name] = int(axis)
+        except ValueError:
+            raise InputError(f"--class-axis: expected OUTPUT:AXIS, got {spec!r}") from None
+        if not name:
+            raise InputError(f"--class-axis: expected OUTPUT:AXIS, got {spec!r}")
+    return out
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
@@ -63,7 +95,9 @@ def compress_parser() -> argparse.ArgumentParser:
                    "without fine-tuning, larger ratios cost a trained model accuracy fast; see bench/ACCURACY.md)")
     p.add_argument("--mode", choices=["remove", "zero"], default="remove",
                    help="remove: slice filters out, the graph gets smaller; zero: write zeros, shapes stay (default remove)")
-    p.add_argument("--criterion", choices=["l1", "l2"], default="l1", help="filter magnitude norm (default l1)")
+    p.add_argument("--criterion", choices=["auto", "l1", "l2", "activation"], default="auto",
+                   help="how filters are ranked: l1/l2 weight norms, or activation (needs --calib): the consumer "
+                   "output energy each channel carries on real inputs. auto = activation with --calib, else l1")
     p.add_argument("--scope", choices=["local", "global"], default="local",
                    help="local: same ratio in every group; global: rank normalised importances across groups (default local)")
     p.add_argument("--max-layer-ratio", type=float, default=0.8,
@@ -92,6 +126,19 @@ def compress_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="FILE.json", help="write the full report as JSON")
     p.add_argument("--markdown", metavar="FILE.md", help="write the report as Markdown (tables of sizes, blockers, layers)")
     p.add_argument("--bench", action="store_true", help="after compressing, benchmark output against input in onnxruntime")
+    _add_calib_args(p)
+    g = p.add_argument_group("recovery and targets (need --calib)")
+    g.add_argument("--recover", choices=["auto", "none", "bias", "refit"], default="auto",
+                   help="after pruning: bias folds removed channels' calibrated means into the consumers' biases; refit "
+                   "also solves each consumer's weights by ridge least squares (kept only where held-out error drops). "
+                   "auto = refit with --calib, else none")
+    g.add_argument("--target-macs", type=float, metavar="F",
+                   help="keep at most this fraction of the MACs; each group's ratio is chosen by its measured output "
+                   "drift per MAC saved (replaces --ratio)")
+    g.add_argument("--max-drift", type=float, metavar="D",
+                   help="budget: the written model's held-out drift (1 - sequence/top-1 agreement with the original, or "
+                   "relative L2 without a class axis) must be at most D; with --target-macs the target is relaxed until it "
+                   "fits, alone it finds the smallest MACs that fit. Over budget: nothing is written, exit 1")
     p.add_argument("--seed", type=int, default=0, help="seed for the random verification inputs (default 0)")
     _common(p)
     return p
@@ -144,6 +191,7 @@ def run_inspect(argv: list[str]) -> int:
 def run_compress(argv: list[str]) -> int:
     from onnxcompress.analysis.shapes import parse_input_shapes
     from onnxcompress.api import compress
+    from onnxcompress.calibration import ImageSpec
     from onnxcompress.config import CompressConfig
     from onnxcompress.io import default_output_path
     from onnxcompress.render import render_compress
@@ -169,6 +217,14 @@ def run_compress(argv: list[str]) -> int:
         spectral_clip=args.spectral_clip,
         simplify=not args.no_simplify,
         seed=args.seed,
+        calib=args.calib,
+        calib_image=ImageSpec.parse(args.calib_image) if args.calib_image else None,
+        calib_samples=args.calib_samples,
+        held_out=args.held_out,
+        class_axes=parse_class_axes(args.class_axis),
+        recover=args.recover,
+        target_macs=args.target_macs,
+        max_drift=args.max_drift,
     )
     console = _console(args.quiet)
     if args.quiet:
@@ -211,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         return _dispatch(argv)
+    except BudgetError as exc:
+        print(f"onnxcompress: over budget, nothing written: {exc}", file=sys.stderr)
+        return 1
     except OnnxCompressError as exc:
         if debug:
             raise

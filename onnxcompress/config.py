@@ -22,7 +22,8 @@ class CompressConfig:
 
     ratio: float = DEFAULT_RATIO
     mode: str = "remove"  # remove | zero
-    criterion: str = "l1"  # l1 | l2
+    #: l1 | l2 | activation | auto (activation with calibration data, else l1)
+    criterion: str = "auto"
     scope: str = "local"  # local | global
     max_layer_ratio: float = 0.8
     round_to: int = DEFAULT_ROUND_TO
@@ -53,21 +54,49 @@ class CompressConfig:
     held_out: float = 0.25
     #: output name -> class axis, overriding the guess for task-aware fidelity
     class_axes: dict[str, int] = field(default_factory=dict)
+    #: none | bias | refit | auto (refit with calibration data, else none)
+    recover: str = "auto"
+    #: keep at most this fraction of the MACs, allocating per-group ratios by measured ε
+    target_macs: float | None = None
+    #: budget: the largest held-out drift (1 - task agreement) a written model may have
+    max_drift: float | None = None
     # checks
     verify: bool = True
     seed: int = 0
 
     @property
     def prunes(self) -> bool:
-        return self.ratio > 0
+        return self.ratio > 0 or self.target_macs is not None
+
+    def resolved_criterion(self, calibrated: bool) -> str:
+        if self.criterion == "auto":
+            return "activation" if calibrated else "l1"
+        return self.criterion
+
+    def resolved_recover(self, calibrated: bool) -> str:
+        if self.recover == "auto":
+            return "refit" if calibrated else "none"
+        return self.recover
 
     def validate(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
             raise InputError(f"--ratio must be in [0, 1), got {self.ratio}")
         if self.mode not in ("remove", "zero"):
             raise InputError(f"--mode must be remove or zero, got {self.mode!r}")
-        if self.criterion not in ("l1", "l2"):
-            raise InputError(f"--criterion must be l1 or l2, got {self.criterion!r}")
+        if self.criterion not in ("l1", "l2", "activation", "auto"):
+            raise InputError(f"--criterion must be l1, l2, activation or auto, got {self.criterion!r}")
+        if self.recover not in ("none", "bias", "refit", "auto"):
+            raise InputError(f"--recover must be none, bias, refit or auto, got {self.recover!r}")
+        needs = [f for f, on in (("--criterion activation", self.criterion == "activation"),
+                                 ("--recover " + self.recover, self.recover in ("bias", "refit")),
+                                 ("--target-macs", self.target_macs is not None),
+                                 ("--max-drift", self.max_drift is not None)) if on]
+        if needs and self.calib is None:
+            raise InputError(f"{needs[0]} needs calibration data: give --calib PATH (a few hundred real inputs)")
+        if self.target_macs is not None and not 0.0 < self.target_macs <= 1.0:
+            raise InputError(f"--target-macs must be in (0, 1], got {self.target_macs}")
+        if self.max_drift is not None and not 0.0 <= self.max_drift <= 1.0:
+            raise InputError(f"--max-drift must be in [0, 1], got {self.max_drift}")
         if self.scope not in ("local", "global"):
             raise InputError(f"--scope must be local or global, got {self.scope!r}")
         if not 0.0 < self.max_layer_ratio <= 1.0:

@@ -40,3 +40,11 @@ class CompressContext:
     second_reference: dict[str, np.ndarray] | None = None
     #: a copy of the input taken before any pass, for the zero-mode exactness measurement
     snapshot: ir.Model | None = None
+    #: measurements shared by the probes of a target search
+    search_cache: object | None = None
+
+    def __post_init__(self) -> None:
+        if self.search_cache is None:
+            from onnxcompress.pruning.calibrated import SearchCache
+
+            self.search_cache = SearchCache()

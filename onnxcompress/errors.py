@@ -15,5 +15,9 @@ class ShapeError(InputError):
     """A shape could not be resolved: a symbolic dim without --input-shape, or a bad spec."""
 
 
+class BudgetError(OnnxCompressError):
+    """No candidate met the accuracy/drift budget; nothing was written (exit code 1)."""
+
+
 class VerificationError(OnnxCompressError):
     """The compressed model failed a check (checker, session, run). Nothing was written."""

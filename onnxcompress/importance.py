@@ -12,6 +12,12 @@ import numpy as np
 
 AGGREGATION = "sum of per-filter norms over every filter removed together (atom)"
 GLOBAL_NORMALISATION = "each group's scores divided by the group's mean score"
+CRITERIA = {
+    "l1": "L1 norm of each filter's weights (no data)",
+    "l2": "L2 norm of each filter's weights (no data)",
+    "activation": "sum over consumer columns of ||W[:, c]||^2 x Var(x_c) on calibration data "
+    "(E[x_c^2] with --recover none): the output energy lost when the channel is replaced by its mean",
+}
 
 
 def filter_norms(w: np.ndarray, axis: int, criterion: str) -> np.ndarray:

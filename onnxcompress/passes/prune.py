@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx_ir as ir
@@ -13,7 +13,9 @@ from onnxcompress.analysis.shapes import Shape, ShapeOracle
 from onnxcompress.channels.analysis import analyse_channels
 from onnxcompress.config import CompressConfig
 from onnxcompress._ir_utils import const_array
-from onnxcompress.importance import AGGREGATION, GLOBAL_NORMALISATION
+from onnxcompress.importance import AGGREGATION, CRITERIA, GLOBAL_NORMALISATION
+from onnxcompress.pruning.calibrated import CalibratedPruning
+from onnxcompress.pruning.plan import macs_per_atom
 from onnxcompress.pruning.apply import Applier
 from onnxcompress.pruning.plan import Plan, make_plan, reported_blockers
 from onnxcompress.passes.base import ReportingPass
@@ -32,6 +34,7 @@ class PruneResult:
     importance: dict
     exactness: dict
     details: dict = field(default_factory=dict)
+    calibration: dict | None = None
 
 
 def _exactness_note(mode: str, notes: list[str]) -> str:
@@ -77,6 +80,10 @@ class PrunePass(ReportingPass):
         report.pruned_l1_mass = pr.pruned_l1_mass
         report.importance = pr.importance
         report.exactness = pr.exactness
+        if pr.calibration is not None:
+            report.recovery = pr.calibration.get("recovery")
+            report.search = pr.calibration.get("allocation")
+            report.passes["prune"]["calibration"] = {k: v for k, v in pr.calibration.items() if k not in ("recovery", "allocation")}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         cfg = self.config
@@ -92,13 +99,26 @@ class PrunePass(ReportingPass):
             model, shapes, exclude=cfg.exclude, prune_outputs=cfg.prune_outputs, block_ops=cfg.block_ops
         )
         tensors = {s.value: const_array(s.value) for s in analysis.slots if s.role == "out"}
-        plan = make_plan(analysis, tensors, cfg)
+        calibrated = self._calibrated(model, analysis, shapes)
+        criterion = cfg.resolved_criterion(calibrated is not None)
+        data_scores = calibrated.scores(analysis.uf.all_roots()) if criterion == "activation" else None
+        keep = None
+        if cfg.target_macs is not None:
+            base = make_plan(analysis, tensors, replace(cfg, ratio=0.0), data_scores=data_scores)
+            per_atom, total = macs_per_atom(analysis, base, shapes)
+            keep = calibrated.allocate(base.groups, base.scores, base.roots, per_atom, total, cfg.target_macs, cfg.round_to,
+                                       progress=self._progress("sensitivity"))
+        plan = make_plan(analysis, tensors, cfg, data_scores=data_scores, keep=keep)
         app = Applier(model, analysis, plan.removed, shapes)
         app.exact_borders = cfg.exact_borders
         layers = self._layers(analysis, plan)
         mass = self._l1_mass(model, analysis, app, plan, zero=cfg.mode == "zero")
+        if calibrated is not None and cfg.mode == "remove":
+            calibrated.compensate(app)
         if plan.removed.any():
             app.zero(cfg.zero_bias) if cfg.mode == "zero" else app.remove(cfg.zero_bias)
+            if calibrated is not None and cfg.mode == "remove":
+                calibrated.finish(model, plan, progress=self._progress("refit"))
         blockers = reported_blockers(analysis, plan)
         pruned = sum(1 for g in plan.groups if g.keep < len(g.atoms))
         exact_notes = app.notes if cfg.mode == "remove" else []
@@ -107,8 +127,10 @@ class PrunePass(ReportingPass):
             blockers=blockers,
             layers=layers,
             pruned_l1_mass=mass,
+            calibration=calibrated.report if calibrated is not None else None,
             importance={
-                "criterion": cfg.criterion,
+                "criterion": criterion,
+                "criterion_note": CRITERIA[criterion],
                 "aggregation": AGGREGATION,
                 "scope": cfg.scope,
                 "normalisation": GLOBAL_NORMALISATION if cfg.scope == "global" else None,
@@ -134,6 +156,24 @@ class PrunePass(ReportingPass):
         if plan.removed.any():
             self.oracle.clear()  # channel counts changed
         return ir.passes.PassResult(model, bool(plan.removed.any()))
+
+    def _calibrated(self, model: ir.Model, analysis, shapes) -> CalibratedPruning | None:
+        """The calibration helper when real inputs were given (None otherwise)."""
+        ctx, cfg = self.ctx, self.config
+        if ctx is None or ctx.calib is None:
+            return None
+        cal = CalibratedPruning(
+            model, analysis, shapes, fit=list(ctx.calib.batches()), held=list(ctx.held_out.batches()),
+            recover=cfg.resolved_recover(True), cache=ctx.search_cache,
+        )
+        cal.prepare()
+        return cal
+
+    def _progress(self, what: str):
+        ctx = self.ctx
+        if ctx is None:
+            return None
+        return lambda done, total: ctx.progress.on_stage(f"{what} {done}/{total}")
 
     @staticmethod
     def _layers(analysis, plan: Plan) -> list[dict]:

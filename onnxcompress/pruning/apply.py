@@ -36,6 +36,8 @@ class Applier(ConsumerFolding):
         self._tensors: dict[ir.Value, np.ndarray] = {}
         self._counter = 0
         self.zero_bias = False
+        #: consumer input value -> calibrated per-channel means (bias compensation)
+        self.input_means: dict[ir.Value, np.ndarray] = {}
         self.exact_borders = False
         self._border_maps: list[tuple[ir.Node, np.ndarray]] = []
         self._ones: dict[tuple, ir.Value] = {}

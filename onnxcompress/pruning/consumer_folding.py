@@ -25,7 +25,9 @@ class ConsumerFolding:
             if not gone.any():
                 continue
             x = s.node.inputs[0]
-            c = self.const_of(x).reshape(-1)
+            # Bias compensation: a removed channel is worth its calibrated mean, where measured.
+            means = getattr(self, "input_means", {}).get(x)
+            c = means if means is not None and len(means) == len(s.ids) else self.const_of(x).reshape(-1)
             op = s.node.op_type
             if op == "Conv":
                 delta = self._conv_delta(s, c, gone)

@@ -47,8 +47,20 @@ def _round_keep(keep: int, n: int, step: int, floor_keep: int = 1) -> int:
     return min(k, n)
 
 
-def make_plan(analysis: AnalysisResult, tensors: dict, config: CompressConfig) -> Plan:
-    """Score atoms and choose which to remove. ``tensors`` maps slot values to numpy arrays."""
+def make_plan(
+    analysis: AnalysisResult,
+    tensors: dict,
+    config: CompressConfig,
+    *,
+    data_scores: tuple[np.ndarray, set[int]] | None = None,
+    keep: dict[tuple[int, ...], int] | None = None,
+) -> Plan:
+    """Score atoms and choose which to remove. ``tensors`` maps slot values to numpy arrays.
+
+    ``data_scores`` (a score per root, and the slots it was measured on) replaces the
+    magnitude score in every group that has one of those slots. ``keep`` gives kept
+    counts per group key (an error-driven allocation), overriding the ratio.
+    """
     n_elem = len(analysis.uf.parent)
     roots = analysis.uf.all_roots()
     fixed_root = np.zeros(n_elem, dtype=bool)
@@ -65,13 +77,19 @@ def make_plan(analysis: AnalysisResult, tensors: dict, config: CompressConfig) -
         for root in uniq.tolist():
             membership.setdefault(root, set()).add(si)
         if slot.role == "out":
-            norms = filter_norms(tensors[slot.value], slot.axis, config.criterion)
+            # Groups without measured data keep a magnitude score (L1 unless L2 was asked for).
+            norms = filter_norms(tensors[slot.value], slot.axis, "l2" if config.criterion == "l2" else "l1")
             np.add.at(score_arr, roots[slot.ids], norms)
             label = slot.node.name or slot.node.op_type
             for root, c in zip(uniq.tolist(), counts.tolist()):
                 mult[(root, si)] = c
                 names.setdefault(root, set()).add(label)
     scores = {r: float(score_arr[r]) for r in membership}
+    if data_scores is not None:
+        measured, measured_slots = data_scores
+        for r, slots in membership.items():
+            if slots & measured_slots:
+                scores[r] = float(measured[r])
 
     by_key: dict[tuple[int, ...], list[int]] = {}
     blocked_keys: set[tuple[int, ...]] = set()
@@ -91,7 +109,10 @@ def make_plan(analysis: AnalysisResult, tensors: dict, config: CompressConfig) -
 
     for g in groups:
         g.keep = len(g.atoms)
-    if config.ratio > 0:
+    if keep is not None:
+        for g in groups:
+            g.keep = keep.get(g.key, len(g.atoms))
+    elif config.ratio > 0:
         if config.scope == "local":
             _plan_local(groups, config)
         else:
@@ -171,3 +192,29 @@ def describe_groups(model, shapes: dict, block_ops: list[str] | tuple[str, ...] 
         for g in sorted(plan.groups, key=lambda g: -len(g.atoms) * g.channels_per_atom)
     ]
     return groups, reported_blockers(analysis, plan)
+
+
+def macs_per_atom(analysis: AnalysisResult, plan: Plan, shapes: dict) -> tuple[dict[tuple[int, ...], float], float]:
+    """MACs one atom of each group saves (its share of every filter and consumer slot), and the total."""
+    from onnxcompress.analysis.cost import node_macs
+
+    node_cost: dict[int, int] = {}
+    total = 0.0
+    for node in analysis.order:
+        node_cost[id(node)] = node_macs(node, shapes)
+        total += node_cost[id(node)]
+    out: dict[tuple[int, ...], float] = {}
+    for g in plan.groups:
+        atoms = np.zeros(len(plan.roots), dtype=bool)
+        atoms[g.atoms] = True
+        seen: set[tuple[int, str]] = set()
+        saved = 0.0
+        for si in g.key:
+            s = analysis.slots[si]
+            if s.role not in ("out", "in") or (id(s.node), s.role) in seen or not len(s.ids):
+                continue
+            seen.add((id(s.node), s.role))
+            share = float(atoms[plan.roots[s.ids]].sum()) / len(s.ids)
+            saved += node_cost.get(id(s.node), 0) * share / max(len(g.atoms), 1)
+        out[g.key] = saved
+    return out, total

@@ -1,0 +1,352 @@
+"""Prepare real pretrained ONNX models + offline labelled data for bench/real/evaluate.py.
+
+Run with the separate venv (see bench/real/requirements.txt):
+
+    /work/realvenv/bin/python bench/real/prepare.py [--only NAME ...] [--n-eval 500] [--n-calib 128]
+
+For every model NAME it writes into bench/.cache/real/:
+    NAME.onnx        copied verbatim out of the installed PyPI package
+    NAME.calib.npz   128 unlabelled, preprocessed samples under the model's input name
+    NAME.eval.npz    labelled samples (same key + `labels`), generated from disjoint seeds
+    NAME.json        metadata (input/output names, shapes, task, blank, charset, provenance)
+    NAME.charset.json  (CTC models) list of class strings indexed like the output class axis
+
+The packages are only imported here to locate their .onnx files and read their character
+tables; rendering, preprocessing and labelling are implemented below with PIL/cv2/numpy.
+Everything is deterministic (fixed seeds; calib and eval use disjoint seed streams).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import sys
+from importlib import metadata as ilm
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CACHE = os.path.normpath(os.path.join(HERE, "..", ".cache", "real"))
+FONT_DIR = "/usr/share/fonts/truetype/dejavu"
+FONTS = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf",
+         "DejaVuSansCondensed.ttf", "DejaVuSansMono.ttf", "DejaVuSerifCondensed.ttf"]
+
+# seed streams: (model id, split id, sample index) -> independent, disjoint generators
+SPLIT_CALIB, SPLIT_EVAL = 1, 2
+MODEL_IDS = {"ppocr_rec": 11, "ppocr_cls": 12, "ddddocr_common": 21, "ddddocr_common_old": 22}
+
+
+def rng_for(name: str, split: int, i: int) -> np.random.Generator:
+    return np.random.default_rng([MODEL_IDS[name], split, i])
+
+
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def pkg_dir(mod: str) -> str:
+    m = __import__(mod)
+    return os.path.dirname(os.path.abspath(m.__file__))
+
+
+# ----------------------------------------------------------------------------- text content
+WORDS = ("the of and to in is you that it he was for on are as with his they at be this have "
+         "from or one had by word but not what all were we when your can said there use an each "
+         "which she do how their if will up other about out many then them these so some her would "
+         "make like him into time has look two more write go see number no way could people my than "
+         "first water been call who oil its now find long down day did get come made may part over "
+         "new sound take only little work know place year live me back give most very after thing our "
+         "just name good sentence man think say great where help through much before line right too "
+         "mean old any same tell boy follow came want show also around form three small set put end "
+         "does another well large must big even such because turn here why ask went men read need "
+         "land different home us move try kind hand picture again change off play spell air away "
+         "animal house point page letter mother answer found study still learn should America world "
+         "Monday Paris London Berlin Total Price Invoice Date Name Street Station Coffee Market Hotel "
+         "Open Closed Exit Enter Push Pull Model Version Server Python Linux Window Garden Summer "
+         "Winter Report Account Bank Office Room Floor Table Chapter Section Figure Order Amount").split()
+# unambiguous latin glyphs for random codes (no 0/O/o, 1/l/I, 5/S, 2/Z, 8/B, c/C, s/S, etc.)
+CODE_CHARS = "34679ACDEFGHJKLMNPRTUVWXYabdefghijkmnpqrtuwy"
+
+
+def rec_text(rng: np.random.Generator) -> str:
+    k = rng.random()
+    if k < 0.45:  # 1-3 words, joined without spaces / with capitalisation
+        ws = [WORDS[j] for j in rng.integers(0, len(WORDS), rng.integers(1, 3))]
+        ws = [w.capitalize() if rng.random() < 0.4 else w for w in ws]
+        return "".join(ws)
+    if k < 0.65:  # numbers, prices, dates
+        f = rng.integers(0, 4)
+        if f == 0:
+            return str(int(rng.integers(10, 10 ** int(rng.integers(3, 9)))))
+        if f == 1:
+            return f"{rng.integers(1, 9999)}.{rng.integers(0, 100):02d}"
+        if f == 2:
+            return f"{rng.integers(1990, 2030)}-{rng.integers(1, 13):02d}-{rng.integers(1, 29):02d}"
+        return f"{rng.integers(0, 24):02d}:{rng.integers(0, 60):02d}"
+    if k < 0.85:  # word + number
+        w = WORDS[rng.integers(0, len(WORDS))].capitalize()
+        return f"{w}{rng.integers(1, 1000)}"
+    n = int(rng.integers(4, 9))  # random code
+    return "".join(CODE_CHARS[j] for j in rng.integers(0, len(CODE_CHARS), n))
+
+
+def cls_text(rng: np.random.Generator) -> str:
+    n = int(rng.integers(2, 4))
+    ws = [WORDS[j] for j in rng.integers(0, len(WORDS), n)]
+    return " ".join(w.capitalize() if rng.random() < 0.3 else w for w in ws)
+
+
+# ----------------------------------------------------------------------------- rendering
+def render_line(text: str, rng: np.random.Generator, size_range=(26, 40), mx=(0, 5)) -> np.ndarray:
+    """Render a horizontal text line like a detector crop; returns HxWx3 uint8 RGB."""
+    font = ImageFont.truetype(os.path.join(FONT_DIR, FONTS[rng.integers(0, len(FONTS))]),
+                              int(rng.integers(*size_range)))
+    asc, desc = font.getmetrics()
+    l, _, r, _ = font.getbbox(text)
+    mx0, mx1 = rng.integers(*mx, size=2)
+    my0, my1 = rng.integers(1, 8, size=2)
+    W, H = int(r - l + mx0 + mx1), int(asc + desc + my0 + my1)
+    bg = tuple(int(v) for v in rng.integers(190, 256, size=3))
+    fg = tuple(int(v) for v in rng.integers(0, 80, size=3))
+    img = Image.new("RGB", (W, H), bg)
+    ImageDraw.Draw(img).text((int(mx0 - l), int(my0)), text, font=font, fill=fg)
+    if rng.random() < 0.5:
+        img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.2, 0.8))))
+    a = np.asarray(img).astype(np.float32)
+    a += rng.normal(0.0, float(rng.uniform(0, 8)), a.shape).astype(np.float32)
+    return np.clip(a, 0, 255).astype(np.uint8)
+
+
+def ppocr_norm(img_bgr: np.ndarray, H: int, Wmax: int) -> np.ndarray | None:
+    """PP-OCR rec/cls preprocessing: keep aspect, resize to height H (bilinear), scale to
+    [-1, 1], CHW, right-pad with zeros to Wmax. Returns None if the line is too wide."""
+    h, w = img_bgr.shape[:2]
+    rw = int(math.ceil(H * w / float(h)))
+    if rw > Wmax:
+        return None
+    r = cv2.resize(img_bgr, (rw, H)).astype(np.float32).transpose(2, 0, 1) / 255.0
+    out = np.zeros((3, H, Wmax), np.float32)
+    out[:, :, :rw] = (r - 0.5) / 0.5
+    return out
+
+
+# ----------------------------------------------------------------------------- per-model samplers
+class PPOCRRec:
+    name, task = "ppocr_rec", "ctc"
+    H, W = 48, 320
+
+    def __init__(self):
+        d = pkg_dir("rapidocr_onnxruntime")
+        self.src = os.path.join(d, "models", "ch_PP-OCRv4_rec_infer.onnx")
+        self.package = "rapidocr-onnxruntime"
+        import onnxruntime as ort
+        s = ort.InferenceSession(self.src, providers=["CPUExecutionProvider"])
+        chars = s.get_modelmeta().custom_metadata_map["character"].splitlines()
+        # PaddleOCR CTCLabelDecode: blank at 0, dictionary, then " " appended at the end
+        self.charset = ["<blank>"] + chars + [" "]
+        self.index = {c: i for i, c in enumerate(self.charset) if i > 0}
+        self.blank = 0
+
+    def sample(self, rng):
+        while True:
+            text = rec_text(rng)
+            x = ppocr_norm(render_line(text, rng)[:, :, ::-1], self.H, self.W)  # RGB->BGR
+            if x is not None:
+                return x, [self.index[c] for c in text]
+
+
+class PPOCRCls:
+    name, task = "ppocr_cls", "classify"
+    H, W = 48, 192
+
+    def __init__(self):
+        d = pkg_dir("rapidocr_onnxruntime")
+        self.src = os.path.join(d, "models", "ch_ppocr_mobile_v2.0_cls_infer.onnx")
+        self.package = "rapidocr-onnxruntime"
+        self.charset = ["0", "180"]  # rapidocr config.yaml Cls.label_list: index 1 == rotated 180
+        self.blank = None
+
+    def sample(self, rng):
+        while True:
+            text = cls_text(rng)
+            img = render_line(text, rng, size_range=(28, 40), mx=(2, 14))
+            rot = int(rng.random() < 0.5)
+            if rot:
+                img = np.ascontiguousarray(img[::-1, ::-1])
+            x = ppocr_norm(img[:, :, ::-1], self.H, self.W)
+            if x is not None:
+                return x, rot
+
+
+class _SeededSecrets:
+    """Stand-in for the `secrets` module used by captcha.image, so captchas are reproducible."""
+
+    def __init__(self, seed: int):
+        self.r = random.Random(seed)
+
+    def randbelow(self, n):
+        return self.r.randrange(n)
+
+    def randbits(self, k):
+        return self.r.getrandbits(k)
+
+    def choice(self, seq):
+        return self.r.choice(seq)
+
+
+class DdddOCR:
+    task = "ctc"
+    H, W = 64, 192
+    # lower-case letters whose glyph differs from the upper-case one (the models often answer
+    # upper-case for c/k/o/p/s/u/v/w/x/z) + digits, without 0/o, 1/l/i, 9/g, r/rr/n confusions
+    CHARS = "abdefhmnqt2345678"
+
+    def __init__(self, name: str, old: bool):
+        self.name = name
+        d = pkg_dir("ddddocr")
+        self.src = os.path.join(d, "common_old.onnx" if old else "common.onnx")
+        self.package = "ddddocr"
+        from ddddocr.models.charset_manager import CharsetManager
+        cm = CharsetManager()
+        cs = cm._get_old_charset() if old else cm._get_beta_charset()
+        self.charset = ["<blank>"] + list(cs[1:])  # index 0 is "" == CTC blank
+        self.index = {c: i for i, c in enumerate(self.charset) if i > 0}
+        self.blank = 0
+        import captcha.image as ci
+        self._ci = ci
+        self.gen = ci.ImageCaptcha(width=self.W, height=self.H,
+                                   fonts=[os.path.join(FONT_DIR, f) for f in
+                                          ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf")],
+                                   font_sizes=(40, 44, 48))
+        self.gen.character_rotate = (-10, 10)
+        self.gen.character_warp_dx = (0.05, 0.1)
+        self.gen.character_warp_dy = (0.05, 0.1)
+        self.gen.word_offset_dx = 0.05  # little overlap between neighbouring glyphs
+        self.gen.word_space_probability = 1.0  # never insert blank characters
+
+    def sample(self, rng):
+        n = int(rng.integers(4, 7))
+        text = "".join(self.CHARS[j] for j in rng.integers(0, len(self.CHARS), n))
+        self._ci.secrets = _SeededSecrets(int(rng.integers(0, 2 ** 62)))
+        img = self.gen.generate_image(text)
+        # ddddocr: resize to height 64 keeping aspect (LANCZOS), grayscale, /255
+        img = img.resize((int(img.size[0] * (64 / img.size[1])), 64), Image.LANCZOS).convert("L")
+        x = np.asarray(img, np.float32)[None] / 255.0
+        return x, [self.index[c] for c in text]
+
+
+def build(name: str):
+    if name == "ppocr_rec":
+        return PPOCRRec()
+    if name == "ppocr_cls":
+        return PPOCRCls()
+    if name == "ddddocr_common":
+        return DdddOCR(name, old=False)
+    if name == "ddddocr_common_old":
+        return DdddOCR(name, old=True)
+    raise KeyError(name)
+
+
+def make_split(m, split: int, n: int):
+    xs, ys = [], []
+    for i in range(n):
+        x, y = m.sample(rng_for(m.name, split, i))
+        xs.append(x)
+        ys.append(y)
+    X = np.stack(xs).astype(np.float32)
+    if m.task == "classify":
+        Y = np.asarray(ys, np.int64)
+    else:
+        L = max(len(y) for y in ys)
+        Y = np.full((n, L), -1, np.int64)
+        for i, y in enumerate(ys):
+            Y[i, : len(y)] = y
+    return X, Y
+
+
+def prepare(name: str, n_calib: int, n_eval: int, out: str = CACHE) -> dict:
+    os.makedirs(out, exist_ok=True)
+    import onnxruntime as ort
+    ort.set_default_logger_severity(3)  # silence the ddddocr declared-output-shape warning
+    m = build(name)
+    dst = os.path.join(out, f"{name}.onnx")
+    shutil.copyfile(m.src, dst)
+    import onnxruntime as ort
+    s = ort.InferenceSession(dst, providers=["CPUExecutionProvider"])
+    inp, outp = s.get_inputs()[0], s.get_outputs()[0]
+
+    Xc, _ = make_split(m, SPLIT_CALIB, n_calib)
+    Xe, Ye = make_split(m, SPLIT_EVAL, n_eval)
+    np.savez_compressed(os.path.join(out, f"{name}.calib.npz"), **{inp.name: Xc})
+    np.savez_compressed(os.path.join(out, f"{name}.eval.npz"), **{inp.name: Xe, "labels": Ye})
+
+    charset_path = os.path.join(out, f"{name}.charset.json")
+    with open(charset_path, "w", encoding="utf-8") as f:
+        json.dump(m.charset, f, ensure_ascii=False)
+
+    # output layout, determined by running one sample
+    y = s.run(None, {inp.name: Xe[:1]})[0]
+    if m.task == "ctc":
+        layout = "NTC" if (y.shape[0] == 1 and y.shape[1] != 1) else "TNC"
+        softmaxed = bool(np.allclose(y.sum(-1), 1.0, atol=1e-3) and y.min() >= 0)
+    else:
+        layout, softmaxed = "NC", bool(np.allclose(y.sum(-1), 1.0, atol=1e-3) and y.min() >= 0)
+    import onnx
+    mp = onnx.load(dst)
+    opset = {(d.domain or "ai.onnx"): d.version for d in mp.opset_import}
+    meta = dict(
+        name=name,
+        input_name=inp.name,
+        input_shape=list(Xe.shape[1:]),
+        input_shape_declared=[d if isinstance(d, int) else str(d) for d in inp.shape],
+        fixed_batch=inp.shape[0] if isinstance(inp.shape[0], int) else None,
+        output_name=outp.name,
+        output_shape_declared=[d if isinstance(d, int) else str(d) for d in outp.shape],
+        output_shape_actual_1=list(y.shape),
+        output_layout=layout,
+        output_softmaxed=softmaxed,
+        task=m.task,
+        blank_index=m.blank,
+        num_classes=int(y.shape[-1]),
+        charset_path=os.path.relpath(charset_path, os.path.join(HERE, "..", "..")),
+        package=m.package,
+        package_version=ilm.version(m.package),
+        source_file=m.src.split("site-packages" + os.sep)[-1],
+        sha256=sha256(dst),
+        opset=opset,
+        n_calib=int(len(Xc)),
+        n_eval=int(len(Xe)),
+        seeds=dict(model_id=MODEL_IDS[name], calib_split=SPLIT_CALIB, eval_split=SPLIT_EVAL),
+    )
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    return meta
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="*", default=None, help=f"subset of {list(MODEL_IDS)}")
+    ap.add_argument("--n-calib", type=int, default=128)
+    ap.add_argument("--n-eval", type=int, default=500)
+    ap.add_argument("--out", default=CACHE)
+    a = ap.parse_args(argv)
+    for name in a.only or list(MODEL_IDS):
+        meta = prepare(name, a.n_calib, a.n_eval, a.out)
+        print(f"{name}: {meta['input_name']} {meta['input_shape']} -> {meta['output_name']} "
+              f"{meta['output_shape_actual_1']} ({meta['task']}, {meta['package']}=="
+              f"{meta['package_version']}) -> {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

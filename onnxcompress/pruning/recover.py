@@ -1,0 +1,226 @@
+"""Post-training recovery: refit the consumers of removed channels by ridge least squares.
+
+For each consumer (Conv with group 1, Gemm, MatMul) that lost input channels, in
+topological order: run the *pruned* model to get the layer's actual inputs, the original
+model to get the layer's original outputs, and solve
+
+    min_W ||Y_orig - [X_pruned, 1] W||^2 + λ ||W||^2
+
+in float64 normal equations streamed batch by batch (a Conv is solved on im2col patches,
+positions subsampled). λ is a small fraction of the mean diagonal. A layer's refit is
+kept only if it lowers the layer's error on the held-out calibration split; the report
+gives both errors per layer. Bias compensation (the removed channels' calibrated means
+folded into the bias) happens before, in the applier.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress._ir_utils import const_array, set_weight
+from onnxcompress.runtime import Session
+
+logger = logging.getLogger(__name__)
+
+#: rows (im2col patches or tokens) sampled per layer over the whole fit split, at least
+#: twice the unknowns per output: this bounds the cost of X'X on big feature maps
+MIN_ROWS, MAX_ROWS = 4096, 16384
+#: ridge strength, relative to the mean diagonal of X'X
+RIDGE = 1e-3
+
+
+@dataclass
+class Consumer:
+    node: ir.Node
+    #: output channels this node keeps (it may be a pruned producer too); None = all
+    out_keep: np.ndarray | None
+    #: the node's output name in the reference (unpruned) model
+    ref_output: str = ""
+
+
+def _attr(node: ir.Node, name: str, default):
+    a = node.attributes.get(name)
+    if a is None:
+        return default
+    return a.as_ints() if isinstance(default, (list, tuple)) else a.as_int()
+
+
+def refittable(node: ir.Node) -> str | None:
+    """None if ``node`` can be refit, else why not."""
+    if node.op_type == "Conv":
+        if _attr(node, "group", 1) != 1:
+            return "grouped conv (not refit)"
+        auto = node.attributes.get("auto_pad")
+        if auto is not None and auto.as_string() not in ("NOTSET", "VALID"):
+            return "auto_pad SAME (not refit)"
+        return None if len(_attr(node, "kernel_shape", [])) in (0, 1, 2) else "3-D conv (not refit)"
+    if node.op_type == "Gemm":
+        if _attr(node, "transA", 0) or ("alpha" in node.attributes and node.attributes["alpha"].as_float() != 1.0):
+            return "Gemm with transA or alpha (not refit)"
+        return None
+    return None if node.op_type == "MatMul" else f"{node.op_type} (not refit)"
+
+
+def _patches(x: np.ndarray, node: ir.Node, w_shape: tuple[int, ...]) -> np.ndarray:
+    """Conv input as rows of patches (N*Ho*Wo, C*kh*kw); 1-D convs are treated as H = 1."""
+    if x.ndim == 3:
+        x = x[:, :, None, :]
+    k = w_shape[2:] if len(w_shape) == 4 else (1, w_shape[2])
+    rank = 2
+    pads = list(_attr(node, "pads", [0] * 2 * rank)) if len(w_shape) == 4 else [0, *_attr(node, "pads", [0, 0])[:1], 0, *_attr(node, "pads", [0, 0])[1:]]
+    strides = list(_attr(node, "strides", [1, 1])) if len(w_shape) == 4 else [1, *_attr(node, "strides", [1])]
+    dil = list(_attr(node, "dilations", [1, 1])) if len(w_shape) == 4 else [1, *_attr(node, "dilations", [1])]
+    xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    span = [dil[i] * (k[i] - 1) + 1 for i in range(2)]
+    win = np.lib.stride_tricks.sliding_window_view(xp, span, axis=(2, 3))
+    win = win[:, :, :: strides[0], :: strides[1], :: dil[0], :: dil[1]]  # N, C, Ho, Wo, kh, kw
+    n, c, ho, wo = win.shape[:4]
+    return win.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * k[0] * k[1])
+
+
+def _rows(node: ir.Node, x: np.ndarray, y: np.ndarray, w: np.ndarray, out_keep, rng, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets) as 2-D rows for one batch; targets restricted to kept outputs."""
+    if node.op_type == "Conv":
+        p = _patches(x, node, w.shape)
+        t = np.moveaxis(y, 1, -1).reshape(-1, y.shape[1])
+    else:
+        p = x.reshape(-1, x.shape[-1])
+        t = y.reshape(-1, y.shape[-1])
+    if out_keep is not None and t.shape[1] != int(out_keep.sum()):
+        t = t[:, out_keep]
+    if len(p) > limit:
+        idx = rng.choice(len(p), limit, replace=False)
+        p, t = p[idx], t[idx]
+    return p.astype(np.float64), t.astype(np.float64)
+
+
+def _current(node: ir.Node) -> tuple[np.ndarray, np.ndarray | None]:
+    """The node's weight as a (K, out) matrix and its bias (None for MatMul)."""
+    w = const_array(node.inputs[1]).astype(np.float64)
+    if node.op_type == "Conv":
+        mat = w.reshape(w.shape[0], -1).T
+    elif node.op_type == "Gemm":
+        mat = w.T if _attr(node, "transB", 0) else w
+    else:
+        mat = w
+    b = None
+    if node.op_type != "MatMul":
+        bv = node.inputs[2] if len(node.inputs) > 2 else None
+        barr = const_array(bv) if bv is not None else None
+        b = np.zeros(mat.shape[1]) if barr is None else np.broadcast_to(barr.astype(np.float64), (mat.shape[1],)).copy()
+    return mat, b
+
+
+def _write(model: ir.Model, node: ir.Node, mat: np.ndarray, b: np.ndarray | None) -> None:
+    w_old = const_array(node.inputs[1])
+    if node.op_type == "Conv":
+        w = mat.T.reshape(w_old.shape)
+    elif node.op_type == "Gemm" and _attr(node, "transB", 0):
+        w = mat.T
+    else:
+        w = mat
+    set_weight(node.inputs[1], w.astype(w_old.dtype))
+    if b is None:
+        return
+    bv = node.inputs[2] if len(node.inputs) > 2 else None
+    if bv is not None and const_array(bv) is not None and const_array(bv).size == b.size:
+        set_weight(bv, b.reshape(const_array(bv).shape).astype(w_old.dtype))
+    else:
+        from onnxcompress._ir_utils import add_initializer
+
+        name = f"{node.name or node.op_type}_refit_bias"
+        v = add_initializer(model, name, b.astype(w_old.dtype))
+        if len(node.inputs) < 3:
+            node.resize_inputs(3)
+        node.replace_input_with(2, v)
+
+
+def _layer_error(mat, b, xs, ys) -> float:
+    num = den = 0.0
+    for p, t in zip(xs, ys):
+        pred = p @ mat + (b if b is not None else 0.0)
+        num += float(np.square(pred - t).sum())
+        den += float(np.square(t).sum())
+    return float(np.sqrt(num / den)) if den > 0 else 0.0
+
+
+def refit(
+    model: ir.Model,
+    reference: ir.Model,
+    consumers: list[Consumer],
+    fit_batches: list[dict[str, np.ndarray]],
+    held_batches: list[dict[str, np.ndarray]],
+    seed: int = 0,
+    progress=None,
+) -> list[dict]:
+    """Refit each consumer in order (in place on ``model``); returns one report row per layer."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    ref_session = Session(reference, expose=[c.ref_output for c in consumers])
+    for i, c in enumerate(consumers):
+        node = c.node
+        why = refittable(node)
+        name = node.name or node.outputs[0].name
+        if why is not None:
+            rows.append({"layer": name, "op": node.op_type, "kept": False, "reason": why})
+            continue
+        if node.outputs[0].name != c.ref_output:
+            # A folded bias now follows this node (MatMul): its target would need that bias too.
+            rows.append({"layer": name, "op": node.op_type, "kept": False, "reason": "bias folded after the node (not refit)"})
+            continue
+        x_name, y_name = node.inputs[0].name, c.ref_output
+        session = Session(model, expose=[x_name])
+        w = const_array(node.inputs[1])
+        k = int(np.prod(w.shape[1:])) if node.op_type == "Conv" else w.shape[0]
+        limit = max(1, min(MAX_ROWS, max(MIN_ROWS, 2 * k)) // max(len(fit_batches), 1))
+        mat, b = _current(node)
+        normal = _NormalEquations(bias=b is not None)
+        held: tuple[list, list] = ([], [])
+        for split, batches in (("fit", fit_batches), ("held", held_batches)):
+            for f in batches:
+                p, t = _rows(node, session.run(f, [x_name])[x_name], ref_session.run(f, [y_name])[y_name], w, c.out_keep, rng,
+                             limit)
+                if split == "fit":
+                    normal.add(p, t)
+                else:
+                    held[0].append(p)
+                    held[1].append(t)
+        before = _layer_error(mat, b, *held)
+        new_mat, new_b = normal.solve()
+        after = _layer_error(new_mat, new_b, *held)
+        keep = after < before
+        if keep:
+            _write(model, node, new_mat, new_b)
+        rows.append({"layer": name, "op": node.op_type, "kept": keep, "held_out_error_before": before,
+                     "held_out_error_after": after})
+        if progress is not None:
+            progress(i + 1, len(consumers))
+    return rows
+
+
+class _NormalEquations:
+    """X'X and X'Y accumulated in float64, batch by batch (memory bounded by K x K)."""
+
+    def __init__(self, bias: bool) -> None:
+        self.bias = bias
+        self.a: np.ndarray | None = None
+        self.c: np.ndarray | None = None
+
+    def add(self, p: np.ndarray, t: np.ndarray) -> None:
+        if self.bias:
+            p = np.hstack([p, np.ones((len(p), 1))])
+        if self.a is None:
+            self.a = np.zeros((p.shape[1], p.shape[1]))
+            self.c = np.zeros((p.shape[1], t.shape[1]))
+        self.a += p.T @ p
+        self.c += p.T @ t
+
+    def solve(self) -> tuple[np.ndarray, np.ndarray | None]:
+        k = self.a.shape[0]
+        lam = RIDGE * float(np.trace(self.a)) / k
+        sol = np.linalg.solve(self.a + lam * np.eye(k), self.c)
+        return (sol[:-1], sol[-1]) if self.bias else (sol, None)

@@ -1,0 +1,211 @@
+"""Error-driven selection: measure each group's damage on real inputs, then spend a MAC budget.
+
+One onnxruntime session serves every candidate. The model gets, at the input of every
+consumer (Conv/Gemm/MatMul) of prunable channels, ``x * mask + shift`` with ``mask`` and
+``shift`` as extra graph inputs. A candidate plan is then just a feed: its removed
+channels get mask 0 and their calibrated mean as shift, which is what bias compensation
+gives the pruned model. The drift ε of the model's outputs (relative L2 against the
+unmasked run, on the calibration fit split) measures the damage.
+
+``measure`` costs groups x ratios passes over the calibration set; ``allocate`` then
+picks per-group ratios greedily by the least ε per MAC saved until a MAC target is met.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnx.helper as oh
+import onnx_ir as ir
+
+from onnxcompress.channels.state import AnalysisResult
+from onnxcompress.fidelity import concat_outputs
+from onnxcompress.pruning.activations import FeatureStats, consumer_slots
+from onnxcompress.pruning.plan import Group, _round_keep, _step
+from onnxcompress.runtime import Session, np_dtype
+
+#: the fractions of a group's atoms tried by default
+RATIOS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75)
+
+
+@dataclass
+class GroupSensitivity:
+    key: tuple[int, ...]
+    names: list[str]
+    atoms: int
+    macs_per_atom: float
+    #: ratio -> (atoms removed, measured ε)
+    curve: dict[float, tuple[int, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "filters": self.names,
+            "atoms": self.atoms,
+            "macs_per_atom": self.macs_per_atom,
+            "curve": [{"ratio": r, "removed": n, "drift": e} for r, (n, e) in sorted(self.curve.items())],
+        }
+
+
+class MaskedModel:
+    """The model with a mask and a shift on every consumer input; one session for all candidates."""
+
+    def __init__(
+        self, model: ir.Model, analysis: AnalysisResult, stats: dict[str, FeatureStats], shapes: dict[str, tuple[int, ...]]
+    ) -> None:
+        proto = ir.to_proto(model)
+        self.slots = []  # (slot, mask input name, shift input name, shape, mean)
+        nodes = {id(n): i for i, n in enumerate(model.graph)}
+        consumers_of: dict[str, list] = {}
+        for s in consumer_slots(analysis):
+            x = s.node.inputs[0]
+            st = stats.get(x.name)
+            if st is None or len(s.ids) != len(st.mean):
+                continue
+            consumers_of.setdefault(x.name, []).append(s)
+        new_nodes = []
+        for k, (xname, slots) in enumerate(consumers_of.items()):
+            st = stats[xname]
+            rank = len(shapes[xname])
+            shape = [1] * rank
+            shape[st.axis % rank] = len(st.mean)
+            m, b, y = f"__oc_mask_{k}", f"__oc_shift_{k}", f"__oc_masked_{k}"
+            elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(np_dtype(slots[0].node.inputs[0].dtype)))
+            proto.graph.input.extend([oh.make_tensor_value_info(m, elem, shape), oh.make_tensor_value_info(b, elem, shape)])
+            new_nodes += [oh.make_node("Mul", [xname, m], [y + "_m"]), oh.make_node("Add", [y + "_m", b], [y])]
+            for s in slots:
+                pnode = proto.graph.node[nodes[id(s.node)]]
+                pnode.input[0] = y
+            self.slots.append((slots[0], m, b, shape, st.mean, np.dtype(np_dtype(slots[0].node.inputs[0].dtype))))
+        # The Mul/Add pairs go first: their inputs are graph inputs or earlier nodes' outputs,
+        # so a topological sort after insertion keeps the graph valid.
+        _insert_sorted(proto, new_nodes)
+        self.session = Session(proto, optimize=False)
+
+    def feeds_for(self, removed: np.ndarray) -> dict[str, np.ndarray]:
+        out = {}
+        for s, m, b, shape, mean, dtype in self.slots:
+            gone = removed[s.ids]
+            out[m] = (~gone).astype(dtype).reshape(shape)
+            out[b] = np.where(gone, mean, 0.0).astype(dtype).reshape(shape)
+        return out
+
+    def run(self, removed: np.ndarray, batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        extra = self.feeds_for(removed)
+        outs = [self.session.run({**f, **extra}) for f in batches]
+        return concat_outputs(outs, [int(next(iter(f.values())).shape[0]) for f in batches])
+
+
+def _insert_sorted(proto: onnx.ModelProto, new_nodes: list) -> None:
+    """Add nodes and re-sort the graph topologically (stable for the existing order)."""
+    nodes = list(proto.graph.node) + new_nodes
+    produced = {o: i for i, n in enumerate(nodes) for o in n.output}
+    done: set[int] = set()
+    order: list[int] = []
+
+    def visit(i: int) -> None:
+        stack = [(i, False)]
+        while stack:
+            j, expanded = stack.pop()
+            if j in done:
+                continue
+            if expanded:
+                done.add(j)
+                order.append(j)
+                continue
+            stack.append((j, True))
+            for inp in nodes[j].input:
+                p = produced.get(inp)
+                if p is not None and p not in done:
+                    stack.append((p, False))
+
+    for i in range(len(nodes)):
+        visit(i)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes[i] for i in order)
+
+
+def drift(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> float:
+    """Relative L2 error over every float output together."""
+    num = den = 0.0
+    for k, a in ref.items():
+        if not np.issubdtype(a.dtype, np.floating) or k not in got or got[k].shape != a.shape:
+            continue
+        a64 = a.astype(np.float64)
+        num += float(np.square(a64 - got[k]).sum())
+        den += float(np.square(a64).sum())
+    return math.sqrt(num / den) if den > 0 else math.sqrt(num)
+
+
+def removal_for(group: Group, n_remove: int, scores: dict[int, float], n_elem: int, roots: np.ndarray) -> np.ndarray:
+    """Removed-element mask for taking the ``n_remove`` lowest-scoring atoms of ``group``."""
+    order = sorted(group.atoms, key=lambda a: (scores.get(a, 0.0), a))
+    gone_roots = np.zeros(n_elem, dtype=bool)
+    gone_roots[order[:n_remove]] = True
+    return gone_roots[roots]
+
+
+def measure(
+    masked: MaskedModel,
+    groups: list[Group],
+    scores: dict[int, float],
+    roots: np.ndarray,
+    batches: list[dict[str, np.ndarray]],
+    macs_per_atom: dict[tuple[int, ...], float],
+    round_to: int,
+    ratios: tuple[float, ...] = RATIOS,
+    progress=None,
+) -> list[GroupSensitivity]:
+    """ε per group and ratio (each group pruned alone); ``progress(done, total)`` is called per run."""
+    ref = masked.run(np.zeros(len(roots), dtype=bool), batches)
+    out = []
+    total = len(groups) * len(ratios)
+    done = 0
+    for g in groups:
+        n = len(g.atoms)
+        gs = GroupSensitivity(g.key, g.names, n, macs_per_atom.get(g.key, 0.0))
+        seen: dict[int, float] = {}
+        for r in ratios:
+            keep = _round_keep(n - int(round(r * n)), n, _step(g, round_to))
+            k = n - keep
+            if k > 0 and k not in seen:
+                seen[k] = drift(ref, masked.run(removal_for(g, k, scores, len(roots), roots), batches))
+            if k > 0:
+                gs.curve[r] = (k, seen[k])
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        out.append(gs)
+    return out
+
+
+def allocate(sens: list[GroupSensitivity], total_macs: float, target_fraction: float) -> tuple[dict[tuple[int, ...], int], float]:
+    """Atoms removed per group: the cheapest ε per MAC saved first, until the MAC target is met.
+
+    Returns the removal counts and the estimated MACs fraction kept.
+    """
+    removed = {g.key: 0 for g in sens}
+    eps = {g.key: 0.0 for g in sens}
+    kept = float(total_macs)
+    goal = target_fraction * total_macs
+    while kept > goal:
+        best = None
+        for g in sens:
+            for _r, (k, e) in sorted(g.curve.items()):
+                if k <= removed[g.key]:
+                    continue
+                saved = (k - removed[g.key]) * g.macs_per_atom
+                if saved <= 0:
+                    break
+                cost = max(e - eps[g.key], 0.0) / saved
+                if best is None or cost < best[0]:
+                    best = (cost, g, k, e, saved)
+                break  # only the next step of each group
+        if best is None:
+            break
+        _, g, k, e, saved = best
+        removed[g.key], eps[g.key] = k, e
+        kept -= saved
+    return removed, kept / total_macs if total_macs else 1.0
