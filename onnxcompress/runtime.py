@@ -96,7 +96,7 @@ def second_sizing(model: ir.Model, pinned: dict[str, Shape], *, spatial_only: bo
         dims = list(pinned[v.name])
         if v.shape is not None:
             for i, d in enumerate(v.shape):
-                if not isinstance(d, int):
+                if not (isinstance(d, int) and d > 0):  # symbolic, or -1/0 (dynamic as exported)
                     dims[i] = dims[i] + 1 if i == 0 else dims[i] * 2
                     moved = moved or i > 0 or not spatial_only
         alt[v.name] = tuple(dims)

@@ -45,6 +45,11 @@ def parse_input_shapes(specs: list[str] | None) -> dict[str, Shape]:
 
 
 
+def _fixed(d) -> bool:
+    """A fixed dim. ``dim_value`` -1 or 0 (a PaddlePaddle export habit) is dynamic, as onnxruntime reads it."""
+    return isinstance(d, int) and d > 0
+
+
 def resolve_input_shapes(model: ir.Model, overrides: dict[str, Shape] | None = None) -> dict[str, Shape]:
     """Concrete shape for every real graph input.
 
@@ -73,13 +78,13 @@ def resolve_input_shapes(model: ir.Model, overrides: dict[str, Shape] | None = N
                     f"--input-shape {v.name}: {len(ov)} dims given, the model's input has {len(v.shape)}"
                 )
             for i, (d, o) in enumerate(zip(v.shape, ov)):
-                if isinstance(d, int) and d != o:
+                if _fixed(d) and d != o:
                     raise ShapeError(f"--input-shape {v.name}: dim {i} is fixed at {d} in the model, not {o}")
             shapes[v.name] = tuple(ov)
             continue
         dims = []
         for i, d in enumerate(v.shape):
-            if isinstance(d, int):
+            if _fixed(d):
                 dims.append(d)
             elif i == 0:
                 dims.append(1)

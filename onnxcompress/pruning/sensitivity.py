@@ -57,7 +57,8 @@ class MaskedModel:
     ) -> None:
         proto = ir.to_proto(model)
         self.slots = []  # (slot, mask input name, shift input name, shape, mean)
-        nodes = {id(n): i for i, n in enumerate(model.graph)}
+        # ``model`` is a clone taken right after the analysis: its nodes are in ``analysis.order``'s order.
+        nodes = {id(n): i for i, n in enumerate(analysis.order)}
         consumers_of: dict[str, list] = {}
         for s in consumer_slots(analysis):
             x = s.node.inputs[0]
