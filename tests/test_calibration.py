@@ -1,0 +1,157 @@
+"""Calibration data, task-aware fidelity, data-aware pruning, recovery and budgets, on the trained digits CNN."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+import onnxcompress as oc
+from onnxcompress.calibration import ImageSpec, load_calibration
+from onnxcompress.cli import main
+from onnxcompress.errors import InputError
+from onnxcompress.fidelity import compare_outputs, concat_outputs
+from onnxcompress.io import load_model
+from onnxcompress.runtime import Session
+
+from conftest import MODELS
+
+DIGITS = str(MODELS / "digits_cnn.onnx")
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    z = np.load(MODELS / "digits_eval.npz")
+    d = tmp_path_factory.mktemp("digits")
+    np.savez(d / "calib.npz", input=z["x"][:128])
+    return {"calib": str(d / "calib.npz"), "x": z["x"], "y": z["y"], "dir": d}
+
+
+def _accuracy(model, x, y) -> float:
+    out = next(iter(Session(model).run({"input": x}).values()))
+    return float((out.argmax(1) == y).mean())
+
+
+def test_calibration_formats_and_one_line_errors(digits, tmp_path):
+    model = load_model(DIGITS)
+    cal = load_calibration(digits["calib"], model)
+    assert cal.samples == 128 and cal.fixed_batch is None
+    fit, held = cal.split(0.25)
+    assert (fit.samples, held.samples) == (96, 32)
+    # a folder of .npy samples, each without its batch axis
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    for i in range(5):
+        np.save(folder / f"{i}.npy", digits["x"][i, ...])
+    assert load_calibration(folder, model).samples == 5
+    # the eval set itself works as calibration: its label array is ignored
+    assert load_calibration(MODELS / "digits_eval.npz", model).samples == 540
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, input=np.zeros((4, 3, 8, 8), np.float32))
+    with pytest.raises(InputError, match=r"input 'input' expects \?x1x8x8 float32, found 4x3x8x8 float32"):
+        load_calibration(bad, model)
+
+
+def test_image_folder_with_a_preprocessing_spec(tmp_path):
+    from PIL import Image
+
+    for i in range(3):
+        Image.fromarray(np.full((16, 16), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    model = load_model(DIGITS)
+    cal = load_calibration(tmp_path, model, ImageSpec.parse("size=8x8,channels=L,scale=0.0625,mean=0,std=1"))
+    x = cal.chunks[0]["input"]
+    assert x.shape == (3, 1, 8, 8) and np.allclose(x[:, 0, 0, 0], [0, 2.5, 5.0])
+
+
+def test_fidelity_per_position_agreement_for_ctc_like_outputs():
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((4, 10, 6)).astype(np.float32)  # (N, T, C)
+    got = ref.copy()
+    got[0, 3] = -got[0, 3]  # one position of one sample flips its argmax
+    f = compare_outputs({"y": ref}, {"y": got})
+    o = f.per_output["y"]
+    assert o.class_axis == 2 and o.agreement == pytest.approx(39 / 40) and o.sequence_agreement == pytest.approx(3 / 4)
+    assert f.top1_agreement is None and f.agreement == pytest.approx(39 / 40)
+    assert o.rel_l2 == pytest.approx(np.linalg.norm(ref - got) / np.linalg.norm(ref))
+    assert compare_outputs({"y": ref}, {"y": got}, class_axes={"y": 1}).per_output["y"].class_axis == 1
+    # time-major heads are joined batch-first across batches
+    joined = concat_outputs([{"y": np.zeros((10, 2, 6))}, {"y": np.zeros((10, 3, 6))}], [2, 3])
+    assert joined["y"].shape == (5, 10, 6)
+
+
+def test_refit_recovers_what_magnitude_pruning_loses(digits):
+    base = _accuracy(DIGITS, digits["x"], digits["y"])
+    mag = oc.compress(DIGITS, oc.CompressConfig(ratio=0.2))
+    cal = oc.compress(DIGITS, oc.CompressConfig(ratio=0.2, calib=digits["calib"]))
+    rep = cal.report
+    assert rep.importance["criterion"] == "activation" and rep.recovery["method"] == "refit"
+    assert rep.fidelity["inputs"] == "calibration" and rep.fidelity["samples"] == 32
+    assert rep.after.macs == mag.report.after.macs  # same widths, different channels and weights
+    assert rep.recovery["drift_after_refit"] < 0.5 * rep.recovery["drift_before_refit"]
+    assert all(layer["held_out_error_after"] < layer["held_out_error_before"] for layer in rep.recovery["layers"] if layer["kept"])
+    acc_mag = _accuracy(ir_bytes(mag.model), digits["x"], digits["y"])
+    acc_cal = _accuracy(ir_bytes(cal.model), digits["x"], digits["y"])
+    assert acc_mag < 0.5 and acc_cal > base - 0.02, (acc_mag, acc_cal, base)
+
+
+def ir_bytes(model):
+    import onnx_ir as ir
+
+    return ir.to_proto(model)
+
+
+def test_without_calibration_decisions_are_unchanged():
+    """--recover none and no --calib: today's magnitude plan (same widths as before this work)."""
+    rep = oc.compress(DIGITS, oc.CompressConfig(ratio=0.25)).report
+    assert rep.importance["criterion"] == "l1" and rep.recovery is None
+    assert rep.fidelity["inputs"] == "random" and "does not predict accuracy" in rep.fidelity["note"]
+    assert [(layer.name, layer.after) for layer in rep.layers if layer.before != layer.after][:1]
+
+
+def test_target_macs_is_respected_and_allocation_is_reported(digits):
+    rep = oc.compress(DIGITS, oc.CompressConfig(target_macs=0.8, calib=digits["calib"])).report
+    kept = rep.after.macs / rep.before.macs
+    assert kept <= 0.8 + 1e-9
+    assert rep.search["estimated_macs_kept"] <= 0.8
+    assert all(g["curve"] for g in rep.search["groups"])
+    assert rep.fidelity["top1_agreement"] >= 0.95
+
+
+def test_over_budget_writes_nothing_and_exits_1(digits, tmp_path, capsys, monkeypatch):
+    import onnxcompress.search as search
+
+    monkeypatch.setattr(search, "drift_of", lambda fid: (0.9, "1 - top-1 agreement"))
+    out = tmp_path / "never.onnx"
+    rc = main([DIGITS, "--calib", digits["calib"], "--target-macs", "0.9", "--max-drift", "0.1", "-o", str(out), "-q"])
+    assert rc == 1 and not out.exists()
+    assert "no candidate met --max-drift 0.1" in capsys.readouterr().err
+
+
+def test_budget_search_relaxes_the_target_until_it_fits(digits, tmp_path):
+    out = tmp_path / "o.onnx"
+    rc = main([DIGITS, "--calib", digits["calib"], "--target-macs", "0.3", "--max-drift", "0", "-o", str(out), "-q"])
+    # a zero budget is met only by an unpruned model; the target is relaxed up to 1.0
+    assert rc == 0 and out.exists()
+    rc = main([DIGITS, "--calib", digits["calib"], "--target-macs", "0.5", "--max-drift", "0.5", "-o", str(out), "-q",
+               "--report", str(tmp_path / "r.json")])
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rc == 0 and rep["search"]["probes"][0]["target_macs"] == 0.5
+    assert all(p["drift"] <= 0.5 for p in rep["search"]["probes"] if p["fits"])
+
+
+def test_recovery_needs_calibration_data():
+    with pytest.raises(InputError, match="needs calibration data"):
+        oc.compress(DIGITS, oc.CompressConfig(recover="refit"))
+
+
+def test_minus_one_batch_dim_is_dynamic(tmp_path):
+    m = onnx.load(DIGITS)
+    m.graph.input[0].type.tensor_type.shape.dim[0].Clear()
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -1
+    p = tmp_path / "m.onnx"
+    onnx.save(m, p)
+    res = oc.compress(str(p), oc.CompressConfig(ratio=0.1, input_shapes={"input": (2, 1, 8, 8)}))
+    res.save(tmp_path / "o.onnx")
+    assert onnx.load(tmp_path / "o.onnx").graph.input[0].type.tensor_type.shape.dim[0].dim_value == -1
