@@ -48,6 +48,11 @@ class CheckConfig:
     min_cosine: float | None = None
     max_abs_diff: float | None = None
     min_top1: float | None = None
+    #: per-position top-1 agreement along class axes (classes, CTC sequences, dense maps)
+    min_agreement: float | None = None
+    #: real inputs (a path, see ``calibration``): fidelity is measured on them
+    calib: str | None = None
+    class_axes: dict[str, int] = field(default_factory=dict)
     min_speedup: float | None = None
     max_macs_ratio: float | None = None
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
@@ -56,8 +61,8 @@ class CheckConfig:
     warmup: int = 5
     threads: int | None = None
     seed: int = 0
-    #: labelled evaluation set (inputs, labels) for accuracy gates
-    eval_data: tuple[Any, Any] | None = None
+    #: labelled evaluation set (an ``accuracy.LabelledSet``) for accuracy gates
+    eval_data: Any = None
     min_accuracy: float | None = None
     max_accuracy_drop: float | None = None
 
@@ -119,6 +124,7 @@ class CheckReport:
 
 
 _MEASURE = {"min_cosine": "cosine_min", "max_abs_diff": "max_abs_diff", "min_top1": "top1_agreement",
+            "min_agreement": "agreement",
             "min_speedup": "speedup", "max_macs_ratio": "macs_ratio"}
 
 
@@ -158,7 +164,14 @@ def check(model_path: str, compressed_path: str, config: CheckConfig) -> CheckRe
     if not Path(compressed_path).exists():
         raise InputError(f"no such file: {compressed_path}")
     names = [v.name for v in graph_inputs(ref_model)]
-    if config.inputs is not None:
+    if config.calib is not None:
+        from onnxcompress.calibration import load_calibration
+
+        cal = load_calibration(config.calib, ref_model)
+        batches, inputs_kind = list(cal.batches()), "calibration"
+        feeds = batches[0]
+        shapes = {k: tuple(v.shape) for k, v in feeds.items()}
+    elif config.inputs is not None:
         feeds = dict(config.inputs)
         if set(feeds) != set(names):
             raise InputError(f"--inputs: keys {sorted(feeds)} do not match the model's inputs {sorted(names)}")
@@ -166,8 +179,13 @@ def check(model_path: str, compressed_path: str, config: CheckConfig) -> CheckRe
     else:
         shapes = resolve_input_shapes(ref_model, config.input_shapes)
         feeds = random_feeds(ref_model, shapes, config.seed)
+    if config.calib is None:
+        batches, inputs_kind = [feeds], ("given" if config.inputs is not None else "random")
+    from onnxcompress.verify import run_all
+
     try:
-        ref_out = Session(ref_model).run(feeds)
+        # The files are read by onnxruntime as given, external data included.
+        ref_out = run_all(Session(model_path), batches)
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"onnxruntime cannot run the reference model: {str(exc).splitlines()[0]}") from exc
 
@@ -175,7 +193,7 @@ def check(model_path: str, compressed_path: str, config: CheckConfig) -> CheckRe
     try:
         comp = load_model(compressed_path)
         check_model(comp)
-        got = Session(comp).run(feeds)
+        got = run_all(Session(compressed_path), batches)
         runs = _gate("loads_and_runs", "loads, passes the checker, runs", 1.0, 1.0, ">=")
     except Exception as exc:  # noqa: BLE001 - any failure here is the gate's verdict
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -188,8 +206,12 @@ def check(model_path: str, compressed_path: str, config: CheckConfig) -> CheckRe
         try:
             if set(got) != set(ref_out):
                 raise ValueError(f"outputs differ: {sorted(ref_out)} vs {sorted(got)}")
-            fid = compare_outputs(ref_out, got)
+            fid = compare_outputs(ref_out, got, class_axes=config.class_axes,
+                                  inputs="calibration" if inputs_kind == "calibration" else "random")
             report.fidelity = fid.to_dict()
+            if inputs_kind == "given":
+                report.fidelity["inputs"] = "given (--inputs)"
+                report.fidelity.pop("note", None)
         except Exception as exc:  # noqa: BLE001
             fid_error = str(exc).splitlines()[0]
     if config.min_top1 is not None and fid is not None and fid.top1_agreement is None:
@@ -203,6 +225,9 @@ def check(model_path: str, compressed_path: str, config: CheckConfig) -> CheckRe
             _gate("min_top1", "top-1 agreement", fid.top1_agreement if fid else None, config.min_top1, ">=", fid_error)
         )
 
+    if config.min_agreement is not None or (fid is not None and fid.agreement is not None):
+        report.criteria.append(_gate("min_agreement", "top-1 agreement per position (class axes)",
+                                     fid.agreement if fid else None, config.min_agreement, ">=", fid_error))
     if config.eval_data is not None:
         report.criteria += _accuracy_criteria(ref_model, compressed_path, config, report, got is not None)
     if config.max_macs_ratio is not None:
@@ -213,27 +238,6 @@ def check(model_path: str, compressed_path: str, config: CheckConfig) -> CheckRe
     return report
 
 
-def _accuracy(model, x, batch: int = 256) -> float:
-    """Top-1 accuracy of ``model`` (first output, argmax over axis 1) on labelled data."""
-    import numpy as np
-
-    from onnxcompress.runtime import Session
-
-    x, y = x
-    sess = Session(model).session
-    inp = sess.get_inputs()[0]
-    fixed = inp.shape[0] if isinstance(inp.shape[0], int) else None
-    step = fixed or batch
-    preds = []
-    for i in range(0, len(x), step):
-        chunk = x[i : i + step]
-        if fixed and len(chunk) != fixed:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - len(chunk), axis=0)])
-        out = sess.run(None, {inp.name: chunk})[0]
-        preds.append(np.argmax(out, axis=1)[: min(step, len(x) - i)])
-    return float(np.mean(np.concatenate(preds) == y))
-
-
 def _accuracy_criteria(ref_model, compressed_path, config, report, ok: bool) -> list[Criterion]:
     from onnxcompress.io import load_model
 
@@ -241,9 +245,12 @@ def _accuracy_criteria(ref_model, compressed_path, config, report, ok: bool) -> 
         msg = "not measured: the compressed model did not run"
         return [_gate("min_accuracy", "accuracy", None, config.min_accuracy, ">=", msg),
                 _gate("max_accuracy_drop", "accuracy drop", None, config.max_accuracy_drop, "<=", msg)]
-    a = _accuracy(ref_model, config.eval_data)
-    b = _accuracy(load_model(compressed_path), config.eval_data)
-    report.accuracy = {"original": a, "compressed": b, "drop": a - b, "samples": len(config.eval_data[1])}
+    from onnxcompress.accuracy import accuracy
+
+    data = config.eval_data
+    a = accuracy(ref_model, data)
+    b = accuracy(load_model(compressed_path), data)
+    report.accuracy = {"original": a, "compressed": b, "drop": a - b, "samples": len(data), "task": data.task}
     return [
         _gate("min_accuracy", "accuracy (compressed)", b, config.min_accuracy, ">="),
         _gate("max_accuracy_drop", "accuracy drop", a - b, config.max_accuracy_drop, "<="),
@@ -290,12 +297,23 @@ def check_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-cosine", type=float, help="gate: min per-sample cosine of the outputs")
     p.add_argument("--max-abs-diff", type=float, help="gate: max abs difference of the outputs")
     p.add_argument("--min-top1", type=float, help="gate: top-1 agreement in [0, 1] (class-score outputs)")
+    p.add_argument("--min-agreement", type=float,
+                   help="gate: per-position top-1 agreement along every output's class axis ((N,C) scores, (N,T,C) "
+                   "CTC sequences, (N,C,H,W) maps), the lowest over outputs, in [0, 1]")
+    p.add_argument("--calib", metavar="PATH",
+                   help="real inputs (.npz keyed by input name, or a folder of .npy/.npz): fidelity is measured on them "
+                   "instead of random inputs, which do not predict accuracy")
+    p.add_argument("--class-axis", action="append", default=[], metavar="OUTPUT:AXIS",
+                   help="which axis of an output holds classes (default: axis 1; the last axis of a rank-3 output)")
     p.add_argument("--min-speedup", type=float, help="gate: CPU speedup, paired and interleaved, ratio of medians")
     p.add_argument("--max-macs-ratio", type=float, help="gate: compressed MACs / original MACs")
     p.add_argument("--inputs", metavar="FILE.npz", help="inputs (keys = input names) instead of random ones")
-    p.add_argument("--eval", metavar="FILE.npz", help="labelled data for accuracy: inputs under --eval-x, labels under --eval-y")
-    p.add_argument("--eval-x", default="x", metavar="KEY", help="key of the inputs in --eval (default x)")
-    p.add_argument("--eval-y", default="y", metavar="KEY", help="key of the integer labels in --eval (default y)")
+    p.add_argument("--eval", metavar="FILE.npz",
+                   help="labelled data for accuracy: inputs under the input names (or --eval-x), labels under --eval-y; "
+                   "labels (N,) are classes, labels (N, L) padded with -1 are CTC sequences (greedy decoding, blank "
+                   "0 or the file's ctc_blank), scored by exact match")
+    p.add_argument("--eval-x", default="x", metavar="KEY", help="key of the inputs in --eval (default: x, or the input names)")
+    p.add_argument("--eval-y", default=None, metavar="KEY", help="key of the integer labels in --eval (default: y or labels)")
     p.add_argument("--min-accuracy", type=float, help="gate: top-1 accuracy of COMPRESSED on --eval, in [0, 1]")
     p.add_argument("--max-accuracy-drop", type=float, help="gate: accuracy(MODEL) - accuracy(COMPRESSED) on --eval")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME:DIMS",
@@ -346,8 +364,17 @@ def run_check(argv: list[str]) -> int:
         raise InputError("--iters must be >= 1 and --warmup >= 0")
     if (args.min_accuracy is not None or args.max_accuracy_drop is not None) and not args.eval:
         raise InputError("--min-accuracy/--max-accuracy-drop need labelled data: --eval FILE.npz")
+    from onnxcompress.accuracy import load_labelled
+    from onnxcompress.cli import parse_class_axes
+    from onnxcompress.io import load_model
+
+    if not Path(args.model).is_file():
+        raise InputError(f"no such file: {args.model}")
     config = CheckConfig(
-        eval_data=_load_eval(args.eval, args.eval_x, args.eval_y) if args.eval else None,
+        eval_data=load_labelled(args.eval, load_model(args.model), args.eval_x, args.eval_y) if args.eval else None,
+        min_agreement=args.min_agreement,
+        calib=args.calib,
+        class_axes=parse_class_axes(args.class_axis),
         min_accuracy=args.min_accuracy,
         max_accuracy_drop=args.max_accuracy_drop,
         min_cosine=args.min_cosine,
@@ -371,23 +398,6 @@ def run_check(argv: list[str]) -> int:
     if args.json:
         Path(args.json).write_text(report.to_json())
     return 0 if report.passed else 1
-
-
-def _load_eval(path: str, xkey: str, ykey: str):
-    import numpy as np
-
-    if not Path(path).exists():
-        raise InputError(f"no such file: {path}")
-    try:
-        data = np.load(path)
-        x, y = data[xkey], data[ykey]
-    except KeyError as exc:
-        raise InputError(f"--eval {path}: no array {exc} (keys: {', '.join(np.load(path).files)})") from exc
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"--eval {path}: not a readable .npz ({exc})") from exc
-    if len(x) != len(y):
-        raise InputError(f"--eval {path}: {len(x)} inputs but {len(y)} labels")
-    return x, y
 
 
 class _Null:
