@@ -365,7 +365,7 @@ def run_check(argv: list[str]) -> int:
     if (args.min_accuracy is not None or args.max_accuracy_drop is not None) and not args.eval:
         raise InputError("--min-accuracy/--max-accuracy-drop need labelled data: --eval FILE.npz")
     from onnxcompress.accuracy import load_labelled
-    from onnxcompress.cli import parse_class_axes
+    from onnxcompress.cli_args import parse_class_axes
     from onnxcompress.io import load_model
 
     if not Path(args.model).is_file():

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from onnxcompress.cli_args import add_block_op_arg, add_calib_args, add_common, add_shape_arg, parse_class_axes
 from onnxcompress.config import DEFAULT_RATIO, DEFAULT_ROUND_TO
 from onnxcompress.errors import BudgetError, OnnxCompressError
 
@@ -16,9 +17,12 @@ subcommands:
   onnxcompress inspect MODEL          per-layer params, MACs, receptive fields; --groups: channel groups
   onnxcompress bench MODEL [OTHER]    onnxruntime latency (CPU/CUDA), paired A/B with fidelity
   onnxcompress check MODEL OTHER      CI gate: fail when the compressed model got worse
+  onnxcompress sensitivity MODEL --calib DATA   per-group output drift on real inputs, ranked
 
 examples:
   onnxcompress models/resnet_small.onnx --ratio 0.5
+  onnxcompress model.onnx --calib calib.npz --target-macs 0.8     # data-aware, refit, MAC target
+  onnxcompress model.onnx --calib calib.npz --max-drift 0.01      # smallest model within the budget
   onnxcompress model.onnx --mode zero --criterion l2 --scope global --max-layer-ratio 0.7
   onnxcompress model.onnx --ratio 0 --max-norm 3.0          # projection only, no pruning
   onnxcompress inspect model.onnx --input-shape images:1,3,640,640 --json layers.json
@@ -26,58 +30,14 @@ examples:
 """
 
 
-def _add_shape_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--input-shape",
-        action="append",
-        default=[],
-        metavar="NAME:DIMS",
-        help="pin an input's shape, e.g. input:1,3,224,224 (repeatable). The batch dim defaults to 1; "
-        "any other symbolic dim must be given",
-    )
 
 
-def _add_block_op_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--block-op", action="append", default=[], metavar="OP",
-                   help="switch off the channel rule of an op type (repeatable): its channels stay, reported as "
-                   "'blocked by the user'. For models that trip a rule; ONNXCOMPRESS_BLOCK_OPS=Op1,Op2 does the same")
 
 
-def _add_calib_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("calibration data (real, unlabelled inputs)")
-    g.add_argument("--calib", metavar="PATH",
-                   help="real inputs: an .npz keyed by input name (samples on axis 0), a folder of .npy/.npz files, or a "
-                   "folder of images (see --calib-image). With it, every fidelity figure is measured on held-out real "
-                   "inputs, and ranking and recovery use the data")
-    g.add_argument("--calib-image", metavar="SPEC",
-                   help="how images become the input: size=HxW,scale=F,mean=A/B/C,std=A/B/C,channels=RGB|BGR|L,"
-                   "layout=NCHW|NHWC (default: the model's size, scale 1/255, RGB, NCHW)")
-    g.add_argument("--calib-samples", type=int, metavar="N", help="use at most N calibration samples (default: all)")
-    g.add_argument("--held-out", type=float, default=0.25, metavar="F",
-                   help="fraction of the calibration samples kept aside to judge decisions fitted on the rest (default 0.25)")
-    g.add_argument("--class-axis", action="append", default=[], metavar="OUTPUT:AXIS",
-                   help="which axis of an output holds classes, for top-1 agreement (default: axis 1, or the last axis of "
-                   "a rank-3 output such as a CTC sequence)")
 
 
-def parse_class_axes(specs: list[str]) -> dict[str, int]:
-    from onnxcompress.errors import InputError
-
-    out = {}
-    for spec in specs:
-        name, _, axis = spec.rpartition(":")
-        try:
-            out[name] = int(axis)
-        except ValueError:
-            raise InputError(f"--class-axis: expected OUTPUT:AXIS, got {spec!r}") from None
-        if not name:
-            raise InputError(f"--class-axis: expected OUTPUT:AXIS, got {spec!r}")
-    return out
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 
 
 def compress_parser() -> argparse.ArgumentParser:
@@ -107,8 +67,8 @@ def compress_parser() -> argparse.ArgumentParser:
                    f"ran 1.98x, same MACs (bench/ROUND_TO.md) (default {DEFAULT_ROUND_TO})")
     p.add_argument("--exclude", action="append", default=[], metavar="REGEX",
                    help="leave nodes whose name matches untouched (repeatable; applies to pruning and projection)")
-    _add_shape_arg(p)
-    _add_block_op_arg(p)
+    add_shape_arg(p)
+    add_block_op_arg(p)
     p.add_argument("--zero-bias", action="store_true",
                    help="zero the removed filters' biases too (classic magnitude pruning); by default the bias, which "
                    "carries any folded BatchNorm shift, is kept and its constant output folded into the consumers")
@@ -126,7 +86,7 @@ def compress_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="FILE.json", help="write the full report as JSON")
     p.add_argument("--markdown", metavar="FILE.md", help="write the report as Markdown (tables of sizes, blockers, layers)")
     p.add_argument("--bench", action="store_true", help="after compressing, benchmark output against input in onnxruntime")
-    _add_calib_args(p)
+    add_calib_args(p)
     g = p.add_argument_group("recovery and targets (need --calib)")
     g.add_argument("--recover", choices=["auto", "none", "bias", "refit"], default="auto",
                    help="after pruning: bias folds removed channels' calibrated means into the consumers' biases; refit "
@@ -140,7 +100,7 @@ def compress_parser() -> argparse.ArgumentParser:
                    "relative L2 without a class axis) must be at most D; with --target-macs the target is relaxed until it "
                    "fits, alone it finds the smallest MACs that fit. Over budget: nothing is written, exit 1")
     p.add_argument("--seed", type=int, default=0, help="seed for the random verification inputs (default 0)")
-    _common(p)
+    add_common(p)
     return p
 
 
@@ -152,12 +112,12 @@ def inspect_parser() -> argparse.ArgumentParser:
         "prod(kernel); Gemm/MatMul = out elements x K. Params: every float initializer and Constant, once.",
     )
     p.add_argument("model", help="input .onnx file")
-    _add_shape_arg(p)
+    add_shape_arg(p)
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON ('-' for stdout)")
     p.add_argument("--groups", action="store_true",
                    help="also list the channel groups pruning would work on and what blocks the other channels")
-    _add_block_op_arg(p)
-    _common(p)
+    add_block_op_arg(p)
+    add_common(p)
     return p
 
 
@@ -255,6 +215,10 @@ def _dispatch(argv: list[str]) -> int:
         from onnxcompress.bench.cli import run_bench
 
         return run_bench(argv[1:])
+    if argv and argv[0] == "sensitivity":
+        from onnxcompress.sensitivity_cmd import run_sensitivity
+
+        return run_sensitivity(argv[1:])
     if argv and argv[0] == "check":
         from onnxcompress.check import run_check
 

@@ -77,12 +77,27 @@ def render_compress(report: CompressReport, console: Console) -> None:
     if report.pruned_l1_mass:
         line += f"  |  L1 mass removed {report.pruned_l1_mass:.1%}"
     console.print(line)
+    if report.calibration:
+        c = report.calibration
+        console.print(f"calibration: {c['samples']} samples from {c['source']} ({c['fit_samples']} fit, "
+                      f"{c['held_out_samples']} held out)  |  ranking: {report.importance.get('criterion')}")
+    if report.recovery:
+        r = report.recovery
+        kept = sum(1 for ly in r.get("layers", []) if ly.get("kept"))
+        line = f"recovery: {r['method']}, held-out drift (rel. L2) {r['drift_before_refit']:.4f}"
+        if r["method"] == "refit":
+            line += f" -> {r['drift_after_refit']:.4f} after refitting {kept} of {len(r.get('layers', []))} layer(s)"
+        console.print(line)
+    if report.search and report.search.get("target_macs") is not None:
+        s = report.search
+        console.print(f"allocation: target MACs {s['target_macs']:.0%}, per-group ratios from measured drift "
+                      f"({len(s.get('groups', []))} groups, {s.get('sensitivity_s', 0):.1f} s)")
+    if report.search and report.search.get("probes"):
+        s = report.search
+        console.print(f"budget: {s['metric']} <= {s['budget_max_drift']}; {len(s['probes'])} candidate(s) measured, "
+                      f"stopped by {s['stopped_by']}")
     if report.fidelity:
-        f = report.fidelity
-        s = f"fidelity vs input: min cosine {f['cosine_min']:.6f}, max |diff| {f['max_abs_diff']:.3g}"
-        if f.get("top1_agreement") is not None:
-            s += f", top-1 agreement {f['top1_agreement']:.1%}"
-        console.print(s)
+        console.print(fidelity_line(report.fidelity))
     if report.exactness.get("note"):
         line = f"exactness: {report.exactness['note']}"
         measured = report.exactness.get("measured_vs_zero_mode")
@@ -106,6 +121,23 @@ def render_compress(report: CompressReport, console: Console) -> None:
         console.print(f"wrote {report.output}")
 
 
+def fidelity_line(f: dict) -> str:
+    """One line of fidelity: task agreement first, then cosine and max-abs, and where it was measured."""
+    where = f"{f.get('samples', 0)} held-out calibration samples" if f.get("inputs") == "calibration" else "random inputs"
+    parts = []
+    if f.get("sequence_agreement") is not None:
+        parts.append(f"sequence agreement {f['sequence_agreement']:.1%}")
+    if f.get("top1_agreement") is not None:
+        parts.append(f"top-1 agreement {f['top1_agreement']:.1%}")
+    elif f.get("agreement") is not None:
+        parts.append(f"per-position agreement {f['agreement']:.1%}")
+    parts.append(f"rel. L2 {f.get('rel_l2_max', 0):.3g}, min cosine {f['cosine_min']:.6f}, max |diff| {f['max_abs_diff']:.3g}")
+    line = f"fidelity vs input on {where}: " + ", ".join(parts)
+    if f.get("inputs") == "random":
+        line += " [random inputs do not predict accuracy: give --calib]"
+    return line
+
+
 def compress_markdown(report: CompressReport) -> str:
     """The compression report as Markdown (for a PR comment or a CI summary)."""
     b, a = report.before, report.after
@@ -123,7 +155,7 @@ def compress_markdown(report: CompressReport) -> str:
     ]
     if report.fidelity:
         f = report.fidelity
-        lines.append(f"Fidelity vs input: min cosine {f['cosine_min']:.6f}, max abs diff {f['max_abs_diff']:.3g}.")
+        lines.append(fidelity_line(f)[0].upper() + fidelity_line(f)[1:] + ".")
     if report.exactness.get("note"):
         lines.append(f"Exactness: {report.exactness['note']}.")
     if report.blockers:

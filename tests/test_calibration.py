@@ -155,3 +155,20 @@ def test_minus_one_batch_dim_is_dynamic(tmp_path):
     res = oc.compress(str(p), oc.CompressConfig(ratio=0.1, input_shapes={"input": (2, 1, 8, 8)}))
     res.save(tmp_path / "o.onnx")
     assert onnx.load(tmp_path / "o.onnx").graph.input[0].type.tensor_type.shape.dim[0].dim_value == -1
+
+
+def test_sensitivity_command_ranks_groups_and_reports_its_cost(digits, tmp_path, capsys):
+    out = tmp_path / "s.json"
+    png = tmp_path / "s.png"
+    assert main(["sensitivity", DIGITS, "--calib", digits["calib"], "--ratios", "0.25,0.5", "--json", str(out),
+                 "--plot", str(png), "-q"]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["criterion"] == "activation" and rep["ratios"] == [0.25, 0.5]
+    assert len(rep["groups"]) == 4
+    halves = [g["drift_at_half"] for g in rep["groups"]]
+    assert halves == sorted(halves, reverse=True) and all(h > 0 for h in halves)
+    # each curve grows with the ratio; one reference pass plus at most groups x ratios
+    assert all(g["curve"][0]["drift"] <= g["curve"][-1]["drift"] for g in rep["groups"])
+    assert rep["cost"]["passes_over_calibration_data"] <= 1 + 4 * 2
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert main(["sensitivity", DIGITS, "-q"]) == 2

@@ -51,6 +51,24 @@ def _exactness_note(mode: str, notes: list[str]) -> str:
     return f"remove mode deviates from zero mode at {len(notes)} place(s) (see the JSON notes)"
 
 
+def analyse_for_pruning(model: ir.Model, oracle: ShapeOracle, input_shapes: dict[str, Shape], cfg: CompressConfig):
+    """Channel analysis of ``model`` (in place: Constant-node weights become initializers).
+
+    Returns the analysis, the static shapes and the filter tensors (``out`` slots) as numpy.
+    """
+    # Constant-node weights become initializers, so slicing them is one rule for all.
+    LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1)(model)
+    if model.ir_version is not None and model.ir_version < 4:
+        listed = set(model.graph.inputs)
+        for v in model.graph.initializers.values():
+            if v not in listed:
+                model.graph.inputs.append(v)
+    shapes = oracle.shapes(model, input_shapes)
+    analysis = analyse_channels(model, shapes, exclude=cfg.exclude, prune_outputs=cfg.prune_outputs, block_ops=cfg.block_ops)
+    tensors = {s.value: const_array(s.value) for s in analysis.slots if s.role == "out"}
+    return analysis, shapes, tensors
+
+
 class PrunePass(ReportingPass):
     """Structured filter pruning of any ONNX graph (see ``onnxcompress.channels``)."""
 
@@ -87,18 +105,7 @@ class PrunePass(ReportingPass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         cfg = self.config
-        # Constant-node weights become initializers, so slicing them is one rule for all.
-        LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1)(model)
-        if model.ir_version is not None and model.ir_version < 4:
-            listed = set(model.graph.inputs)
-            for v in model.graph.initializers.values():
-                if v not in listed:
-                    model.graph.inputs.append(v)
-        shapes = self.oracle.shapes(model, self.input_shapes)
-        analysis = analyse_channels(
-            model, shapes, exclude=cfg.exclude, prune_outputs=cfg.prune_outputs, block_ops=cfg.block_ops
-        )
-        tensors = {s.value: const_array(s.value) for s in analysis.slots if s.role == "out"}
+        analysis, shapes, tensors = analyse_for_pruning(model, self.oracle, self.input_shapes, cfg)
         calibrated = self._calibrated(model, analysis, shapes)
         criterion = cfg.resolved_criterion(calibrated is not None)
         data_scores = calibrated.scores(analysis.uf.all_roots()) if criterion == "activation" else None

@@ -183,30 +183,41 @@ def measure(
 
 
 def allocate(sens: list[GroupSensitivity], total_macs: float, target_fraction: float) -> tuple[dict[tuple[int, ...], int], float]:
-    """Atoms removed per group: the cheapest ε per MAC saved first, until the MAC target is met.
+    """Atoms removed per group: the cheapest drift per MAC saved first, until the MAC target is met.
 
-    Returns the removal counts and the estimated MACs fraction kept.
+    Errors from different groups add roughly orthogonally at the output, so the cost of a
+    step is its increase of ε² per MAC saved: this spreads pruning over groups instead of
+    emptying the one that looked cheapest alone. Steps that overshoot the target are then
+    undone where the target still holds. Returns the removal counts and the estimated
+    MACs fraction kept.
     """
     removed = {g.key: 0 for g in sens}
-    eps = {g.key: 0.0 for g in sens}
+    eps2 = {g.key: 0.0 for g in sens}
+    history: list[tuple[tuple[int, ...], int, int, float, float]] = []  # key, k, previous k, previous eps2, saved
     kept = float(total_macs)
     goal = target_fraction * total_macs
     while kept > goal:
         best = None
         for g in sens:
-            for _r, (k, e) in sorted(g.curve.items()):
-                if k <= removed[g.key]:
-                    continue
-                saved = (k - removed[g.key]) * g.macs_per_atom
-                if saved <= 0:
-                    break
-                cost = max(e - eps[g.key], 0.0) / saved
-                if best is None or cost < best[0]:
-                    best = (cost, g, k, e, saved)
-                break  # only the next step of each group
+            nxt = next(((k, e) for _r, (k, e) in sorted(g.curve.items()) if k > removed[g.key]), None)
+            if nxt is None:
+                continue
+            k, e = nxt
+            saved = (k - removed[g.key]) * g.macs_per_atom
+            if saved <= 0:
+                continue
+            cost = max(e * e - eps2[g.key], 0.0) / saved
+            if best is None or cost < best[0]:
+                best = (cost, g, k, e, saved)
         if best is None:
             break
         _, g, k, e, saved = best
-        removed[g.key], eps[g.key] = k, e
+        history.append((g.key, k, removed[g.key], eps2[g.key], saved))
+        removed[g.key], eps2[g.key] = k, e * e
         kept -= saved
+    # Undo the most recent steps that are not needed to stay at or under the target.
+    for key, k, prev_k, prev_e2, saved in reversed(history):
+        if kept + saved <= goal and removed[key] == k:
+            removed[key], eps2[key] = prev_k, prev_e2
+            kept += saved
     return removed, kept / total_macs if total_macs else 1.0

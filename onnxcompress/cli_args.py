@@ -1,0 +1,59 @@
+"""Command-line options that several subcommands share: shapes, blocked ops, calibration data."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_shape_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME:DIMS",
+        help="pin an input's shape, e.g. input:1,3,224,224 (repeatable). The batch dim defaults to 1; "
+        "any other symbolic dim must be given",
+    )
+
+
+def add_block_op_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--block-op", action="append", default=[], metavar="OP",
+                   help="switch off the channel rule of an op type (repeatable): its channels stay, reported as "
+                   "'blocked by the user'. For models that trip a rule; ONNXCOMPRESS_BLOCK_OPS=Op1,Op2 does the same")
+
+
+def add_calib_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("calibration data (real, unlabelled inputs)")
+    g.add_argument("--calib", metavar="PATH",
+                   help="real inputs: an .npz keyed by input name (samples on axis 0), a folder of .npy/.npz files, or a "
+                   "folder of images (see --calib-image). With it, every fidelity figure is measured on held-out real "
+                   "inputs, and ranking and recovery use the data")
+    g.add_argument("--calib-image", metavar="SPEC",
+                   help="how images become the input: size=HxW,scale=F,mean=A/B/C,std=A/B/C,channels=RGB|BGR|L,"
+                   "layout=NCHW|NHWC (default: the model's size, scale 1/255, RGB, NCHW)")
+    g.add_argument("--calib-samples", type=int, metavar="N", help="use at most N calibration samples (default: all)")
+    g.add_argument("--held-out", type=float, default=0.25, metavar="F",
+                   help="fraction of the calibration samples kept aside to judge decisions fitted on the rest (default 0.25)")
+    g.add_argument("--class-axis", action="append", default=[], metavar="OUTPUT:AXIS",
+                   help="which axis of an output holds classes, for top-1 agreement (default: axis 1, or the last axis of "
+                   "a rank-3 output such as a CTC sequence)")
+
+
+def parse_class_axes(specs: list[str]) -> dict[str, int]:
+    from onnxcompress.errors import InputError
+
+    out = {}
+    for spec in specs:
+        name, _, axis = spec.rpartition(":")
+        try:
+            out[name] = int(axis)
+        except ValueError:
+            raise InputError(f"--class-axis: expected OUTPUT:AXIS, got {spec!r}") from None
+        if not name:
+            raise InputError(f"--class-axis: expected OUTPUT:AXIS, got {spec!r}")
+    return out
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
