@@ -35,7 +35,8 @@ def _junit(path):
 def test_identical_models_pass_every_gate(models, tmp_path):
     j, x = tmp_path / "r.json", tmp_path / "r.xml"
     rc = main(["check", models["a"], models["same"], "--min-cosine", "0.9999", "--max-abs-diff", "0", "--min-top1", "1",
-               "--max-macs-ratio", "1.0", "--min-speedup", "0.01", "--iters", "3", "--warmup", "1",
+               "--max-macs-ratio", "1.0", "--max-params-ratio", "1.0", "--max-size-mb", "1",
+               "--min-speedup", "0.01", "--iters", "3", "--warmup", "1", "--markdown", str(tmp_path / "r.md"),
                "--json", str(j), "--junit", str(x), "-q"])
     assert rc == 0
     d = json.loads(j.read_text())
@@ -43,10 +44,14 @@ def test_identical_models_pass_every_gate(models, tmp_path):
     f = d["fidelity"]
     assert (f["cosine_min"], f["max_abs_diff"], f["top1_agreement"], f["rel_l2_max"]) == (pytest.approx(1.0), 0.0, 1.0, 0.0)
     assert d["macs"]["ratio"] == pytest.approx(1.0)
-    assert d["speedup"]["pairs"] == 3
+    # 3 pairs cannot show anything at 95%: the gate doubles them until its interval clears 0.01
+    assert d["speedup"]["verdict"] == "pass" and [lk["pairs"] for lk in d["speedup"]["looks"]][0] == 3
+    assert d["speedup"]["pairs"] > 3 and d["speedup"]["looks"][0]["low"] is None
+    assert d["figures"]["original"] == d["figures"]["compressed"]
     suite, cases = _junit(x)
-    assert set(cases) == {"loads_and_runs", "min_cosine", "max_abs_diff", "min_top1", "max_macs_ratio", "min_speedup"}
-    assert suite.get("tests") == "6" and suite.get("failures") == "0"
+    assert set(cases) == {"loads_and_runs", "min_cosine", "max_abs_diff", "min_top1", "max_macs_ratio",
+                          "max_params_ratio", "max_size_mb", "min_speedup"}
+    assert suite.get("tests") == "8" and suite.get("failures") == "0"
     assert all(c.find("failure") is None for c in cases.values())
 
 
@@ -106,3 +111,9 @@ def test_top1_gate_on_feature_maps_is_an_input_error(models, capsys):
     assert main(["check", models["features"], models["features"], "--min-cosine", "0.99", "-q"]) == 0
     assert main(["check", models["features"], models["features"], "--min-top1", "0.9", "-q"]) == 2
     assert "class scores" in capsys.readouterr().err
+
+
+def test_a_report_path_that_is_an_input_exits_2(models, capsys):
+    assert main(["check", models["a"], models["same"], "--json", models["same"], "-q"]) == 2
+    assert capsys.readouterr().err.startswith("onnxcompress: error:")
+    assert open(models["same"], "rb").read(4) != b"{\n  "  # the model was not overwritten

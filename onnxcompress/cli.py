@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
 from onnxcompress.cli_args import add_block_op_arg, add_calib_args, add_common, add_shape_arg, parse_class_axes
-from onnxcompress.config import DEFAULT_RATIO, DEFAULT_ROUND_TO
-from onnxcompress.errors import BudgetError, OnnxCompressError
+from onnxcompress.cli_env import Terminated, command_environment, first_line, say
+from onnxcompress.errors import BudgetError, InputError, OnnxCompressError
+
+# The heavy imports (numpy, onnx, onnx-ir, onnxruntime) happen inside ``main``, so a Ctrl-C
+# while they load is still one line and exit 130.
 
 TOUR = """\
 subcommands:
@@ -41,6 +47,8 @@ examples:
 
 
 def compress_parser() -> argparse.ArgumentParser:
+    from onnxcompress.config import DEFAULT_RATIO, DEFAULT_ROUND_TO
+
     p = argparse.ArgumentParser(
         prog="onnxcompress",
         description="Prune conv filters of any ONNX model structurally, fold weights, verify, and save. "
@@ -63,8 +71,9 @@ def compress_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-layer-ratio", type=float, default=0.8,
                    help="global scope: at most this fraction of any group is removed (default 0.8)")
     p.add_argument("--round-to", type=int, default=DEFAULT_ROUND_TO,
-                   help=f"keep channel counts at multiples of N; on ResNet-50, odd widths ran 1.44x faster where multiples of 8 "
-                   f"ran 1.98x, same MACs (bench/ROUND_TO.md) (default {DEFAULT_ROUND_TO})")
+                   help=f"keep channel counts at multiples of N, rounding the kept count up (never removing more than the "
+                   f"ratio from a group; never above its width, never zero); on ResNet-50, odd widths ran 1.44x faster "
+                   f"where multiples of 8 ran 1.98x, same MACs (bench/ROUND_TO.md) (default {DEFAULT_ROUND_TO})")
     p.add_argument("--exclude", action="append", default=[], metavar="REGEX",
                    help="leave nodes whose name matches untouched (repeatable; applies to pruning and projection)")
     add_shape_arg(p)
@@ -100,6 +109,9 @@ def compress_parser() -> argparse.ArgumentParser:
                    "relative L2 without a class axis) must be at most D; with --target-macs the target is relaxed until it "
                    "fits, alone it finds the smallest MACs that fit. Over budget: nothing is written, exit 1")
     p.add_argument("--seed", type=int, default=0, help="seed for the random verification inputs (default 0)")
+    p.add_argument("--recipe", metavar="FILE.toml",
+                   help="take options from the [compress] table of a TOML recipe (keys = the long options, dashes as "
+                   "underscores; paths relative to the recipe); options given here win. Its sha256 goes in the report")
     add_common(p)
     return p
 
@@ -121,8 +133,11 @@ def inspect_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _setup_logging(debug: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+def _setup_logging(debug: bool, level: int = logging.WARNING) -> None:
+    """Our logs at ``level``, held until the command ends; other libraries' only with --debug (``cli_env``)."""
+    from onnxcompress.cli_env import setup_logging
+
+    setup_logging(debug, level)
 
 
 def _console(quiet: bool):
@@ -134,18 +149,36 @@ def _console(quiet: bool):
 def run_inspect(argv: list[str]) -> int:
     from onnxcompress.analysis.shapes import parse_input_shapes
     from onnxcompress.api import inspect
+    from onnxcompress.paths import validate_outputs, write_text
     from onnxcompress.render import render_inspect
 
     args = inspect_parser().parse_args(argv)
     _setup_logging(args.debug)
+    validate_outputs([], {"--json": args.json}, models=[args.model])
     report = inspect(args.model, parse_input_shapes(args.input_shape), groups=args.groups, block_ops=args.block_op)
     if args.json == "-":
         print(report.to_json())
         return 0
     render_inspect(report, _console(args.quiet))
     if args.json:
-        Path(args.json).write_text(report.to_json())
+        write_text(args.json, report.to_json())
     return 0
+
+
+def _validate_compress_paths(args: argparse.Namespace) -> Path:
+    """The output path, after checking every file the command will write (nothing is written yet)."""
+    from onnxcompress.io import data_path, default_output_path
+    from onnxcompress.paths import require_regular_file, validate_outputs
+
+    if not Path(args.model).is_dir():
+        require_regular_file(args.model, "input model")
+    out = Path(args.output) if args.output else default_output_path(args.model)
+    validate_outputs(
+        [args.calib, getattr(args, "recipe", None)],
+        {"-o": out, "-o's data file": data_path(out), "--report": args.report, "--markdown": args.markdown},
+        models=[args.model],
+    )
+    return out
 
 
 def run_compress(argv: list[str]) -> int:
@@ -153,11 +186,16 @@ def run_compress(argv: list[str]) -> int:
     from onnxcompress.api import compress
     from onnxcompress.calibration import ImageSpec
     from onnxcompress.config import CompressConfig
-    from onnxcompress.io import default_output_path
-    from onnxcompress.render import render_compress
+    from onnxcompress.io import EXTERNAL_DATA_THRESHOLD, file_bytes, has_external_data, stage_model, tensor_bytes
+    from onnxcompress.paths import Staging
+    from onnxcompress.recipe import parse_args
+    from onnxcompress.render import compress_markdown, render_compress
 
-    args = compress_parser().parse_args(argv)
+    args, recipe = parse_args(compress_parser(), argv, "compress")
     _setup_logging(args.debug)
+    if args.seed < 0:
+        raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
+    out = _validate_compress_paths(args)
     config = CompressConfig(
         ratio=args.ratio,
         mode=args.mode,
@@ -192,19 +230,29 @@ def run_compress(argv: list[str]) -> int:
     else:
         with console.status("compressing: load", spinner="dots") as status:
             result = compress(args.model, config, on_stage=lambda name: status.update(f"compressing: {name}"))
-    out = Path(args.output) if args.output else default_output_path(args.model)
-    result.save(out)
-    if args.bench:
-        from onnxcompress.bench.cli import bench_after_compress
+    if recipe is not None:
+        result.report.config["recipe"] = recipe.record()
+    # Everything is staged beside its destination and renamed into place at the end, so a
+    # failure or an interruption anywhere leaves no output at all.
+    with Staging() as staging:
+        model = result.model
+        external = result.external_data or has_external_data(model) or tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
+        staged = stage_model(staging, model, out, input_path=args.model, external_data=external)
+        result.report.output = str(out)
+        result.report.after.file_bytes = file_bytes(staged)
+        if args.bench:
+            from onnxcompress.bench.cli import bench_after_compress
 
-        result.report.bench = bench_after_compress(args.model, out, config.input_shapes, console)
+            bench = bench_after_compress(args.model, staged, config.input_shapes, console)
+            if isinstance(bench, dict) and bench.get("model_b"):
+                bench["model_b"] = str(out)
+            result.report.bench = bench
+        if args.report:
+            staging.text(args.report, result.report.to_json())
+        if args.markdown:
+            staging.text(args.markdown, compress_markdown(result.report))
+        staging.commit()
     render_compress(result.report, console)
-    if args.report:
-        Path(args.report).write_text(result.report.to_json())
-    if args.markdown:
-        from onnxcompress.render import compress_markdown
-
-        Path(args.markdown).write_text(compress_markdown(result.report))
     return 0
 
 
@@ -227,26 +275,50 @@ def _dispatch(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every failure is one line on stderr (exit 2 bad input, 1 gate or budget, 3 a bug)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    command = argv[0] if argv and argv[0] in ("inspect", "bench", "check", "sensitivity") else "compress"
+    level = logging.ERROR if command in ("bench", "check") else logging.WARNING
     try:
-        return _dispatch(argv)
+        with command_environment(debug, level):
+            return _dispatch(argv)
     except BudgetError as exc:
-        print(f"onnxcompress: over budget, nothing written: {exc}", file=sys.stderr)
+        say(f"over budget, nothing written: {exc}")
         return 1
     except OnnxCompressError as exc:
         if debug:
             raise
-        print(f"onnxcompress: error: {exc}", file=sys.stderr)
+        say(f"error: {exc}")
         return 2
     except KeyboardInterrupt:
-        print("onnxcompress: interrupted", file=sys.stderr)
+        say("interrupted")
         return 130
+    except Terminated:
+        say("terminated")
+        return 143
+    except MemoryError as exc:
+        if debug:
+            raise
+        say(f"error: out of memory ({first_line(exc) or 'MemoryError'})")
+        return 2
+    except BrokenPipeError:
+        # stdout went away (``... --json - | head``): stop quietly, as a SIGPIPE would.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + int(signal.SIGPIPE)
+    except OSError as exc:
+        if debug:
+            raise
+        say(f"error: {exc.strerror or first_line(exc)}" + (f": {exc.filename}" if exc.filename else ""))
+        return 2
     except Exception as exc:  # noqa: BLE001 - never a traceback without --debug
         if debug:
             raise
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"onnxcompress: internal error: {type(exc).__name__}: {first} (rerun with --debug)", file=sys.stderr)
+        if command in ("bench", "check") and type(exc).__module__.startswith("onnxruntime"):
+            say(f"error: onnxruntime cannot run the model: {first_line(exc)}")
+            return 2
+        say(f"internal error: {type(exc).__name__}: {first_line(exc)} (rerun with --debug)")
         return 3
 
 

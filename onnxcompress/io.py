@@ -1,15 +1,15 @@
 """Loading and saving models through onnx_ir.
 
-Loading keeps external data lazy (memory-mapped by the IR). Saving is atomic: the
-model is written to a temp file in the destination folder and renamed into place,
-and the input file is never overwritten.
+Loading keeps external data lazy (memory-mapped by the IR) and refuses anything but a
+regular file. Saving is atomic: the model and its data file are written into a temporary
+folder beside the destination and renamed into place (``paths.Staging``), and neither
+may be an input file or a file the model reads its weights from.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Union
 
@@ -19,6 +19,7 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
 from onnxcompress.errors import InputError
+from onnxcompress.paths import OutputError, Staging, require_regular_file, validate_outputs, write_error
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +42,9 @@ def load_model(src: ModelLike) -> ir.Model:
         except Exception as exc:  # noqa: BLE001 - any failure here means a malformed graph
             raise InputError(f"malformed ONNX model: {exc}") from exc
     path = Path(src)
-    if not path.exists():
-        raise InputError(f"no such file: {path}")
     if path.is_dir():
         raise InputError(f"expected an .onnx file, got a directory: {path}")
+    require_regular_file(path, "input model")
     try:
         model = ir.load(path)
     except (DecodeError, RuntimeError, ValueError) as exc:
@@ -78,6 +78,65 @@ def default_output_path(input_path: str | os.PathLike) -> Path:
     return p.with_name(p.stem + ".compressed.onnx")
 
 
+def external_files(model: ir.Model) -> set[Path]:
+    """The files ``model``'s external tensors are read from (resolved)."""
+    out = set()
+    for graph in model.graphs():
+        for v in graph.initializers.values():
+            t = v.const_value
+            if isinstance(t, ir.ExternalTensor):
+                out.add(Path(os.path.realpath(t.path)))
+    return out
+
+
+def data_path(path: str | os.PathLike) -> Path:
+    """Where a model saved at ``path`` keeps its external data: ``path`` + ``.data``."""
+    p = Path(path)
+    return p.with_name(p.name + ".data")
+
+
+def stage_model(
+    staging: Staging,
+    model: ir.Model,
+    path: str | os.PathLike,
+    *,
+    input_path: str | os.PathLike | None = None,
+    external_data: bool | None = None,
+) -> Path:
+    """Write ``model`` into a temporary folder beside ``path``; ``staging.commit()`` moves it into place.
+
+    Returns the temporary model file (loadable as is: its data file sits beside it under
+    its final name). The paths are validated first: neither the model nor its data file may
+    be ``input_path``, one of its external data files, or a file ``model`` reads weights
+    from. A model with external tensors is always saved with its own data file.
+    """
+    path = Path(path)
+    if external_data is None:
+        external_data = tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    external_data = bool(external_data) or has_external_data(model)
+    outputs: dict[str, Path] = {"output": path}
+    if external_data:
+        outputs["output data"] = data_path(path)
+    validate_outputs([], outputs, models=[input_path])
+    reads = external_files(model)
+    for label, p in outputs.items():
+        if Path(os.path.realpath(p)) in reads:
+            raise OutputError(f"refusing to overwrite the input: the {label} {p} holds weights the model reads")
+    tmp_dir = staging.temp_dir(path)
+    tmp = tmp_dir / path.name
+    try:
+        if external_data:
+            ir.save(model, tmp, external_data=data_path(path).name)
+        else:
+            ir.save(model, tmp)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
+    if external_data and data_path(tmp).exists():
+        staging.add(data_path(tmp), data_path(path))  # the data first: the graph never points at nothing
+    staging.add(tmp, path)
+    return tmp
+
+
 def save_model(
     model: ir.Model,
     path: str | os.PathLike,
@@ -87,32 +146,16 @@ def save_model(
 ) -> Path:
     """Write ``model`` to ``path`` atomically and return the path.
 
-    ``external_data=None`` chooses for itself: external data when the input had it or
-    when the tensors would push the file past 2 GB. Refuses to overwrite ``input_path``.
+    ``external_data=None`` chooses for itself: external data when the model has it or
+    when the tensors would push the file past 2 GB. Refuses to write over ``input_path``,
+    its external data, or the files the model reads weights from; an interrupted save
+    leaves no temporary files.
     """
-    path = Path(path)
-    if input_path is not None and path.exists() and path.resolve() == Path(input_path).resolve():
-        raise InputError(f"refusing to overwrite the input model: {path}")
-    if external_data is None:
-        external_data = has_external_data(model) or tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        if external_data:
-            # The data file gets its final name at once (the IR writes it atomically);
-            # only the small graph file goes through the temp-and-rename.
-            data_name = path.name + ".data"
-            ir.save(model, tmp, external_data=data_name)
-        else:
-            ir.save(model, tmp)
-        os.replace(tmp, path)
-    except Exception:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    logger.info("saved %s (external data: %s)", path, external_data)
-    return path
+    with Staging() as staging:
+        stage_model(staging, model, path, input_path=input_path, external_data=external_data)
+        staging.commit()
+    logger.info("saved %s", path)
+    return Path(path)
 
 
 def file_bytes(path: str | os.PathLike) -> int:
@@ -135,6 +178,14 @@ def file_bytes(path: str | os.PathLike) -> int:
     return total
 
 
+def _root_cause(exc: BaseException) -> str:
+    """The innermost cause of a chain of wrapped errors, in one line."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def proto_without_big_tensors(model: ir.Model, min_elements: int = 0) -> tuple[onnx.ModelProto, dict[str, ir.TensorProtocol]]:
     """Serialise ``model`` with every initializer above ``min_elements`` left out.
 
@@ -148,7 +199,10 @@ def proto_without_big_tensors(model: ir.Model, min_elements: int = 0) -> tuple[o
     try:
         for v in big.values():
             v.const_value = placeholder
-        proto = ir.to_proto(model)
+        try:
+            proto = ir.to_proto(model)
+        except ir.serde.SerdeError as exc:
+            raise InputError(f"malformed ONNX model: it cannot be serialised ({_root_cause(exc)})") from exc
     finally:
         for n, t in saved.items():
             big[n].const_value = t

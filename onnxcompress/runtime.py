@@ -30,8 +30,9 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 PROVIDERS = {"cpu": CPU, "cuda": CUDA}
 
-#: onnxruntime's log severity: 3 = errors only (its warnings are not the user's business)
-QUIET = 3
+#: onnxruntime's log severity: 4 = fatal only. Its errors come back as exceptions, which we turn into
+#: our own one-line messages; its log lines (probing runs at a second sizing fail on purpose) would be noise
+QUIET = 4
 
 _NP_DTYPES = {
     ir.DataType.FLOAT: np.float32,
@@ -61,18 +62,57 @@ def graph_inputs(model: ir.Model) -> list[ir.Value]:
 
 # ----------------------------------------------------------------------------- feeds
 def random_array(rng: np.random.Generator, shape, dtype) -> np.ndarray:
-    """Standard normal floats, 0/1 booleans, small non-negative ints."""
-    if np.issubdtype(dtype, np.floating):
-        return rng.standard_normal(shape).astype(dtype)
-    if dtype == np.bool_:
-        return rng.integers(0, 2, shape).astype(bool)
-    return rng.integers(0, 4, shape).astype(dtype)
+    """Standard normal floats, 0/1 booleans, small non-negative ints.
+
+    Raises ``InputError``, not numpy's ``MemoryError``, when the array does not fit.
+    """
+    from onnxcompress.errors import InputError
+
+    try:
+        if np.issubdtype(dtype, np.floating):
+            return rng.standard_normal(shape).astype(dtype)
+        if dtype == np.bool_:
+            return rng.integers(0, 2, shape).astype(bool)
+        return rng.integers(0, 4, shape).astype(dtype)
+    except MemoryError as exc:
+        raise InputError(f"not enough memory for random inputs of shape {tuple(shape)}: {exc}") from None
 
 
 def random_feeds(model: ir.Model, input_shapes: dict[str, Shape], seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded random feeds for every real input of ``model``."""
+    """Seeded random feeds for every real input of ``model``.
+
+    Sizes are checked before anything is allocated: past half the machine's memory (a
+    float is drawn in float64 first), ``InputError`` names the input and its largest dim.
+    A negative ``seed`` is an ``InputError`` too.
+    """
+    import math
+
+    from onnxcompress.errors import InputError
+
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"--seed must be a non-negative integer, got {seed!r}")
+    try:
+        limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        limit = 8 << 30
+    inputs, total = [], 0
+    for v in graph_inputs(model):
+        dims, dtype = [int(d) for d in input_shapes[v.name]], np_dtype(v.dtype)
+        neg = next((i for i, d in enumerate(dims) if d < 0), None)
+        if neg is not None:
+            raise InputError(f"input {v.name!r} dim {neg} is {dims[neg]}: give a positive size with --input-shape")
+        count = math.prod(dims)
+        total += count * (np.dtype(dtype).itemsize + (8 if np.issubdtype(dtype, np.floating) else 0))
+        if total > limit:
+            big = max(range(len(dims)), key=lambda i: dims[i]) if dims else 0
+            raise InputError(
+                f"input {v.name!r} of shape {tuple(dims)} needs {count:,} random values, more than this machine's "
+                f"memory allows ({limit / 2**30:,.1f} GiB for inputs); dim {big} is {dims[big] if dims else 0:,}: "
+                "pin a smaller size with --input-shape (or --batch)"
+            )
+        inputs.append((v.name, tuple(dims), dtype))
     rng = np.random.default_rng(seed)
-    return {v.name: random_array(rng, input_shapes[v.name], np_dtype(v.dtype)) for v in graph_inputs(model)}
+    return {name: random_array(rng, shape, dtype) for name, shape, dtype in inputs}
 
 
 def proto_random_feeds(proto: onnx.ModelProto, shapes: dict[str, Shape], seed: int) -> dict[str, np.ndarray]:

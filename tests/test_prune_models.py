@@ -97,10 +97,11 @@ def test_external_data_model_round_trip(tmp_path):
 
 def test_digits_accuracy_is_measured_offline():
     data = np.load(MODELS / "digits_eval.npz")
-    res = compress("digits_cnn.onnx", ratio=0.1, round_to=8)
+    # Kept counts round up to multiples of 8: 64 -> 56 and 32 -> 32 (28 rounds up), 8 of 192 filters
+    # gone, no fine-tuning: measured 0.989 (original 0.993). At ratio 0.1 nothing would go (57.6 -> 64).
+    res = compress("digits_cnn.onnx", ratio=0.125, round_to=8)
     sess = session(res.model)
     acc = float((sess.run(None, {sess.get_inputs()[0].name: data["x"]})[0].argmax(1) == data["y"]).mean())
-    # 10% of filters gone, no fine-tuning: measured 0.989 (original 0.993)
     assert acc >= 0.95
     assert res.report.after.macs < res.report.before.macs
 

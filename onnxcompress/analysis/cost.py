@@ -24,12 +24,14 @@ quantization multiplies into DynamicQuantizeLinear's scale. Other integer tensor
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxcompress.analysis.shapes import Shape
+from onnxcompress.errors import InputError
 from onnxcompress._ir_utils import const_tensor as _const_tensor
 
 _FLOATS = {ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16}
@@ -221,9 +223,104 @@ def _window(node: ir.Node, shapes: dict[str, Shape]) -> tuple[int, int] | None:
     return k_eff, max(strides)
 
 
+# Typed fields of a TensorProto that hold one value per element.
+_TYPED_FIELDS = {ir.DataType.FLOAT: "float_data", ir.DataType.DOUBLE: "double_data",
+                 ir.DataType.INT64: "int64_data", ir.DataType.INT32: "int32_data"}
+
+
+def check_tensor(name: str, t: ir.TensorProtocol) -> None:
+    """``InputError`` when a weight cannot hold what its shape declares: a negative dim, or too little data.
+
+    Only sizes are compared (no data is read), so this is cheap on big external weights.
+    """
+    dims = [int(d) for d in t.shape.numpy()]
+    if any(d < 0 for d in dims):
+        raise InputError(f"weight {name!r} has a negative dim: shape {dims}")
+    if t.dtype == ir.DataType.STRING:
+        return
+    try:
+        need = t.nbytes
+    except (TypeError, ValueError):
+        raise InputError(f"weight {name!r} has an unknown element type ({t.dtype})") from None
+    if isinstance(t, ir.ExternalTensor):
+        try:
+            have = os.path.getsize(t.path) - (t.offset or 0)
+        except OSError:
+            raise InputError(f"weight {name!r}: its external data file {t.path} cannot be read") from None
+        if t.length is not None:
+            have = min(have, t.length)
+        if have < need:
+            raise InputError(f"weight {name!r}: {max(have, 0)} bytes of external data for shape {dims} "
+                             f"({t.dtype.name}, {need} bytes)")
+        return
+    proto = getattr(t, "raw", None)
+    if proto is None or not hasattr(proto, "raw_data"):
+        return
+    if proto.raw_data:
+        if len(proto.raw_data) != need:
+            raise InputError(f"weight {name!r}: {len(proto.raw_data)} bytes of raw data for shape {dims} "
+                             f"({t.dtype.name}, {need} bytes)")
+        return
+    field_name = _TYPED_FIELDS.get(t.dtype)
+    if field_name is not None and len(getattr(proto, field_name)) < t.size:
+        raise InputError(f"weight {name!r}: {len(getattr(proto, field_name))} values for shape {dims} ({t.size} needed)")
+
+
+def _check_window_attrs(node: ir.Node, label: str) -> None:
+    lengths = set()
+    for attr in ("kernel_shape", "strides", "dilations"):
+        if attr in node.attributes:
+            vals = list(node.attributes[attr].as_ints())
+            if not vals or any(v < 1 for v in vals):
+                raise InputError(f"{label}: {attr} must be positive integers, got {vals}")
+            lengths.add(len(vals))
+    if len(lengths) > 1:
+        raise InputError(f"{label}: kernel_shape, strides and dilations differ in length")
+
+
+def check_node(node: ir.Node, shapes: dict[str, Shape]) -> None:
+    """``InputError`` for a malformed window op.
+
+    A missing weight, a non-positive or mismatched kernel/stride/dilation, or a ``group``
+    that does not divide the channels would otherwise fail deep in the analysis.
+    """
+    if node.op_type not in _WINDOW_OPS and node.op_type not in _CONV_LIKE:
+        return
+    label = f"node {node.name or node.op_type!r} ({node.op_type})"
+    _check_window_attrs(node, label)
+    if node.op_type not in _CONV_LIKE and node.op_type != "ConvTranspose":
+        return
+    w_index = _CONV_LIKE.get(node.op_type, 1)
+    if len(node.inputs) <= w_index or node.inputs[w_index] is None:
+        raise InputError(f"{label}: no weight input")
+    group = _int_attr(node, "group", 1)
+    if group < 1:
+        raise InputError(f"{label}: group must be positive, got {group}")
+    w = _in_shape(node, w_index, shapes)
+    x = _in_shape(node, 0, shapes)
+    if w is None or len(w) < 2:
+        return
+    if w[0] % group:
+        what = "input" if node.op_type == "ConvTranspose" else "output"
+        raise InputError(f"{label}: group {group} does not divide its {w[0]} {what} channels")
+    c_in = x[1] if x is not None and len(x) >= 2 else None
+    expected = w[0] if node.op_type == "ConvTranspose" else w[1] * group
+    if c_in is not None and c_in != expected:
+        if c_in % group:
+            raise InputError(f"{label}: group {group} does not divide its {c_in} input channels")
+        raise InputError(f"{label}: the weight takes {expected} input channels (group {group}), the input has {c_in}")
+
+
 def analyse_costs(model: ir.Model, shapes: dict[str, Shape]) -> CostSummary:
-    """Per-node params, MACs and receptive fields, in graph order."""
+    """Per-node params, MACs and receptive fields, in graph order.
+
+    Raises ``InputError`` for weights that cannot hold their declared shape and for
+    malformed windows (``check_node``), such as a ``group`` that does not divide the channels.
+    """
     graph = model.graph
+    for name, v in graph.initializers.items():
+        if v.const_value is not None:
+            check_tensor(name, v.const_value)
     seen: set[int] = set()
     total_params = 0
     # Constant nodes and initializers nobody reads still count, once.
@@ -248,8 +345,11 @@ def analyse_costs(model: ir.Model, shapes: dict[str, Shape]) -> CostSummary:
                 continue
             seen.add(id(t))
             params += t.size
+        check_node(node, shapes)
         if node.op_type == "Constant":
             t = _const_tensor(node.outputs[0])
+            if t is not None:
+                check_tensor(node.name or node.outputs[0].name, t)
             if t is not None and id(t) not in seen and _is_weight(node.outputs[0], t):
                 seen.add(id(t))
                 params += t.size

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxcompress.errors import ShapeError
+from onnxcompress.errors import InputError, ShapeError
 from onnxcompress.runtime import graph_inputs  # re-exported: analysis reads the real inputs too
 
 logger = logging.getLogger(__name__)
@@ -177,6 +177,8 @@ def _measure_shapes(model: ir.Model, input_shapes: dict[str, Shape], names: list
 
     try:
         outs = Session(model, expose=names).run(random_feeds(model, input_shapes, seed=0), names)
+    except InputError:
+        raise  # inputs too big to draw: the user's to fix, not a shape we can do without
     except Exception as exc:  # noqa: BLE001
         logger.warning("could not measure shapes with onnxruntime: %s", exc)
         return {}

@@ -59,6 +59,13 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
     if args.inputs and args.batch:
         raise InputError("--batch and --inputs exclude each other: the .npz fixes the batch")
+    if args.seed < 0:
+        raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
+    inputs = None
+    if args.inputs:
+        from onnxcompress.io import load_model
+
+        inputs = load_npz_inputs(args.inputs, load_model(args.model))
     config = BenchConfig(
         providers=[p.strip().lower() for p in args.providers.split(",") if p.strip()],
         batches=_int_list(args.batch, "--batch") if args.batch else [1],
@@ -66,7 +73,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         warmup=args.warmup,
         threads=args.threads,
         input_shapes=parse_input_shapes(args.input_shape),
-        inputs=load_npz_inputs(args.inputs) if args.inputs else None,
+        inputs=inputs,
         max_seconds=args.max_seconds,
         min_seconds=args.min_seconds,
         seed=args.seed,
@@ -147,24 +154,39 @@ def render_bench(report: BenchReport, console) -> None:
         console.print(f"[yellow]warning:[/yellow] {w}")
 
 
+def _is_onnxruntime_error(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith("onnxruntime")
+
+
 def run_bench(argv: list[str]) -> int:
+    from onnxcompress.paths import Staging, validate_outputs
     from onnxcompress.render import make_console
 
     args = bench_parser().parse_args(argv)
+    # Under ``main`` the logging is set up already and this does nothing.
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR,
                         format="%(levelname)s %(name)s: %(message)s")
+    validate_outputs([args.inputs], {"--json": args.json, "--markdown": args.markdown}, models=[args.model, args.other])
     config = config_from_args(args)
     to_stdout = args.json == "-"
     console = make_console(args.quiet or to_stdout)
-    report = run_with_progress(args.model, args.other, config, console)
+    try:
+        report = run_with_progress(args.model, args.other, config, console)
+    except Exception as exc:
+        if _is_onnxruntime_error(exc):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"onnxruntime cannot run the model: {first}") from exc
+        raise
     if to_stdout:
         print(report.to_json())
     else:
         render_bench(report, console)
-        if args.json:
-            Path(args.json).write_text(report.to_json())
-    if args.markdown:
-        Path(args.markdown).write_text(report.to_markdown())
+    with Staging() as staging:
+        if args.json and not to_stdout:
+            staging.text(args.json, report.to_json())
+        if args.markdown:
+            staging.text(args.markdown, report.to_markdown())
+        staging.commit()
     return 0
 
 

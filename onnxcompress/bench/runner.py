@@ -101,16 +101,49 @@ def machine_info() -> dict:
     }
 
 
-def load_npz_inputs(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Feeds from an .npz whose keys are input names."""
+def load_npz_inputs(path: str | os.PathLike, model=None) -> dict[str, np.ndarray]:
+    """Feeds from an .npz whose keys are input names, checked before any session sees them.
+
+    Every array must be numeric and non-empty. With ``model`` (an ``ir.Model``) the keys
+    must be its inputs, and each array must have the input's element type, rank and
+    fixed dims; the error names the input and the dim.
+    """
+    from onnxcompress.paths import require_regular_file
+    from onnxcompress.runtime import np_dtype
+
     p = Path(path)
     if not p.exists():
         raise InputError(f"--inputs: no such file: {p}")
+    require_regular_file(p, "--inputs")
     try:
         with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            feeds = {k: z[k] for k in z.files}
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"--inputs: cannot read {p} as .npz: {exc}") from exc
+    if not feeds:
+        raise InputError(f"--inputs: {p} holds no arrays")
+    for k, a in feeds.items():
+        if a.dtype.kind not in "biuf":
+            raise InputError(f"--inputs: {k!r} holds {a.dtype} data, not numbers")
+        if a.size == 0:
+            raise InputError(f"--inputs: {k!r} is empty (shape {tuple(a.shape)})")
+    if model is None:
+        return feeds
+    inputs = graph_inputs(model)
+    _check_feeds([v.name for v in inputs], feeds, "--inputs")
+    for v in inputs:
+        a = feeds[v.name]
+        if v.dtype is not None and a.dtype != np.dtype(np_dtype(v.dtype)):
+            raise InputError(f"--inputs: {v.name!r} is {a.dtype}; the model's input takes {np.dtype(np_dtype(v.dtype))}")
+        if v.shape is None:
+            continue
+        if a.ndim != len(v.shape):
+            raise InputError(f"--inputs: {v.name!r} has rank {a.ndim} (shape {tuple(a.shape)}); "
+                             f"the model's input has rank {len(v.shape)}")
+        for i, (d, got) in enumerate(zip(v.shape, a.shape)):
+            if isinstance(d, int) and d > 0 and d != got:
+                raise InputError(f"--inputs: {v.name!r} dim {i} is {got}; the model fixes it at {d}")
+    return feeds
 
 
 def _check_feeds(names: list[str], feeds: dict[str, np.ndarray], what: str) -> None:

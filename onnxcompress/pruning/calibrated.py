@@ -22,9 +22,9 @@ import onnx_ir as ir
 
 from onnxcompress.channels.state import AnalysisResult
 from onnxcompress.pruning.activations import FeatureStats, collect_stats, consumer_slots, data_aware_scores
-from onnxcompress.pruning.plan import Group, Plan
-from onnxcompress.pruning.recover import Consumer, refit
-from onnxcompress.pruning.sensitivity import GroupSensitivity, MaskedModel, allocate, drift, measure
+from onnxcompress.pruning.plan import Group, Plan, macs_kept
+from onnxcompress.pruning.recover import Consumer, first_samples, refit
+from onnxcompress.pruning.sensitivity import SENSITIVITY_SAMPLES, GroupSensitivity, MaskedModel, allocate, drift, measure
 from onnxcompress.runtime import Session
 
 
@@ -70,12 +70,27 @@ class CalibratedPruning:
         if self.cache.sensitivity is None:
             t = time.perf_counter()
             masked = MaskedModel(self.reference, self.analysis, self.stats, self.shapes)
-            self.cache.sensitivity = measure(masked, groups, scores, roots, self.fit, macs_per_atom, round_to, progress=progress)
+            sample = first_samples(self.fit, SENSITIVITY_SAMPLES)
+            self.cache.sensitivity = measure(masked, groups, scores, roots, sample, macs_per_atom, round_to, progress=progress)
             self.cache.sensitivity_s = time.perf_counter() - t
-        removed, est = allocate(self.cache.sensitivity, total_macs, target)
+        # Savings are not additive (a conv shrinks with both its input and output groups), so the
+        # plan's MACs are recomputed exactly and the allocation target tightened until they fit.
+        goal, tries = target, []
+        for _ in range(6):
+            removed, est = allocate(self.cache.sensitivity, total_macs, goal)
+            gone = np.zeros(len(roots), dtype=bool)
+            for g in groups:
+                order = sorted(g.atoms, key=lambda a: (scores.get(a, 0.0), a))
+                gone[order[: removed.get(g.key, 0)]] = True
+            actual = macs_kept(self.analysis, roots, gone, self.shapes)
+            tries.append({"allocation_target": goal, "macs_kept": actual})
+            if actual <= target + 1e-9:
+                break
+            goal -= max(actual - target, 0.002)
         self.report["allocation"] = {
             "target_macs": target,
-            "estimated_macs_kept": est,
+            "estimated_macs_kept": actual,
+            "allocation_rounds": tries,
             "sensitivity_s": self.cache.sensitivity_s,
             "groups": [{**g.to_dict(), "removed": removed[g.key]} for g in self.cache.sensitivity],
         }

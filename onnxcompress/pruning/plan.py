@@ -3,7 +3,8 @@
 A *group* is the set of atoms that live in exactly the same slots (the same convs' filters,
 the same consumers): one layer, or one residual stage whose convs are tied by adds. The
 ratio applies per group (local) or across groups (global), and each group's kept count is
-rounded to a multiple of ``round_to`` channels, never above its width and never to zero.
+rounded up to a multiple of ``round_to`` channels (so no group loses more than the ratio),
+never above its width and never to zero.
 """
 
 from __future__ import annotations
@@ -36,15 +37,18 @@ class Plan:
     scores: dict[int, float]
 
 
-def _round_keep(keep: int, n: int, step: int, floor_keep: int = 1) -> int:
-    """Nearest multiple of ``step`` to ``keep``, within [max(step, floor_keep), n]; n if n < step."""
+def _round_keep(keep: float, n: int, step: int, floor_keep: int = 1) -> int:
+    """The smallest multiple of ``step`` at or above ``keep`` (and ``floor_keep``), capped at ``n``.
+
+    Rounding up means a group never loses more than the ratio asked of it: at ratio 0.05,
+    a group of 10 or 12 with step 8 keeps all its channels rather than dropping to 8.
+    Never 0: at least ``step`` (or ``n``, when the group is narrower than a step).
+    """
     if n <= step:
         return n
-    k = int(math.floor(keep / step + 0.5)) * step
-    k = max(k, step)
-    while k < floor_keep:
-        k += step
-    return min(k, n)
+    need = max(keep, floor_keep, 1)
+    k = math.ceil(need / step - 1e-9) * step
+    return min(max(k, step), n)
 
 
 def make_plan(
@@ -139,7 +143,7 @@ def _step(g: Group, round_to: int) -> int:
 def _plan_local(groups: list[Group], config: CompressConfig) -> None:
     for g in groups:
         n = len(g.atoms)
-        g.keep = _round_keep(n - int(round(config.ratio * n)), n, _step(g, config.round_to))
+        g.keep = _round_keep(n - config.ratio * n, n, _step(g, config.round_to))
 
 
 def _plan_global(groups: list[Group], scores: dict[int, float], config: CompressConfig) -> None:
@@ -195,26 +199,57 @@ def describe_groups(model, shapes: dict, block_ops: list[str] | tuple[str, ...] 
 
 
 def macs_per_atom(analysis: AnalysisResult, plan: Plan, shapes: dict) -> tuple[dict[tuple[int, ...], float], float]:
-    """MACs one atom of each group saves (its share of every filter and consumer slot), and the total."""
+    """MACs one atom of each group saves, and the model's total.
+
+    Every node with MACs (Conv, Gemm, MatMul, also activation-by-activation MatMuls such
+    as attention scores) shrinks with the share of its input and output channels that
+    the group removes; the shares come from the tracked channels on its tensors.
+    """
     from onnxcompress.analysis.cost import node_macs
 
-    node_cost: dict[int, int] = {}
+    atoms_of = np.full(len(plan.roots), -1, dtype=np.int64)
+    for gi, g in enumerate(plan.groups):
+        atoms_of[g.atoms] = gi
+    saved = np.zeros(len(plan.groups))
     total = 0.0
     for node in analysis.order:
-        node_cost[id(node)] = node_macs(node, shapes)
-        total += node_cost[id(node)]
-    out: dict[tuple[int, ...], float] = {}
-    for g in plan.groups:
-        atoms = np.zeros(len(plan.roots), dtype=bool)
-        atoms[g.atoms] = True
-        seen: set[tuple[int, str]] = set()
-        saved = 0.0
-        for si in g.key:
-            s = analysis.slots[si]
-            if s.role not in ("out", "in") or (id(s.node), s.role) in seen or not len(s.ids):
+        macs = node_macs(node, shapes)
+        total += macs
+        if not macs:
+            continue
+        values = [v for v in (*node.inputs, *node.outputs[:1]) if v is not None and v in analysis.info]
+        for v in values:
+            info = analysis.info[v]
+            if len(info.axes) != 1 or not info.ids.size:
                 continue
-            seen.add((id(s.node), s.role))
-            share = float(atoms[plan.roots[s.ids]].sum()) / len(s.ids)
-            saved += node_cost.get(id(s.node), 0) * share / max(len(g.atoms), 1)
-        out[g.key] = saved
+            owner = atoms_of[plan.roots[info.ids.ravel()]]
+            counts = np.bincount(owner[owner >= 0], minlength=len(plan.groups))
+            saved += macs * counts / info.ids.size
+    out = {g.key: float(saved[gi]) / max(len(g.atoms), 1) for gi, g in enumerate(plan.groups)}
     return out, total
+
+
+def macs_kept(analysis: AnalysisResult, roots: np.ndarray, removed_roots: np.ndarray, shapes: dict) -> float:
+    """Fraction of the MACs a removal keeps: each node scales by the kept share of every
+    distinct channel set it reads or writes (a depthwise conv's input and output are one set)."""
+    from onnxcompress.analysis.cost import node_macs
+
+    total = kept = 0.0
+    for node in analysis.order:
+        macs = node_macs(node, shapes)
+        if not macs:
+            continue
+        total += macs
+        factor, seen = 1.0, []
+        for v in (*node.inputs, *node.outputs[:1]):
+            info = analysis.info.get(v) if v is not None else None
+            if info is None or len(info.axes) != 1 or not info.ids.size:
+                continue
+            r = roots[info.ids.ravel()]
+            key = frozenset(np.unique(r).tolist())
+            if key in seen:
+                continue
+            seen.append(key)
+            factor *= 1.0 - float(removed_roots[r].mean())
+        kept += macs * factor
+    return kept / total if total else 1.0

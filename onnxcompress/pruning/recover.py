@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 #: rows (im2col patches or tokens) sampled per layer over the whole fit split, at least
 #: twice the unknowns per output: this bounds the cost of X'X on big feature maps
 MIN_ROWS, MAX_ROWS = 4096, 16384
+#: fit samples the refit reads (each consumer costs one truncated pass over them): rows
+#: are subsampled to MAX_ROWS anyway, so more samples mostly cost time
+REFIT_SAMPLES = 64
 #: ridge strength, relative to the mean diagonal of X'X
 RIDGE = 1e-3
 
@@ -82,20 +85,23 @@ def _patches(x: np.ndarray, node: ir.Node, w_shape: tuple[int, ...]) -> np.ndarr
     return win.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * k[0] * k[1])
 
 
-def _rows(node: ir.Node, x: np.ndarray, y: np.ndarray, w: np.ndarray, out_keep, rng, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """(inputs, targets) as 2-D rows for one batch; targets restricted to kept outputs."""
+def _as_rows(node: ir.Node, x: np.ndarray, w_shape: tuple[int, ...]) -> np.ndarray:
+    """A consumer's input as rows: im2col patches for a Conv, feature vectors otherwise."""
     if node.op_type == "Conv":
-        p = _patches(x, node, w.shape)
-        t = np.moveaxis(y, 1, -1).reshape(-1, y.shape[1])
-    else:
-        p = x.reshape(-1, x.shape[-1])
-        t = y.reshape(-1, y.shape[-1])
-    if out_keep is not None and t.shape[1] != int(out_keep.sum()):
-        t = t[:, out_keep]
-    if len(p) > limit:
-        idx = rng.choice(len(p), limit, replace=False)
-        p, t = p[idx], t[idx]
-    return p.astype(np.float64), t.astype(np.float64)
+        return _patches(x, node, w_shape)
+    return x.reshape(-1, x.shape[-1])
+
+
+def _target_rows(node: ir.Node, y: np.ndarray) -> np.ndarray:
+    """A consumer's output as rows, in the order ``_as_rows`` gives its inputs."""
+    if node.op_type == "Conv":
+        return np.moveaxis(y, 1, -1).reshape(-1, y.shape[1])
+    return y.reshape(-1, y.shape[-1])
+
+
+def _row_limit(node: ir.Node, w: np.ndarray, n_batches: int) -> int:
+    k = int(np.prod(w.shape[1:])) if node.op_type == "Conv" else w.shape[0]
+    return max(1, min(MAX_ROWS, max(MIN_ROWS, 2 * k)) // max(n_batches, 1))
 
 
 def _current(node: ir.Node) -> tuple[np.ndarray, np.ndarray | None]:
@@ -157,49 +163,100 @@ def refit(
     seed: int = 0,
     progress=None,
 ) -> list[dict]:
-    """Refit each consumer in order (in place on ``model``); returns one report row per layer."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    ref_session = Session(reference, expose=[c.ref_output for c in consumers])
-    for i, c in enumerate(consumers):
+    """Refit each consumer in order (in place on ``model``); returns one report row per layer.
+
+    The original outputs of every consumer come from one pass of the reference model;
+    the sampled rows are fixed there, so the pruned model's inputs are read at the same
+    positions. Each consumer then needs one pass of the pruned model truncated at its
+    input (onnxruntime drops the nodes after it).
+    """
+    rows: list[dict] = []
+    todo: list[Consumer] = []
+    for c in consumers:
         node = c.node
         why = refittable(node)
-        name = node.name or node.outputs[0].name
-        if why is not None:
-            rows.append({"layer": name, "op": node.op_type, "kept": False, "reason": why})
-            continue
-        if node.outputs[0].name != c.ref_output:
+        if why is None and node.outputs[0].name != c.ref_output:
             # A folded bias now follows this node (MatMul): its target would need that bias too.
-            rows.append({"layer": name, "op": node.op_type, "kept": False, "reason": "bias folded after the node (not refit)"})
-            continue
-        x_name, y_name = node.inputs[0].name, c.ref_output
-        session = Session(model, expose=[x_name])
-        w = const_array(node.inputs[1])
-        k = int(np.prod(w.shape[1:])) if node.op_type == "Conv" else w.shape[0]
-        limit = max(1, min(MAX_ROWS, max(MIN_ROWS, 2 * k)) // max(len(fit_batches), 1))
-        mat, b = _current(node)
-        normal = _NormalEquations(bias=b is not None)
-        held: tuple[list, list] = ([], [])
-        for split, batches in (("fit", fit_batches), ("held", held_batches)):
-            for f in batches:
-                p, t = _rows(node, session.run(f, [x_name])[x_name], ref_session.run(f, [y_name])[y_name], w, c.out_keep, rng,
-                             limit)
-                if split == "fit":
-                    normal.add(p, t)
-                else:
-                    held[0].append(p)
-                    held[1].append(t)
-        before = _layer_error(mat, b, *held)
-        new_mat, new_b = normal.solve()
-        after = _layer_error(new_mat, new_b, *held)
-        keep = after < before
-        if keep:
-            _write(model, node, new_mat, new_b)
-        rows.append({"layer": name, "op": node.op_type, "kept": keep, "held_out_error_before": before,
-                     "held_out_error_after": after})
+            why = "bias folded after the node (not refit)"
+        if why is not None:
+            rows.append({"layer": node.name or node.outputs[0].name, "op": node.op_type, "kept": False, "reason": why})
+        else:
+            todo.append(c)
+    fit_batches = first_samples(fit_batches, REFIT_SAMPLES)
+    batches = [("fit", f) for f in fit_batches] + [("held", f) for f in held_batches]
+    targets = _reference_targets(reference, todo, batches, len(fit_batches), seed)
+    for i, c in enumerate(todo):
+        rows.append(_refit_one(model, c, batches, targets[i]))
         if progress is not None:
-            progress(i + 1, len(consumers))
+            progress(i + 1, len(todo))
     return rows
+
+
+def first_samples(batches: list[dict[str, np.ndarray]], n: int) -> list[dict[str, np.ndarray]]:
+    out, taken = [], 0
+    for f in batches:
+        if taken >= n:
+            break
+        size = len(next(iter(f.values())))
+        keep = min(size, n - taken)
+        out.append(f if keep == size else {k: v[:keep] for k, v in f.items()})
+        taken += keep
+    return out
+
+
+def _reference_targets(reference: ir.Model, todo: list[Consumer], batches, n_fit: int, seed: int) -> list[list]:
+    """Per consumer and batch: (row indices, target rows) from one pass of the reference model."""
+    out: list[list] = [[] for _ in todo]
+    if not todo:
+        return out
+    session = Session(reference, expose=[c.ref_output for c in todo])
+    for b, (_split, feeds) in enumerate(batches):
+        ys = session.run(feeds, [c.ref_output for c in todo])
+        for i, c in enumerate(todo):
+            t = _target_rows(c.node, ys[c.ref_output])
+            if c.out_keep is not None and t.shape[1] != int(c.out_keep.sum()):
+                t = t[:, c.out_keep]
+            limit = _row_limit(c.node, const_array(c.node.inputs[1]), n_fit)
+            rng = np.random.default_rng([seed, i, b])
+            idx = np.sort(rng.choice(len(t), limit, replace=False)) if len(t) > limit else np.arange(len(t))
+            out[i].append((idx, t[idx].astype(np.float32)))
+    return out
+
+
+def _refit_one(model: ir.Model, c: Consumer, batches, targets) -> dict:
+    node = c.node
+    x_name = node.inputs[0].name
+    session = Session(truncated(model, x_name))
+    w = const_array(node.inputs[1])
+    mat, b = _current(node)
+    normal = _NormalEquations(bias=b is not None)
+    held: tuple[list, list] = ([], [])
+    for (split, feeds), (idx, t) in zip(batches, targets):
+        p = _as_rows(node, session.run(feeds, [x_name])[x_name], w.shape)[idx].astype(np.float64)
+        t = t.astype(np.float64)
+        if split == "fit":
+            normal.add(p, t)
+        else:
+            held[0].append(p)
+            held[1].append(t)
+    before = _layer_error(mat, b, *held)
+    new_mat, new_b = normal.solve()
+    after = _layer_error(new_mat, new_b, *held)
+    keep = after < before
+    if keep:
+        _write(model, node, new_mat, new_b)
+    return {"layer": node.name or node.outputs[0].name, "op": node.op_type, "kept": keep,
+            "held_out_error_before": before, "held_out_error_after": after}
+
+
+def truncated(model: ir.Model, output: str):
+    """A proto of ``model`` whose only output is ``output``: onnxruntime skips everything after it."""
+    import onnx
+
+    proto = ir.to_proto(model)
+    del proto.graph.output[:]
+    proto.graph.output.append(onnx.ValueInfoProto(name=output))
+    return proto
 
 
 class _NormalEquations:

@@ -1,0 +1,151 @@
+"""The process around one CLI command: signals, usage errors, logs and what reaches the terminal.
+
+- SIGTERM becomes an exception (``Terminated``) in the main thread, so the cleanup that
+  runs for Ctrl-C (temporary files, see ``paths.Staging``) runs for it too;
+- argparse's usage errors become our ``InputError``: one line and exit 2, not six;
+- logs: other libraries' records and Python warnings appear with --debug only, and our
+  own are held until the command ends, printed after one that completed and dropped
+  after one that failed, whose one error line is then all that stderr holds;
+- messages are printed with control characters escaped (``clean``), so a newline or an
+  ANSI escape in a path or an input name cannot reach the terminal raw.
+
+Only light standard modules are imported here: the CLI must start before numpy and onnx
+load, so that a Ctrl-C while they load is still one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import sys
+import threading
+import unicodedata
+from collections.abc import Iterator
+
+from onnxcompress.errors import InputError
+
+
+class UsageError(InputError):
+    """A command line argparse rejected (one line, exit 2, like every bad input)."""
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that cleanup runs as it does for Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup short
+    raise Terminated()
+
+
+def _argparse_error(self: argparse.ArgumentParser, message: str) -> None:
+    raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+_BIDI = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(ch: str) -> str:
+    if unicodedata.category(ch) not in ("Cc", "Zl", "Zp") and ch not in _BIDI:
+        return ch
+    return _ESCAPES.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+
+
+def clean(text: str) -> str:
+    """``text`` with control characters escaped, so a path or a name cannot move the cursor or recolour."""
+    return "".join(_escape(ch) for ch in text)
+
+
+def say(message: str) -> None:
+    """One line on stderr, prefixed with the program's name."""
+    print("onnxcompress: " + clean(message), file=sys.stderr)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+class _OwnRecords(logging.Filter):
+    """Lets through this package's records only (third-party ones wait for --debug)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name == "onnxcompress" or record.name.startswith("onnxcompress.")
+
+
+class _HeldRecords(logging.Handler):
+    """Holds log records until ``finish``: handed to ``target`` when kept, else dropped."""
+
+    def __init__(self, target: logging.Handler) -> None:
+        super().__init__()
+        self.target = target
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def finish(self, keep: bool) -> None:
+        records, self.records = self.records, []
+        for record in records if keep else ():
+            self.target.handle(record)
+
+
+_handler: logging.Handler | None = None
+
+
+def setup_logging(debug: bool, level: int = logging.WARNING) -> None:
+    """Our logs at ``level`` on stderr, held until the command ends; other libraries' logs and
+    Python warnings only with --debug, which streams everything as it comes.
+
+    onnx-ir, onnxsim and the like log and warn about models they dislike; those lines, and
+    our own warnings, would otherwise come before the one-line error of a failed command.
+    (onnxruntime's own log is quieted in ``runtime``.) Calling it again reconfigures.
+    """
+    global _handler
+    root = logging.getLogger()
+    held = _handler.records if isinstance(_handler, _HeldRecords) else []
+    if _handler is not None:
+        root.removeHandler(_handler)
+    stream = logging.StreamHandler()
+    stream.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    if debug:
+        _handler = stream
+    else:
+        _handler = _HeldRecords(stream)
+        _handler.records = held
+        _handler.addFilter(_OwnRecords())
+    root.addHandler(_handler)
+    root.setLevel(logging.DEBUG if debug else level)
+    logging.captureWarnings(True)
+
+
+@contextlib.contextmanager
+def command_environment(debug: bool, level: int) -> Iterator[None]:
+    """For one command: SIGTERM as ``Terminated``, argparse errors as ``UsageError``, logs held.
+
+    Everything is restored on the way out, so ``main`` can be called in-process repeatedly.
+    """
+    in_main = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
+    old_error = argparse.ArgumentParser.error
+    argparse.ArgumentParser.error = _argparse_error  # type: ignore[method-assign]
+    root = logging.getLogger()
+    old_level = root.level
+    completed = False
+    try:
+        setup_logging(debug, level)
+        yield
+        completed = True
+    finally:
+        argparse.ArgumentParser.error = old_error  # type: ignore[method-assign]
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+        if isinstance(_handler, _HeldRecords):
+            _handler.finish(keep=completed)
+        if _handler is not None:
+            root.removeHandler(_handler)
+        root.setLevel(old_level)
+        logging.captureWarnings(False)
