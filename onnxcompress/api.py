@@ -92,7 +92,7 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None, on_
 
     config = config or CompressConfig()
     config.validate()
-    if config.max_drift is not None:
+    if config.max_drift is not None or config.max_accuracy_drop is not None:
         from onnxcompress.search import search_under_budget
 
         return search_under_budget(model_or_path, config, on_stage, compress)

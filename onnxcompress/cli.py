@@ -108,6 +108,12 @@ def compress_parser() -> argparse.ArgumentParser:
                    help="budget: the written model's held-out drift (1 - sequence/top-1 agreement with the original, or "
                    "relative L2 without a class axis) must be at most D; with --target-macs the target is relaxed until it "
                    "fits, alone it finds the smallest MACs that fit. Over budget: nothing is written, exit 1")
+    g.add_argument("--eval", metavar="FILE.npz",
+                   help="labelled data for an accuracy budget: inputs under the input names (or one array), labels under "
+                   "y or labels; (N,) classes or (N, L) CTC sequences padded with -1")
+    g.add_argument("--max-accuracy-drop", type=float, metavar="X",
+                   help="budget on --eval: the written model may lose at most X accuracy (0.01 = one point); searched "
+                   "like --max-drift")
     p.add_argument("--seed", type=int, default=0, help="seed for the random verification inputs (default 0)")
     p.add_argument("--recipe", metavar="FILE.toml",
                    help="take options from the [compress] table of a TOML recipe (keys = the long options, dashes as "
@@ -174,7 +180,7 @@ def _validate_compress_paths(args: argparse.Namespace) -> Path:
         require_regular_file(args.model, "input model")
     out = Path(args.output) if args.output else default_output_path(args.model)
     validate_outputs(
-        [args.calib, getattr(args, "recipe", None)],
+        [args.calib, getattr(args, "recipe", None), getattr(args, "eval", None)],
         {"-o": out, "-o's data file": data_path(out), "--report": args.report, "--markdown": args.markdown},
         models=[args.model],
     )
@@ -223,6 +229,8 @@ def run_compress(argv: list[str]) -> int:
         recover=args.recover,
         target_macs=args.target_macs,
         max_drift=args.max_drift,
+        eval=args.eval,
+        max_accuracy_drop=args.max_accuracy_drop,
     )
     console = _console(args.quiet)
     if args.quiet:

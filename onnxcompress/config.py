@@ -60,6 +60,9 @@ class CompressConfig:
     target_macs: float | None = None
     #: budget: the largest held-out drift (1 - task agreement) a written model may have
     max_drift: float | None = None
+    #: labelled data (.npz) and the largest accuracy drop on it a written model may have
+    eval: str | None = None
+    max_accuracy_drop: float | None = None
     # checks
     verify: bool = True
     seed: int = 0
@@ -90,11 +93,16 @@ class CompressConfig:
         needs = [f for f, on in (("--criterion activation", self.criterion == "activation"),
                                  ("--recover " + self.recover, self.recover in ("bias", "refit")),
                                  ("--target-macs", self.target_macs is not None),
-                                 ("--max-drift", self.max_drift is not None)) if on]
+                                 ("--max-drift", self.max_drift is not None),
+                                 ("--max-accuracy-drop", self.max_accuracy_drop is not None)) if on]
         if needs and self.calib is None:
             raise InputError(f"{needs[0]} needs calibration data: give --calib PATH (a few hundred real inputs)")
         if self.target_macs is not None and not 0.0 < self.target_macs <= 1.0:
             raise InputError(f"--target-macs must be in (0, 1], got {self.target_macs}")
+        if (self.max_accuracy_drop is None) != (self.eval is None):
+            raise InputError("--eval and --max-accuracy-drop go together: labelled data and the accuracy drop it allows")
+        if self.max_accuracy_drop is not None and self.max_drift is not None:
+            raise InputError("give one budget: --max-drift (no labels) or --eval with --max-accuracy-drop")
         if self.max_drift is not None and not 0.0 <= self.max_drift <= 1.0:
             raise InputError(f"--max-drift must be in [0, 1], got {self.max_drift}")
         if self.scope not in ("local", "global"):

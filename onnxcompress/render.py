@@ -94,8 +94,8 @@ def render_compress(report: CompressReport, console: Console) -> None:
                       f"({len(s.get('groups', []))} groups, {s.get('sensitivity_s', 0):.1f} s)")
     if report.search and report.search.get("probes"):
         s = report.search
-        console.print(f"budget: {s['metric']} <= {s['budget_max_drift']}; {len(s['probes'])} candidate(s) measured, "
-                      f"stopped by {s['stopped_by']}")
+        console.print(f"budget: {s['budget']['metric']} <= {s['budget']['limit']}; {len(s['probes'])} candidate(s) "
+                      f"measured, stopped by {s['stopped_by']}")
     if report.fidelity:
         console.print(fidelity_line(report.fidelity))
     if report.exactness.get("note"):

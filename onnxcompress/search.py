@@ -1,11 +1,15 @@
-"""Target-driven compression under a budget: the most compressed model whose held-out drift fits.
+"""Target-driven compression under a budget: the most compressed model that still fits it.
 
-Drift is measured by the verify step on the held-out calibration split, on the task-aware
-metric: 1 - sequence agreement for outputs with positions (CTC, dense maps), else
-1 - top-1 agreement, else the relative L2 error. Each probe is a full compression
-(prune, recover, verify); the per-group sensitivity measurement is shared between probes.
+Two budgets:
+- ``--max-drift D``: the held-out drift measured by the verify step on the calibration
+  data, on the task-aware metric: 1 - sequence agreement for outputs with positions
+  (CTC, dense maps), else 1 - top-1 agreement, else the relative L2 error;
+- ``--eval FILE --max-accuracy-drop X``: the accuracy lost on labelled data
+  (classification or CTC sequences, see ``accuracy``).
 
-- With ``--target-macs F``: F is tried first, then relaxed by 0.05 until the drift fits.
+Each probe is a full compression (prune, recover, verify); the per-group sensitivity
+measurement is shared between probes.
+- With ``--target-macs F``: F is tried first, then relaxed by 0.1 until the budget fits.
 - Without: a bisection over the MACs fraction finds the smallest that fits (resolution 0.05).
 A result over budget is never returned: ``BudgetError`` carries the numbers measured.
 """
@@ -13,6 +17,8 @@ A result over budget is never returned: ``BudgetError`` carries the numbers meas
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from dataclasses import replace
 
 from onnxcompress.errors import BudgetError
@@ -25,59 +31,95 @@ STEP = 0.05
 def drift_of(fidelity: dict) -> tuple[float, str]:
     """The budgeted drift of a verify step's fidelity section, and which metric it is."""
     if fidelity.get("sequence_agreement") is not None:
-        return 1.0 - fidelity["sequence_agreement"], "1 - sequence agreement"
+        return 1.0 - fidelity["sequence_agreement"], "1 - sequence agreement (held out)"
     if fidelity.get("agreement") is not None:
-        return 1.0 - fidelity["agreement"], "1 - top-1 agreement"
-    return float(fidelity.get("rel_l2_max", 0.0)), "relative L2"
+        return 1.0 - fidelity["agreement"], "1 - top-1 agreement (held out)"
+    return float(fidelity.get("rel_l2_max", 0.0)), "relative L2 (held out)"
+
+
+class _Budget:
+    """Measures one candidate against the budget the config asks for."""
+
+    def __init__(self, model_or_path, config) -> None:
+        self.labelled = None
+        if config.max_accuracy_drop is not None:
+            from onnxcompress.accuracy import accuracy, load_labelled
+            from onnxcompress.io import load_model
+
+            self.labelled = load_labelled(config.eval, load_model(model_or_path))
+            self.accuracy = accuracy
+            self.original = accuracy(model_or_path if not hasattr(model_or_path, "graph") else _proto(model_or_path),
+                                     self.labelled)
+            self.limit = config.max_accuracy_drop
+            self.metric = f"accuracy drop on {os.path.basename(config.eval)} ({len(self.labelled)} labelled samples)"
+        else:
+            self.limit = config.max_drift
+            self.metric = ""
+
+    def measure(self, result) -> float:
+        if self.labelled is None:
+            d, self.metric = drift_of(result.report.fidelity or {})
+            return d
+        with tempfile.TemporaryDirectory(prefix="onnxcompress-") as tmp:
+            path = os.path.join(tmp, "candidate.onnx")
+            import onnx_ir as ir
+
+            ir.save(result.model, path, external_data="candidate.onnx.data")
+            return self.original - self.accuracy(path, self.labelled)
+
+
+def _proto(model):
+    import onnx_ir as ir
+
+    return ir.to_proto(model)
 
 
 def search_under_budget(model_or_path, config, on_stage, compress_fn):
     from onnxcompress.pruning.calibrated import SearchCache
 
-    budget = config.max_drift
+    budget = _Budget(model_or_path, config)
     cache = SearchCache()
     probes: list[dict] = []
     best = None
 
-    def probe(target: float):
+    def probe(target: float) -> bool:
         nonlocal best
-        cfg = replace(config, target_macs=target, max_drift=None)
+        cfg = replace(config, target_macs=target, max_drift=None, max_accuracy_drop=None, eval=None)
         cfg._search_cache = cache  # shared sensitivity measurements
         stage = (lambda name: on_stage(f"target {target:.2f}: {name}")) if on_stage else None
         result = compress_fn(model_or_path, cfg, on_stage=stage)
-        d, metric = drift_of(result.report.fidelity or {})
+        d = budget.measure(result)
         macs = result.report.after.macs / max(result.report.before.macs, 1)
-        probes.append({"target_macs": target, "macs_kept": macs, "drift": d, "metric": metric, "fits": d <= budget})
-        logger.info("target %.2f: MACs kept %.3f, drift %.4f (%s)", target, macs, d, metric)
-        if d <= budget and (best is None or macs < best[1]):
+        fits = d <= budget.limit + 1e-12
+        probes.append({"target_macs": target, "macs_kept": macs, "value": d, "fits": fits})
+        logger.info("target %.2f: MACs kept %.3f, %s %.4f", target, macs, budget.metric, d)
+        if fits and (best is None or macs < best[1]):
             best = (result, macs)
-        return d <= budget
+        return fits
 
     if config.target_macs is not None:
         t = config.target_macs
         while not probe(t) and t < 1.0:
             t = min(1.0, round(t + 2 * STEP, 4))
-        stopped = "the MAC target" if probes[0]["fits"] else "the drift budget (target relaxed)"
+        stopped = "the MAC target" if probes[0]["fits"] else "the budget (target relaxed)"
     else:
         lo, hi = 0.0, 1.0
-        if not probe(hi):
-            pass
-        else:
+        if probe(hi):
             while hi - lo > STEP + 1e-9:
                 mid = round((lo + hi) / 2, 4)
                 if probe(mid):
                     hi = mid
                 else:
                     lo = mid
-        stopped = "the drift budget"
+        stopped = "the budget"
     if best is None:
-        seen = ", ".join(f"MACs {p['macs_kept']:.2f}: drift {p['drift']:.4f}" for p in probes)
-        raise BudgetError(f"no candidate met --max-drift {budget} ({probes[0]['metric']}); measured {seen}")
+        seen = ", ".join(f"MACs {p['macs_kept']:.2f}: {p['value']:.4f}" for p in probes)
+        raise BudgetError(f"no candidate met the budget ({budget.metric} <= {budget.limit}); measured {seen}")
     result = best[0]
     result.report.search = {
         **(result.report.search or {}),
-        "budget_max_drift": budget,
-        "metric": probes[0]["metric"],
+        "budget": {"metric": budget.metric, "limit": budget.limit,
+                   **({"original_accuracy": budget.original} if budget.labelled is not None else {})},
         "probes": probes,
         "stopped_by": stopped,
     }
