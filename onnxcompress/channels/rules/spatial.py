@@ -32,10 +32,29 @@ class PassThroughRule(Rule):
         app.set_const(node.outputs[0], app.const_of(node.inputs[0]))
 
 
-@register("MaxPool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "MaxRoiPool")
+@register("MaxPool", "GlobalAveragePool", "GlobalMaxPool", "MaxRoiPool")
 class PoolRule(PassThroughRule):
     def channels_untouched(self, node, ctx, info) -> bool:
         return channels_on_axis1(node, ctx, info)
+
+
+@register("LpPool", "GlobalLpPool")
+class LpPoolRule(PoolRule):
+    """A window of k equal values c gives (k |c|^p)^(1/p) = |c| k^(1/p)."""
+
+    def const_eval(self, node: ir.Node, app) -> None:
+        c = app.const_of(node.inputs[0])
+        p_attr = node.attributes.get("p")
+        p = float(p_attr.as_int() if p_attr is not None else 2)
+        if node.op_type == "GlobalLpPool":
+            shape = app.shape(node.inputs[0])
+            k = float(np.prod(shape[2:])) if shape is not None else np.nan
+        else:
+            k = float(np.prod(node.attributes["kernel_shape"].as_ints()))
+            pads = node.attributes.get("pads")
+            if pads is not None and any(pads.as_ints()):
+                app.inexact(f"LpPool {node.name} pads: border windows hold fewer copies of removed channels' constants")
+        app.set_const(node.outputs[0], np.abs(c) * k ** (1.0 / p))
 
 
 @register("AveragePool")

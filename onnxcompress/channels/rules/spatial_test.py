@@ -25,7 +25,6 @@ POOLS: dict[str, dict] = {
 }
 #: pools whose const_eval passes the constant through though the op does not (an Lp norm of
 #: a constant map c over k positions is |c| * k ** (1/p)): the rule is wrong, see the report
-LP_POOL_BUG = {"LpPool", "GlobalLpPool"}
 
 
 def check_pool(op: str) -> None:
@@ -40,8 +39,6 @@ def check_pool(op: str) -> None:
     assert c.blocks_at("op") == []
     c.assert_only_output_blocks()
     assert c.widths() == [("c1", 8, 4)]
-    if op in LP_POOL_BUG:
-        return
     c.check_const({"c1": [0, 2, 5]}, "op")
     assert c.notes == []
 
@@ -49,15 +46,6 @@ def check_pool(op: str) -> None:
 @pytest.mark.parametrize("op", sorted(POOLS))
 def test_pool(op: str) -> None:
     check_pool(op)
-
-
-@pytest.mark.xfail(strict=True, reason="LpPool/GlobalLpPool const_eval passes c through; the op gives |c| * k**(1/p)")
-@pytest.mark.parametrize("op", sorted(LP_POOL_BUG))
-def test_lp_pool_constant(op: str) -> None:
-    n = Net()
-    a = n.conv(n.input(), 3, 8, bias=BIAS, name="c1")
-    n.conv(n.op(op, [a], name="op", **POOLS[op]), 8, 4, name="c2")
-    n.analyse(["c2"]).check_const({"c1": [0, 2, 5]}, "op")
 
 
 def test_average_pool_counting_pads_is_reported_inexact() -> None:
