@@ -143,6 +143,10 @@ def load_calibration(
     p = Path(path)
     if not p.exists():
         raise InputError(f"--calib: no such file or folder: {p}")
+    if not p.is_dir():
+        from onnxcompress.paths import require_regular_file
+
+        require_regular_file(p, "--calib")
     inputs = graph_inputs(model)
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))

@@ -251,8 +251,9 @@ def run_check(argv: list[str]) -> int:
         raise InputError("--min-accuracy/--max-accuracy-drop need labelled data: --eval FILE.npz")
     if not Path(args.model).is_file():
         raise InputError(f"no such file: {args.model}")
-    validate_outputs([args.model, args.compressed, args.calib, args.eval, args.inputs, args.recipe],
-                     {"--junit": args.junit, "--json": args.json, "--markdown": args.markdown})
+    validate_outputs([args.calib, args.eval, args.inputs, args.recipe],
+                     {"--junit": args.junit, "--json": args.json, "--markdown": args.markdown},
+                     models=[args.model, args.compressed])
     config = CheckConfig(
         min_cosine=args.min_cosine,
         max_abs_diff=args.max_abs_diff,

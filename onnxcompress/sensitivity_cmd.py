@@ -162,7 +162,11 @@ def run_sensitivity(argv: list[str]) -> int:
     from onnxcompress.errors import InputError
     from onnxcompress.render import make_console
 
+    from onnxcompress.paths import require_regular_file, validate_outputs, write_text
+
     args = sensitivity_parser().parse_args(argv)
+    require_regular_file(args.model, "input model")
+    validate_outputs([args.calib], {"--json": args.json, "--plot": args.plot}, models=[args.model])
     if not args.calib:
         raise InputError("sensitivity needs real inputs: --calib PATH")
     try:
@@ -200,7 +204,7 @@ def run_sensitivity(argv: list[str]) -> int:
     console.print(f"cost: {c['wall_s']:.1f} s wall ({c['measure_s']:.1f} s measuring), {c['passes_over_calibration_data']} "
                   f"passes over the data, peak RSS {c['peak_rss_mb']:.0f} MB; ranking: {report.criterion}")
     if args.json:
-        Path(args.json).write_text(report.to_json())
+        write_text(args.json, report.to_json())
     if args.plot:
         plot(report, args.plot)
         console.print(f"wrote {args.plot}")

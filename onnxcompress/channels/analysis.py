@@ -131,6 +131,59 @@ class ChannelContext:
         return "blocked"
 
 
+def _rule_for(node: ir.Node, ctx: ChannelContext, blocked: set[str]):
+    """The registry's rule for ``node`` when it has work to do (None: skip; unknown ops block)."""
+    from onnxcompress.channels.rules import lookup
+
+    model = ctx.model
+    opset = model.opset_imports.get(node.domain, ctx.opset if node.domain in STANDARD_DOMAINS else 1)
+    rule = lookup(node.op_type, opset, node.domain, blocked)
+    has_info = any(ctx.get(v) is not None for v in node.inputs)
+    if rule is None:
+        if has_info:
+            what = f"custom domain {node.domain!r}" if node.domain not in STANDARD_DOMAINS else f"opset {opset}"
+            ctx.block(node, f"no channel rule for {node.op_type} ({what}): channel semantics unknown")
+        return None
+    return rule if has_info or rule.always else None
+
+
+def _propagate(node: ir.Node, rule, ctx: ChannelContext, strict: bool) -> bool:
+    """Run one rule; a failing rule blocks its node (or raises, in strict mode). True if it ran."""
+    try:
+        rule.propagate(node, ctx)
+    except Exception as exc:  # noqa: BLE001 - a rule that cannot decide blocks, never breaks
+        if strict:
+            raise
+        logger.warning("channel rule for %s failed on node %s (%s: %s); its channels stay",
+                       node.op_type, node.name, type(exc).__name__, exc)
+        ctx.block(node, f"{node.op_type} rule failed on this node ({type(exc).__name__}: {exc})")
+        for o in node.outputs:
+            ctx.info.pop(o, None)
+        return True
+    if getattr(rule, "rewrite", None) is not None and any(ctx.get(o) is not None for o in node.outputs):
+        ctx.rewrites.append(node)
+    return True
+
+
+def _fix_what_must_stay(ctx: ChannelContext, main_nodes: set, prune_outputs: bool) -> None:
+    """Graph outputs, values read inside subgraphs, and weights read by other ops keep their channels."""
+    for v, info in list(ctx.info.items()):
+        if v.is_graph_output() and not prune_outputs:
+            ctx.fix(info.ids, v.producer(), f"channels reach graph output {v.name!r}")
+        if any(u.node not in main_nodes for u in v.uses()):
+            ctx.fix(info.ids, v.producer(), "used inside a subgraph")
+    # A slotted tensor read by an op that is not one of its slots would be corrupted by slicing.
+    slot_uses: dict[ir.Value, set[ir.Node]] = {}
+    for s in ctx.slots:
+        slot_uses.setdefault(s.value, set()).add(s.node)
+    for value, nodes in slot_uses.items():
+        others = [u.node for u in value.uses() if u.node not in nodes]
+        if others or value.is_graph_output():
+            for s in ctx.slots:
+                if s.value is value:
+                    ctx.fix(s.ids, others[0] if others else s.node, f"weight {value.name!r} is also read by another op")
+
+
 def strict_rules() -> bool:
     """``ONNXCOMPRESS_STRICT_RULES=1`` (set by the test suite): a rule that raises is a bug, not a blocker."""
     return os.environ.get(STRICT_ENV, "") not in ("", "0")
@@ -150,7 +203,7 @@ def analyse_channels(
     Outside strict mode, an exception inside a rule blocks that node's channels, and the
     report says the rule failed (a warning is logged): a buggy rule never breaks a model.
     """
-    from onnxcompress.channels.rules import lookup, user_blocked_ops
+    from onnxcompress.channels.rules import user_blocked_ops
 
     strict = strict_rules() if strict is None else strict
     blocked = user_blocked_ops(block_ops)
@@ -159,45 +212,10 @@ def analyse_channels(
     main_nodes = set(order)
     rules = {}
     for node in order:
-        opset = model.opset_imports.get(node.domain, ctx.opset if node.domain in STANDARD_DOMAINS else 1)
-        rule = lookup(node.op_type, opset, node.domain, blocked)
-        has_info = any(ctx.get(v) is not None for v in node.inputs)
-        if rule is None:
-            if has_info:
-                what = f"custom domain {node.domain!r}" if node.domain not in STANDARD_DOMAINS else f"opset {opset}"
-                ctx.block(node, f"no channel rule for {node.op_type} ({what}): channel semantics unknown")
-            continue
-        if not (has_info or rule.always):
-            continue
-        rules[node] = rule
-        try:
-            rule.propagate(node, ctx)
-        except Exception as exc:  # noqa: BLE001 - a rule that cannot decide blocks, never breaks
-            if strict:
-                raise
-            logger.warning("channel rule for %s failed on node %s (%s: %s); its channels stay",
-                           node.op_type, node.name, type(exc).__name__, exc)
-            ctx.block(node, f"{node.op_type} rule failed on this node ({type(exc).__name__}: {exc})")
-            for o in node.outputs:
-                ctx.info.pop(o, None)
-            continue
-        if getattr(rule, "rewrite", None) is not None and any(ctx.get(o) is not None for o in node.outputs):
-            ctx.rewrites.append(node)
-    for v, info in list(ctx.info.items()):
-        if v.is_graph_output() and not prune_outputs:
-            ctx.fix(info.ids, v.producer(), f"channels reach graph output {v.name!r}")
-        if any(u.node not in main_nodes for u in v.uses()):
-            ctx.fix(info.ids, v.producer(), "used inside a subgraph")
-    # A slotted tensor read by an op that is not one of its slots would be corrupted by slicing.
-    slot_uses: dict[ir.Value, set[ir.Node]] = {}
-    for s in ctx.slots:
-        slot_uses.setdefault(s.value, set()).add(s.node)
-    for value, nodes in slot_uses.items():
-        others = [u.node for u in value.uses() if u.node not in nodes]
-        if others or value.is_graph_output():
-            for s in ctx.slots:
-                if s.value is value:
-                    ctx.fix(s.ids, others[0] if others else s.node, f"weight {value.name!r} is also read by another op")
+        rule = _rule_for(node, ctx, blocked)
+        if rule is not None and _propagate(node, rule, ctx, strict):
+            rules[node] = rule
+    _fix_what_must_stay(ctx, main_nodes, prune_outputs)
     return AnalysisResult(
         uf=ctx.uf,
         info=ctx.info,

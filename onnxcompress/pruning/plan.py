@@ -67,49 +67,13 @@ def make_plan(
     """
     n_elem = len(analysis.uf.parent)
     roots = analysis.uf.all_roots()
-    fixed_root = np.zeros(n_elem, dtype=bool)
-    source_root = np.zeros(n_elem, dtype=bool)
-    fixed_root[roots[analysis.fixed]] = True
-    source_root[roots[analysis.source]] = True
-
-    membership: dict[int, set[int]] = {}
-    score_arr = np.zeros(n_elem, dtype=np.float64)
-    mult: dict[tuple[int, int], int] = {}
-    names: dict[int, set[str]] = {}
-    for si, slot in enumerate(analysis.slots):
-        uniq, counts = np.unique(roots[slot.ids], return_counts=True)
-        for root in uniq.tolist():
-            membership.setdefault(root, set()).add(si)
-        if slot.role == "out":
-            # Groups without measured data keep a magnitude score (L1 unless L2 was asked for).
-            norms = filter_norms(tensors[slot.value], slot.axis, "l2" if config.criterion == "l2" else "l1")
-            np.add.at(score_arr, roots[slot.ids], norms)
-            label = slot.node.name or slot.node.op_type
-            for root, c in zip(uniq.tolist(), counts.tolist()):
-                mult[(root, si)] = c
-                names.setdefault(root, set()).add(label)
-    scores = {r: float(score_arr[r]) for r in membership}
+    membership, scores, mult, names = _score_atoms(analysis, roots, tensors, config.criterion)
     if data_scores is not None:
         measured, measured_slots = data_scores
         for r, slots in membership.items():
             if slots & measured_slots:
                 scores[r] = float(measured[r])
-
-    by_key: dict[tuple[int, ...], list[int]] = {}
-    blocked_keys: set[tuple[int, ...]] = set()
-    for root, slots in membership.items():
-        if not source_root[root]:
-            continue
-        key = tuple(sorted(slots))
-        if fixed_root[root]:
-            blocked_keys.add(key)
-        else:
-            by_key.setdefault(key, []).append(root)
-    groups = []
-    for key, atoms in by_key.items():
-        per_atom = max((mult.get((atoms[0], si), 0) for si in key), default=1) or 1
-        gnames = sorted(set().union(*(names.get(a, set()) for a in atoms)))
-        groups.append(Group(key=key, atoms=sorted(atoms), channels_per_atom=per_atom, names=gnames))
+    groups, blocked = _group_atoms(analysis, roots, membership, mult, names)
 
     for g in groups:
         g.keep = len(g.atoms)
@@ -130,10 +94,55 @@ def make_plan(
         roots=roots,
         removed=removed_roots[roots],
         groups=groups,
-        blocked_groups=len(blocked_keys - set(by_key)),
+        blocked_groups=blocked,
         scores=scores,
     )
 
+
+
+def _score_atoms(analysis: AnalysisResult, roots: np.ndarray, tensors: dict, criterion: str):
+    """Which slots each root lives in, its magnitude score, atoms per slot, and filter names."""
+    membership: dict[int, set[int]] = {}
+    score_arr = np.zeros(len(roots), dtype=np.float64)
+    mult: dict[tuple[int, int], int] = {}
+    names: dict[int, set[str]] = {}
+    for si, slot in enumerate(analysis.slots):
+        uniq, counts = np.unique(roots[slot.ids], return_counts=True)
+        for root in uniq.tolist():
+            membership.setdefault(root, set()).add(si)
+        if slot.role == "out":
+            # Groups without measured data keep a magnitude score (L1 unless L2 was asked for).
+            norms = filter_norms(tensors[slot.value], slot.axis, "l2" if criterion == "l2" else "l1")
+            np.add.at(score_arr, roots[slot.ids], norms)
+            label = slot.node.name or slot.node.op_type
+            for root, c in zip(uniq.tolist(), counts.tolist()):
+                mult[(root, si)] = c
+                names.setdefault(root, set()).add(label)
+    return membership, {r: float(score_arr[r]) for r in membership}, mult, names
+
+
+def _group_atoms(analysis: AnalysisResult, roots: np.ndarray, membership, mult, names) -> tuple[list[Group], int]:
+    """Prunable atoms grouped by the exact set of slots they live in; and the count of blocked groups."""
+    fixed_root = np.zeros(len(roots), dtype=bool)
+    source_root = np.zeros(len(roots), dtype=bool)
+    fixed_root[roots[analysis.fixed]] = True
+    source_root[roots[analysis.source]] = True
+    by_key: dict[tuple[int, ...], list[int]] = {}
+    blocked_keys: set[tuple[int, ...]] = set()
+    for root, slots in membership.items():
+        if not source_root[root]:
+            continue
+        key = tuple(sorted(slots))
+        if fixed_root[root]:
+            blocked_keys.add(key)
+        else:
+            by_key.setdefault(key, []).append(root)
+    groups = []
+    for key, atoms in by_key.items():
+        per_atom = max((mult.get((atoms[0], si), 0) for si in key), default=1) or 1
+        gnames = sorted(set().union(*(names.get(a, set()) for a in atoms)))
+        groups.append(Group(key=key, atoms=sorted(atoms), channels_per_atom=per_atom, names=gnames))
+    return groups, len(blocked_keys - set(by_key))
 
 def _step(g: Group, round_to: int) -> int:
     """Atoms per rounding step, so channel counts stay multiples of ``round_to``."""

@@ -172,7 +172,7 @@ def measure(
         gs = GroupSensitivity(g.key, g.names, n, macs_per_atom.get(g.key, 0.0))
         seen: dict[int, float] = {}
         for r in ratios:
-            keep = _round_keep(n - int(round(r * n)), n, _step(g, round_to))
+            keep = _round_keep(n - r * n, n, _step(g, round_to))
             k = n - keep
             if k > 0 and k not in seen:
                 seen[k] = drift(ref, masked.run(removal_for(g, k, scores, len(roots), roots), batches))
