@@ -36,18 +36,8 @@ examples:
 """
 
 
-
-
-
-
-
-
-
-
-
-
 def compress_parser() -> argparse.ArgumentParser:
-    from onnxcompress.config import DEFAULT_RATIO, DEFAULT_ROUND_TO
+    from onnxcompress.config import DEFAULT_RATIO, DEFAULT_ROUND_TO, DEFAULT_TARGET_MACS
 
     p = argparse.ArgumentParser(
         prog="onnxcompress",
@@ -58,9 +48,11 @@ def compress_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", help="input .onnx file")
     p.add_argument("-o", "--output", help="output path (default: MODEL's stem + .compressed.onnx)")
-    p.add_argument("--ratio", type=float, default=DEFAULT_RATIO,
-                   help=f"fraction of filters removed per group (local) or overall (global); 0 = no pruning (default {DEFAULT_RATIO}: "
-                   "without fine-tuning, larger ratios cost a trained model accuracy fast; see bench/ACCURACY.md)")
+    p.add_argument("--ratio", type=float, default=None,
+                   help=f"fraction of filters removed per group (local) or overall (global), at most: kept counts round up "
+                   f"to --round-to; 0 = no pruning. Default without --calib: {DEFAULT_RATIO} (magnitude pruning without data "
+                   f"costs a trained model accuracy fast; see bench/ACCURACY.md). With --calib and no --ratio or "
+                   f"--target-macs, the default is --target-macs {DEFAULT_TARGET_MACS} (bench/ACCURACY_REAL.md)")
     p.add_argument("--mode", choices=["remove", "zero"], default="remove",
                    help="remove: slice filters out, the graph gets smaller; zero: write zeros, shapes stay (default remove)")
     p.add_argument("--criterion", choices=["auto", "l1", "l2", "activation"], default="auto",
@@ -187,6 +179,16 @@ def _validate_compress_paths(args: argparse.Namespace) -> Path:
     return out
 
 
+def _default_target(args) -> float | None:
+    """With real inputs and no size asked for, compress to the default MAC target."""
+    from onnxcompress.config import DEFAULT_TARGET_MACS
+
+    if args.target_macs is None and args.ratio is None and args.calib and args.max_drift is None \
+            and args.max_accuracy_drop is None:
+        return DEFAULT_TARGET_MACS
+    return args.target_macs
+
+
 def run_compress(argv: list[str]) -> int:
     from onnxcompress.analysis.shapes import parse_input_shapes
     from onnxcompress.api import compress
@@ -203,7 +205,7 @@ def run_compress(argv: list[str]) -> int:
         raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
     out = _validate_compress_paths(args)
     config = CompressConfig(
-        ratio=args.ratio,
+        ratio=CompressConfig.ratio if args.ratio is None else args.ratio,
         mode=args.mode,
         criterion=args.criterion,
         scope=args.scope,
@@ -227,7 +229,7 @@ def run_compress(argv: list[str]) -> int:
         held_out=args.held_out,
         class_axes=parse_class_axes(args.class_axis),
         recover=args.recover,
-        target_macs=args.target_macs,
+        target_macs=_default_target(args),
         max_drift=args.max_drift,
         eval=args.eval,
         max_accuracy_drop=args.max_accuracy_drop,

@@ -189,3 +189,13 @@ def test_accuracy_budget_on_labelled_data(digits, tmp_path):
     assert s["budget"]["original_accuracy"] - acc <= 0.01 + 1e-9
     with pytest.raises(InputError, match="go together"):
         oc.compress(DIGITS, oc.CompressConfig(calib=digits["calib"], max_accuracy_drop=0.01))
+
+
+def test_cli_with_calib_and_no_size_defaults_to_the_mac_target(digits, tmp_path):
+    rep_path = tmp_path / "r.json"
+    assert main([DIGITS, "--calib", digits["calib"], "-o", str(tmp_path / "o.onnx"), "-q", "--report", str(rep_path)]) == 0
+    rep = json.loads(rep_path.read_text())
+    assert rep["config"]["target_macs"] == 0.8 and rep["after"]["macs"] <= 0.8 * rep["before"]["macs"]
+    assert main([DIGITS, "--calib", digits["calib"], "--ratio", "0.25", "-o", str(tmp_path / "o.onnx"), "-q",
+                 "--report", str(rep_path)]) == 0
+    assert json.loads(rep_path.read_text())["config"]["target_macs"] is None
