@@ -65,14 +65,41 @@ def export(name: str) -> Path:
     return out
 
 
+def _patch_old_rounding() -> None:
+    """Before 6553259 each group's kept count went to the *nearest* multiple of the step, from an
+    integer ``n - round(ratio * n)``; now it goes up from the float ``n - ratio * n``."""
+    import math
+
+    from onnxcompress.pruning import plan
+
+    def old(keep: float, n: int, step: int, floor_keep: int = 1) -> int:
+        keep = n - int(round(n - keep))  # the old caller's integer keep
+        if n <= step:
+            return n
+        k = int(math.floor(keep / step + 0.5)) * step
+        k = max(k, step)
+        while k < floor_keep:
+            k += step
+        return min(k, n)
+
+    plan._round_keep = old
+
+
 def main() -> None:
     import onnxcompress as oc
     from onnxcompress.runtime import Session, random_feeds
-    from onnxcompress.verify import compare_outputs
+    from onnxcompress.fidelity import compare_outputs
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--ratio", type=float, default=0.5)
+    ap.add_argument("--old-rounding", action="store_true",
+                    help="emulate the pre-6553259 round_to (nearest multiple, not up) to compare against old tables")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="markdown to write (default bench/FOREIGN.md; with --old-rounding bench/.cache/FOREIGN.old_rounding.md)")
     args = ap.parse_args()
+    if args.old_rounding:
+        _patch_old_rounding()
+    md = args.out or (ROOT / "bench" / ".cache" / "FOREIGN.old_rounding.md" if args.old_rounding else ROOT / "bench" / "FOREIGN.md")
     rows = []
     for name in CLASSIFIERS + SEGMENTERS:
         try:
@@ -109,7 +136,8 @@ def main() -> None:
         f"Exported by `torch.onnx.export` (TorchScript exporter, opset 17, dynamic batch, BN folded by the exporter), "
         f"random weights with non-trivial BN. `onnxcompress` at `--ratio {args.ratio}` with defaults otherwise "
         f"(remove mode, round_to 8, folding and onnxsim on). Regenerate: `/work/torchenv/bin/python bench/foreign_sweep.py`. "
-        f"Generated {time.strftime('%Y-%m-%d')} on a 2-core CPU.",
+        f"Generated {time.strftime('%Y-%m-%d')} on a {os.cpu_count()}-core CPU."
+        + (" **Old rounding emulated (`--old-rounding`): nearest multiple of 8, not up.**" if args.old_rounding else ""),
         "",
         "- *groups pruned*: channel groups pruned / all groups (the rest are blocked; the classifier's outputs always are).",
         "- *min cosine*: the output against the original on the same random inputs (random weights, so this is a "
@@ -122,7 +150,7 @@ def main() -> None:
         "|---|---|---:|---:|---:|---:|---:|---|---:|",
         *rows,
     ]
-    md = ROOT / "bench" / "FOREIGN.md"
+    md.parent.mkdir(parents=True, exist_ok=True)
     mark = "## TensorFlow / Keras via tf2onnx"  # written by foreign_tf_sweep.py; kept
     tail = ""
     if md.exists() and mark in md.read_text():
