@@ -90,8 +90,7 @@ class UnaryRule(Rule):
         info = ctx.get(node.inputs[0])
         for v in node.inputs[1:]:
             if v is not None and ctx.get(v) is not None:
-                ctx.block(node, f"{node.op_type} with a channel tensor as a parameter")
-                return
+                return ctx.block(node, f"{node.op_type} with a channel tensor as a parameter")
         ctx.set(node.outputs[0], info)
 
     def const_eval(self, node: ir.Node, app) -> None:
@@ -106,8 +105,7 @@ class PReluRule(Rule):
         info = ctx.get(node.inputs[0])
         rank = ctx.rank(node.inputs[0])
         if ctx.get(node.inputs[1]) is not None or rank is None:
-            ctx.block(node, "PRelu slope is a channel tensor")
-            return
+            return ctx.block(node, "PRelu slope is a channel tensor")
         if ctx.channel_const(node, node.inputs[1], rank, info) == "blocked":
             return
         ctx.set(node.outputs[0], info)
@@ -145,8 +143,7 @@ class BroadcastRule(Rule):
         infos = [(v, ctx.get(v)) for v in node.inputs if v is not None]
         tracked = [(v, i) for v, i in infos if i is not None]
         if out_rank is None:
-            ctx.block(node, "unknown output rank")
-            return
+            return ctx.block(node, "unknown output rank")
         # Align every tracked input's axes to the output rank.
         aligned = []
         for v, i in tracked:
@@ -155,13 +152,11 @@ class BroadcastRule(Rule):
         out_shape = ctx.shape(node.outputs[0])
         full = [(v, i) for v, i in aligned if out_shape is None or tuple(out_shape[a] for a in i.axes) == i.ids.shape]
         if not full:
-            ctx.block(node, "channel tensors broadcast against each other")
-            return
+            return ctx.block(node, "channel tensors broadcast against each other")
         ref = full[0][1]
         for v, i in full[1:]:
             if i.axes != ref.axes or i.ids.shape != ref.ids.shape:
-                ctx.block(node, "channel tensors meet on different axes")
-                return
+                return ctx.block(node, "channel tensors meet on different axes")
             ctx.union(ref.ids, i.ids)
         for v, i in aligned:
             if all(v is not fv for fv, _ in full):
@@ -180,8 +175,7 @@ class BroadcastRule(Rule):
                 caxis = len(shape) - (out_rank - ref.axes[0])
                 if caxis < 0 or shape[caxis] == 1:
                     continue
-            ctx.block(node, f"{node.op_type} with a tensor whose channels are not tracked ({v.name})")
-            return
+            return ctx.block(node, f"{node.op_type} with a tensor whose channels are not tracked ({v.name})")
         ctx.set(node.outputs[0], ref)
 
     def const_eval(self, node: ir.Node, app) -> None:

@@ -58,19 +58,16 @@ class ConcatRule(LayoutRule):
         infos = [ctx.get(v) for v in node.inputs]
         tracked = [i for i in infos if i is not None]
         if any(len(i.axes) != 1 for i in tracked):
-            ctx.block(node, "Concat of a split channel axis")
-            return
+            return ctx.block(node, "Concat of a split channel axis")
         ch_axis = tracked[0].axes[0]
         if any(i.axes != (ch_axis,) for i in tracked):
-            ctx.block(node, "Concat of tensors with channels on different axes")
-            return
+            return ctx.block(node, "Concat of tensors with channels on different axes")
         if axis == ch_axis:
             sizes = []
             for v, i in zip(node.inputs, infos):
                 s = ctx.shape(v)
                 if i is None and s is None:
-                    ctx.block(node, "Concat input of unknown size")
-                    return
+                    return ctx.block(node, "Concat input of unknown size")
                 sizes.append(i.ids.size if i is not None else int(s[axis]))
 
             def recipe(arrays, fill, sizes=sizes):
@@ -81,8 +78,7 @@ class ConcatRule(LayoutRule):
         # Concatenated along another axis: every input's channels must line up.
         for v, i in zip(node.inputs, infos):
             if i is None:
-                ctx.block(node, f"Concat along axis {axis} with an untracked tensor")
-                return
+                return ctx.block(node, f"Concat along axis {axis} with an untracked tensor")
             ctx.union(tracked[0].ids, i.ids)
         ctx.set(node.outputs[0], tracked[0])
 
@@ -112,12 +108,10 @@ class SplitRule(LayoutRule):
                 ctx.set(o, info)
             return
         if info.axes != (axis,):
-            ctx.block(node, "Split of a split channel axis")
-            return
+            return ctx.block(node, "Split of a split channel axis")
         sizes = _split_sizes(node, ctx, info.ids.size)
         if sizes is None or sum(sizes) != info.ids.size:
-            ctx.block(node, "Split with run-time or inconsistent sizes")
-            return
+            return ctx.block(node, "Split with run-time or inconsistent sizes")
         bounds = np.cumsum([0] + sizes)
 
         def recipe(arrays, fill, bounds=bounds):
@@ -166,8 +160,7 @@ class SliceRule(LayoutRule):
         rank = ctx.rank(node.inputs[0])
         params = self._params(node, ctx)
         if params is None:
-            ctx.block(node, "Slice with run-time bounds")
-            return
+            return ctx.block(node, "Slice with run-time bounds")
         starts, ends, axes, steps = params
         axes = [_norm(a, rank) for a in axes]
         hit = [k for k, a in enumerate(axes) if a in info.axes]
@@ -176,8 +169,7 @@ class SliceRule(LayoutRule):
             return
         k = hit[0]
         if len(hit) > 1 or len(info.axes) != 1 or steps[k] != 1:
-            ctx.block(node, "Slice of channels with a step or on a split channel axis")
-            return
+            return ctx.block(node, "Slice of channels with a step or on a split channel axis")
         n = info.ids.size
         lo, hi, _ = slice(starts[k], ends[k], 1).indices(n)
 
@@ -216,8 +208,7 @@ class FlattenRule(LayoutRule):
         shape = ctx.shape(node.inputs[0])
         axis = _norm(_int_attr(node, "axis", 1), len(shape))
         if info.axes != (axis,):
-            ctx.block(node, f"Flatten(axis={axis}) mixes the channels with other dims")
-            return
+            return ctx.block(node, f"Flatten(axis={axis}) mixes the channels with other dims")
         inner = int(np.prod(shape[axis + 1 :], dtype=np.int64))
 
         def recipe(arrays, fill, inner=inner):
@@ -256,16 +247,13 @@ class ReshapeRule(LayoutRule):
         info = ctx.get(node.inputs[0])
         a, b = ctx.shape(node.inputs[0]), ctx.shape(node.outputs[0])
         if a is None or b is None:
-            ctx.block(node, "Reshape with unknown shapes")
-            return
+            return ctx.block(node, "Reshape with unknown shapes")
         if not self._target_adapts(node, ctx):
-            ctx.block(node, "Reshape target is computed at run time from constants we cannot rewrite")
-            return
+            return ctx.block(node, "Reshape target is computed at run time from constants we cannot rewrite")
         segs = _segments(tuple(a), tuple(b))
         seg = next((s for s in segs or [] if info.axes[0] in s[0]), None)
         if seg is None or not all(ax in seg[0] for ax in info.axes):
-            ctx.block(node, "Reshape mixes the channels with other dims")
-            return
+            return ctx.block(node, "Reshape mixes the channels with other dims")
         ins, outs = seg
         outs_nz = [o for o in outs if b[o] != 1]
         ins_nz = [i for i in ins if a[i] != 1 or i in info.axes]
@@ -273,8 +261,7 @@ class ReshapeRule(LayoutRule):
             ax = info.axes[0]
             after = [i for i in ins_nz if i > ax]
             if [i for i in ins_nz if i < ax]:
-                ctx.block(node, "Reshape merges the channels into an outer dim")
-                return
+                return ctx.block(node, "Reshape merges the channels into an outer dim")
             if len(outs_nz) == 1 and not after:
                 recipe = lambda arrays, fill: [arrays[0]]  # noqa: E731 - the axis only moves
                 self.apply_recipe(node, ctx, recipe, [(outs_nz[0],)])
@@ -303,7 +290,7 @@ class ReshapeRule(LayoutRule):
             recipe = lambda arrays, fill: [arrays[0].reshape(-1)]  # noqa: E731 - shuffle merge
             self.apply_recipe(node, ctx, recipe, [(outs_nz[0],)])
             return
-        ctx.block(node, "Reshape splits or merges channels in a way we do not track")
+        return ctx.block(node, "Reshape splits or merges channels in a way we do not track")
 
     def _target_adapts(self, node: ir.Node, ctx) -> bool:
         """A constant target can be rewritten; a run-time one must be built from Shape pieces."""
@@ -370,20 +357,17 @@ class SqueezeRule(LayoutRule):
         if axes is None and len(node.inputs) > 1 and node.inputs[1] is not None:
             c = ctx.const(node.inputs[1])
             if c is None:
-                ctx.block(node, f"{node.op_type} with run-time axes")
-                return
+                return ctx.block(node, f"{node.op_type} with run-time axes")
             axes = [int(x) for x in c.ravel()]
         if in_rank is None or out_rank is None:
-            ctx.block(node, f"{node.op_type} with unknown rank")
-            return
+            return ctx.block(node, f"{node.op_type} with unknown rank")
         if node.op_type == "Squeeze":
             if axes is None:
                 shape = ctx.shape(node.inputs[0])
                 axes = [i for i, d in enumerate(shape) if d == 1]
             axes = [_norm(a, in_rank) for a in axes]
             if any(a in info.axes for a in axes):
-                ctx.block(node, "Squeeze removes the channel axis")
-                return
+                return ctx.block(node, "Squeeze removes the channel axis")
             new = [ax - sum(1 for a in axes if a < ax) for ax in info.axes]
         else:
             axes = sorted(_norm(a, out_rank) for a in axes)

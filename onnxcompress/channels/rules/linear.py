@@ -41,13 +41,11 @@ class GemmRule(Rule):
         b_val = node.inputs[1]
         b = ctx.shape(b_val)
         if b is None or not ctx.is_const(b_val) or _attr(node, "transA") or ctx.get(b_val) is not None:
-            ctx.block(node, "Gemm with transA or a run-time weight")
-            return
+            return ctx.block(node, "Gemm with transA or a run-time weight")
         trans_b = _attr(node, "transB")
         if info is not None:
             if info.axes != (1,):
-                ctx.block(node, "Gemm input channels on an unexpected axis")
-                return
+                return ctx.block(node, "Gemm input channels on an unexpected axis")
             ctx.add_slot(node, b_val, 1 if trans_b else 0, info.ids, "in")
         n_out = int(b[0] if trans_b else b[1])
         ids = _source(node, ctx, n_out, 1, 0 if trans_b else 1)
@@ -86,12 +84,10 @@ class MatMulRule(Rule):
         b = ctx.shape(b_val)
         rank = ctx.rank(node.inputs[0])
         if ctx.get(b_val) is not None or not ctx.is_const(b_val) or b is None or len(b) != 2 or rank is None:
-            ctx.block(node, "MatMul is pruned through only as x[..., C] @ W[C, N] with a constant W")
-            return
+            return ctx.block(node, "MatMul is pruned through only as x[..., C] @ W[C, N] with a constant W")
         if a_info is not None:
             if a_info.axes != (rank - 1,):
-                ctx.block(node, "MatMul input channels are not on its last axis")
-                return
+                return ctx.block(node, "MatMul input channels are not on its last axis")
             ctx.add_slot(node, b_val, 0, a_info.ids, "in")
         out_rank = ctx.rank(node.outputs[0]) or rank
         _source(node, ctx, int(b[1]), out_rank - 1, 1)

@@ -21,12 +21,10 @@ class BatchNormRule(Rule):
             return
         spatial = node.attributes.get("spatial")
         if spatial is not None and spatial.as_int() == 0:
-            ctx.block(node, "BatchNormalization with spatial=0 (per-element statistics)")
-            return
+            return ctx.block(node, "BatchNormalization with spatial=0 (per-element statistics)")
         params = node.inputs[1:5]
         if not all(ctx.is_const(p) for p in params):
-            ctx.block(node, "BatchNormalization with run-time statistics")
-            return
+            return ctx.block(node, "BatchNormalization with run-time statistics")
         for p in params:
             ctx.add_slot(node, p, 0, info.ids, "param")
         ctx.set(node.outputs[0], info)
@@ -45,8 +43,7 @@ class InstanceNormRule(Rule):
         if info is None:
             return
         if not all(ctx.is_const(p) for p in node.inputs[1:3]):
-            ctx.block(node, "InstanceNormalization with run-time parameters")
-            return
+            return ctx.block(node, "InstanceNormalization with run-time parameters")
         for p in node.inputs[1:3]:
             ctx.add_slot(node, p, 0, info.ids, "param")
         ctx.set(node.outputs[0], info)

@@ -19,8 +19,7 @@ class PassThroughRule(Rule):
     def propagate(self, node: ir.Node, ctx) -> None:
         info = ctx.get(node.inputs[0])
         if any(ctx.get(v) is not None for v in node.inputs[1:] if v is not None):
-            ctx.block(node, f"{node.op_type} with a channel tensor as a parameter")
-            return
+            return ctx.block(node, f"{node.op_type} with a channel tensor as a parameter")
         if not self.channels_untouched(node, ctx, info):
             return
         ctx.set(node.outputs[0], info)
@@ -152,8 +151,7 @@ class ReduceRule(Rule):
         rank = ctx.rank(node.inputs[0])
         axes = self._axes(node, ctx, rank) if rank is not None else None
         if axes is None or any(ax in info.axes for ax in axes):
-            ctx.block(node, f"{node.op_type} over the channel axis")
-            return
+            return ctx.block(node, f"{node.op_type} over the channel axis")
         keep = node.attributes.get("keepdims")
         keepdims = keep.as_int() if keep is not None else 1
         new = info.axes if keepdims else tuple(ax - sum(1 for a in axes if a < ax) for ax in info.axes)
@@ -194,8 +192,7 @@ class SoftmaxRule(Rule):
         a = node.attributes.get("axis")
         axis = (a.as_int() if a is not None else -1) % rank
         if axis in info.axes:
-            ctx.block(node, f"{node.op_type} over the channel axis mixes channels")
-            return
+            return ctx.block(node, f"{node.op_type} over the channel axis mixes channels")
         ctx.set(node.outputs[0], info)
 
 
