@@ -160,22 +160,10 @@ def save_model(
 
 def file_bytes(path: str | os.PathLike) -> int:
     """Size of a model on disk, including its external data files."""
+    from onnxcompress.paths import external_data_files
+
     p = Path(path)
-    total = p.stat().st_size
-    try:
-        proto = onnx.load(p, load_external_data=False)
-    except Exception:  # noqa: BLE001
-        return total
-    locations = set()
-    for t in proto.graph.initializer:
-        for kv in t.external_data:
-            if kv.key == "location":
-                locations.add(kv.value)
-    for loc in locations:
-        f = p.parent / loc
-        if f.exists():
-            total += f.stat().st_size
-    return total
+    return p.stat().st_size + sum(f.stat().st_size for f in external_data_files(p) if f.is_file())
 
 
 def _root_cause(exc: BaseException) -> str:

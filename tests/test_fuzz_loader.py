@@ -50,12 +50,7 @@ CLI_EVERY = int(os.environ.get("ONNXCOMPRESS_FUZZ_CLI_EVERY", "2"))
 #: strict-xfail reproducer in REPROS. Classes found earlier and since fixed in the engine
 #: (invalid UTF-8 names, UNDEFINED initializer types, empty strides, a Relu renamed Conv,
 #: WARNING lines before the error line) are not listed: the fuzz test fails on them again.
-KNOWN: dict[str, str] = {
-    "*@cost.py:*": "cost analysis trusts the graph: Conv dilations of type STRING, a BatchNormalization renamed "
-    "ConvTranspose (5 inputs), an external data location holding a NUL byte or invalid UTF-8 give "
-    "TypeError/IndexError/ValueError instead of InputError",
-    "*@paths.py:*": "an external data location that is not valid UTF-8 stays bytes: TypeError in paths.external_data_files",
-}
+KNOWN: dict[str, str] = {}
 
 
 def _known(key: str) -> bool:
@@ -491,13 +486,13 @@ REPROS = {
     "relu_renamed_conv": ("digits_cnn.onnx", lambda: _edit(
         "digits_cnn.onnx", _set(lambda m: _first(m, "Relu"), "op_type", "Conv")), None),
     "dangling_node_input": ("digits_cnn.onnx", lambda: _edit("digits_cnn.onnx", _drop_first_relu), None),
-    "conv_dilations_string": ("digits_cnn.onnx", lambda: _edit("digits_cnn.onnx", _dilations_string), "*@cost.py:*"),
+    "conv_dilations_string": ("digits_cnn.onnx", lambda: _edit("digits_cnn.onnx", _dilations_string), None),
     "batchnorm_renamed_convtranspose": ("digits_cnn.onnx", lambda: _edit("digits_cnn.onnx", _set(
-        lambda m: _first(m, "BatchNormalization"), "op_type", "ConvTranspose")), "*@cost.py:*"),
+        lambda m: _first(m, "BatchNormalization"), "op_type", "ConvTranspose")), None),
     "external_location_invalid_utf8": ("dynamo_ext.onnx", lambda: _bytes_replace(
-        "dynamo_ext.onnx", b"dynamo_ext.onnx.data", b"dynamo_ext.onnx.d\xffta"), "*@paths.py:*"),
+        "dynamo_ext.onnx", b"dynamo_ext.onnx.data", b"dynamo_ext.onnx.d\xffta"), None),
     "external_location_nul_byte": ("dynamo_ext.onnx", lambda: _bytes_replace(
-        "dynamo_ext.onnx", b"dynamo_ext.onnx.data", b"dynamo_ext.onnx.d\x00ta"), "*@cost.py:*"),
+        "dynamo_ext.onnx", b"dynamo_ext.onnx.data", b"dynamo_ext.onnx.d\x00ta"), None),
 }
 
 

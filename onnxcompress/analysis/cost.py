@@ -315,16 +315,15 @@ def analyse_costs(model: ir.Model, shapes: dict[str, Shape]) -> CostSummary:
     """Per-node params, MACs and receptive fields, in graph order.
 
     Raises ``InputError`` for weights that cannot hold their declared shape and for
-    malformed windows (``check_node``), such as a ``group`` that does not divide the channels.
+    malformed nodes (``check_node``), such as a ``group`` that does not divide the channels;
+    any other failure to read a node (an attribute of the wrong type, missing inputs) is
+    reported as an ``InputError`` naming the node.
     """
     graph = model.graph
     for name, v in graph.initializers.items():
         if v.const_value is not None:
-            check_tensor(name, v.const_value)
+            _guarded(name, "initializer", check_tensor, name, v.const_value)
     seen: set[int] = set()
-    total_params = 0
-    # Constant nodes and initializers nobody reads still count, once.
-    layers: list[LayerCost] = []
     rf: dict[str, tuple[float, float]] = {}
     from onnxcompress.analysis.shapes import graph_inputs
 
@@ -332,64 +331,80 @@ def analyse_costs(model: ir.Model, shapes: dict[str, Shape]) -> CostSummary:
         s = shapes.get(v.name)
         if s is not None and len(s) >= 3:
             rf[v.name] = (1.0, 1.0)
-    total_macs = 0
+    layers: list[LayerCost] = []
     for node in graph:
-        params = 0
-        for inp in node.inputs:
-            t = _const_tensor(inp)
-            if t is None or id(t) in seen:
-                continue
-            if inp.producer() is not None and inp.producer().op_type == "Constant":
-                continue  # counted at the Constant node itself
-            if not _is_weight(inp, t):
-                continue
-            seen.add(id(t))
-            params += t.size
-        check_node(node, shapes)
-        if node.op_type == "Constant":
-            t = _const_tensor(node.outputs[0])
-            if t is not None:
-                check_tensor(node.name or node.outputs[0].name, t)
-            if t is not None and id(t) not in seen and _is_weight(node.outputs[0], t):
-                seen.add(id(t))
-                params += t.size
-        macs = node_macs(node, shapes)
-        total_params += params
-        total_macs += macs
-        # Receptive field of this node's outputs on the image input.
-        in_rf = [rf[i.name] for i in node.inputs if i is not None and i.name in rf]
-        node_rf = None
-        if in_rf and node.op_type not in _PASS_RF_OPS_STOP:
-            r, j = max(x[0] for x in in_rf), max(x[1] for x in in_rf)
-            if node.op_type in _WINDOW_OPS:
-                win = _window(node, shapes)
-                if win is not None:
-                    k, s = win
-                    if node.op_type == "ConvTranspose":
-                        r, j = r + (k - 1) * j / s, j / s
-                    else:
-                        r, j = r + (k - 1) * j, j * s
-            elif node.op_type in ("Resize", "Upsample"):
-                x, y = shapes.get(node.inputs[0].name), shapes.get(node.outputs[0].name)
-                if x is not None and y is not None and len(x) >= 3 and x[-1]:
-                    j = j * x[-1] / y[-1]
-            node_rf = (r, j)
-            for o in node.outputs:
-                rf[o.name] = node_rf
-        out_shape = shapes.get(node.outputs[0].name) if node.outputs else None
-        layers.append(
-            LayerCost(
-                name=node.name or f"{node.op_type}_{len(layers)}",
-                op=node.op_type,
-                out_shape=list(out_shape) if out_shape is not None else None,
-                params=params,
-                macs=macs,
-                receptive_field=list(node_rf) if node_rf is not None else None,
-            )
-        )
+        label = node.name or f"{node.op_type}_{len(layers)}"
+        layers.append(_guarded(label, node.op_type, _node_cost, node, label, shapes, seen, rf))
+    total_params = sum(layer.params for layer in layers)
+    # Initializers nobody reads still count, once.
     for v in graph.initializers.values():
         t = v.const_value
         if t is not None and id(t) not in seen and _is_weight(v, t):
             seen.add(id(t))
             total_params += t.size
-    return CostSummary(params=total_params, macs=total_macs, layers=layers)
+    return CostSummary(params=total_params, macs=sum(layer.macs for layer in layers), layers=layers)
+
+
+def _guarded(name: str, what: str, fn, *args):
+    """``fn(*args)``, with a malformed node or tensor turned into one clear InputError."""
+    try:
+        return fn(*args)
+    except InputError:
+        raise
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError, UnicodeError) as exc:
+        raise InputError(f"malformed {what} {name!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def _node_cost(node: ir.Node, label: str, shapes: dict[str, Shape], seen: set[int], rf: dict) -> LayerCost:
+    params = 0
+    for inp in node.inputs:
+        t = _const_tensor(inp)
+        if t is None or id(t) in seen:
+            continue
+        if inp.producer() is not None and inp.producer().op_type == "Constant":
+            continue  # counted at the Constant node itself
+        if not _is_weight(inp, t):
+            continue
+        seen.add(id(t))
+        params += t.size
+    check_node(node, shapes)
+    if node.op_type == "Constant":
+        t = _const_tensor(node.outputs[0])
+        if t is not None:
+            check_tensor(label, t)
+        if t is not None and id(t) not in seen and _is_weight(node.outputs[0], t):
+            seen.add(id(t))
+            params += t.size
+    node_rf = _receptive_field(node, shapes, rf)
+    out_shape = shapes.get(node.outputs[0].name) if node.outputs else None
+    return LayerCost(
+        name=label,
+        op=node.op_type,
+        out_shape=list(out_shape) if out_shape is not None else None,
+        params=params,
+        macs=node_macs(node, shapes),
+        receptive_field=list(node_rf) if node_rf is not None else None,
+    )
+
+
+def _receptive_field(node: ir.Node, shapes: dict[str, Shape], rf: dict) -> tuple[float, float] | None:
+    """Receptive field (size, jump) of this node's outputs on the image input; updates ``rf``."""
+    in_rf = [rf[i.name] for i in node.inputs if i is not None and i.name in rf]
+    if not in_rf or node.op_type in _PASS_RF_OPS_STOP:
+        return None
+    r, j = max(x[0] for x in in_rf), max(x[1] for x in in_rf)
+    if node.op_type in _WINDOW_OPS:
+        win = _window(node, shapes)
+        if win is not None:
+            k, s = win
+            if node.op_type == "ConvTranspose":
+                r, j = r + (k - 1) * j / s, j / s
+            else:
+                r, j = r + (k - 1) * j, j * s
+    elif node.op_type in ("Resize", "Upsample"):
+        x, y = shapes.get(node.inputs[0].name), shapes.get(node.outputs[0].name)
+        if x is not None and y is not None and len(x) >= 3 and x[-1]:
+            j = j * x[-1] / y[-1]
+    for o in node.outputs:
+        rf[o.name] = (r, j)
+    return r, j
