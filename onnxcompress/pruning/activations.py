@@ -54,12 +54,26 @@ def feature_axis(analysis: AnalysisResult, x: ir.Value) -> int:
     return analysis.info[x].axes[0]
 
 
+#: samples per run when many intermediate values are exposed at once (bounds peak memory)
+EXPOSED_BATCH = 8
+
+
+def rebatch(batches, size: int = EXPOSED_BATCH):
+    """The same samples in feeds of at most ``size`` (fixed-batch models are already 1 each)."""
+    for feeds in batches:
+        n = len(next(iter(feeds.values())))
+        for i in range(0, n, size):
+            yield {k: v[i : i + size] for k, v in feeds.items()} if n > size else feeds
+            if n <= size:
+                break
+
+
 def collect_stats(model: ir.Model | object, batches, values: dict[str, int]) -> dict[str, FeatureStats]:
     """Stream ``batches`` through ``model`` and reduce each named value to per-feature moments."""
     names = list(values)
     session = Session(model, expose=names)
     sums: dict[str, list] = {}
-    for feeds in batches:
+    for feeds in rebatch(batches):
         outs = session.run(feeds, names)
         for n in names:
             a = np.asarray(outs[n], dtype=np.float64)

@@ -183,8 +183,11 @@ def refit(
         else:
             todo.append(c)
     fit_batches = first_samples(fit_batches, REFIT_SAMPLES)
-    batches = [("fit", f) for f in fit_batches] + [("held", f) for f in held_batches]
-    targets = _reference_targets(reference, todo, batches, len(fit_batches), seed)
+    from onnxcompress.pruning.activations import rebatch
+
+    # Every consumer's output is exposed at once in the reference pass: small feeds bound memory.
+    batches = [("fit", f) for f in rebatch(fit_batches)] + [("held", f) for f in rebatch(held_batches)]
+    targets = _reference_targets(reference, todo, batches, sum(1 for s, _ in batches if s == "fit"), seed)
     for i, c in enumerate(todo):
         rows.append(_refit_one(model, c, batches, targets[i]))
         if progress is not None:
