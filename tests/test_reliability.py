@@ -274,19 +274,23 @@ def test_ctrl_c_while_imports_load_is_one_line(resnet):
                             "('numpy', 'onnx', 'onnx_ir', 'onnxruntime') if m in sys.modules))"],
                            capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
     assert quick.stdout.strip() == "[]", quick.stderr  # the heavy imports wait for main()
-    proc = subprocess.Popen([sys.executable, "-m", "onnxcompress", "inspect", str(resnet)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
-    maps = Path(f"/proc/{proc.pid}/maps")
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if "_multiarray_umath" in maps.read_text():
-                break
-        except OSError:
-            pass
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    # A loaded machine can finish the command before the signal lands: try a few times.
+    for _attempt in range(5):
+        proc = subprocess.Popen([sys.executable, "-m", "onnxcompress", "inspect", str(resnet)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+        maps = Path(f"/proc/{proc.pid}/maps")
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if "_multiarray_umath" in maps.read_text():
+                    break
+            except OSError:
+                pass
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        if proc.returncode != 0:
+            break
     assert proc.returncode == 130, err
     one_line(err, "interrupted")
 
