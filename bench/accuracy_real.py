@@ -116,8 +116,10 @@ def main() -> None:
     ap.add_argument("--ratios", nargs="*", type=float, default=[0.125, 0.25, 0.375, 0.5])
     ap.add_argument("--targets", nargs="*", type=float, default=[0.9, 0.8, 0.7, 0.6, 0.5])
     ap.add_argument("--no-cost", action="store_true")
+    ap.add_argument("--out", default=str(OUT), help="results file (several runs in parallel: one each)")
     args = ap.parse_args()
-    results = json.loads(OUT.read_text()) if OUT.exists() else {}
+    out_path = Path(args.out)
+    results = json.loads(out_path.read_text()) if out_path.exists() else {}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for name in args.models:
@@ -131,7 +133,7 @@ def main() -> None:
                     row = {"method": method, "ratio": ratio, **one(name, src, cfg, tmp)}
                     res["runs"].append(row)
                     print(name, json.dumps(row), flush=True)
-                    OUT.write_text(json.dumps(results, indent=1))
+                    out_path.write_text(json.dumps(results, indent=1))
             cache = SearchCache()
             for target in args.targets:
                 cfg = oc.CompressConfig(target_macs=target, input_shapes=shapes, calib=str(calib))
@@ -139,11 +141,11 @@ def main() -> None:
                 row = {"method": "target search", "target_macs": target, **one(name, src, cfg, tmp)}
                 res["runs"].append(row)
                 print(name, json.dumps(row), flush=True)
-                OUT.write_text(json.dumps(results, indent=1))
+                out_path.write_text(json.dumps(results, indent=1))
             if not args.no_cost:
                 res["cost"] = cost(name, src, shapes, calib, tmp)
                 print(name, "cost", json.dumps(res["cost"]), flush=True)
-                OUT.write_text(json.dumps(results, indent=1))
+                out_path.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

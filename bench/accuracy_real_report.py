@@ -27,7 +27,11 @@ def smallest_within(res: dict, points: float) -> float | None:
 
 
 def main() -> None:
-    data = json.loads(SRC.read_text())
+    data = {}
+    for f in sorted(SRC.parent.glob("accuracy_real*.json")):  # one file per parallel run
+        data.update(json.loads(f.read_text()))
+    order = ["digits_cnn", "ppocr_cls", "ppocr_rec", "ddddocr_common"]
+    data = {k: data[k] for k in sorted(data, key=lambda k: order.index(k) if k in order else 99)}
     L = [
         "# Accuracy after pruning on real pretrained models",
         "",
@@ -77,6 +81,8 @@ def main() -> None:
         "  `--calib` is given).",
         "- Data-aware ranking alone does not save a model: the removed channels' means must be compensated (bias)",
         "  and the consumers refit. Refit is what recovers the accuracy; it is the default with `--calib`.",
+        "- Refit covers every consumer of removed channels and every weight layer after the first of them;",
+        "  a layer keeps its refit only where its held-out error drops (the report lists them).",
         "- The target search spends the MAC budget where the measured drift per MAC is lowest, so at the same MACs",
         "  it keeps more accuracy than one ratio everywhere.",
         "- The held-out agreement is what the tool can see without labels (sequence agreement for CTC models); it",

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress._ir_utils import is_const
 from onnxcompress.channels.state import AnalysisResult
 from onnxcompress.pruning.activations import FeatureStats, collect_stats, consumer_slots, data_aware_scores
 from onnxcompress.pruning.plan import Group, Plan, macs_kept
@@ -123,9 +124,18 @@ class CalibratedPruning:
         }
 
     def _consumers(self, model: ir.Model, plan: Plan) -> list[Consumer]:
+        """Layers to refit, in order: every consumer of removed channels, and every later weight
+        layer too, since the drift reaches them through what was not pruned (each is kept only
+        where it lowers its held-out error)."""
         touched = {id(s.node) for s in self.analysis.slots if s.role == "in" and plan.removed[s.ids].any()}
         out_keep = {id(s.node): ~plan.removed[s.ids] for s in self.analysis.slots if s.role == "out"}
-        return [Consumer(n, out_keep.get(id(n)), self.out_names[id(n)]) for n in model.graph if id(n) in touched]
+        out, started = [], False
+        for n in model.graph:
+            started = started or id(n) in touched
+            weight = n.op_type in ("Conv", "Gemm", "MatMul") and len(n.inputs) > 1 and is_const(n.inputs[1])
+            if id(n) in touched or (started and weight and id(n) in self.out_names):
+                out.append(Consumer(n, out_keep.get(id(n)), self.out_names[id(n)]))
+        return out
 
 
 def _outputs(model: ir.Model, batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
