@@ -189,22 +189,13 @@ def _default_target(args) -> float | None:
     return args.target_macs
 
 
-def run_compress(argv: list[str]) -> int:
+def config_from_args(args: argparse.Namespace):
+    """The ``CompressConfig`` a parsed compress command line (recipe merged) asks for."""
     from onnxcompress.analysis.shapes import parse_input_shapes
-    from onnxcompress.api import compress
     from onnxcompress.calibration import ImageSpec
     from onnxcompress.config import CompressConfig
-    from onnxcompress.io import EXTERNAL_DATA_THRESHOLD, file_bytes, has_external_data, stage_model, tensor_bytes
-    from onnxcompress.paths import Staging
-    from onnxcompress.recipe import parse_args
-    from onnxcompress.render import compress_markdown, render_compress
 
-    args, recipe = parse_args(compress_parser(), argv, "compress")
-    _setup_logging(args.debug)
-    if args.seed < 0:
-        raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
-    out = _validate_compress_paths(args)
-    config = CompressConfig(
+    return CompressConfig(
         ratio=CompressConfig.ratio if args.ratio is None else args.ratio,
         mode=args.mode,
         criterion=args.criterion,
@@ -234,6 +225,21 @@ def run_compress(argv: list[str]) -> int:
         eval=args.eval,
         max_accuracy_drop=args.max_accuracy_drop,
     )
+
+
+def run_compress(argv: list[str]) -> int:
+    from onnxcompress.api import compress
+    from onnxcompress.io import EXTERNAL_DATA_THRESHOLD, file_bytes, has_external_data, stage_model, tensor_bytes
+    from onnxcompress.paths import Staging
+    from onnxcompress.recipe import parse_args
+    from onnxcompress.render import compress_markdown, render_compress
+
+    args, recipe = parse_args(compress_parser(), argv, "compress")
+    _setup_logging(args.debug)
+    if args.seed < 0:
+        raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
+    out = _validate_compress_paths(args)
+    config = config_from_args(args)
     console = _console(args.quiet)
     if args.quiet:
         result = compress(args.model, config)
