@@ -82,10 +82,7 @@ class CheckConfig:
 
 def check(model_path: str, compressed_path: str, config: CheckConfig) -> CheckReport:
     """Measure ``compressed_path`` against ``model_path`` and gate it on ``config``."""
-    from onnxcompress.analysis.shapes import graph_inputs, resolve_input_shapes
     from onnxcompress.io import load_model
-    from onnxcompress.runtime import Session, random_feeds
-    from onnxcompress.verify import check_model, compare_outputs
 
     config.validate()
     t0 = time.perf_counter()
@@ -93,42 +90,63 @@ def check(model_path: str, compressed_path: str, config: CheckConfig) -> CheckRe
     ref_model = load_model(model_path)
     if not Path(compressed_path).exists():
         raise InputError(f"no such file: {compressed_path}")
-    names = [v.name for v in graph_inputs(ref_model)]
+    batches, shapes, inputs_kind = _check_inputs(ref_model, config)
+    ref_out, got = _run_both(model_path, compressed_path, batches, report)
+    report.criteria += _fidelity_criteria(ref_out, got, inputs_kind, config, report)
+    if config.eval_data is not None:
+        report.criteria += _accuracy_criteria(ref_model, compressed_path, config, report, got is not None)
+    report.criteria += _size_criteria(model_path, compressed_path, ref_model, shapes, config, report)
+    if config.min_speedup is not None:
+        report.criteria.append(_speed_criterion(model_path, compressed_path, ref_model, config, report, got is not None))
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _check_inputs(ref_model, config: CheckConfig):
+    """(feeds in batches, analysis shapes, what they are): calibration data, given inputs, or random."""
+    from onnxcompress.analysis.shapes import graph_inputs, resolve_input_shapes
+    from onnxcompress.runtime import random_feeds
+
     if config.calib is not None:
         from onnxcompress.calibration import load_calibration
 
-        cal = load_calibration(config.calib, ref_model)
-        batches, inputs_kind = list(cal.batches()), "calibration"
-        feeds = batches[0]
-        shapes = {k: tuple(v.shape) for k, v in feeds.items()}
-    elif config.inputs is not None:
+        batches = list(load_calibration(config.calib, ref_model).batches())
+        return batches, {k: tuple(v.shape) for k, v in batches[0].items()}, "calibration"
+    if config.inputs is not None:
         feeds = dict(config.inputs)
+        names = [v.name for v in graph_inputs(ref_model)]
         if set(feeds) != set(names):
             raise InputError(f"--inputs: keys {sorted(feeds)} do not match the model's inputs {sorted(names)}")
-        shapes = {k: tuple(v.shape) for k, v in feeds.items()}
-    else:
-        shapes = resolve_input_shapes(ref_model, config.input_shapes)
-        feeds = random_feeds(ref_model, shapes, config.seed)
-    if config.calib is None:
-        batches, inputs_kind = [feeds], ("given" if config.inputs is not None else "random")
-    from onnxcompress.verify import run_all
+        return [feeds], {k: tuple(v.shape) for k, v in feeds.items()}, "given"
+    shapes = resolve_input_shapes(ref_model, config.input_shapes)
+    return [random_feeds(ref_model, shapes, config.seed)], shapes, "random"
+
+
+def _run_both(model_path, compressed_path, batches, report: CheckReport):
+    """The reference's outputs, and the candidate's (None when it fails to load, check or run)."""
+    from onnxcompress.io import load_model
+    from onnxcompress.runtime import Session
+    from onnxcompress.verify import check_model, run_all
 
     try:
         # The files are read by onnxruntime as given, external data included.
         ref_out = run_all(Session(model_path), batches)
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"onnxruntime cannot run the reference model: {str(exc).splitlines()[0]}") from exc
-
     got = None
     try:
-        comp = load_model(compressed_path)
-        check_model(comp)
+        check_model(load_model(compressed_path))
         got = run_all(Session(compressed_path), batches)
         runs = gate("loads_and_runs", "loads, passes the checker, runs", 1.0, 1.0, ">=")
     except Exception as exc:  # noqa: BLE001 - any failure here is the gate's verdict
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         runs = gate("loads_and_runs", "loads, passes the checker, runs", 0.0, 1.0, ">=", msg)
     report.criteria.append(runs)
+    return ref_out, got
+
+
+def _fidelity_criteria(ref_out, got, inputs_kind: str, config: CheckConfig, report: CheckReport) -> list[Criterion]:
+    from onnxcompress.fidelity import compare_outputs
 
     fid = None
     fid_error = "" if got is not None else NOT_RUN
@@ -146,25 +164,16 @@ def check(model_path: str, compressed_path: str, config: CheckConfig) -> CheckRe
             fid_error = str(exc).splitlines()[0]
     if config.min_top1 is not None and fid is not None and fid.top1_agreement is None:
         raise InputError("--min-top1: the outputs do not look like class scores (N x classes), top-1 is not measurable")
-    report.criteria += [
+    out = [
         gate("min_cosine", "min cosine", fid.cosine_min if fid else None, config.min_cosine, ">=", fid_error),
         gate("max_abs_diff", "max abs diff", fid.max_abs_diff if fid else None, config.max_abs_diff, "<=", fid_error),
     ]
     if config.min_top1 is not None or (fid is not None and fid.top1_agreement is not None):
-        report.criteria.append(
-            gate("min_top1", "top-1 agreement", fid.top1_agreement if fid else None, config.min_top1, ">=", fid_error)
-        )
-
+        out.append(gate("min_top1", "top-1 agreement", fid.top1_agreement if fid else None, config.min_top1, ">=", fid_error))
     if config.min_agreement is not None or (fid is not None and fid.agreement is not None):
-        report.criteria.append(gate("min_agreement", "top-1 agreement per position (class axes)",
-                                     fid.agreement if fid else None, config.min_agreement, ">=", fid_error))
-    if config.eval_data is not None:
-        report.criteria += _accuracy_criteria(ref_model, compressed_path, config, report, got is not None)
-    report.criteria += _size_criteria(model_path, compressed_path, ref_model, shapes, config, report)
-    if config.min_speedup is not None:
-        report.criteria.append(_speed_criterion(model_path, compressed_path, ref_model, config, report, got is not None))
-    report.seconds = time.perf_counter() - t0
-    return report
+        out.append(gate("min_agreement", "top-1 agreement per position (class axes)",
+                        fid.agreement if fid else None, config.min_agreement, ">=", fid_error))
+    return out
 
 
 def _accuracy_criteria(ref_model, compressed_path, config: CheckConfig, report: CheckReport, ok: bool) -> list[Criterion]:
