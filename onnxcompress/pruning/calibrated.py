@@ -77,7 +77,7 @@ class CalibratedPruning:
         # Savings are not additive (a conv shrinks with both its input and output groups), so the
         # plan's MACs are recomputed exactly and the allocation target tightened until they fit.
         goal, tries = target, []
-        for _ in range(6):
+        for attempt in range(12):
             removed, est = allocate(self.cache.sensitivity, total_macs, goal)
             gone = np.zeros(len(roots), dtype=bool)
             for g in groups:
@@ -87,7 +87,8 @@ class CalibratedPruning:
             tries.append({"allocation_target": goal, "macs_kept": actual})
             if actual <= target + 1e-9:
                 break
-            goal -= max(actual - target, 0.002)
+            # The allocation moves in steps of whole groups: push harder when it does not move.
+            goal -= max(actual - target, 0.005 * 2 ** attempt)
         self.report["allocation"] = {
             "target_macs": target,
             "estimated_macs_kept": actual,
