@@ -290,10 +290,44 @@ def _dispatch(argv: list[str]) -> int:
     return run_compress(argv)
 
 
+_SIGINT_SEEN: list[bool] = []
+
+
+def _on_sigint(signum, frame) -> None:
+    _SIGINT_SEEN.append(True)
+    raise KeyboardInterrupt
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """True when Ctrl-C caused ``exc``: a library wrapped the KeyboardInterrupt (numpy turns one
+    during its own import into an ImportError that no longer carries it)."""
+    if _SIGINT_SEEN:
+        return True
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; every failure is one line on stderr (exit 2 bad input, 1 gate or budget, 3 a bug)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    _SIGINT_SEEN.clear()
+    previous = None
+    with contextlib.suppress(ValueError):  # not the main thread: keep Python's handler
+        previous = signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        return _main(argv, debug)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main(argv: list[str], debug: bool) -> int:
     command = argv[0] if argv and argv[0] in ("inspect", "bench", "check", "sensitivity") else "compress"
     level = logging.ERROR if command in ("bench", "check") else logging.WARNING
     try:
@@ -329,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
         say(f"error: {exc.strerror or first_line(exc)}" + (f": {exc.filename}" if exc.filename else ""))
         return 2
     except Exception as exc:  # noqa: BLE001 - never a traceback without --debug
+        if _interrupted(exc):
+            # numpy turns a Ctrl-C during its own import into an ImportError
+            say("interrupted")
+            return 130
         if debug:
             raise
         if command in ("bench", "check") and type(exc).__module__.startswith("onnxruntime"):
