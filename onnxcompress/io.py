@@ -181,7 +181,17 @@ def proto_without_big_tensors(model: ir.Model, min_elements: int = 0) -> tuple[o
     name. The model itself is unchanged: each tensor is swapped for an empty placeholder
     only while serialising, which keeps this cheap for big models.
     """
-    big = {n: v for n, v in model.graph.initializers.items() if v.const_value is not None and v.const_value.size > min_elements}
+    names = [n for n, v in model.graph.initializers.items() if v.const_value is not None and v.const_value.size > min_elements]
+    return proto_without(model, names)
+
+
+def proto_without(model: ir.Model, names) -> tuple[onnx.ModelProto, dict[str, ir.TensorProtocol]]:
+    """``proto_without_big_tensors`` for the named initializers of the main graph.
+
+    Their data is not read; the initializers kept come inline (external data read in).
+    """
+    inits = model.graph.initializers
+    big = {n: inits[n] for n in names if n in inits and inits[n].const_value is not None}
     saved = {n: v.const_value for n, v in big.items()}
     placeholder = ir.tensor(np.zeros((0,), dtype=np.float32))
     try:
@@ -195,6 +205,14 @@ def proto_without_big_tensors(model: ir.Model, min_elements: int = 0) -> tuple[o
         for n, t in saved.items():
             big[n].const_value = t
     kept = [t for t in proto.graph.initializer if t.name not in saved]
+    for t in kept:
+        if t.data_location == onnx.TensorProto.EXTERNAL and t.name in inits:
+            # The proto may be read from elsewhere (a temporary folder, onnxsim): kept tensors
+            # come inline. One that cannot be read stays a reference, for its reader to report.
+            try:
+                t.CopyFrom(onnx.numpy_helper.from_array(np.asarray(inits[t.name].const_value.numpy()), t.name))
+            except Exception:  # noqa: BLE001 - missing file, bad offset, unknown dtype, ...
+                pass
     del proto.graph.initializer[:]
     proto.graph.initializer.extend(kept)
     return proto, saved

@@ -5,7 +5,8 @@ the benchmark runner, calibration) goes through this module, so session options,
 levels and serialisation rules are decided once.
 
 - ``open_session`` builds a session from an ``ir.Model``, a ``ModelProto``, bytes or a
-  path (a path is read by onnxruntime itself, external data included);
+  path (a path is read by onnxruntime itself, external data included; an ``ir.Model``'s
+  weights are handed over by reference, see ``serialized.Serialized``);
 - ``random_feeds`` / ``load_feeds`` / ``second_sizing`` make inputs;
 - ``Session.run(feeds, outputs=...)`` runs, optionally exposing intermediate values,
   which the calibration work reads layer by layer; ``run_batches`` streams a data set.
@@ -15,12 +16,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import onnx
 import onnx_ir as ir
+
+from onnxcompress.serialized import Serialized
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +46,6 @@ _NP_DTYPES = {
     ir.DataType.INT8: np.int8,
     ir.DataType.BOOL: np.bool_,
 }
-
-#: protos up to this size are handed to onnxruntime as bytes; bigger ones go through a file
-_BYTES_LIMIT = 1_900_000_000
 
 
 def np_dtype(dtype: ir.DataType | None) -> type:
@@ -155,32 +154,6 @@ def load_feeds(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------- sessions
-class Serialized:
-    """A model as onnxruntime and the checker take it: bytes, or a path for big/external data."""
-
-    def __init__(self, model: ir.Model | onnx.ModelProto | bytes | str | os.PathLike):
-        self._tmp: tempfile.TemporaryDirectory | None = None
-        self.data: bytes | str
-        if isinstance(model, (str, os.PathLike)):
-            self.data = os.fspath(model)
-        elif isinstance(model, bytes):
-            self.data = model
-        elif isinstance(model, onnx.ModelProto):
-            self.data = model.SerializeToString()
-        else:
-            from onnxcompress.io import has_external_data
-
-            proto = None if has_external_data(model) else ir.to_proto(model)
-            if proto is not None and proto.ByteSize() < _BYTES_LIMIT:
-                self.data = proto.SerializeToString()
-            else:
-                # External or big weights: onnxruntime reads them from files next to the graph.
-                self._tmp = tempfile.TemporaryDirectory(prefix="onnxcompress-")
-                path = os.path.join(self._tmp.name, "model.onnx")
-                ir.save(model, path, external_data="model.onnx.data")
-                self.data = path
-
-
 def available_providers() -> list[str]:
     import onnxruntime as ort
 
@@ -195,18 +168,37 @@ def open_session(
     optimize: bool = True,
     log_severity: int = QUIET,
 ):
-    """An ``onnxruntime.InferenceSession``; ``providers`` are short names (cpu, cuda)."""
+    """An ``onnxruntime.InferenceSession``; ``providers`` are short names (cpu, cuda).
+
+    An ``ir.Model``'s big weights reach the session by reference (see ``Serialized``).
+    """
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = log_severity
-    if threads:
-        opts.intra_op_num_threads = threads
-    if not optimize:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    def options():
+        opts = ort.SessionOptions()
+        opts.log_severity_level = log_severity
+        if threads:
+            opts.intra_op_num_threads = threads
+        if not optimize:
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        return opts
+
     ser = model if isinstance(model, Serialized) else Serialized(model)
-    sess = ort.InferenceSession(ser.data, opts, providers=[PROVIDERS.get(p, p) for p in providers])
-    sess._onnxcompress_serialized = ser  # keeps a temporary file alive as long as the session
+    names = [PROVIDERS.get(p, p) for p in providers]
+    opts = options()
+    if ser.ortvalues is None:
+        ser.ortvalues = {n: ort.OrtValue.ortvalue_from_numpy(a) for n, a in ser.shared.items()}
+    for name, value in ser.ortvalues.items():
+        opts.add_initializer(name, value)
+    try:
+        sess = ort.InferenceSession(ser.source, opts, providers=names)
+    except Exception as exc:
+        if not ser.shared or "external" not in str(exc).lower():
+            raise
+        # An onnxruntime that reads external data before taking the given tensors: serialise all.
+        logger.info("onnxruntime refused the shared weights (%s); serialising the whole model", exc)
+        sess = ort.InferenceSession(ser.data, options(), providers=names)
+    sess._onnxcompress_serialized = ser  # keeps the temporary files and the shared tensors alive
     return sess
 
 

@@ -98,20 +98,34 @@ def resolve_input_shapes(model: ir.Model, overrides: dict[str, Shape] | None = N
     return shapes
 
 
+def weightless_proto(model: ir.Model, min_elements: int = _KEEP_ELEMENTS, *, keep_value_info: bool = False) -> tuple[onnx.ModelProto, set[str]]:
+    """A proto of ``model`` whose initializers above ``min_elements`` are graph inputs (type and shape, no data).
+
+    Returns it and the names so declared. No tensor data is read or copied. Value infos
+    are dropped (inference starts afresh), or with ``keep_value_info`` only those of the
+    declared weights.
+    """
+    from onnxcompress.io import proto_without_big_tensors
+
+    proto, saved = proto_without_big_tensors(model, min_elements)
+    existing = {i.name for i in proto.graph.input}
+    for name, t in saved.items():
+        if name not in existing:
+            proto.graph.input.append(
+                onnx.helper.make_tensor_value_info(name, int(t.dtype), [int(d) for d in t.shape.numpy()])
+            )
+    kept = [vi for vi in proto.graph.value_info if keep_value_info and vi.name not in saved]
+    del proto.graph.value_info[:]
+    proto.graph.value_info.extend(kept)
+    return proto, set(saved)
+
+
 def structural_proto(model: ir.Model, input_shapes: dict[str, Shape] | None = None) -> onnx.ModelProto:
     """A proto of ``model`` whose big initializers are declared (type+shape) but carry no data.
 
     With ``input_shapes`` the real inputs are pinned to those sizes.
     """
-    from onnxcompress.io import proto_without_big_tensors
-
-    proto, saved = proto_without_big_tensors(model, _KEEP_ELEMENTS)
-    existing = {i.name for i in proto.graph.input}
-    for name, t in saved.items():
-        if name not in existing:
-            proto.graph.input.append(
-                onnx.helper.make_tensor_value_info(name, int(t.dtype), list(t.shape.numpy()))
-            )
+    proto, _ = weightless_proto(model, _KEEP_ELEMENTS)
     # Initializers that are also inputs must match the declared shape.
     if input_shapes:
         for inp in proto.graph.input:
@@ -121,8 +135,6 @@ def structural_proto(model: ir.Model, input_shapes: dict[str, Shape] | None = No
                 del dims[:]
                 for d in shape:
                     dims.add().dim_value = int(d)
-    for vi in list(proto.graph.value_info):
-        proto.graph.value_info.remove(vi)
     return proto
 
 
@@ -173,10 +185,14 @@ def infer_static_shapes(model: ir.Model, input_shapes: dict[str, Shape]) -> dict
 
 
 def _measure_shapes(model: ir.Model, input_shapes: dict[str, Shape], names: list[str]) -> dict[str, Shape]:
-    from onnxcompress.runtime import Session, random_feeds
+    from onnxcompress.runtime import Serialized, open_session, random_feeds
 
     try:
-        outs = Session(model, expose=names).run(random_feeds(model, input_shapes, seed=0), names)
+        feeds = random_feeds(model, input_shapes, seed=0)
+        # The graph with the unsized values as outputs; the weights go by reference. Run as
+        # written: fusions would swallow the exposed values.
+        session = open_session(Serialized(model, extra_outputs=names), optimize=False)
+        outs = dict(zip(names, session.run(names, feeds)))
     except InputError:
         raise  # inputs too big to draw: the user's to fix, not a shape we can do without
     except Exception as exc:  # noqa: BLE001

@@ -1,4 +1,4 @@
-"""onnxsim simplification, guarded so it can only help.
+"""onnxsim simplification, guarded so it can only help, on the graph without its weights.
 
 onnxsim folds constants and fuses ops well, but it can freeze symbolic dims, fail its
 own checks, raise, or choke on custom-domain ops and models over 2 GB. So this pass
@@ -7,6 +7,16 @@ input/output dims the model declared if any came back frozen, and then checks th
 result itself with onnxruntime: at the analysis shapes, and again with every
 symbolic dim doubled, against the unsimplified graph. Any failure keeps the
 unsimplified graph, with the reason in the report and a warning; it never aborts.
+
+By the time it runs, the fold passes have done the rewrites that need the weights'
+values, so onnxsim gets the structure only: every big initializer is declared as a
+graph input (type and shape, no data), which onnxsim leaves alone, and the tensors are
+put back under the simplified graph afterwards, untouched. This costs no copy of the
+weights, and works past 2 GB. Where onnxsim could still use the values, or needs a
+weight to be a constant to fuse (a constant subgraph over a weight, a BatchNormalization
+or a constant Mul/Add next to a layer, MatMul+bias, sibling MatMuls, equal weights;
+``--no-fold`` leaves many of those), it gets the whole model, as before, when that
+fits in one protobuf; the report says which and why (``weights``).
 """
 
 from __future__ import annotations
@@ -17,10 +27,11 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxcompress.analysis.shapes import Shape
+from onnxcompress._ir_utils import is_std
+from onnxcompress.analysis.shapes import Shape, weightless_proto
 from onnxcompress.io import tensor_bytes
-from onnxcompress.runtime import open_session, proto_random_feeds
 from onnxcompress.passes.base import ReportingPass
+from onnxcompress.runtime import open_session, proto_random_feeds
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +39,18 @@ logger = logging.getLogger(__name__)
 MAX_BYTES = 1_900_000_000
 _OK_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 _RTOL, _ATOL = 1e-3, 1e-4
+#: Initializers above this many elements are declared to onnxsim, not carried (the
+#: small ones stay: shape arithmetic and folding need their values).
+WEIGHT_ELEMENTS = 4096
+#: Where a weight is only read: onnxsim's passes do nothing there that depends on its values.
+_READ_SLOTS = {
+    "Conv": {1, 2}, "ConvTranspose": {1, 2}, "Gemm": {1, 2}, "MatMul": {0, 1}, "Gather": {0}, "PRelu": {1},
+    "BatchNormalization": {1, 2, 3, 4}, "InstanceNormalization": {1, 2}, "LayerNormalization": {1, 2},
+    "GroupNormalization": {1, 2},
+}
+#: Ops onnxsim fuses into a layer's weights when their other operand is a constant.
+_FUSABLE = {"BatchNormalization", "Mul", "Add", "Sub", "Div"}
+_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 
 
 class SimplifyFailed(Exception):
@@ -47,16 +70,29 @@ class SimplifyPass(ReportingPass):
         nodes_before = len(model.graph)
         self.report = {"status": "skipped", "nodes_before": nodes_before, "nodes_after": nodes_before}
         reason = _why_skip(model)
+        weights = _weights(model)
+        needs = _needs_values(model, set(weights)) if weights and not reason else None
+        if needs and tensor_bytes(model) > MAX_BYTES:
+            reason = f"model over 2 GB, and onnxsim would need its weights ({needs})"
         if reason:
             self.report["reason"] = reason
             self.warnings.append(f"simplify skipped: {reason}")
             logger.info("simplify skipped: %s", reason)
             return ir.passes.PassResult(model, False)
         try:
-            proto = _proto_with_data(model)
-            simplified, restored = self._simplify(proto)
-            checks = self._check(proto, simplified)
+            if needs:
+                proto, declared = _proto_with_data(model), set()
+            else:
+                proto, declared = weightless_proto(model, WEIGHT_ELEMENTS, keep_value_info=True)
+            simplified, restored = self._simplify(proto, declared)
+            try:
+                onnx.checker.check_model(simplified)
+            except Exception as exc:  # noqa: BLE001
+                raise SimplifyFailed(f"the onnx checker rejects the simplified model: {exc}") from exc
+            same = _same_structure(proto, simplified)
             new = ir.serde.deserialize_model(simplified)
+            _put_back(new, model, declared)
+            checks = self._check(proto, declared, model, new, same_structure=same)
         except Exception as exc:  # noqa: BLE001 - any onnxsim failure keeps the unsimplified graph
             msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
             self.report.update(status="failed", reason=msg)
@@ -65,13 +101,16 @@ class SimplifyPass(ReportingPass):
             return ir.passes.PassResult(model, False)
         _transplant(new, model)
         self.report.update(
-            status="simplified", nodes_after=len(model.graph), dims_restored=restored, checked_shapes=checks
+            status="simplified", nodes_after=len(model.graph), dims_restored=restored, checked_shapes=checks,
+            weights="carried" if needs else "declared", structure_changed=not same,
         )
+        if needs:
+            self.report["weights_carried_because"] = needs
         self.report.pop("reason", None)
         logger.info("simplified: %d -> %d nodes", nodes_before, len(model.graph))
         return ir.passes.PassResult(model, True)
 
-    def _simplify(self, proto: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    def _simplify(self, proto: onnx.ModelProto, declared: set[str]) -> tuple[onnx.ModelProto, list[str]]:
         """onnxsim without touching input shapes; frozen interface dims are put back."""
         import onnxsim
 
@@ -81,30 +120,36 @@ class SimplifyPass(ReportingPass):
             raise SimplifyFailed("onnxsim reported a failed check")
         for key in [p.key for p in out.metadata_props if p.key.startswith("onnxsim.")]:
             _drop_metadata(out, key)
-        restored = _restore_interface(proto, out)
+        restored = _restore_interface(proto, out, declared)
         return out, restored
 
-    def _check(self, original: onnx.ModelProto, simplified: onnx.ModelProto) -> list[dict]:
-        """Checker plus onnxruntime runs at the analysis shapes and with symbolic dims doubled."""
-        try:
-            onnx.checker.check_model(simplified)
-        except Exception as exc:  # noqa: BLE001
-            raise SimplifyFailed(f"the onnx checker rejects the simplified model: {exc}") from exc
-        base = _concrete_shapes(original, self.input_shapes)
+    def _check(
+        self, proto: onnx.ModelProto, declared: set[str], original: ir.Model, simplified: ir.Model, same_structure: bool = False
+    ) -> list[dict]:
+        """onnxruntime runs of both graphs at the analysis shapes and with symbolic dims doubled.
+
+        Both sessions read the weights where they are (``runtime.Serialized``): nothing is
+        copied. When onnxsim changed no node and no initializer (it only annotated shapes),
+        the graphs compute the same thing, and only the doubled sizes, where a frozen shape
+        annotation would show, are run.
+        """
+        base = _concrete_shapes(proto, self.input_shapes, declared)
         if base is None:
             raise SimplifyFailed("no concrete input shapes to check the result with")
         runs = [base]
-        doubled = _doubled_shapes(original, base)
+        doubled = _doubled_shapes(proto, base)
         if doubled != base:
             runs.append(doubled)
-        ref_sess, new_sess = open_session(original), open_session(simplified)
+        if same_structure:
+            runs = runs[1:]
+        ref_sess, new_sess = open_session(original, optimize=False), open_session(simplified, optimize=False)
         done = []
-        for k, shapes in enumerate(runs):
-            feeds = proto_random_feeds(original, shapes, seed=k)
+        for shapes in runs:
+            feeds = proto_random_feeds(proto, shapes, seed=0 if shapes is base else 1)
             try:
                 ref = ref_sess.run(None, feeds)
             except Exception:  # noqa: BLE001 - the original itself does not take these sizes
-                if k == 0:
+                if shapes is base:
                     raise
                 continue
             try:
@@ -133,8 +178,82 @@ def _why_skip(model: ir.Model) -> str | None:
     custom = sorted({n.domain for n in model.graph.all_nodes() if n.domain not in _OK_DOMAINS})
     if custom:
         return f"custom-domain ops ({', '.join(custom)}) that onnxsim cannot evaluate"
-    if tensor_bytes(model) > MAX_BYTES:
-        return "model over 2 GB"
+    return None
+
+
+def _weights(model: ir.Model) -> dict[str, ir.Value]:
+    """The initializers ``weightless_proto`` declares instead of carrying."""
+    return {
+        n: v for n, v in model.graph.initializers.items() if v.const_value is not None and v.const_value.size > WEIGHT_ELEMENTS
+    }
+
+
+def _needs_values(model: ir.Model, weights: set[str]) -> str | None:
+    """Why onnxsim would need the values of ``weights`` (None: the structure is enough).
+
+    onnxsim reads a weight's values, or at least needs it to be a constant, where it folds
+    a node whose inputs are all constants, fuses a BatchNormalization or a constant
+    Mul/Add/Sub/Div into the layer before or after it (``fuse_bn_into_conv``,
+    ``fuse_mul_into_conv``, ``fuse_preceding_mul_into_conv``, the MatMul+Add -> Gemm
+    rewrites), fuses sibling MatMuls (``fuse_qkv``, attention), merges equal
+    initializers, or rewrites any other op on a constant. So anything but a plain read
+    of a weight, by a layer with no constant neighbour to fuse, counts: the rule errs
+    towards carrying the weights.
+    """
+    graph = model.graph
+    const = set(graph.initializers)
+    for node in graph:
+        if node.op_type == "Constant" and is_std(node):
+            const.update(o.name for o in node.outputs)
+    readers: dict[ir.Node, str] = {}
+    for name in weights:
+        for node, idx in graph.initializers[name].uses():
+            if node.graph is not graph:
+                return f"weight {name!r} is read inside a subgraph"
+            if not is_std(node) or idx not in _READ_SLOTS.get(node.op_type, ()):
+                return f"weight {name!r} feeds {node.op_type} input {idx}"
+            readers[node] = name
+    derived = set(weights)
+    siblings: dict[str, int] = {}
+    for node in graph:
+        ins = [v for v in node.inputs if v is not None]
+        if ins and all(v.name in const for v in ins) and node.op_type not in _NONDETERMINISTIC:
+            const.update(o.name for o in node.outputs)
+            if any(v.name in derived for v in ins):
+                return f"{node.op_type} {node.name!r} computes on constant weights"
+        if node not in readers:
+            continue
+        neighbours = [use for out in node.outputs for use, _ in out.uses()]
+        data = node.inputs[0] if node.inputs and node.inputs[0] is not None and node.inputs[0].name not in const else None
+        if data is not None and data.producer() is not None:
+            neighbours.append(data.producer())
+        for other in neighbours:
+            if other.op_type in _FUSABLE and any(v is not None and v.name in const for v in other.inputs):
+                return f"{other.op_type} {other.name!r} could be fused into {node.op_type} {node.name!r}"
+        if node.op_type == "MatMul" and data is not None and node.inputs[1] is not None and node.inputs[1].name in derived:
+            siblings[data.name] = siblings.get(data.name, 0) + 1
+            if siblings[data.name] > 1:
+                return f"MatMuls with constant weights share their input {data.name!r}"
+    return _duplicates(graph, weights)
+
+
+def _duplicates(graph: ir.Graph, weights: set[str]) -> str | None:
+    """Two weights with equal type, shape and values (a few elements compared first, all on a match)."""
+    groups: dict[tuple, list[str]] = {}
+    for name in weights:
+        t = graph.initializers[name].const_value
+        groups.setdefault((t.dtype, tuple(t.shape.numpy())), []).append(name)
+    for names in groups.values():
+        if len(names) < 2:
+            continue
+        seen: dict[bytes, list[str]] = {}
+        for name in names:
+            flat = graph.initializers[name].const_value.numpy().reshape(-1)
+            key = flat[:16].tobytes() + flat[-16:].tobytes()
+            for other in seen.get(key, []):
+                if np.array_equal(flat, graph.initializers[other].const_value.numpy().reshape(-1)):
+                    return f"weights {other!r} and {name!r} are equal"
+            seen.setdefault(key, []).append(name)
     return None
 
 
@@ -156,6 +275,19 @@ def _proto_with_data(model: ir.Model) -> onnx.ModelProto:
     return proto
 
 
+def _same_structure(before: onnx.ModelProto, after: onnx.ModelProto) -> bool:
+    """The same nodes, in the same order, and the same initializers: onnxsim only annotated shapes."""
+    def node_key(n: onnx.NodeProto) -> tuple:
+        return n.op_type, n.domain, tuple(n.input), tuple(n.output), tuple(a.SerializeToString() for a in n.attribute)
+
+    if len(before.graph.node) != len(after.graph.node) or len(before.graph.initializer) != len(after.graph.initializer):
+        return False
+    if any(node_key(a) != node_key(b) for a, b in zip(before.graph.node, after.graph.node)):
+        return False
+    inits = {t.name: t for t in before.graph.initializer}
+    return all(t.name in inits and inits[t.name] == t for t in after.graph.initializer) and not before.functions
+
+
 def _drop_metadata(proto: onnx.ModelProto, key: str) -> None:
     for i, p in enumerate(proto.metadata_props):
         if p.key == key:
@@ -173,10 +305,13 @@ def _dims(vi: onnx.ValueInfoProto) -> list | None:
     ]
 
 
-def _restore_interface(before: onnx.ModelProto, after: onnx.ModelProto) -> list[str]:
-    """Put back the declared input/output types where onnxsim changed them; name what was fixed."""
+def _restore_interface(before: onnx.ModelProto, after: onnx.ModelProto, declared: set[str] = frozenset()) -> list[str]:
+    """Put back the declared input/output types where onnxsim changed them; name what was fixed.
+
+    ``declared`` are the weights given to onnxsim as inputs: they are not the model's inputs.
+    """
     def real_inputs(p: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
-        inits = {t.name for t in p.graph.initializer}
+        inits = {t.name for t in p.graph.initializer} | declared
         return [i for i in p.graph.input if i.name not in inits]
 
     old = {vi.name: vi for vi in real_inputs(before)}
@@ -197,8 +332,8 @@ def _restore_interface(before: onnx.ModelProto, after: onnx.ModelProto) -> list[
     return restored
 
 
-def _concrete_shapes(proto: onnx.ModelProto, given: dict[str, Shape]) -> dict[str, Shape] | None:
-    inits = {t.name for t in proto.graph.initializer}
+def _concrete_shapes(proto: onnx.ModelProto, given: dict[str, Shape], declared: set[str] = frozenset()) -> dict[str, Shape] | None:
+    inits = {t.name for t in proto.graph.initializer} | declared
     shapes: dict[str, Shape] = {}
     for vi in proto.graph.input:
         if vi.name in inits:
@@ -225,6 +360,30 @@ def _doubled_shapes(proto: onnx.ModelProto, base: dict[str, Shape]) -> dict[str,
             for i, b in enumerate(base[vi.name])
         )
     return out
+
+
+def _put_back(new: ir.Model, model: ir.Model, declared: set[str]) -> None:
+    """Make the weights ``new`` took as inputs its initializers again, holding ``model``'s tensors.
+
+    As onnxsim does with the initializers it carries, a weight that was also a graph
+    input (old opsets list them) stops being one, and one left unused is dropped.
+    """
+    if not declared:
+        return
+    graph = new.graph
+    for v in [v for v in graph.inputs if v.name in declared]:
+        graph.inputs.remove(v)
+        if not v.uses() and not v.is_graph_output():
+            continue
+        v.const_value = model.graph.initializers[v.name].const_value
+        graph.register_initializer(v)
+    # The model's order, as onnxsim keeps it when it carries them (it sets the data file's layout).
+    inits = graph.initializers
+    order = [n for n in model.graph.initializers if n in inits] + [n for n in inits if n not in model.graph.initializers]
+    values = [inits[n] for n in order]
+    inits.clear()
+    for v in values:
+        graph.register_initializer(v)
 
 
 def _transplant(src: ir.Model, dst: ir.Model) -> None:

@@ -151,12 +151,68 @@ def test_custom_domain_is_skipped():
     assert p.warnings
 
 
-def test_over_two_gigabytes_is_skipped(monkeypatch):
+def _weighted_model(bn: bool) -> ir.Model:
+    """Conv with a 9,216-element weight (declared to onnxsim, not carried) -> [BN] -> Relu -> Identity."""
+    c = 32
+    inits = [nh.from_array(rng.standard_normal((c, 32, 3, 3)).astype(np.float32), "w")]
+    nodes = [h.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])]
+    last = "c"
+    if bn:
+        for name, arr in (("g", rng.uniform(0.5, 1, c)), ("b", rng.standard_normal(c)), ("m", rng.standard_normal(c)),
+                          ("v", rng.uniform(0.5, 1.5, c))):
+            inits.append(nh.from_array(arr.astype(np.float32), name))
+        nodes.append(h.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["bn"]))
+        last = "bn"
+    nodes += [h.make_node("Relu", [last], ["r"]), h.make_node("Identity", ["r"], ["y"])]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", F, ["batch", 32, 8, 8])],
+                     [h.make_tensor_value_info("y", F, ["batch", c, 8, 8])], initializer=inits)
+    return ir.serde.deserialize_model(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]))
+
+
+def test_over_two_gigabytes_is_skipped_when_onnxsim_needs_the_weights(monkeypatch):
     monkeypatch.setattr(simplify_mod, "tensor_bytes", lambda model: 3_000_000_000)
-    model = ir.serde.deserialize_model(_dynamic_model())
-    p = SimplifyPass({"x": (1, 3, 8, 8)})
+    model = _weighted_model(bn=True)
+    p = SimplifyPass({"x": (1, 32, 8, 8)})
     assert not p(model).modified
-    assert p.report["reason"] == "model over 2 GB"
+    assert p.report["reason"].startswith("model over 2 GB, and onnxsim would need its weights (BatchNormalization")
+
+
+def test_weights_are_declared_not_carried(monkeypatch):
+    """onnxsim gets the graph without its weight (even past 2 GB); the result holds the very same tensor."""
+    monkeypatch.setattr(simplify_mod, "tensor_bytes", lambda model: 3_000_000_000)
+    seen = []
+    real = onnxsim.simplify
+
+    def spy(m, **kw):
+        seen.append(m)
+        return real(m, **kw)
+
+    monkeypatch.setattr(onnxsim, "simplify", spy)
+    model = _weighted_model(bn=False)
+    w = model.graph.initializers["w"].const_value
+    x = rng.standard_normal((2, 32, 8, 8)).astype(np.float32)
+    ref = _run(model, x)
+    p = SimplifyPass({"x": (1, 32, 8, 8)})
+    assert p(model).modified
+    assert p.report["status"] == "simplified" and p.report["weights"] == "declared", p.report
+    assert p.report["structure_changed"] and p.report["nodes_after"] == 2  # the Identity went
+    (proto,) = seen
+    assert [t.name for t in proto.graph.initializer] == []
+    assert "w" in [i.name for i in proto.graph.input]
+    assert model.graph.initializers["w"].const_value is w
+    assert [v.name for v in model.graph.inputs] == ["x"]
+    np.testing.assert_allclose(_run(model, x)[0], ref[0], rtol=1e-5, atol=1e-6)
+
+
+def test_carried_when_a_fusion_needs_the_values():
+    model = _weighted_model(bn=True)
+    x = rng.standard_normal((1, 32, 8, 8)).astype(np.float32)
+    ref = _run(model, x)
+    p = SimplifyPass({"x": (1, 32, 8, 8)})
+    assert p(model).modified
+    assert p.report["weights"] == "carried" and "BatchNormalization" in p.report["weights_carried_because"]
+    assert [n.op_type for n in model.graph] == ["Conv", "Relu"]  # BN fused into the conv by onnxsim
+    np.testing.assert_allclose(_run(model, x)[0], ref[0], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(

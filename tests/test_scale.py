@@ -1,0 +1,96 @@
+"""Scale: compressing a model with external data never makes a second serialised copy of its weights.
+
+The memory and time of big models (bench/SCALE.md) come from copies: ``ir.to_proto`` and
+``SerializeToString`` of the whole model for each onnxruntime session and for onnxsim. These
+tests check the mechanism, not the clock: every session and the onnxsim step see the graph
+with its big weights declared, and the weights reach onnxruntime by reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import onnxsim
+import pytest
+
+from bench.scale_bench import build_wide
+from onnxcompress.api import compress
+from onnxcompress.config import CompressConfig
+from onnxcompress.runtime import Serialized, open_session
+
+#: a declared weight has more elements than this (runtime/simplify thresholds)
+BIG = 4096
+
+
+def _inline_bytes(proto: onnx.ModelProto) -> int:
+    """Bytes of tensor data the proto itself carries (external references excluded)."""
+    total = 0
+    for t in proto.graph.initializer:
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            total += len(t.raw_data) + 4 * (len(t.float_data) + len(t.int32_data)) + 8 * len(t.int64_data)
+    return total
+
+
+@pytest.fixture()
+def external_model(tmp_path):
+    """Two residual blocks of 64-channel 3x3 convs with BatchNorm, weights in model.onnx.data (~0.6 MB)."""
+    path = build_wide(tmp_path / "model.onnx", channels=64, blocks=2)
+    assert (tmp_path / "model.onnx.data").stat().st_size > 500_000
+    return path
+
+
+def test_compress_never_serialises_the_weights(external_model, tmp_path, monkeypatch):
+    sources, simplified = [], []
+    real_session, real_simplify = ort.InferenceSession, onnxsim.simplify
+
+    def session(src, *args, **kwargs):
+        model = onnx.load_from_string(src) if isinstance(src, bytes) else onnx.load(src, load_external_data=False)
+        sources.append(_inline_bytes(model))
+        return real_session(src, *args, **kwargs)
+
+    def spy(proto, **kwargs):
+        simplified.append(proto)
+        return real_simplify(proto, **kwargs)
+
+    def no_full_copy(self):
+        raise AssertionError("the whole model was serialised")
+
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    monkeypatch.setattr(onnxsim, "simplify", spy)
+    monkeypatch.setattr(Serialized, "_self_contained", no_full_copy)
+
+    result = compress(external_model, CompressConfig(ratio=0.5))
+    assert result.report.passes["simplify"]["weights"] == "declared", result.report.passes["simplify"]
+    assert result.report.passes["simplify"]["status"] == "simplified"
+    (proto,) = simplified
+    assert all(np.prod(t.dims) <= BIG for t in proto.graph.initializer)
+    declared = [vi.name for vi in proto.graph.input if vi.name != "input"]
+    assert len(declared) >= 4, "the conv weights should reach onnxsim as declared inputs"
+    assert sources, "no onnxruntime session was opened"
+    assert max(sources) < 4 * BIG * 4, "a session got the weights serialised"
+    out = result.save(tmp_path / "out.onnx")
+    assert (tmp_path / "out.onnx.data").exists()
+    assert onnx.load(out, load_external_data=False).graph.node
+
+
+def test_serialized_model_shares_its_weights():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 256)).astype(np.float32)
+    x = ir.Value(name="x", shape=ir.Shape([1, 256]), type=ir.TensorType(ir.DataType.FLOAT))
+    wv = ir.Value(name="w", const_value=ir.tensor(w), shape=ir.Shape(w.shape), type=ir.TensorType(ir.DataType.FLOAT))
+    node = ir.node("Gemm", [x, wv], attributes={"transB": 1})
+    node.outputs[0].name = "y"
+    graph = ir.Graph([x], node.outputs, nodes=[node], initializers=[wv], opset_imports={"": 17})
+    model = ir.Model(graph, ir_version=8)
+
+    ser = Serialized(model)
+    assert np.shares_memory(ser.shared["w"], w)
+    assert onnx.load(ser.path, load_external_data=False).ByteSize() < 4096
+    feeds = {"x": rng.standard_normal((1, 256)).astype(np.float32)}
+    got = open_session(ser).run(None, feeds)[0]
+    np.testing.assert_allclose(got, feeds["x"] @ w.T, rtol=1e-5, atol=1e-5)
+    # The self-contained form, built only on request, computes the same.
+    full = ort.InferenceSession(ser.data, providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(full.run(None, feeds)[0], got, rtol=1e-6, atol=1e-6)
