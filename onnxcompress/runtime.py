@@ -219,7 +219,8 @@ class Session:
     ):
         expose = [n for n in expose if n]
         if expose:
-            model = with_outputs(model, expose)
+            # An in-memory model keeps its weights shared (no copy); anything else is re-serialised.
+            model = Serialized(model, extra_outputs=expose) if isinstance(model, ir.Model) else with_outputs(model, expose)
             # Fusions would swallow the exposed values; keep the graph as written.
             optimize = False
         self.session = open_session(model, optimize=optimize, threads=threads)

@@ -116,6 +116,7 @@ class PrunePass(ReportingPass):
             keep = calibrated.allocate(base.groups, base.scores, base.roots, per_atom, total, cfg.target_macs, cfg.round_to,
                                        progress=self._progress("sensitivity"))
         plan = make_plan(analysis, tensors, cfg, data_scores=data_scores, keep=keep)
+        del tensors  # the filters' arrays: free each original as the applier replaces it
         app = Applier(model, analysis, plan.removed, shapes)
         app.exact_borders = cfg.exact_borders
         layers = self._layers(analysis, plan)

@@ -176,7 +176,8 @@ class Applier(ConsumerFolding):
                 self.graph.remove(prod, safe=True)
             return
         old = value.const_value
-        value.const_value = ir.tensor(np.array(arr, order="C", copy=True), name=old.name)
+        # Every caller hands over a fresh array (a slice by np.compress, a new bias): no copy needed.
+        value.const_value = ir.tensor(np.ascontiguousarray(arr), name=old.name)
         value.shape = ir.Shape(arr.shape)
         self._tensors[value] = arr
 
