@@ -115,6 +115,12 @@ class PrunePass(ReportingPass):
             per_atom, total = macs_per_atom(analysis, base, shapes)
             keep = calibrated.allocate(base.groups, base.scores, base.roots, per_atom, total, cfg.target_macs, cfg.round_to,
                                        progress=self._progress("sensitivity"))
+            reached = calibrated.report["allocation"]["estimated_macs_kept"]
+            if reached > cfg.target_macs + 1e-9:
+                self.warnings.append(
+                    f"--target-macs {cfg.target_macs} is out of reach: with every prunable group at its largest "
+                    f"measured ratio the model keeps {reached:.1%} of its MACs (blocked channels stay)"
+                )
         plan = make_plan(analysis, tensors, cfg, data_scores=data_scores, keep=keep)
         del tensors  # the filters' arrays: free each original as the applier replaces it
         app = Applier(model, analysis, plan.removed, shapes)
