@@ -235,6 +235,10 @@ def test_the_example_workflow_runs(tmp_path):
     for cmd in runs:
         if cmd.startswith("pip install"):
             continue  # already installed here
+        if cmd.startswith("onnxcompress check"):
+            # The speed gate runs, but its threshold is lowered: a test never asserts a timing
+            # (a loaded CI machine would make it flaky). The flag overrides the recipe.
+            cmd = cmd.replace("onnxcompress check", "onnxcompress check --min-speedup 0.01", 1)
         proc = subprocess.run(["bash", "-e", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=300)
         assert proc.returncode == 0, f"{cmd}\n{proc.stdout}\n{proc.stderr}"
@@ -246,7 +250,6 @@ def test_the_example_workflow_runs(tmp_path):
     gated = {c["name"] for c in gate["criteria"] if c["passed"] is not None}
     assert {"max_accuracy_drop", "min_agreement", "max_macs_ratio", "max_params_ratio", "max_size_mb",
             "min_speedup"} <= gated
-    assert gate["speedup"]["verdict"] == PASS
     ET.parse(tmp_path / "gate.xml")
     assert (tmp_path / "summary.md").read_text() == (tmp_path / "gate.md").read_text()
 
