@@ -134,7 +134,7 @@ def fidelity_line(f: dict) -> str:
     parts.append(f"rel. L2 {f.get('rel_l2_max', 0):.3g}, min cosine {f['cosine_min']:.6f}, max |diff| {f['max_abs_diff']:.3g}")
     line = f"fidelity vs input on {where}: " + ", ".join(parts)
     if f.get("inputs") == "random":
-        line += " [random inputs do not predict accuracy: give --calib]"
+        line += " (random inputs do not predict accuracy: give --calib)"
     return line
 
 
