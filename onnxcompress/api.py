@@ -13,9 +13,8 @@ import onnx_ir as ir
 from onnxcompress.analysis.cost import analyse_costs
 from onnxcompress.analysis.shapes import Shape, ShapeOracle, infer_static_shapes, resolve_input_shapes
 from onnxcompress.config import CompressConfig
-from onnxcompress.errors import InputError
 from onnxcompress.io import ModelLike, file_bytes, load_model, model_bytes, save_model
-from onnxcompress.report import Blocker, CompressReport, InspectReport, LayerChange, ModelStats
+from onnxcompress.report import CompressReport, InspectReport, ModelStats
 
 logger = logging.getLogger(__name__)
 
