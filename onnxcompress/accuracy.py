@@ -20,7 +20,7 @@ import onnx_ir as ir
 
 from onnxcompress.calibration import LABEL_KEYS, CalibrationSet
 from onnxcompress.errors import InputError
-from onnxcompress.fidelity import concat_outputs, guess_class_axis
+from onnxcompress.fidelity import guess_class_axis
 from onnxcompress.runtime import Session, graph_inputs
 
 
@@ -89,10 +89,8 @@ def predictions(model, data: LabelledSet, batch: int = 32) -> np.ndarray:
     d0 = session.session.get_inputs()[0].shape[0]
     fixed = d0 if isinstance(d0, int) and d0 > 0 else None
     cal = CalibrationSet([data.inputs], data.source, fixed)
-    batches = list(cal.batches(batch))
-    outs = [session.run(f) for f in batches]
     first = session.output_names[0]
-    return concat_outputs([{first: o[first]} for o in outs], [len(next(iter(f.values()))) for f in batches])[first]
+    return session.run_all(list(cal.batches(batch)), [first])[first]
 
 
 def accuracy(model, data: LabelledSet, batch: int = 32) -> float:

@@ -126,17 +126,17 @@ def _run_both(model_path, compressed_path, batches, report: CheckReport):
     """The reference's outputs, and the candidate's (None when it fails to load, check or run)."""
     from onnxcompress.io import load_model
     from onnxcompress.runtime import Session
-    from onnxcompress.verify import check_model, run_all
+    from onnxcompress.verify import check_model
 
     try:
         # The files are read by onnxruntime as given, external data included.
-        ref_out = run_all(Session(model_path), batches)
+        ref_out = Session(model_path).run_all(batches)
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"onnxruntime cannot run the reference model: {str(exc).splitlines()[0]}") from exc
     got = None
     try:
         check_model(load_model(compressed_path))
-        got = run_all(Session(compressed_path), batches)
+        got = Session(compressed_path).run_all(batches)
         runs = gate("loads_and_runs", "loads, passes the checker, runs", 1.0, 1.0, ">=")
     except Exception as exc:  # noqa: BLE001 - any failure here is the gate's verdict
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -153,25 +153,3 @@ def compare_outputs(
         inputs=inputs,
         samples=samples,
     )
-
-
-def batch_axis(shapes: list[tuple[int, ...]], batches: list[int]) -> int | None:
-    """The first axis whose size is the batch in every chunk (time-major heads: axis 1)."""
-    for ax in range(len(shapes[0])):
-        if all(len(s) > ax and s[ax] == b for s, b in zip(shapes, batches)):
-            return ax
-    return None
-
-
-def concat_outputs(chunks: list[dict[str, np.ndarray]], batches: list[int]) -> dict[str, np.ndarray]:
-    """Outputs of several batches joined batch-first.
-
-    Each output's batch axis is found by its size (so a (T, N, C) CTC head becomes
-    (N, T, C)); an output without one keeps its first chunk.
-    """
-    out = {}
-    for k in chunks[0]:
-        arrs = [np.asarray(c[k]) for c in chunks]
-        ax = batch_axis([a.shape for a in arrs], batches) if arrs[0].ndim else None
-        out[k] = arrs[0] if ax is None else np.moveaxis(np.concatenate(arrs, axis=ax), ax, 0)
-    return out

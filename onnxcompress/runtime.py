@@ -9,14 +9,14 @@ levels and serialisation rules are decided once.
   weights are handed over by reference, see ``serialized.Serialized``);
 - ``random_feeds`` / ``load_feeds`` / ``second_sizing`` make inputs;
 - ``Session.run(feeds, outputs=...)`` runs, optionally exposing intermediate values,
-  which the calibration work reads layer by layer; ``run_batches`` streams a data set.
+  which the calibration work reads layer by layer; ``run_all`` joins a data set's batches.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import onnx
@@ -232,11 +232,10 @@ class Session:
         feeds = {k: v for k, v in feeds.items() if k in self.input_names}
         return dict(zip(names, self.session.run(names, feeds)))
 
-    def run_batches(
-        self, batches: Iterable[dict[str, np.ndarray]], outputs: Sequence[str] | None = None
-    ) -> Iterator[dict[str, np.ndarray]]:
-        for feeds in batches:
-            yield self.run(feeds, outputs)
+    def run_all(self, batches: Sequence[dict[str, np.ndarray]], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Outputs over several batches, joined batch-first (see ``concat_outputs``)."""
+        outs = [self.run(f, outputs) for f in batches]
+        return concat_outputs(outs, [int(next(iter(f.values())).shape[0]) for f in batches])
 
 
 def with_outputs(model: ir.Model | onnx.ModelProto | Serialized | str | os.PathLike, names: Sequence[str]) -> onnx.ModelProto:
@@ -266,3 +265,25 @@ def run_single_node(proto: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> lis
     """Run a tiny one-node model as written (no graph optimisation)."""
     sess = open_session(proto, optimize=False)
     return [np.asarray(r) for r in sess.run(None, feeds)]
+
+
+def batch_axis(shapes: list[tuple[int, ...]], batches: list[int]) -> int | None:
+    """The first axis whose size is the batch in every chunk (time-major heads: axis 1)."""
+    for ax in range(len(shapes[0])):
+        if all(len(s) > ax and s[ax] == b for s, b in zip(shapes, batches)):
+            return ax
+    return None
+
+
+def concat_outputs(chunks: list[dict[str, np.ndarray]], batches: list[int]) -> dict[str, np.ndarray]:
+    """Outputs of several batches joined batch-first.
+
+    Each output's batch axis is found by its size (so a (T, N, C) CTC head becomes
+    (N, T, C)); an output without one keeps its first chunk.
+    """
+    out = {}
+    for k in chunks[0]:
+        arrs = [np.asarray(c[k]) for c in chunks]
+        ax = batch_axis([a.shape for a in arrs], batches) if arrs[0].ndim else None
+        out[k] = arrs[0] if ax is None else np.moveaxis(np.concatenate(arrs, axis=ax), ax, 0)
+    return out

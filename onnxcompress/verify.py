@@ -23,7 +23,7 @@ import onnx_ir as ir
 
 from onnxcompress.context import CompressContext
 from onnxcompress.errors import InputError, VerificationError
-from onnxcompress.fidelity import Fidelity, compare_outputs, concat_outputs
+from onnxcompress.fidelity import Fidelity, compare_outputs
 from onnxcompress.passes.base import ReportingPass
 from onnxcompress.runtime import Serialized, Session, random_feeds, second_sizing
 
@@ -50,12 +50,6 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def run_all(session: Session, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Outputs of ``session`` over several batches, joined batch-first."""
-    outs = [session.run(f) for f in feeds]
-    return concat_outputs(outs, [int(next(iter(f.values())).shape[0]) for f in feeds])
-
-
 class ReferencePass(ReportingPass):
     """Run the untouched input once on the verification inputs; nothing is changed."""
 
@@ -73,7 +67,7 @@ class ReferencePass(ReportingPass):
             ctx.verify_feeds, ctx.report_inputs = [random_feeds(model, ctx.input_shapes, ctx.config.seed)], "random"
         try:
             session = Session(ctx.source, optimize=False)
-            ctx.reference = run_all(session, ctx.verify_feeds)
+            ctx.reference = session.run_all(ctx.verify_feeds)
         except Exception as exc:  # noqa: BLE001
             raise InputError(f"onnxruntime cannot run the input model: {_first_line(exc)}") from exc
         # Dynamic spatial dims are checked at a second sizing too (batch + 1, the others doubled).
@@ -110,7 +104,7 @@ class VerifyPass(ReportingPass):
         check_model(ser)
         try:
             session = Session(ser, optimize=False)
-            got = run_all(session, ctx.verify_feeds)
+            got = session.run_all(ctx.verify_feeds)
         except Exception as exc:  # noqa: BLE001
             raise VerificationError(f"onnxruntime cannot run the output: {_first_line(exc)}") from exc
         fid = compare_outputs(
@@ -139,5 +133,5 @@ class VerifyPass(ReportingPass):
     def _against_zero_mode(self, removed_outputs: dict[str, np.ndarray]) -> dict:
         """Run the same plan in zero mode and compare: how far remove mode is from it, in numbers."""
         zero = self.zero_mode_pipeline()(self.ctx.snapshot).model
-        fid: Fidelity = compare_outputs(run_all(Session(zero, optimize=False), self.ctx.verify_feeds), removed_outputs)
+        fid: Fidelity = compare_outputs(Session(zero, optimize=False).run_all(self.ctx.verify_feeds), removed_outputs)
         return {"cosine_min": fid.cosine_min, "max_abs_diff": fid.max_abs_diff}

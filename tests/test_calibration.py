@@ -12,9 +12,9 @@ import onnxcompress as oc
 from onnxcompress.calibration import ImageSpec, load_calibration
 from onnxcompress.cli import main
 from onnxcompress.errors import InputError
-from onnxcompress.fidelity import compare_outputs, concat_outputs
+from onnxcompress.fidelity import compare_outputs
 from onnxcompress.io import load_model
-from onnxcompress.runtime import Session
+from onnxcompress.runtime import Session, concat_outputs
 
 from conftest import MODELS
 

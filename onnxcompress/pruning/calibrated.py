@@ -23,7 +23,7 @@ import onnx_ir as ir
 from onnxcompress._ir_utils import is_const
 from onnxcompress.channels.state import AnalysisResult
 from onnxcompress.pruning.activations import FeatureStats, collect_stats, consumer_slots, data_aware_scores
-from onnxcompress.pruning.plan import Group, Plan, macs_kept
+from onnxcompress.pruning.plan import Group, Plan, macs_kept, weakest_atoms
 from onnxcompress.pruning.recover import Consumer, first_samples, refit
 from onnxcompress.pruning.sensitivity import SENSITIVITY_SAMPLES, GroupSensitivity, MaskedModel, allocate, drift, measure
 from onnxcompress.runtime import Session
@@ -81,8 +81,7 @@ class CalibratedPruning:
             removed, est = allocate(self.cache.sensitivity, total_macs, goal)
             gone = np.zeros(len(roots), dtype=bool)
             for g in groups:
-                order = sorted(g.atoms, key=lambda a: (scores.get(a, 0.0), a))
-                gone[order[: removed.get(g.key, 0)]] = True
+                gone[weakest_atoms(g, scores, removed.get(g.key, 0))] = True
             actual = macs_kept(self.analysis, roots, gone, self.shapes)
             tries.append({"allocation_target": goal, "macs_kept": actual})
             if actual <= target + 1e-9:
@@ -108,14 +107,14 @@ class CalibratedPruning:
 
     def finish(self, model: ir.Model, plan: Plan, progress=None) -> None:
         """Refit (``recover="refit"``) and measure end-to-end drift on the held-out split."""
-        ref = _outputs(self.reference, self.held)
-        before = drift(ref, _outputs(model, self.held))
+        ref = Session(self.reference).run_all(self.held)
+        before = drift(ref, Session(model).run_all(self.held))
         layers: list[dict] = []
         if self.recover == "refit":
             t = time.perf_counter()
             layers = refit(model, self.reference, self._consumers(model, plan), self.fit, self.held, progress=progress)
             self.report["refit_s"] = time.perf_counter() - t
-        after = drift(ref, _outputs(model, self.held)) if layers else before
+        after = drift(ref, Session(model).run_all(self.held)) if layers else before
         self.report["recovery"] = {
             "method": self.recover,
             "drift_metric": "relative L2 of all outputs vs the unpruned model, held-out calibration split",
@@ -137,10 +136,3 @@ class CalibratedPruning:
             if id(n) in touched or (started and weight and id(n) in self.out_names):
                 out.append(Consumer(n, out_keep.get(id(n)), self.out_names[id(n)]))
         return out
-
-
-def _outputs(model: ir.Model, batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    from onnxcompress.fidelity import concat_outputs
-
-    s = Session(model)
-    return concat_outputs([s.run(f) for f in batches], [int(next(iter(f.values())).shape[0]) for f in batches])

@@ -87,9 +87,7 @@ def make_plan(
             _plan_global(groups, scores, config)
     removed_roots = np.zeros(n_elem, dtype=bool)
     for g in groups:
-        order = sorted(g.atoms, key=lambda a: (scores.get(a, 0.0), a))
-        for a in order[: len(g.atoms) - g.keep]:
-            removed_roots[a] = True
+        removed_roots[weakest_atoms(g, scores, len(g.atoms) - g.keep)] = True
     return Plan(
         roots=roots,
         removed=removed_roots[roots],
@@ -143,6 +141,11 @@ def _group_atoms(analysis: AnalysisResult, roots: np.ndarray, membership, mult, 
         gnames = sorted(set().union(*(names.get(a, set()) for a in atoms)))
         groups.append(Group(key=key, atoms=sorted(atoms), channels_per_atom=per_atom, names=gnames))
     return groups, len(blocked_keys - set(by_key))
+
+def weakest_atoms(group: Group, scores: dict[int, float], n: int) -> list[int]:
+    """The ``n`` lowest-scoring atoms of ``group`` (ties broken by id, so plans are deterministic)."""
+    return sorted(group.atoms, key=lambda a: (scores.get(a, 0.0), a))[:n]
+
 
 def _step(g: Group, round_to: int) -> int:
     """Atoms per rounding step, so channel counts stay multiples of ``round_to``."""

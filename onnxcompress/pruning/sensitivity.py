@@ -22,9 +22,8 @@ import onnx.helper as oh
 import onnx_ir as ir
 
 from onnxcompress.channels.state import AnalysisResult
-from onnxcompress.fidelity import concat_outputs
 from onnxcompress.pruning.activations import FeatureStats, consumer_slots
-from onnxcompress.pruning.plan import Group, _round_keep, _step
+from onnxcompress.pruning.plan import Group, _round_keep, _step, weakest_atoms
 from onnxcompress.runtime import Session, np_dtype
 
 #: the fractions of a group's atoms tried by default
@@ -98,8 +97,7 @@ class MaskedModel:
 
     def run(self, removed: np.ndarray, batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         extra = self.feeds_for(removed)
-        outs = [self.session.run({**f, **extra}) for f in batches]
-        return concat_outputs(outs, [int(next(iter(f.values())).shape[0]) for f in batches])
+        return self.session.run_all([{**f, **extra} for f in batches])
 
 
 def _insert_sorted(proto: onnx.ModelProto, new_nodes: list) -> None:
@@ -145,9 +143,8 @@ def drift(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> float:
 
 def removal_for(group: Group, n_remove: int, scores: dict[int, float], n_elem: int, roots: np.ndarray) -> np.ndarray:
     """Removed-element mask for taking the ``n_remove`` lowest-scoring atoms of ``group``."""
-    order = sorted(group.atoms, key=lambda a: (scores.get(a, 0.0), a))
     gone_roots = np.zeros(n_elem, dtype=bool)
-    gone_roots[order[:n_remove]] = True
+    gone_roots[weakest_atoms(group, scores, n_remove)] = True
     return gone_roots[roots]
 
 
