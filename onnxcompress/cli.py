@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from onnxcompress.cli_args import add_block_op_arg, add_calib_args, add_common, add_shape_arg, parse_class_axes
-from onnxcompress.cli_env import Terminated, command_environment, first_line, say
+from onnxcompress.cli_env import Terminated, command_environment, first_line, no_huge_pages, say
 from onnxcompress.errors import BudgetError, InputError, OnnxCompressError
 
 # The heavy imports (numpy, onnx, onnx-ir, onnxruntime) happen inside ``main``, so a Ctrl-C
@@ -331,7 +331,7 @@ def _main(argv: list[str], debug: bool) -> int:
     command = argv[0] if argv and argv[0] in ("inspect", "bench", "check", "sensitivity") else "compress"
     level = logging.ERROR if command in ("bench", "check") else logging.WARNING
     try:
-        with command_environment(debug, level):
+        with no_huge_pages(), command_environment(debug, level):
             return _dispatch(argv)
     except BudgetError as exc:
         say(f"over budget, nothing written: {exc}")

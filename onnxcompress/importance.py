@@ -20,14 +20,66 @@ CRITERIA = {
 }
 
 
+#: elements per block in the streamed reductions below: a float64 block of this size is 8 MB,
+#: so no temporary the size of a weight is made (a 2 GB model's biggest layers are ~40 MB)
+_BLOCK = 1 << 20
+
+
+def _blocks(n: int, per_item: int):
+    step = max(1, _BLOCK // max(per_item, 1))
+    for start in range(0, n, step):
+        yield slice(start, min(start + step, n))
+
+
 def filter_norms(w: np.ndarray, axis: int, criterion: str) -> np.ndarray:
-    """Norm of every slice of ``w`` along ``axis`` (one value per filter)."""
-    moved = np.moveaxis(np.asarray(w), axis, 0).reshape(w.shape[axis], -1)
-    if criterion == "l1":
-        return np.abs(moved).sum(axis=1, dtype=np.float64)
+    """Norm of every slice of ``w`` along ``axis`` (one value per filter), in float64.
+
+    Computed a block of filters at a time; each filter's sum is the same as over the whole array.
+    """
+    if criterion not in ("l1", "l2"):
+        raise ValueError(f"unknown criterion {criterion!r}")
+    moved = np.moveaxis(np.asarray(w), axis, 0)
+    n = moved.shape[0]
+    per = moved.size // n if n else 0
+    out = np.empty(n, dtype=np.float64)
+    for rows in _blocks(n, per):
+        block = moved[rows].reshape(rows.stop - rows.start, per)
+        if criterion == "l1":
+            out[rows] = np.abs(block).sum(axis=1, dtype=np.float64)
+        else:
+            out[rows] = np.square(block, dtype=np.float64).sum(axis=1)
     if criterion == "l2":
-        return np.sqrt(np.square(moved, dtype=np.float64).sum(axis=1))
-    raise ValueError(f"unknown criterion {criterion!r}")
+        np.sqrt(out, out=out)
+    return out
+
+
+def l1_kept(w: np.ndarray, keep: dict[int, np.ndarray]) -> tuple[float, float]:
+    """(sum |w|, sum |w| over the block that ``keep`` (axis -> boolean mask) keeps), in float64.
+
+    Streams blocks along the first masked axis: each block's kept rows are summed down to one
+    row (a vectorised reduction), which is then cut by the other masks. No temporary is the
+    size of the weight, and no sum runs along a short inner axis (a 3x3 kernel's nine values).
+    """
+    w = np.asarray(w)
+    if not keep:
+        total = float(np.abs(w).sum(dtype=np.float64))
+        return total, total
+    lead = min(keep)
+    moved = np.moveaxis(w, lead, 0)
+    rest = {(a if a > lead else a + 1) - 1: m for a, m in keep.items() if a != lead}
+    n = moved.shape[0]
+    total = kept = 0.0
+    for rows in _blocks(n, moved.size // n if n else 0):
+        block = np.abs(moved[rows])
+        total += float(block.sum(dtype=np.float64))
+        chosen = block[keep[lead][rows]]
+        if not chosen.shape[0]:
+            continue
+        col = chosen.sum(axis=0, dtype=np.float64)
+        for ax in sorted(rest):
+            col = np.compress(rest[ax], col, axis=ax)
+        kept += float(col.sum())
+    return total, kept
 
 
 def normalise_by_group(scores: dict[int, float], groups: dict[object, list[int]]) -> dict[int, float]:

@@ -94,3 +94,41 @@ def test_serialized_model_shares_its_weights():
     # The self-contained form, built only on request, computes the same.
     full = ort.InferenceSession(ser.data, providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(full.run(None, feeds)[0], got, rtol=1e-6, atol=1e-6)
+
+
+_HUGEPAGE_PROBE = """
+import os, sys
+from onnxcompress.cli import main
+rc = main(["inspect", sys.argv[1]])
+import numpy._core.multiarray as mu
+# _set_madvise_hugepage returns the setting numpy had (read from the environment at import)
+print(rc, mu._set_madvise_hugepage(True), os.environ.get("NUMPY_MADVISE_HUGEPAGE"))
+"""
+
+
+@pytest.mark.parametrize(("user", "expected"), [(None, "0 False None"), ("1", "0 True 1")])
+def test_cli_imports_numpy_without_huge_page_advice(external_model, user, expected):
+    """The CLI turns numpy's huge-page advice off (bench/SCALE.md round 3), unless the user set it; the
+    environment is as it was afterwards."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    if user is not None:
+        env["NUMPY_MADVISE_HUGEPAGE"] = user
+    out = subprocess.run([sys.executable, "-c", _HUGEPAGE_PROBE, str(external_model)], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == expected
+
+
+def test_compress_output_does_not_depend_on_threads(external_model, tmp_path, monkeypatch):
+    """1 and 3 threads give the same weights, bit for bit (fold, norms, slicing all threaded)."""
+    results = []
+    for threads in ("1", "3"):
+        monkeypatch.setenv("ONNXCOMPRESS_THREADS", threads)
+        model = compress(str(external_model), CompressConfig(ratio=0.5)).model
+        results.append({name: v.const_value.numpy().copy() for name, v in model.graph.initializers.items()})
+    assert results[0].keys() == results[1].keys()
+    for name, arr in results[0].items():
+        assert np.array_equal(arr, results[1][name]), name

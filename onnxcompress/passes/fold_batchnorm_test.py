@@ -210,3 +210,62 @@ def test_zoo_models_bn_folds(name):
     model, bn = _fold_file(name)
     assert "BatchNormalization" not in _ops(model), bn.report
     assert bn.report["folded"] > 0
+
+
+def test_bn_after_bn_folds_both():
+    """The second BN is computed ahead while its input is still the first BN: it is redone once that folds."""
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    conv = h.make_node("Conv", ["x", "w"], ["p"], name="conv", pads=[1, 1, 1, 1])
+    m = _model(conv, [nh.from_array(w, "w")], [1, 3, 6, 6], [1, 4, 6, 6], 4)
+    m.graph.node[1].output[0] = "mid"
+    m.graph.node.append(h.make_node("BatchNormalization", ["mid", "bn2_g", "bn2_b", "bn2_m", "bn2_v"], ["y"], name="bn2"))
+    m.graph.initializer.extend(_bn_params(4, "bn2"))
+    model, p = _fold_and_compare(m, rng.standard_normal((1, 3, 6, 6)).astype(np.float32))
+    assert _ops(model) == ["Conv"]
+    assert p.report["folded"] == 2 and p.report["not_folded"] == []
+
+
+def test_two_bns_on_one_shared_weight():
+    """Both folds are computed ahead from the shared W; each conv ends with its own scaled copy."""
+    w = rng.standard_normal((4, 3, 1, 1)).astype(np.float32)
+    conv = h.make_node("Conv", ["x", "w"], ["p"], name="conv")
+    m = _model(conv, [nh.from_array(w, "w")], [1, 3, 5, 5], [1, 4, 5, 5], 4)
+    m.graph.node.append(h.make_node("Conv", ["x", "w"], ["q"], name="conv2"))
+    m.graph.node.append(h.make_node("BatchNormalization", ["q", "bn2_g", "bn2_b", "bn2_m", "bn2_v"], ["z"], name="bn2"))
+    m.graph.initializer.extend(_bn_params(4, "bn2"))
+    m.graph.output.append(h.make_tensor_value_info("z", onnx.TensorProto.FLOAT, [1, 4, 5, 5]))
+    x = rng.standard_normal((1, 3, 5, 5)).astype(np.float32)
+    ref = _run(m, {"x": x})
+    model = ir.serde.deserialize_model(m)
+    p = FoldBatchNormPass()
+    p(model)
+    assert _ops(model) == ["Conv", "Conv"] and p.report["folded"] == 2
+    got = _run(ir.to_proto(model), {"x": x})
+    for a, b in zip(ref, got):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+    w1, w2 = (n.inputs[1] for n in model.graph)
+    assert w1 is not w2
+
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_threads_give_the_serial_bytes(monkeypatch, threads):
+    """Eight Conv+BN blocks folded on 1 or 3 threads (windows of 2 and 6): identical weights."""
+    monkeypatch.setenv("ONNXCOMPRESS_THREADS", threads)
+    nodes, inits, prev = [], [], "x"
+    for i in range(8):
+        inits.append(nh.from_array(np.random.default_rng(i).standard_normal((4, 4, 3, 3)).astype(np.float32), f"w{i}"))
+        inits.extend(_bn_params(4, f"bn{i}"))
+        nodes.append(h.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]))
+        nodes.append(h.make_node("BatchNormalization", [f"c{i}"] + [f"bn{i}_{k}" for k in "gbmv"], [f"y{i}"]))
+        prev = f"y{i}"
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4, 6, 6])],
+                     [h.make_tensor_value_info(prev, onnx.TensorProto.FLOAT, [1, 4, 6, 6])], initializer=inits)
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    model = ir.serde.deserialize_model(m)
+    FoldBatchNormPass()(model)
+    weights = [n.inputs[1].const_value.numpy() for n in model.graph]
+    for i, got in enumerate(weights):
+        bn = {k: nh.to_array(next(t for t in inits if t.name == f"bn{i}_{k}")).astype(np.float64) for k in "gbmv"}
+        scale = bn["g"] / np.sqrt(bn["v"] + 1e-5)
+        w = nh.to_array(inits[5 * i]).astype(np.float64)
+        assert np.array_equal(got, (w * scale[:, None, None, None]).astype(np.float32))

@@ -13,7 +13,8 @@ from onnxcompress.analysis.shapes import Shape, ShapeOracle
 from onnxcompress.channels.analysis import analyse_channels
 from onnxcompress.config import CompressConfig
 from onnxcompress._ir_utils import const_array
-from onnxcompress.importance import AGGREGATION, CRITERIA, GLOBAL_NORMALISATION
+from onnxcompress._parallel import parallel_map
+from onnxcompress.importance import AGGREGATION, CRITERIA, GLOBAL_NORMALISATION, l1_kept
 from onnxcompress.pruning.calibrated import CalibratedPruning
 from onnxcompress.pruning.plan import macs_per_atom
 from onnxcompress.pruning.apply import Applier
@@ -212,7 +213,7 @@ class PrunePass(ReportingPass):
         for s in analysis.slots:
             if s.role in roles:
                 masks.setdefault(s.value, {})[s.axis] = ~plan.removed[s.ids]
-        total = removed = 0.0
+        jobs = []
         seen = set()
         for node in model.graph:
             v = node.inputs[1] if node.op_type in _WEIGHT_OPS and len(node.inputs) > 1 else None
@@ -222,13 +223,8 @@ class PrunePass(ReportingPass):
             if w is None or w.ndim < 2:
                 continue
             seen.add(v)
-            axes = masks.get(v, {})
-            # One pass over |w|: reduce the axes that are not sliced, then take the kept block.
-            other = tuple(a for a in range(w.ndim) if a not in axes)
-            a = np.abs(w).sum(axis=other, dtype=np.float64) if other else np.abs(w).astype(np.float64)
-            kept = a
-            for pos, ax in enumerate(sorted(axes)):
-                kept = np.compress(axes[ax], kept, axis=pos)
-            total += float(a.sum())
-            removed += float(a.sum() - kept.sum())
+            jobs.append((w, masks.get(v, {})))
+        sums = parallel_map(lambda job: l1_kept(*job), jobs)
+        total = sum(t for t, _ in sums)
+        removed = sum(t - k for t, k in sums)
         return removed / total if total else 0.0

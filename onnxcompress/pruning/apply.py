@@ -16,6 +16,7 @@ import onnx_ir as ir
 
 from onnxcompress.channels.state import AnalysisResult
 from onnxcompress._ir_utils import const_array, default_opset, is_const
+from onnxcompress._parallel import parallel_map, windows
 from onnxcompress.pruning.consumer_folding import ConsumerFolding
 
 logger = logging.getLogger(__name__)
@@ -138,9 +139,14 @@ class Applier(ConsumerFolding):
         self.zero_bias = zero_bias
         self._propagate_constants()
         self._fold_into_consumers()
+        # Each tensor is cut along all its masked axes on a thread, a window at a time, then written.
+        cuts: dict[ir.Value, list[tuple[int, np.ndarray]]] = {}
         for (value, axis), keep in self._slot_masks().items():
-            arr = self.tensor(value)
-            self._write(value, np.compress(keep, arr, axis=axis))
+            cuts.setdefault(value, []).append((axis, keep))
+        for window in windows(cuts.items()):
+            jobs = [(self.tensor(value), masks) for value, masks in window]
+            for (value, _), arr in zip(window, parallel_map(_cut, jobs)):
+                self._write(value, arr)
         for node in self.analysis.rewrites:
             rule = self.analysis.rules.get(node)
             if rule is not None and rule.rewrite is not None:
@@ -210,3 +216,11 @@ class Applier(ConsumerFolding):
                         v.shape = ir.Shape(dims)
                 else:
                     v.shape = None
+
+
+def _cut(job: tuple[np.ndarray, list[tuple[int, np.ndarray]]]) -> np.ndarray:
+    """The array kept by every (axis, mask) of one tensor (a fresh array: ``np.compress`` copies)."""
+    arr, masks = job
+    for axis, keep in masks:
+        arr = np.compress(keep, arr, axis=axis)
+    return arr

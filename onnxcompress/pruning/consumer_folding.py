@@ -53,10 +53,14 @@ class ConsumerFolding:
         b = w.shape[0] // g
         local = np.where(gone)[0]
         taps = np.zeros((w.shape[0],) + w.shape[2:])
+        flat = w.reshape(w.shape[0], c_in_g, -1)
         for grp in range(g):
             rows = slice(grp * b, (grp + 1) * b)
-            vals = self._checked(node, c[grp * c_in_g + local])
-            taps[rows] = np.tensordot(vals.astype(w.dtype), w[rows][:, local], axes=([0], [1]))
+            # The removed inputs' constants as a full input vector (zeros elsewhere): one batched
+            # matrix-vector product over the weight as it lies, with no copy of the removed slice.
+            vals = np.zeros(c_in_g, dtype=w.dtype)
+            vals[local] = self._checked(node, c[grp * c_in_g + local])
+            taps[rows] = np.matmul(vals, flat[rows]).reshape((b,) + w.shape[2:])
         delta = taps.reshape(taps.shape[0], -1).sum(axis=1)
         if np.any(delta != 0) and _has_padding(node):
             if self._can_map_borders(node):

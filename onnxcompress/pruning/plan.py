@@ -16,6 +16,7 @@ import numpy as np
 
 from onnxcompress.channels.state import AnalysisResult
 from onnxcompress.config import CompressConfig
+from onnxcompress._parallel import parallel_map
 from onnxcompress.importance import filter_norms, normalise_by_group
 
 
@@ -104,14 +105,17 @@ def _score_atoms(analysis: AnalysisResult, roots: np.ndarray, tensors: dict, cri
     score_arr = np.zeros(len(roots), dtype=np.float64)
     mult: dict[tuple[int, int], int] = {}
     names: dict[int, set[str]] = {}
+    # Groups without measured data keep a magnitude score (L1 unless L2 was asked for).
+    norm = "l2" if criterion == "l2" else "l1"
+    out_slots = [s for s in analysis.slots if s.role == "out"]
+    filter_scores = dict(zip(map(id, out_slots), parallel_map(
+        lambda job: filter_norms(job[0], job[1], norm), [(tensors[s.value], s.axis) for s in out_slots])))
     for si, slot in enumerate(analysis.slots):
         uniq, counts = np.unique(roots[slot.ids], return_counts=True)
         for root in uniq.tolist():
             membership.setdefault(root, set()).add(si)
         if slot.role == "out":
-            # Groups without measured data keep a magnitude score (L1 unless L2 was asked for).
-            norms = filter_norms(tensors[slot.value], slot.axis, "l2" if criterion == "l2" else "l1")
-            np.add.at(score_arr, roots[slot.ids], norms)
+            np.add.at(score_arr, roots[slot.ids], filter_scores[id(slot)])
             label = slot.node.name or slot.node.op_type
             for root, c in zip(uniq.tolist(), counts.tolist()):
                 mult[(root, si)] = c
