@@ -41,9 +41,12 @@ class LabelledSet:
 
 def load_labelled(path: str | Path, model: ir.Model, xkey: str | None = None, ykey: str | None = None) -> LabelledSet:
     """Read labelled data for ``model`` (see the module docstring); one-line errors."""
+    from onnxcompress.paths import require_regular_file
+
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise InputError(f"--eval: no such file: {p}")
+    require_regular_file(p, "--eval")
     try:
         with np.load(p, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

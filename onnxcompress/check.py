@@ -249,7 +249,7 @@ def run_check(argv: list[str]) -> int:
     from onnxcompress.bench.runner import load_npz_inputs
     from onnxcompress.cli_args import parse_class_axes
     from onnxcompress.io import load_model
-    from onnxcompress.paths import Staging, validate_outputs
+    from onnxcompress.paths import Staging, require_regular_file, validate_outputs
     from onnxcompress.recipe import parse_args
     from onnxcompress.render import make_console
 
@@ -258,8 +258,7 @@ def run_check(argv: list[str]) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if (args.min_accuracy is not None or args.max_accuracy_drop is not None) and not args.eval:
         raise InputError("--min-accuracy/--max-accuracy-drop need labelled data: --eval FILE.npz")
-    if not Path(args.model).is_file():
-        raise InputError(f"no such file: {args.model}")
+    require_regular_file(args.model, "reference model")
     validate_outputs([args.calib, args.eval, args.inputs, args.recipe],
                      {"--junit": args.junit, "--json": args.json, "--markdown": args.markdown},
                      models=[args.model, args.compressed])

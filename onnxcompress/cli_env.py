@@ -56,8 +56,14 @@ def _escape(ch: str) -> str:
     return _ESCAPES.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
 
 
-def clean(text: str) -> str:
-    """``text`` with control characters escaped, so a path or a name cannot move the cursor or recolour."""
+def clean(text: str, keep_newlines: bool = False) -> str:
+    """``text`` with control characters escaped, so a path or a name cannot move the cursor or recolour.
+
+    ``keep_newlines`` leaves line breaks alone (multi-line text on stdout); every other control
+    character, ESC among them, is still escaped.
+    """
+    if keep_newlines:
+        return "\n".join("".join(_escape(ch) for ch in line) for line in text.split("\n"))
     return "".join(_escape(ch) for ch in text)
 
 

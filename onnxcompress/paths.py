@@ -88,6 +88,11 @@ def external_data_files(model_path: PathLike) -> list[Path]:
 
     p = Path(model_path)
     try:
+        if not stat.S_ISREG(os.stat(p).st_mode):  # a FIFO would block the open below
+            return []
+    except (OSError, ValueError):
+        return []
+    try:
         # Parsing a big model costs a fair share of its load time; a file that never says
         # "location" (the key every external tensor carries) has no external data.
         with open(p, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:

@@ -83,9 +83,12 @@ def load_recipe(path: str | os.PathLike, parsers: dict[str, argparse.ArgumentPar
     an import cycle); compress checks both tables, so a typo anywhere stops the pipeline's
     first step.
     """
+    from onnxcompress.paths import require_regular_file
+
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise InputError(f"--recipe: no such file: {p}")
+    require_regular_file(p, "--recipe")
     if tomllib is None:  # pragma: no cover - Python 3.10 without tomli
         raise InputError("--recipe needs Python >= 3.11 (tomllib) or the tomli package")
     data = p.read_bytes()

@@ -5,7 +5,20 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from onnxcompress.cli_env import clean
 from onnxcompress.report import CompressReport, InspectReport
+
+
+class SafeConsole(Console):
+    """A console whose text has its control characters escaped before rich reads it.
+
+    Every string rich prints (a ``print`` argument, a table title, a cell) passes through
+    ``render_str``: a model path or an input name holding ESC or CR cannot reach the terminal
+    raw there, as ``cli_env.clean`` ensures for stderr. Line breaks are kept.
+    """
+
+    def render_str(self, text: str, *args, **kwargs):  # type: ignore[override]
+        return super().render_str(clean(text, keep_newlines=True), *args, **kwargs)
 
 
 def make_console(quiet: bool = False) -> Console:
@@ -13,7 +26,7 @@ def make_console(quiet: bool = False) -> Console:
     import sys
 
     width = None if sys.stdout.isatty() else 120
-    return Console(quiet=quiet, stderr=False, width=width)
+    return SafeConsole(quiet=quiet, stderr=False, width=width)
 
 
 def human(n: float, unit: str = "") -> str:

@@ -71,14 +71,6 @@ def conv_model(path: Path, *, cin: int = 4, cout: int = 8, group: int = 1, x_sha
 
 
 @pytest.fixture
-def ext(tmp_path) -> Path:
-    """dynamo_ext.onnx (weights in dynamo_ext.onnx.data) copied into a fresh folder."""
-    for name in ("dynamo_ext.onnx", "dynamo_ext.onnx.data"):
-        shutil.copy(MODELS / name, tmp_path / name)
-    return tmp_path / "dynamo_ext.onnx"
-
-
-@pytest.fixture
 def resnet(tmp_path) -> Path:
     shutil.copy(MODELS / "resnet_small.onnx", tmp_path / "m.onnx")
     return tmp_path / "m.onnx"

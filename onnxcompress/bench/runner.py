@@ -166,7 +166,8 @@ def batched_shapes(model, overrides: dict[str, Shape], batch: int) -> dict[str, 
             out[v.name] = shape
             continue
         fixed = v.shape[0] if v.shape is not None and len(v.shape) else None
-        if isinstance(fixed, int):
+        # dim_value -1 or 0 (a PaddlePaddle habit) is dynamic, as onnxruntime treats it
+        if isinstance(fixed, int) and fixed > 0:
             if fixed != batch:
                 raise InputError(
                     f"input {v.name!r} has a fixed batch dim of {fixed}; cannot run batch {batch} "
