@@ -110,7 +110,8 @@ def setup_logging(debug: bool, level: int = logging.WARNING) -> None:
 
     onnx-ir, onnxsim and the like log and warn about models they dislike; those lines, and
     our own warnings, would otherwise come before the one-line error of a failed command.
-    (onnxruntime's own log is quieted in ``runtime``.) Calling it again reconfigures.
+    (onnxruntime's own log follows the root logger: ``runtime.default_log_severity``.) Calling it again
+    reconfigures.
     """
     global _handler
     root = logging.getLogger()

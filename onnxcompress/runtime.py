@@ -35,6 +35,13 @@ PROVIDERS = {"cpu": CPU, "cuda": CUDA}
 #: onnxruntime's log severity: 4 = fatal only. Its errors come back as exceptions, which we turn into
 #: our own one-line messages; its log lines (probing runs at a second sizing fail on purpose) would be noise
 QUIET = 4
+#: its warnings and errors, shown when Python logging is at DEBUG (the CLI's --debug)
+VERBOSE = 2
+
+
+def default_log_severity() -> int:
+    """onnxruntime's own log lines follow ours: quiet, unless the root logger shows DEBUG."""
+    return VERBOSE if logging.getLogger().isEnabledFor(logging.DEBUG) else QUIET
 
 _NP_DTYPES = {
     ir.DataType.FLOAT: np.float32,
@@ -166,7 +173,7 @@ def open_session(
     providers: Sequence[str] = ("cpu",),
     threads: int | None = None,
     optimize: bool = True,
-    log_severity: int = QUIET,
+    log_severity: int | None = None,
 ):
     """An ``onnxruntime.InferenceSession``; ``providers`` are short names (cpu, cuda).
 
@@ -176,7 +183,7 @@ def open_session(
 
     def options():
         opts = ort.SessionOptions()
-        opts.log_severity_level = log_severity
+        opts.log_severity_level = default_log_severity() if log_severity is None else log_severity
         if threads:
             opts.intra_op_num_threads = threads
         if not optimize:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
 
 from onnxcompress.bench.testing import tiny_classifier
@@ -451,6 +452,9 @@ def test_onnxruntime_log_lines_do_not_precede_the_error(tmp_path):
     assert "onnxruntime:" not in proc.stderr
     ok = cli("bench", model, "--iters", "1", "--warmup", "0", "-q")
     assert ok.returncode == 0 and ok.stderr == ""
+    # --debug brings onnxruntime's own lines back (the issue: silent "unless --debug/-v is given")
+    loud = cli("bench", model, "--iters", "1", "--warmup", "0", "-q", "--debug")
+    assert loud.returncode == 0 and "Removing initializer" in loud.stderr
 
 
 def test_control_characters_in_an_input_name_are_escaped_on_stderr(capfd, tmp_path):
@@ -546,6 +550,26 @@ def test_minus_one_spatial_dims_need_and_take_an_input_shape(capfd, tmp_path):
     m0 = _with_dims(tiny(tmp_path), tmp_path / "m0.onnx", {0: 0, 2: 0, 3: 0})  # dim_value 0: dynamic to our shapes
     rc, out, _ = run(capfd, "inspect", m0, "--input-shape", "x:1,3,16,16", "--json", "-")
     assert rc == 0 and json.loads(out)["macs"] == 16 * 16 * 16 * 3 * 9 + 16 * 10
+
+
+def test_minus_one_in_an_input_shape_spec_takes_the_model_dim(capfd, tmp_path):
+    """-1 in --input-shape (as the exporter wrote the dim) means the model's own dim, or 1 for a free batch."""
+    from onnxcompress.analysis.shapes import parse_input_shape, resolve_input_shapes
+    from onnxcompress.errors import ShapeError
+
+    mhw = _with_dims(tiny(tmp_path), tmp_path / "mhw.onnx", {0: -1, 2: -1, 3: -1})
+    model = ir.load(mhw)
+    assert parse_input_shape("x:-1,3,16,16") == ("x", (-1, 3, 16, 16))
+    assert resolve_input_shapes(model, {"x": (-1, -1, 16, 20)}) == {"x": (1, 3, 16, 20)}
+    assert resolve_input_shapes(model, {"x": (4, 3, 8, 8)}) == {"x": (4, 3, 8, 8)}
+    with pytest.raises(ShapeError, match=r"dim 2 is dynamic \(dim_value -1\)"):
+        resolve_input_shapes(model, {"x": (-1, 3, -1, 16)})
+    with pytest.raises(ShapeError, match="dims must be positive, or -1"):
+        parse_input_shape("x:-2,3,16,16")
+    rc, out, _ = run(capfd, "inspect", mhw, "--input-shape", "x:-1,3,16,16", "--json", "-")
+    assert rc == 0 and json.loads(out)["macs"] == 16 * 16 * 16 * 3 * 9 + 16 * 10
+    assert run(capfd, mhw, "-o", tmp_path / "o.onnx", "--input-shape", "x:-1,-1,16,16", "-q")[0] == 0
+    assert _dims(tmp_path / "o.onnx") == [-1, 3, -1, -1]
 
 
 @pytest.mark.parametrize("extra", [[], ["--batch", "3"], ["--input-shape", "x:3,3,16,16"]],

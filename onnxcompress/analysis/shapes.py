@@ -21,7 +21,7 @@ from onnxcompress.runtime import graph_inputs  # re-exported: analysis reads the
 logger = logging.getLogger(__name__)
 
 Shape = tuple[int, ...]
-_SPEC = re.compile(r"^(?P<name>[^:]+):(?P<dims>\d+(?:[,x]\d+)*)$")
+_SPEC = re.compile(r"^(?P<name>[^:]+):(?P<dims>-?\d+(?:[,x]-?\d+)*)$")
 
 # Initializers up to this many elements stay in the structural copy: shape inference
 # needs their values (Reshape targets, Slice bounds, Resize sizes).
@@ -34,8 +34,8 @@ def parse_input_shape(spec: str) -> tuple[str, Shape]:
     if not m:
         raise ShapeError(f"bad --input-shape {spec!r}: expected NAME:D0,D1,... e.g. input:1,3,224,224")
     dims = tuple(int(d) for d in re.split(r"[,x]", m.group("dims")))
-    if any(d <= 0 for d in dims):
-        raise ShapeError(f"bad --input-shape {spec!r}: dims must be positive")
+    if any(d <= 0 and d != FREE for d in dims):
+        raise ShapeError(f"bad --input-shape {spec!r}: dims must be positive, or -1 for the model's own (batch: 1)")
     return m.group("name"), dims
 
 
@@ -43,6 +43,10 @@ def parse_input_shapes(specs: list[str] | None) -> dict[str, Shape]:
     return dict(parse_input_shape(s) for s in (specs or []))
 
 
+
+
+#: a dim of ``--input-shape`` left to the model: its fixed value, or 1 for a free batch (as exporters write it)
+FREE = -1
 
 
 def _fixed(d) -> bool:
@@ -78,24 +82,30 @@ def resolve_input_shapes(model: ir.Model, overrides: dict[str, Shape] | None = N
                     f"--input-shape {v.name}: {len(ov)} dims given, the model's input has {len(v.shape)}"
                 )
             for i, (d, o) in enumerate(zip(v.shape, ov)):
-                if _fixed(d) and d != o:
+                if _fixed(d) and o != FREE and d != o:
                     raise ShapeError(f"--input-shape {v.name}: dim {i} is fixed at {d} in the model, not {o}")
-            shapes[v.name] = tuple(ov)
-            continue
-        dims = []
-        for i, d in enumerate(v.shape):
-            if _fixed(d):
-                dims.append(d)
-            elif i == 0:
-                dims.append(1)
-            else:
-                label = d.value if isinstance(d, ir.SymbolicDim) and d.value else "?"
-                raise ShapeError(
-                    f"input {v.name!r} dim {i} is symbolic ({label!r}); "
-                    f"give --input-shape {v.name}:" + ",".join("D" + str(k) for k in range(len(v.shape)))
-                )
-        shapes[v.name] = tuple(dims)
+            if FREE not in ov:
+                shapes[v.name] = tuple(ov)
+                continue
+        given = overrides.get(v.name, (FREE,) * len(v.shape))
+        shapes[v.name] = tuple(o if o != FREE else _default_dim(v, i, d) for i, (d, o) in enumerate(zip(v.shape, given)))
     return shapes
+
+
+def _default_dim(v: ir.Value, i: int, d) -> int:
+    """Dim ``i`` of input ``v`` when the user gives none: the model's fixed value, or 1 for the batch."""
+    if _fixed(d):
+        return d
+    if i == 0:
+        return 1
+    if isinstance(d, int):
+        what = f"dynamic (dim_value {d})"
+    else:
+        what = f"symbolic ({d.value if isinstance(d, ir.SymbolicDim) and d.value else '?'!r})"
+    raise ShapeError(
+        f"input {v.name!r} dim {i} is {what}; "
+        f"give --input-shape {v.name}:" + ",".join("D" + str(k) for k in range(len(v.shape)))
+    )
 
 
 def weightless_proto(model: ir.Model, min_elements: int = _KEEP_ELEMENTS, *, keep_value_info: bool = False) -> tuple[onnx.ModelProto, set[str]]:
