@@ -104,7 +104,7 @@ def check(model_path: str, compressed_path: str, config: CheckConfig) -> CheckRe
 
 def _check_inputs(ref_model, config: CheckConfig):
     """(feeds in batches, analysis shapes, what they are): calibration data, given inputs, or random."""
-    from onnxcompress.analysis.shapes import graph_inputs, resolve_input_shapes
+    from onnxcompress.analysis.shapes import resolve_input_shapes
     from onnxcompress.runtime import random_feeds
 
     if config.calib is not None:
@@ -113,10 +113,10 @@ def _check_inputs(ref_model, config: CheckConfig):
         batches = list(load_calibration(config.calib, ref_model).batches())
         return batches, {k: tuple(v.shape) for k, v in batches[0].items()}, "calibration"
     if config.inputs is not None:
+        from onnxcompress.bench.runner import check_feeds_fit
+
         feeds = dict(config.inputs)
-        names = [v.name for v in graph_inputs(ref_model)]
-        if set(feeds) != set(names):
-            raise InputError(f"--inputs: keys {sorted(feeds)} do not match the model's inputs {sorted(names)}")
+        check_feeds_fit(ref_model, feeds)
         return [feeds], {k: tuple(v.shape) for k, v in feeds.items()}, "given"
     shapes = resolve_input_shapes(ref_model, config.input_shapes)
     return [random_feeds(ref_model, shapes, config.seed)], shapes, "random"

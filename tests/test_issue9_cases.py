@@ -335,9 +335,9 @@ def test_huge_declared_dim_in_check_and_bench(capfd, tmp_path):
 @pytest.mark.parametrize(
     "array,needle",
     [
-        (np.zeros((2, 3, 8, 8), np.float32), "dim"),  # wrong spatial size
-        (np.zeros((2, 3, 16, 16), np.float64), ("double", "float64")),
-        (np.zeros((3, 16, 16), np.float32), "rank"),
+        (np.zeros((2, 3, 8, 8), np.float32), "'x' dim 2 is 8; the model fixes it at 16"),  # wrong spatial size
+        (np.zeros((2, 3, 16, 16), np.float64), "'x' is float64; the model's input takes float32"),
+        (np.zeros((3, 16, 16), np.float32), "'x' has rank 3"),
         (np.zeros((0, 3, 16, 16), np.float32), "empty"),
     ],
     ids=["shape", "dtype", "rank", "empty"],

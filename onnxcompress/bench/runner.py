@@ -109,7 +109,6 @@ def load_npz_inputs(path: str | os.PathLike, model=None) -> dict[str, np.ndarray
     fixed dims; the error names the input and the dim.
     """
     from onnxcompress.paths import require_regular_file
-    from onnxcompress.runtime import np_dtype
 
     p = Path(path)
     if not p.exists():
@@ -127,23 +126,29 @@ def load_npz_inputs(path: str | os.PathLike, model=None) -> dict[str, np.ndarray
             raise InputError(f"--inputs: {k!r} holds {a.dtype} data, not numbers")
         if a.size == 0:
             raise InputError(f"--inputs: {k!r} is empty (shape {tuple(a.shape)})")
-    if model is None:
-        return feeds
+    if model is not None:
+        check_feeds_fit(model, feeds)
+    return feeds
+
+
+def check_feeds_fit(model, feeds: dict[str, np.ndarray], what: str = "--inputs") -> None:
+    """Each feed has its input's name, element type, rank and fixed dims; the error names the dim."""
+    from onnxcompress.runtime import np_dtype
+
     inputs = graph_inputs(model)
-    _check_feeds([v.name for v in inputs], feeds, "--inputs")
+    _check_feeds([v.name for v in inputs], feeds, what)
     for v in inputs:
         a = feeds[v.name]
         if v.dtype is not None and a.dtype != np.dtype(np_dtype(v.dtype)):
-            raise InputError(f"--inputs: {v.name!r} is {a.dtype}; the model's input takes {np.dtype(np_dtype(v.dtype))}")
+            raise InputError(f"{what}: {v.name!r} is {a.dtype}; the model's input takes {np.dtype(np_dtype(v.dtype))}")
         if v.shape is None:
             continue
         if a.ndim != len(v.shape):
-            raise InputError(f"--inputs: {v.name!r} has rank {a.ndim} (shape {tuple(a.shape)}); "
+            raise InputError(f"{what}: {v.name!r} has rank {a.ndim} (shape {tuple(a.shape)}); "
                              f"the model's input has rank {len(v.shape)}")
         for i, (d, got) in enumerate(zip(v.shape, a.shape)):
             if isinstance(d, int) and d > 0 and d != got:
-                raise InputError(f"--inputs: {v.name!r} dim {i} is {got}; the model fixes it at {d}")
-    return feeds
+                raise InputError(f"{what}: {v.name!r} dim {i} is {got}; the model fixes it at {d}")
 
 
 def _check_feeds(names: list[str], feeds: dict[str, np.ndarray], what: str) -> None:
