@@ -113,7 +113,7 @@ def _check_inputs(ref_model, config: CheckConfig):
         batches = list(load_calibration(config.calib, ref_model).batches())
         return batches, {k: tuple(v.shape) for k, v in batches[0].items()}, "calibration"
     if config.inputs is not None:
-        from onnxcompress.bench.runner import check_feeds_fit
+        from onnxcompress.npz_inputs import check_feeds_fit
 
         feeds = dict(config.inputs)
         check_feeds_fit(ref_model, feeds)
@@ -246,7 +246,7 @@ def _speed_criterion(model_path, compressed_path, ref_model, config: CheckConfig
 def run_check(argv: list[str]) -> int:
     from onnxcompress.accuracy import load_labelled
     from onnxcompress.analysis.shapes import parse_input_shapes
-    from onnxcompress.bench.runner import load_npz_inputs
+    from onnxcompress.npz_inputs import load_npz_inputs
     from onnxcompress.cli_args import parse_class_axes
     from onnxcompress.io import load_model
     from onnxcompress.paths import Staging, require_regular_file, validate_outputs

@@ -7,7 +7,8 @@ import logging
 from pathlib import Path
 
 from onnxcompress.bench.report import BenchReport
-from onnxcompress.bench.runner import DEFAULT_ITERS, DEFAULT_WARMUP, BenchConfig, load_npz_inputs, run_benchmark
+from onnxcompress.bench.runner import DEFAULT_ITERS, DEFAULT_WARMUP, BenchConfig, run_benchmark
+from onnxcompress.npz_inputs import load_npz_inputs
 from onnxcompress.errors import InputError
 
 logger = logging.getLogger(__name__)

@@ -24,6 +24,7 @@ from onnxcompress.bench.report import BenchReport, BenchRun
 from onnxcompress.bench.stats import latency_stats, paired_speedup
 from onnxcompress.errors import InputError, VerificationError
 from onnxcompress.io import file_bytes, load_model
+from onnxcompress.npz_inputs import check_feed_names
 from onnxcompress.runtime import PROVIDERS, open_session, random_feeds
 from onnxcompress.verify import compare_outputs
 
@@ -99,66 +100,6 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
-
-
-def load_npz_inputs(path: str | os.PathLike, model=None) -> dict[str, np.ndarray]:
-    """Feeds from an .npz whose keys are input names, checked before any session sees them.
-
-    Every array must be numeric and non-empty. With ``model`` (an ``ir.Model``) the keys
-    must be its inputs, and each array must have the input's element type, rank and
-    fixed dims; the error names the input and the dim.
-    """
-    from onnxcompress.paths import require_regular_file
-
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"--inputs: no such file: {p}")
-    require_regular_file(p, "--inputs")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            feeds = {k: z[k] for k in z.files}
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"--inputs: cannot read {p} as .npz: {exc}") from exc
-    if not feeds:
-        raise InputError(f"--inputs: {p} holds no arrays")
-    for k, a in feeds.items():
-        if a.dtype.kind not in "biuf":
-            raise InputError(f"--inputs: {k!r} holds {a.dtype} data, not numbers")
-        if a.size == 0:
-            raise InputError(f"--inputs: {k!r} is empty (shape {tuple(a.shape)})")
-    if model is not None:
-        check_feeds_fit(model, feeds)
-    return feeds
-
-
-def check_feeds_fit(model, feeds: dict[str, np.ndarray], what: str = "--inputs") -> None:
-    """Each feed has its input's name, element type, rank and fixed dims; the error names the dim."""
-    from onnxcompress.runtime import np_dtype
-
-    inputs = graph_inputs(model)
-    _check_feeds([v.name for v in inputs], feeds, what)
-    for v in inputs:
-        a = feeds[v.name]
-        if v.dtype is not None and a.dtype != np.dtype(np_dtype(v.dtype)):
-            raise InputError(f"{what}: {v.name!r} is {a.dtype}; the model's input takes {np.dtype(np_dtype(v.dtype))}")
-        if v.shape is None:
-            continue
-        if a.ndim != len(v.shape):
-            raise InputError(f"{what}: {v.name!r} has rank {a.ndim} (shape {tuple(a.shape)}); "
-                             f"the model's input has rank {len(v.shape)}")
-        for i, (d, got) in enumerate(zip(v.shape, a.shape)):
-            if isinstance(d, int) and d > 0 and d != got:
-                raise InputError(f"{what}: {v.name!r} dim {i} is {got}; the model fixes it at {d}")
-
-
-def _check_feeds(names: list[str], feeds: dict[str, np.ndarray], what: str) -> None:
-    missing = sorted(set(names) - set(feeds))
-    extra = sorted(set(feeds) - set(names))
-    if missing or extra:
-        raise InputError(
-            f"{what}: inputs do not match the model (missing: {', '.join(missing) or '-'}; "
-            f"unknown: {', '.join(extra) or '-'})"
-        )
 
 
 def batched_shapes(model, overrides: dict[str, Shape], batch: int) -> dict[str, Shape]:
@@ -374,7 +315,7 @@ def run_benchmark(
             )
     batches = list(config.batches)
     if config.inputs is not None:
-        _check_feeds(names_a, config.inputs, "--inputs")
+        check_feed_names(names_a, config.inputs, "--inputs")
         batches = [_batch_of(config.inputs)]
     report = BenchReport(
         model_a=str(model_a),
