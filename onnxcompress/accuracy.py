@@ -41,17 +41,10 @@ class LabelledSet:
 
 def load_labelled(path: str | Path, model: ir.Model, xkey: str | None = None, ykey: str | None = None) -> LabelledSet:
     """Read labelled data for ``model`` (see the module docstring); one-line errors."""
-    from onnxcompress.paths import require_regular_file
+    from onnxcompress.npz_inputs import read_npz
 
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"--eval: no such file: {p}")
-    require_regular_file(p, "--eval")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise InputError(f"--eval {p.name}: not a readable .npz ({exc})") from exc
+    arrays = read_npz(p, "--eval")
     ykey = ykey or next((k for k in ("y", "labels", "label", "targets") if k in arrays), None)
     if ykey is None or ykey not in arrays:
         raise InputError(f"--eval {p.name}: no labels (keys: {', '.join(sorted(arrays))}; expected y or labels)")

@@ -11,6 +11,21 @@ from onnxcompress.analysis.shapes import graph_inputs
 from onnxcompress.errors import InputError
 
 
+def read_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` (no pickles); one-line errors that start with ``what`` (the option)."""
+    from onnxcompress.paths import require_regular_file
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{what}: no such file: {p}")
+    require_regular_file(p, what)
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as exc:  # noqa: BLE001 - a zip, pickle or format error: all the same to the user
+        raise InputError(f"{what}: cannot read {p} as .npz: {exc}") from exc
+
+
 def load_npz_inputs(path: str | os.PathLike, model=None) -> dict[str, np.ndarray]:
     """Feeds from an .npz whose keys are input names, checked before any session sees them.
 
@@ -18,17 +33,8 @@ def load_npz_inputs(path: str | os.PathLike, model=None) -> dict[str, np.ndarray
     must be its inputs, and each array must have the input's element type, rank and
     fixed dims; the error names the input and the dim.
     """
-    from onnxcompress.paths import require_regular_file
-
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"--inputs: no such file: {p}")
-    require_regular_file(p, "--inputs")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            feeds = {k: z[k] for k in z.files}
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"--inputs: cannot read {p} as .npz: {exc}") from exc
+    feeds = read_npz(p, "--inputs")
     if not feeds:
         raise InputError(f"--inputs: {p} holds no arrays")
     for k, a in feeds.items():
