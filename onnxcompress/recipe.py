@@ -78,10 +78,9 @@ def _closest(word: str, known: list[str]) -> str:
 def load_recipe(path: str | os.PathLike, parsers: dict[str, argparse.ArgumentParser]) -> Recipe:
     """Read a recipe; every table must be one of ``TABLES``, and each key known to its table's parser.
 
-    ``parsers`` maps tables to their command's parser. A table without one is left to its
-    own command (``check`` cannot import compress's parser, which lives in ``cli``, without
-    an import cycle); compress checks both tables, so a typo anywhere stops the pipeline's
-    first step.
+    ``parsers`` maps tables to their command's parser; a table without one is not checked
+    here. ``parse_args`` gives every table's parser, so whichever command reads the recipe
+    first stops a typo anywhere in it.
     """
     from onnxcompress.paths import require_regular_file
 
@@ -176,11 +175,13 @@ def _scalar(action: argparse.Action, where: str, value: Any, recipe: Recipe) -> 
 def parse_args(parser: argparse.ArgumentParser, argv: list[str], table: str) -> tuple[argparse.Namespace, Recipe | None]:
     """Parse ``argv``; with ``--recipe``, the recipe's ``[table]`` fills what ``argv`` leaves unset."""
     from onnxcompress.check_args import check_parser
+    from onnxcompress.compress_args import compress_parser
 
     args = parser.parse_args(argv)
     if not getattr(args, "recipe", None):
         return args, None
-    recipe = load_recipe(args.recipe, {"check": check_parser(), table: parser})
+    # Every table is checked, whichever command reads the recipe: a typo anywhere stops the first step.
+    recipe = load_recipe(args.recipe, {"check": check_parser(), "compress": compress_parser(), table: parser})
     keys = recipe_keys(parser)
     given = _given_dests(parser, argv)
     defaults = {}

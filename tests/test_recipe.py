@@ -11,7 +11,8 @@ import pytest
 
 from onnxcompress.bench.testing import tiny_classifier
 from onnxcompress.check import check_parser
-from onnxcompress.cli import compress_parser, main
+from onnxcompress.cli import main
+from onnxcompress.compress_args import compress_parser
 from onnxcompress.errors import InputError
 from onnxcompress.recipe import load_recipe, parse_args, recipe_keys
 from tests.conftest import MODELS
@@ -84,12 +85,15 @@ def test_compress_validates_the_check_table_too(tmp_path, capsys):
     assert "'min_cosin' in [check] (did you mean 'min_cosine'?)" in capsys.readouterr().err
 
 
-def test_check_leaves_the_compress_table_to_compress(tmp_path):
+def test_check_validates_the_compress_table_too(tmp_path, capsys):
+    """The gate reads the same recipe as compress: a typo in [compress] fails the gate too (exit 2)."""
     r = _recipe(tmp_path, "[compress]\nratoi = 0.2\n[check]\nmin_cosine = 0.9\n")
-    args, _ = parse_args(check_parser(), ["a", "b", "--recipe", str(r)], "check")
-    assert args.min_cosine == 0.9
-    with pytest.raises(InputError, match="'ratoi' in \\[compress\\] \\(did you mean 'ratio'\\?\\)"):
-        parse_args(compress_parser(), ["a", "--recipe", str(r)], "compress")
+    for parser, argv, table in ((check_parser(), ["a", "b"], "check"), (compress_parser(), ["a"], "compress")):
+        with pytest.raises(InputError, match="'ratoi' in \\[compress\\] \\(did you mean 'ratio'\\?\\)"):
+            parse_args(parser, [*argv, "--recipe", str(r)], table)
+    model = tiny_classifier(tmp_path / "m.onnx")
+    assert main(["check", model, model, "--recipe", str(r), "-q"]) == 2
+    assert "'ratoi' in [compress]" in capsys.readouterr().err
 
 
 def test_missing_recipe_is_an_input_error(tmp_path):

@@ -1,0 +1,104 @@
+"""The compress command's options, apart from the command, so a recipe's ``[compress]`` table can be
+checked by any command (``check --recipe`` included) without importing the pipeline."""
+
+from __future__ import annotations
+
+import argparse
+
+from onnxcompress.cli_args import add_block_op_arg, add_calib_args, add_common, add_shape_arg
+
+TOUR = """\
+subcommands:
+  onnxcompress MODEL [options]        compress (this page)
+  onnxcompress inspect MODEL          per-layer params, MACs, receptive fields; --groups: channel groups
+  onnxcompress bench MODEL [OTHER]    onnxruntime latency (CPU/CUDA), paired A/B with fidelity
+  onnxcompress check MODEL OTHER      CI gate: fail when the compressed model got worse
+  onnxcompress sensitivity MODEL --calib DATA   per-group output drift on real inputs, ranked
+
+examples:
+  onnxcompress models/resnet_small.onnx --ratio 0.5
+  onnxcompress model.onnx --calib calib.npz --target-macs 0.8     # data-aware, refit, MAC target
+  onnxcompress model.onnx --calib calib.npz --max-drift 0.01      # smallest model within the budget
+  onnxcompress model.onnx --mode zero --criterion l2 --scope global --max-layer-ratio 0.7
+  onnxcompress model.onnx --ratio 0 --max-norm 3.0          # projection only, no pruning
+  onnxcompress inspect model.onnx --input-shape images:1,3,640,640 --json layers.json
+  onnxcompress check model.onnx model.compressed.onnx --eval data.npz --max-accuracy-drop 0.01 --junit gate.xml
+"""
+
+
+def compress_parser() -> argparse.ArgumentParser:
+    from onnxcompress.config import DEFAULT_RATIO, DEFAULT_ROUND_TO, DEFAULT_TARGET_MACS
+
+    p = argparse.ArgumentParser(
+        prog="onnxcompress",
+        description="Prune conv filters of any ONNX model structurally, fold weights, verify, and save. "
+        "The input file is never modified.",
+        epilog=TOUR,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", help="input .onnx file")
+    p.add_argument("-o", "--output", help="output path (default: MODEL's stem + .compressed.onnx)")
+    p.add_argument("--ratio", type=float, default=None,
+                   help=f"fraction of filters removed per group (local) or overall (global), at most: kept counts round up "
+                   f"to --round-to; 0 = no pruning. Default without --calib: {DEFAULT_RATIO} (magnitude pruning without data "
+                   f"costs a trained model accuracy fast; see bench/ACCURACY.md). With --calib and no --ratio or "
+                   f"--target-macs, the default is --target-macs {DEFAULT_TARGET_MACS} (bench/ACCURACY_REAL.md)")
+    p.add_argument("--mode", choices=["remove", "zero"], default="remove",
+                   help="remove: slice filters out, the graph gets smaller; zero: write zeros, shapes stay (default remove)")
+    p.add_argument("--criterion", choices=["auto", "l1", "l2", "activation"], default="auto",
+                   help="how filters are ranked: l1/l2 weight norms, or activation (needs --calib): the consumer "
+                   "output energy each channel carries on real inputs. auto = activation with --calib, else l1")
+    p.add_argument("--scope", choices=["local", "global"], default="local",
+                   help="local: same ratio in every group; global: rank normalised importances across groups (default local)")
+    p.add_argument("--max-layer-ratio", type=float, default=0.8,
+                   help="global scope: at most this fraction of any group is removed (default 0.8)")
+    p.add_argument("--round-to", type=int, default=DEFAULT_ROUND_TO,
+                   help=f"keep channel counts at multiples of N, rounding the kept count up (never removing more than the "
+                   f"ratio from a group; never above its width, never zero); on ResNet-50, odd widths ran 1.44x faster "
+                   f"where multiples of 8 ran 1.98x, same MACs (bench/ROUND_TO.md) (default {DEFAULT_ROUND_TO})")
+    p.add_argument("--exclude", action="append", default=[], metavar="REGEX",
+                   help="leave nodes whose name matches untouched (repeatable; applies to pruning and projection)")
+    add_shape_arg(p)
+    add_block_op_arg(p)
+    p.add_argument("--zero-bias", action="store_true",
+                   help="zero the removed filters' biases too (classic magnitude pruning); by default the bias, which "
+                   "carries any folded BatchNorm shift, is kept and its constant output folded into the consumers")
+    p.add_argument("--exact-borders", action="store_true",
+                   help="remove mode: make padded consumers match zero mode exactly at the image borders too, with a "
+                   "small correction subgraph after each (static spatial sizes only; one more Add per such conv)")
+    p.add_argument("--measure-exactness", action="store_true",
+                   help="remove mode: also build the zero-mode model and report how far remove mode's outputs are "
+                   "from it (one more pipeline run and session)")
+    p.add_argument("--prune-outputs", action="store_true", help="allow pruning channels that reach a graph output")
+    p.add_argument("--max-norm", type=float, metavar="C", help="clip every filter's L2 norm at C (folded into the weights)")
+    p.add_argument("--spectral-clip", type=float, metavar="C", help="clip singular values of weight matrices at C")
+    p.add_argument("--no-fold", action="store_true", help="skip lossless weight folding (BN into Conv, constant weight subgraphs)")
+    p.add_argument("--no-simplify", action="store_true", help="skip onnxsim simplification")
+    p.add_argument("--report", metavar="FILE.json", help="write the full report as JSON")
+    p.add_argument("--markdown", metavar="FILE.md", help="write the report as Markdown (tables of sizes, blockers, layers)")
+    p.add_argument("--bench", action="store_true", help="after compressing, benchmark output against input in onnxruntime")
+    add_calib_args(p)
+    g = p.add_argument_group("recovery and targets (need --calib)")
+    g.add_argument("--recover", choices=["auto", "none", "bias", "refit"], default="auto",
+                   help="after pruning: bias folds removed channels' calibrated means into the consumers' biases; refit "
+                   "also solves each consumer's weights by ridge least squares (kept only where held-out error drops). "
+                   "auto = refit with --calib, else none")
+    g.add_argument("--target-macs", type=float, metavar="F",
+                   help="keep at most this fraction of the MACs; each group's ratio is chosen by its measured output "
+                   "drift per MAC saved (replaces --ratio)")
+    g.add_argument("--max-drift", type=float, metavar="D",
+                   help="budget: the written model's held-out drift (1 - sequence/top-1 agreement with the original, or "
+                   "relative L2 without a class axis) must be at most D; with --target-macs the target is relaxed until it "
+                   "fits, alone it finds the smallest MACs that fit. Over budget: nothing is written, exit 1")
+    g.add_argument("--eval", metavar="FILE.npz",
+                   help="labelled data for an accuracy budget: inputs under the input names (or one array), labels under "
+                   "y or labels; (N,) classes or (N, L) CTC sequences padded with -1")
+    g.add_argument("--max-accuracy-drop", type=float, metavar="X",
+                   help="budget on --eval: the written model may lose at most X accuracy (0.01 = one point); searched "
+                   "like --max-drift")
+    p.add_argument("--seed", type=int, default=0, help="seed for the random verification inputs (default 0)")
+    p.add_argument("--recipe", metavar="FILE.toml",
+                   help="take options from the [compress] table of a TOML recipe (keys = the long options, dashes as "
+                   "underscores; paths relative to the recipe); options given here win. Its sha256 goes in the report")
+    add_common(p)
+    return p
