@@ -101,8 +101,9 @@ import os, sys
 from onnxcompress.cli import main
 rc = main(["inspect", sys.argv[1]])
 import numpy._core.multiarray as mu
-# _set_madvise_hugepage returns the setting numpy had (read from the environment at import)
-print(rc, mu._set_madvise_hugepage(True), os.environ.get("NUMPY_MADVISE_HUGEPAGE"))
+# _set_madvise_hugepage (private) returns the setting numpy had (read from the environment at import)
+setter = getattr(mu, "_set_madvise_hugepage", None)
+print("no-setter" if setter is None else f"{rc} {setter(True)} {os.environ.get('NUMPY_MADVISE_HUGEPAGE')}")
 """
 
 
@@ -119,7 +120,10 @@ def test_cli_imports_numpy_without_huge_page_advice(external_model, user, expect
         env["NUMPY_MADVISE_HUGEPAGE"] = user
     out = subprocess.run([sys.executable, "-c", _HUGEPAGE_PROBE, str(external_model)], env=env,
                          capture_output=True, text=True, check=True).stdout
-    assert out.strip().splitlines()[-1] == expected
+    last = out.strip().splitlines()[-1]
+    if last == "no-setter":
+        pytest.skip("this numpy has no _set_madvise_hugepage to read the setting back")
+    assert last == expected
 
 
 def test_compress_output_does_not_depend_on_threads(external_model, tmp_path, monkeypatch):
