@@ -72,7 +72,11 @@ def resolve_input_shapes(model: ir.Model, overrides: dict[str, Shape] | None = N
     for v in graph_inputs(model):
         if v.shape is None:
             if v.name in overrides:
-                shapes[v.name] = overrides[v.name]
+                ov = overrides[v.name]
+                if FREE in ov[1:]:
+                    raise ShapeError(f"--input-shape {v.name}: dim {ov[1:].index(FREE) + 1} is -1, but the model "
+                                     f"declares no shape for {v.name!r} to take it from; give its size")
+                shapes[v.name] = tuple(1 if i == 0 and d == FREE else d for i, d in enumerate(ov))
                 continue
             raise ShapeError(f"input {v.name!r} has no shape; give --input-shape {v.name}:D0,D1,...")
         if v.name in overrides:

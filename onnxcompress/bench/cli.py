@@ -197,7 +197,8 @@ def bench_after_compress(input_path, output_path, input_shapes: dict, console) -
     Prints the table and returns the JSON-able results. The compressed model is
     already saved, so a benchmark failure is reported, not raised.
     """
-    batch = next((int(s[0]) for s in (input_shapes or {}).values() if len(s)), 1)
+    # a -1 batch in --input-shape is a free batch: 1, as for the analysis
+    batch = next((int(s[0]) for s in (input_shapes or {}).values() if len(s) and s[0] > 0), 1)
     config = BenchConfig(
         providers=["cpu"], batches=[batch], iters=30, warmup=5, input_shapes=dict(input_shapes or {}),
         max_seconds=30.0, min_seconds=3.0,

@@ -60,7 +60,11 @@ class ConsumerFolding:
             # matrix-vector product over the weight as it lies, with no copy of the removed slice.
             vals = np.zeros(c_in_g, dtype=w.dtype)
             vals[local] = self._checked(node, c[grp * c_in_g + local])
-            taps[rows] = np.matmul(vals, flat[rows]).reshape((b,) + w.shape[2:])
+            group_taps = np.matmul(vals, flat[rows])
+            if not np.isfinite(group_taps).all():
+                # an inf/NaN in a kept channel's weights times 0 must not poison the removed ones' sum
+                group_taps = np.tensordot(vals[local], flat[rows][:, local], axes=([0], [1]))
+            taps[rows] = group_taps.reshape((b,) + w.shape[2:])
         delta = taps.reshape(taps.shape[0], -1).sum(axis=1)
         if np.any(delta != 0) and _has_padding(node):
             if self._can_map_borders(node):

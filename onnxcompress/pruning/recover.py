@@ -63,7 +63,9 @@ def refittable(node: ir.Node) -> str | None:
         auto = node.attributes.get("auto_pad")
         if auto is not None and auto.as_string() not in ("NOTSET", "VALID"):
             return "auto_pad SAME (not refit)"
-        return None if len(_attr(node, "kernel_shape", [])) in (0, 1, 2) else "3-D conv (not refit)"
+        w = node.inputs[1] if len(node.inputs) > 1 else None
+        rank = len(w.shape) if w is not None and w.shape is not None else None
+        return None if rank in (3, 4) else "3-D conv (not refit)"
     if node.op_type == "Gemm":
         if _attr(node, "transA", 0) or ("alpha" in node.attributes and node.attributes["alpha"].as_float() != 1.0):
             return "Gemm with transA or alpha (not refit)"

@@ -112,3 +112,11 @@ def test_depthwise_conv_after_a_pruned_layer_is_refit(tmp_path):
         assert dw["held_out_error_after"] < dw["held_out_error_before"]
     dw_node = next(n for n in res.model.graph if n.name == "dw")
     assert dw_node.attributes["group"].as_int() == dw_node.inputs[1].const_value.shape[0] == 8
+
+
+def test_a_3d_conv_is_not_refit_even_without_kernel_shape():
+    w = ir.Value(name="w", shape=ir.Shape([4, 2, 3, 3, 3]))
+    node = ir.Node("", "Conv", [ir.Value(name="x"), w])
+    assert refittable(node) == "3-D conv (not refit)"
+    w2 = ir.Value(name="w2", shape=ir.Shape([4, 2, 3, 3]))
+    assert refittable(ir.Node("", "Conv", [ir.Value(name="x2"), w2])) is None
