@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rich.console import Console
 from rich.table import Table
 
@@ -9,16 +11,22 @@ from onnxcompress.cli_env import clean
 from onnxcompress.report import CompressReport, InspectReport
 
 
+#: the only markup tags our own messages use; any other "[" comes from data (a node name, a path)
+_DATA_BRACKET = re.compile(r"(?<!\\)\[(?!/?(?:bold|dim|red|green|yellow)\])")
+
+
 class SafeConsole(Console):
-    """A console whose text has its control characters escaped before rich reads it.
+    """A console whose text is made safe before rich reads it.
 
     Every string rich prints (a ``print`` argument, a table title, a cell) passes through
-    ``render_str``: a model path or an input name holding ESC or CR cannot reach the terminal
-    raw there, as ``cli_env.clean`` ensures for stderr. Line breaks are kept.
+    ``render_str``. There, control characters are escaped (``cli_env.clean``, line breaks
+    kept), so a model path or an input name holding ESC or CR cannot reach the terminal raw;
+    and every ``[`` that does not open one of our own tags is escaped, so a node named
+    ``conv[1]`` or a path with ``[/x]`` prints as written instead of being read as markup.
     """
 
     def render_str(self, text: str, *args, **kwargs):  # type: ignore[override]
-        return super().render_str(clean(text, keep_newlines=True), *args, **kwargs)
+        return super().render_str(_DATA_BRACKET.sub(r"\\[", clean(text, keep_newlines=True)), *args, **kwargs)
 
 
 def make_console(quiet: bool = False) -> Console:
