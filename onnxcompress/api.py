@@ -117,9 +117,9 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None, on_
     )
     ctx.report.before = ctx.report.after = _stats(model, input_shapes, size_before, ctx.oracle)
     if config.calib is not None:
-        _load_calibration(ctx, model)
         if getattr(config, "_search_cache", None) is not None:
             ctx.search_cache = config._search_cache
+        _load_calibration(ctx, model)
     input_external = has_external_data(model)
     model = run_pipeline(model, ctx)
     ctx.report.after = _stats(model, input_shapes, model_bytes(model), ctx.oracle)
@@ -133,7 +133,13 @@ def _load_calibration(ctx, model: ir.Model) -> None:
     from onnxcompress.calibration import load_calibration
 
     cfg = ctx.config
-    cal = load_calibration(cfg.calib, model, cfg.calib_image, limit=cfg.calib_samples)
+    cache = ctx.search_cache
+    key = (str(cfg.calib), repr(cfg.calib_image), cfg.calib_samples)
+    if cache.calibration is not None and cache.calibration[0] == key:
+        cal = cache.calibration[1]  # a search's later probes: the same data, read once
+    else:
+        cal = load_calibration(cfg.calib, model, cfg.calib_image, limit=cfg.calib_samples)
+        cache.calibration = (key, cal)
     ctx.calib, ctx.held_out = cal.split(cfg.held_out, seed=cfg.seed)
     ctx.report.calibration = {
         "source": cal.source,

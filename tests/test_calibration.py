@@ -142,6 +142,24 @@ def test_budget_search_relaxes_the_target_until_it_fits(digits, tmp_path):
     assert all(p["value"] <= 0.5 for p in rep["search"]["probes"] if p["fits"])
 
 
+def test_budget_search_reads_the_calibration_data_once(digits, tmp_path, monkeypatch):
+    import onnxcompress.calibration as calibration
+
+    calls = []
+    real = calibration.load_calibration
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(calibration, "load_calibration", counting)
+    out, report = tmp_path / "o.onnx", tmp_path / "r.json"
+    assert main([DIGITS, "--calib", digits["calib"], "--target-macs", "0.3", "--max-drift", "0", "-o", str(out), "-q",
+                 "--report", str(report)]) == 0
+    assert len(json.loads(report.read_text())["search"]["probes"]) > 1
+    assert calls == [digits["calib"]]
+
+
 def test_recovery_needs_calibration_data():
     with pytest.raises(InputError, match="needs calibration data"):
         oc.compress(DIGITS, oc.CompressConfig(recover="refit"))

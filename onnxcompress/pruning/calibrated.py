@@ -35,6 +35,8 @@ class SearchCache:
 
     sensitivity: list[GroupSensitivity] | None = None
     sensitivity_s: float = 0.0
+    #: the calibration data as read (key: where from, which preprocessing, how many), read once
+    calibration: tuple[tuple, object] | None = None
 
 
 @dataclass
