@@ -31,15 +31,8 @@ def main() -> None:
         "| model | target | MACs kept | original | " + " | ".join(short) + " |",
         "|---|---:|---:|---:|" + "---:|" * len(short),
     ]
-    for model in ORDER:
-        for target in ("0.8", "0.7", "0.6"):
-            cells = []
-            macs = None
-            for n in names:
-                row = variants[n].get(model, {}).get(target)
-                cells.append(f"{row['accuracy']:.3f}" if row else "")
-                macs = macs or (row or {}).get("macs_kept")
-            lines.append(f"| {model} | {target} | {macs:.1%} | {d['original_accuracy'][model]:.3f} | " + " | ".join(cells) + " |")
+    lines += _rows(variants, names, "accuracy", ".3f",
+                   lambda model, cells: [f"{cells[0][1]:.1%}", f"{d['original_accuracy'][model]:.3f}"])
     lines += [
         "",
         "Held-out drift after refit (relative L2 of the outputs on the 32 held-out calibration samples):",
@@ -47,14 +40,24 @@ def main() -> None:
         "| model | target | " + " | ".join(short) + " |",
         "|---|---:|" + "---:|" * len(short),
     ]
+    lines += _rows(variants, names, "drift_after_refit", ".4f", lambda model, cells: [])
+    (HERE / "REFIT_GROUPED.md").write_text("\n".join(lines) + "\n" + NOTES)
+
+
+def _rows(variants: dict, names: list[str], key: str, fmt: str, lead) -> list[str]:
+    """One table row per model and target: ``lead(model, cells)`` columns, then ``key`` per variant.
+
+    ``cells`` holds (value, MACs kept) per variant, None where the variant has no such run.
+    """
+    out = []
     for model in ORDER:
         for target in ("0.8", "0.7", "0.6"):
-            cells = []
-            for n in names:
-                row = variants[n].get(model, {}).get(target)
-                cells.append(f"{row['drift_after_refit']:.4f}" if row and row.get("drift_after_refit") is not None else "")
-            lines.append(f"| {model} | {target} | " + " | ".join(cells) + " |")
-    (HERE / "REFIT_GROUPED.md").write_text("\n".join(lines) + "\n" + NOTES)
+            runs = [variants[n].get(model, {}).get(target) for n in names]
+            cells = [(r.get(key), r["macs_kept"]) if r else None for r in runs]
+            present = [c for c in cells if c is not None]
+            shown = [format(c[0], fmt) if c is not None and c[0] is not None else "" for c in cells]
+            out.append("| " + " | ".join([model, target, *lead(model, present), *shown]) + " |")
+    return out
 
 
 NOTES = """

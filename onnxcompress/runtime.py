@@ -7,7 +7,7 @@ levels and serialisation rules are decided once.
 - ``open_session`` builds a session from an ``ir.Model``, a ``ModelProto``, bytes or a
   path (a path is read by onnxruntime itself, external data included; an ``ir.Model``'s
   weights are handed over by reference, see ``serialized.Serialized``);
-- ``random_feeds`` / ``load_feeds`` / ``second_sizing`` make inputs;
+- ``random_feeds`` / ``second_sizing`` make inputs (``npz_inputs`` reads them from a file);
 - ``Session.run(feeds, outputs=...)`` runs, optionally exposing intermediate values,
   which the calibration work reads layer by layer; ``run_all`` joins a data set's batches.
 """
@@ -147,17 +147,6 @@ def second_sizing(model: ir.Model, pinned: dict[str, Shape], *, spatial_only: bo
                     moved = moved or i > 0 or not spatial_only
         alt[v.name] = tuple(dims)
     return alt if moved else None
-
-
-def load_feeds(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Arrays keyed by input name from an ``.npz`` (``labels`` and other extra keys included)."""
-    from onnxcompress.errors import InputError
-
-    try:
-        with np.load(os.fspath(path), allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {path}: {exc}") from exc
 
 
 # ----------------------------------------------------------------------------- sessions

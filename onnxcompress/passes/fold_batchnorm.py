@@ -47,9 +47,10 @@ class FoldBatchNormPass(ReportingPass):
         folded: dict[str, str | None] = {}
         kept: list[dict] = []
         bns = [n for n in model.graph if n.op_type == "BatchNormalization" and is_std(n)]
-        # A window of folds is computed on threads, then written in order. Each BN is checked
-        # again as it is written: one folded before it (a BN after a BN, a shared weight) may
-        # have changed what it sees, and then its fold is recomputed.
+        # A window of folds is computed on threads, then written in order. A fold computed ahead
+        # stays valid: a write lands in place only on a weight or bias its producer alone reads
+        # (``_write`` copies a shared one first). A BN refused ahead is prepared again as it is
+        # reached, since a BN folded before it may now be its producer (a BN after a BN).
         for window in windows(bns):
             ready = parallel_map(_compute, [self._prepare(model, bn) for bn in window])
             for bn, pre in zip(window, ready):
@@ -96,12 +97,12 @@ class FoldBatchNormPass(ReportingPass):
             return f"BN parameters have shape {gamma.shape}, expected [C]"
         eps = bn.attributes.get_float("epsilon", 1e-5)
         scale = gamma / np.sqrt(var + eps)
-        return _Fold(prod, w_value, w, b_value, b, scale, beta - mean * scale, _state(bn, prod))
+        return _Fold(prod, w_value, w, b_value, b, scale, beta - mean * scale)
 
     def _fold(self, model: ir.Model, bn: ir.Node, pre: _Fold | str) -> str | None:
-        """Fold ``bn`` (with ``pre``, its fold computed ahead, if still current); return why not, or None."""
+        """Fold ``bn`` (with ``pre``, its fold computed ahead, or why it was refused); return why not, or None."""
         self._last_producer = None
-        if not isinstance(pre, _Fold) or not _same(pre.state, _state(bn, pre.prod)):
+        if not isinstance(pre, _Fold):
             pre = _compute(self._prepare(model, bn))
             if isinstance(pre, str):
                 return pre
@@ -179,20 +180,8 @@ class _Fold:
     b: np.ndarray | None
     scale: np.ndarray
     shift: np.ndarray
-    state: tuple
     result: tuple | None = None
     error: str | None = None
-
-
-def _state(bn: ir.Node, prod: ir.Node) -> tuple:
-    """What a fold computed ahead depends on: the producer, its inputs, and the constants' objects."""
-    x = bn.inputs[0]
-    consts = [v.const_value if v is not None else None for v in (*prod.inputs[1:3], *bn.inputs[1:5])]
-    return (x.producer() if x is not None else None, *prod.inputs, *consts, len(x.uses()) if x is not None else 0)
-
-
-def _same(a: tuple, b: tuple) -> bool:
-    return len(a) == len(b) and all(p is q or (isinstance(p, int) and p == q) for p, q in zip(a, b))
 
 
 def _compute(pre: _Fold | str) -> _Fold | str:
