@@ -50,10 +50,6 @@ def consumer_slots(analysis: AnalysisResult) -> list[Slot]:
     return out
 
 
-def feature_axis(analysis: AnalysisResult, x: ir.Value) -> int:
-    return analysis.info[x].axes[0]
-
-
 #: samples per run when many intermediate values are exposed at once (bounds peak memory)
 EXPOSED_BATCH = 8
 
