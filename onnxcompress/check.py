@@ -35,6 +35,9 @@ class CheckConfig:
     min_top1: float | None = None
     #: per-position top-1 agreement along class axes (classes, CTC sequences, dense maps)
     min_agreement: float | None = None
+    #: F1 of a probability map's binarized foreground (the lowest over map outputs)
+    min_map_f1: float | None = None
+    map_thresholds: dict[str, float] = field(default_factory=dict)
     #: real inputs (a path, see ``calibration``): fidelity is measured on them
     calib: str | None = None
     class_axes: dict[str, int] = field(default_factory=dict)
@@ -154,7 +157,7 @@ def _fidelity_criteria(ref_out, got, inputs_kind: str, config: CheckConfig, repo
         try:
             if set(got) != set(ref_out):
                 raise ValueError(f"outputs differ: {sorted(ref_out)} vs {sorted(got)}")
-            fid = compare_outputs(ref_out, got, class_axes=config.class_axes,
+            fid = compare_outputs(ref_out, got, class_axes=config.class_axes, map_thresholds=config.map_thresholds,
                                   inputs="calibration" if inputs_kind == "calibration" else "random")
             report.fidelity = fid.to_dict()
             if inputs_kind == "given":
@@ -173,6 +176,14 @@ def _fidelity_criteria(ref_out, got, inputs_kind: str, config: CheckConfig, repo
     if config.min_agreement is not None or (fid is not None and fid.agreement is not None):
         out.append(gate("min_agreement", "top-1 agreement per position (class axes)",
                         fid.agreement if fid else None, config.min_agreement, ">=", fid_error))
+    if config.min_map_f1 is not None or (fid is not None and fid.map_f1 is not None):
+        out.append(gate("min_map_f1", "probability map F1 (binarized foreground)",
+                        fid.map_f1 if fid else None, config.min_map_f1, ">=", fid_error))
+    fidelity_gates = (config.min_cosine, config.min_top1, config.min_agreement, config.min_map_f1, config.max_abs_diff)
+    why = fid.collapsed() if fid is not None else None
+    if why is not None and all(g is None for g in fidelity_gates):
+        report.warnings.append(f"no fidelity gate was set, and the compressed model collapsed against the original "
+                               f"({why}): gate it with --min-cosine, --min-agreement or --min-map-f1")
     return out
 
 
@@ -247,7 +258,7 @@ def run_check(argv: list[str]) -> int:
     from onnxcompress.accuracy import load_labelled
     from onnxcompress.analysis.shapes import parse_input_shapes
     from onnxcompress.npz_inputs import load_npz_inputs
-    from onnxcompress.cli_args import parse_class_axes
+    from onnxcompress.cli_args import parse_class_axes, parse_map_thresholds
     from onnxcompress.io import load_model
     from onnxcompress.paths import Staging, require_regular_file, validate_outputs
     from onnxcompress.recipe import parse_args
@@ -267,6 +278,8 @@ def run_check(argv: list[str]) -> int:
         max_abs_diff=args.max_abs_diff,
         min_top1=args.min_top1,
         min_agreement=args.min_agreement,
+        min_map_f1=args.min_map_f1,
+        map_thresholds=parse_map_thresholds(args.map_threshold),
         calib=args.calib,
         class_axes=parse_class_axes(args.class_axis),
         max_macs_ratio=args.max_macs_ratio,

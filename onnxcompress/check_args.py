@@ -32,11 +32,17 @@ def check_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-agreement", type=float,
                    help="gate: per-position top-1 agreement along every output's class axis ((N,C) scores, (N,T,C) "
                    "CTC sequences, (N,C,H,W) maps), the lowest over outputs, in [0, 1]")
+    g.add_argument("--min-map-f1", type=float,
+                   help="gate: F1 of every probability map's binarized foreground ((N,1,H,W) outputs in [0,1], e.g. a "
+                   "text detector's), the lowest over such outputs, in [0, 1]")
     g.add_argument("--calib", metavar="PATH",
                    help="real inputs (.npz keyed by input name, or a folder of .npy/.npz): fidelity is measured on them "
                    "instead of random inputs, which do not predict accuracy")
     g.add_argument("--class-axis", action="append", default=[], metavar="OUTPUT:AXIS",
                    help="which axis of an output holds classes (default: axis 1; the last axis of a rank-3 output)")
+    from onnxcompress.cli_args import add_map_threshold_arg
+
+    add_map_threshold_arg(g)
     g.add_argument("--inputs", metavar="FILE.npz", help="inputs (keys = input names) instead of random ones")
     g.add_argument("--input-shape", action="append", default=[], metavar="NAME:DIMS",
                    help="pin an input's shape for random inputs (repeatable)")

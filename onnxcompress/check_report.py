@@ -16,7 +16,7 @@ from onnxcompress.gates import Criterion, describe, fmt
 
 #: property names of ungated measurements in JUnit
 _MEASURE = {"min_cosine": "cosine_min", "max_abs_diff": "max_abs_diff", "min_top1": "top1_agreement",
-            "min_agreement": "agreement", "min_speedup": "speedup", "max_macs_ratio": "macs_ratio",
+            "min_agreement": "agreement", "min_map_f1": "map_f1", "min_speedup": "speedup", "max_macs_ratio": "macs_ratio",
             "max_params_ratio": "params_ratio", "max_size_mb": "size_mb", "min_accuracy": "accuracy",
             "max_accuracy_drop": "accuracy_drop"}
 
@@ -36,6 +36,8 @@ class CheckReport:
     #: {"path", "sha256"} of the recipe the thresholds came from
     recipe: dict | None = None
     seconds: float = 0.0
+    #: what the gates did not ask about but the user should know (a collapsed model, ungated)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -58,6 +60,7 @@ class CheckReport:
             "accuracy": self.accuracy,
             "recipe": self.recipe,
             "seconds": self.seconds,
+            "warnings": self.warnings,
         }
 
     def to_json(self) -> str:
@@ -160,4 +163,9 @@ def render_check(report: CheckReport, console) -> None:
     console.print(t)
     n = sum(c.gated for c in report.criteria)
     bad = len(report.failed)
-    console.print("[green]all gates passed[/green]" if not bad else f"[red]{bad} of {n} gate(s) failed[/red]")
+    for w in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(w)}")
+    if not bad:
+        console.print("[green]all gates passed[/green]" + (" [yellow](see the warning above)[/yellow]" if report.warnings else ""))
+    else:
+        console.print(f"[red]{bad} of {n} gate(s) failed[/red]")

@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from onnxcompress.cli_args import add_block_op_arg, add_common, add_shape_arg, parse_class_axes
+from onnxcompress.cli_args import add_block_op_arg, add_common, add_shape_arg, parse_class_axes, parse_map_thresholds
 from onnxcompress.compress_args import compress_parser
 from onnxcompress.cli_env import Terminated, command_environment, first_line, no_huge_pages, say
 from onnxcompress.errors import BudgetError, InputError, OnnxCompressError
@@ -123,7 +123,13 @@ def config_from_args(args: argparse.Namespace):
         calib_samples=args.calib_samples,
         held_out=args.held_out,
         class_axes=parse_class_axes(args.class_axis),
+        map_thresholds=parse_map_thresholds(args.map_threshold),
+        force=args.force,
         recover=args.recover,
+        distill_seconds=args.distill_seconds,
+        distill_steps=args.distill_steps,
+        distill_lr=args.distill_lr,
+        device=args.device,
         target_macs=_default_target(args),
         max_drift=args.max_drift,
         eval=args.eval,

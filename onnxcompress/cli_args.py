@@ -38,6 +38,28 @@ def add_calib_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--class-axis", action="append", default=[], metavar="OUTPUT:AXIS",
                    help="which axis of an output holds classes, for top-1 agreement (default: axis 1, or the last axis of "
                    "a rank-3 output such as a CTC sequence)")
+    add_map_threshold_arg(g)
+
+
+def add_map_threshold_arg(g) -> None:
+    g.add_argument("--map-threshold", action="append", default=[], metavar="OUTPUT:T",
+                   help="binarize this output at T and score it as a probability map (IoU, F1, foreground recall). "
+                   "(N,1,H,W) or (N,H,W,1) outputs with values in [0,1] are maps by default, at 0.5")
+
+
+def parse_map_thresholds(specs: list[str]) -> dict[str, float]:
+    from onnxcompress.errors import InputError
+
+    out = {}
+    for spec in specs:
+        name, _, t = spec.rpartition(":")
+        try:
+            out[name] = float(t)
+        except ValueError:
+            raise InputError(f"--map-threshold: expected OUTPUT:T, got {spec!r}") from None
+        if not name or not 0.0 <= out[name] <= 1.0:
+            raise InputError(f"--map-threshold: expected OUTPUT:T with T in [0, 1], got {spec!r}")
+    return out
 
 
 def parse_class_axes(specs: list[str]) -> dict[str, int]:

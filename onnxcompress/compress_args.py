@@ -79,16 +79,25 @@ def compress_parser() -> argparse.ArgumentParser:
     p.add_argument("--bench", action="store_true", help="after compressing, benchmark output against input in onnxruntime")
     add_calib_args(p)
     g = p.add_argument_group("recovery and targets (need --calib)")
-    g.add_argument("--recover", choices=["auto", "none", "bias", "refit"], default="auto",
+    g.add_argument("--recover", choices=["auto", "none", "bias", "refit", "distill"], default="auto",
                    help="after pruning: bias folds removed channels' calibrated means into the consumers' biases; refit "
-                   "also solves each consumer's weights by ridge least squares (kept only where held-out error drops). "
-                   "auto = refit with --calib, else none")
+                   "also solves each consumer's weights by ridge least squares (kept only where held-out error drops); "
+                   "distill then fine-tunes every weight of the pruned graph against the original on the calibration "
+                   "inputs, no labels (needs pip install 'onnxcompress[finetune]'), and keeps it only if the held-out "
+                   "drift improves. auto = distill with --calib where the extra is installed, else refit; none without --calib")
+    g.add_argument("--distill-seconds", type=float, default=300.0, metavar="S",
+                   help="distillation's time budget in seconds (default 300); it also stops when the held-out drift has "
+                   "not improved for 6 evaluations")
+    g.add_argument("--distill-steps", type=int, default=2000, metavar="N", help="distillation's step limit (default 2000)")
+    g.add_argument("--distill-lr", type=float, default=1e-4, metavar="LR", help="distillation's Adam learning rate (default 1e-4)")
+    g.add_argument("--device", default="cpu", metavar="cpu|cuda",
+                   help="where distillation trains (default cpu; cuda needs a CUDA build of torch)")
     g.add_argument("--target-macs", type=float, metavar="F",
                    help="keep at most this fraction of the MACs; each group's ratio is chosen by its measured output "
                    "drift per MAC saved (replaces --ratio)")
     g.add_argument("--max-drift", type=float, metavar="D",
-                   help="budget: the written model's held-out drift (1 - sequence/top-1 agreement with the original, or "
-                   "relative L2 without a class axis) must be at most D; with --target-macs the target is relaxed until it "
+                   help="budget: the written model's held-out drift (1 - sequence/top-1 agreement with the original, "
+                   "1 - F1 of a probability map's foreground, or relative L2 otherwise) must be at most D; with --target-macs the target is relaxed until it "
                    "fits, alone it finds the smallest MACs that fit. Over budget: nothing is written, exit 1")
     g.add_argument("--eval", metavar="FILE.npz",
                    help="labelled data for an accuracy budget: inputs under the input names (or one array), labels under "
@@ -96,6 +105,10 @@ def compress_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-accuracy-drop", type=float, metavar="X",
                    help="budget on --eval: the written model may lose at most X accuracy (0.01 = one point); searched "
                    "like --max-drift")
+    g.add_argument("--force", action="store_true",
+                   help="write the model even when it collapsed on the held-out calibration data (a task figure against "
+                   "the original under 0.5: map F1, sequence or top-1 agreement, else mean cosine). Without it such a "
+                   "model is refused with exit 1")
     p.add_argument("--seed", type=int, default=0, help="seed for the random verification inputs (default 0)")
     p.add_argument("--recipe", metavar="FILE.toml",
                    help="take options from the [compress] table of a TOML recipe (keys = the long options, dashes as "

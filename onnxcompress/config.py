@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 
 from onnxcompress.analysis.shapes import Shape
@@ -59,8 +60,18 @@ class CompressConfig:
     held_out: float = 0.25
     #: output name -> class axis, overriding the guess for task-aware fidelity
     class_axes: dict[str, int] = field(default_factory=dict)
-    #: none | bias | refit | auto (refit with calibration data, else none)
+    #: output name -> binarization threshold of a probability map (default 0.5)
+    map_thresholds: dict[str, float] = field(default_factory=dict)
+    #: write a model even when its held-out task figure collapsed under the floor
+    force: bool = False
+    #: none | bias | refit | distill | auto (with calibration data: distill where the finetune
+    #: extra is installed, else refit; without: none)
     recover: str = "auto"
+    #: distillation: wall-clock budget (s), step limit, learning rate and device
+    distill_seconds: float = 300.0
+    distill_steps: int = 2000
+    distill_lr: float = 1e-4
+    device: str = "cpu"
     #: keep at most this fraction of the MACs, allocating per-group ratios by measured ε
     target_macs: float | None = None
     #: budget: the largest held-out drift (1 - task agreement) a written model may have
@@ -83,7 +94,14 @@ class CompressConfig:
 
     def resolved_recover(self, calibrated: bool) -> str:
         if self.recover == "auto":
-            return "refit" if calibrated else "none"
+            if not calibrated:
+                return "none"
+            from onnxcompress.pruning.distill_step import backend_available
+
+            # ONNXCOMPRESS_AUTO_RECOVER=refit keeps auto off the slow path (the test suite sets it)
+            if os.environ.get("ONNXCOMPRESS_AUTO_RECOVER", "") == "refit" or not backend_available():
+                return "refit"
+            return "distill"
         return self.recover
 
     def validate(self) -> None:
@@ -93,10 +111,19 @@ class CompressConfig:
             raise InputError(f"--mode must be remove or zero, got {self.mode!r}")
         if self.criterion not in ("l1", "l2", "activation", "auto"):
             raise InputError(f"--criterion must be l1, l2, activation or auto, got {self.criterion!r}")
-        if self.recover not in ("none", "bias", "refit", "auto"):
-            raise InputError(f"--recover must be none, bias, refit or auto, got {self.recover!r}")
+        if self.recover not in ("none", "bias", "refit", "distill", "auto"):
+            raise InputError(f"--recover must be none, bias, refit, distill or auto, got {self.recover!r}")
+        if self.recover == "distill":
+            from onnxcompress.pruning.distill_step import EXTRA_HINT, backend_available
+
+            if not backend_available():
+                raise InputError(f"--recover distill needs the finetune extra (torch): {EXTRA_HINT}")
+        if self.distill_seconds <= 0 or self.distill_steps < 1 or self.distill_lr <= 0:
+            raise InputError("--distill-seconds and --distill-lr must be positive and --distill-steps at least 1")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise InputError(f"--device must be cpu or cuda[:N], got {self.device!r}")
         needs = [f for f, on in (("--criterion activation", self.criterion == "activation"),
-                                 ("--recover " + self.recover, self.recover in ("bias", "refit")),
+                                 ("--recover " + self.recover, self.recover in ("bias", "refit", "distill")),
                                  ("--target-macs", self.target_macs is not None),
                                  ("--max-drift", self.max_drift is not None),
                                  ("--max-accuracy-drop", self.max_accuracy_drop is not None)) if on]

@@ -19,5 +19,9 @@ class BudgetError(OnnxCompressError):
     """No candidate met the accuracy/drift budget; nothing was written (exit code 1)."""
 
 
+class CollapseError(BudgetError):
+    """The compressed model's held-out task figure fell under the floor; nothing was written (exit 1)."""
+
+
 class VerificationError(OnnxCompressError):
     """The compressed model failed a check (checker, session, run). Nothing was written."""

@@ -13,6 +13,18 @@ So, per output:
 The class axis is guessed from the rank (2: axis 1; 3: the last axis, as CTC heads are
 (N, T, C) or (T, N, C); 4 and up: axis 1) unless ``class_axes`` names it; the report
 says which axis was taken. Integer and boolean outputs are compared exactly.
+
+A **probability map** is a float output with one channel ((N, 1, H, W), or (N, H, W, 1))
+whose reference values lie in [0, 1]: a text detector's (DB, CRAFT), saliency, matting
+or binary segmentation. It has no class axis, and its pixels are mostly background, so
+agreement and relative L2 both miss a map whose foreground vanished. It is binarized at
+a threshold (``MAP_THRESHOLD``, or ``map_thresholds[name]``) and scored by the IoU and F1
+of the foreground and the foreground recall.
+
+``collapsed`` is the floor under every written model: the task figure (sequence
+agreement for sequences, per-position agreement for class scores and maps, map F1 for
+probability maps, mean cosine otherwise) below half of what the original scores against
+itself.
 """
 
 from __future__ import annotations
@@ -22,6 +34,40 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from onnxcompress.errors import VerificationError
+
+
+#: default binarization threshold of probability maps
+MAP_THRESHOLD = 0.5
+#: the floor: a written model's task figure against the original must be at least this
+#: (the original scores 1.0 against itself)
+FLOOR = 0.5
+
+
+def is_probability_map(a: np.ndarray) -> bool:
+    """A float (N, 1, H, W) or (N, H, W, 1) output of values in [0, 1].
+
+    Rank 3 is left out: (N, 1, L) cannot be told from a batch-1 (T, N, C) CTC sequence
+    (``--map-threshold`` names such a map).
+    """
+    if not np.issubdtype(a.dtype, np.floating) or a.ndim < 4 or a.size == 0:
+        return False
+    one_channel = a.shape[1] == 1 or (a.ndim == 4 and a.shape[-1] == 1)
+    if not one_channel or a.size // a.shape[0] < 4:
+        return False
+    # a sigmoid computed without fusion can round to 1.0000001
+    return bool(np.nanmin(a) >= -1e-4 and np.nanmax(a) <= 1.0 + 1e-4)
+
+
+def map_scores(ref: np.ndarray, got: np.ndarray, threshold: float) -> tuple[float, float, float]:
+    """IoU, F1 and foreground recall of ``got``'s binarized map against ``ref``'s, over all pixels."""
+    r, g = ref > threshold, got > threshold
+    inter = float(np.count_nonzero(r & g))
+    nr, ng = float(np.count_nonzero(r)), float(np.count_nonzero(g))
+    union = nr + ng - inter
+    iou = inter / union if union else 1.0
+    f1 = 2 * inter / (nr + ng) if nr + ng else 1.0
+    recall = inter / nr if nr else 1.0
+    return iou, f1, recall
 
 
 def guess_class_axis(a: np.ndarray) -> int | None:
@@ -40,9 +86,31 @@ class OutputFidelity:
     class_axis: int | None = None
     agreement: float | None = None
     sequence_agreement: float | None = None
+    cosine_mean: float = 1.0
+    #: probability maps: the threshold, and IoU / F1 / recall of the binarized foreground
+    map_threshold: float | None = None
+    map_iou: float | None = None
+    map_f1: float | None = None
+    map_recall: float | None = None
+    rank: int = 0
+
+    def task_figure(self) -> tuple[float, str]:
+        """The figure the floor and budgets judge this output by, and its name."""
+        if self.map_f1 is not None:
+            return self.map_f1, "map F1"
+        if self.sequence_agreement is not None and self.rank == 3:
+            return self.sequence_agreement, "sequence agreement"
+        if self.agreement is not None:
+            return self.agreement, "top-1 agreement"
+        return self.cosine_mean, "mean cosine"
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        d = dict(self.__dict__)
+        d.pop("rank")
+        for k in ("map_threshold", "map_iou", "map_f1", "map_recall"):
+            if d[k] is None:
+                d.pop(k)
+        return d
 
 
 @dataclass
@@ -68,6 +136,22 @@ class Fidelity:
         vals = [o.sequence_agreement for o in self.per_output.values() if o.sequence_agreement is not None]
         return min(vals) if vals else None
 
+    def _lowest(self, key: str) -> float | None:
+        vals = [getattr(o, key) for o in self.per_output.values() if getattr(o, key) is not None]
+        return min(vals) if vals else None
+
+    @property
+    def map_f1(self) -> float | None:
+        return self._lowest("map_f1")
+
+    def collapsed(self) -> str | None:
+        """Why this model is dead against the original (a task figure under ``FLOOR``), or None."""
+        for name, o in self.per_output.items():
+            value, what = o.task_figure()
+            if value < FLOOR:
+                return f"output {name!r}: {what} {value:.3f} against the original (floor {FLOOR})"
+        return None
+
     def to_dict(self) -> dict:
         d = {
             "inputs": self.inputs,
@@ -78,6 +162,7 @@ class Fidelity:
             "agreement": self.agreement,
             "sequence_agreement": self.sequence_agreement,
             "rel_l2_max": self.rel_l2_max,
+            **({k: self._lowest(k) for k in ("map_iou", "map_f1", "map_recall")} if self.map_f1 is not None else {}),
             "per_output": {k: v.to_dict() for k, v in self.per_output.items()},
         }
         if self.inputs == "random":
@@ -85,29 +170,39 @@ class Fidelity:
         return d
 
 
-def _cosines(a64: np.ndarray, b64: np.ndarray) -> float:
+def _cosines(a64: np.ndarray, b64: np.ndarray) -> np.ndarray:
+    """Per-sample cosine similarity (1 where both are zero)."""
     na, nb = np.linalg.norm(a64, axis=1), np.linalg.norm(b64, axis=1)
     dots = np.einsum("ij,ij->i", a64, b64)
     both0 = (na == 0) & (nb == 0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        c = np.where(both0, 1.0, np.where((na == 0) | (nb == 0), 0.0, dots / (na * nb)))
-    return float(c.min()) if c.size else 1.0
+        return np.where(both0, 1.0, np.where((na == 0) | (nb == 0), 0.0, dots / (na * nb)))
 
 
-def compare_output(a: np.ndarray, b: np.ndarray, class_axis: int | None = None) -> OutputFidelity:
+def compare_output(
+    a: np.ndarray, b: np.ndarray, class_axis: int | None = None, map_threshold: float | None = None
+) -> OutputFidelity:
     """Fidelity of one output ``b`` against the reference ``a`` (same shape)."""
     if not np.issubdtype(a.dtype, np.floating):
         same = bool(np.array_equal(a, b))
-        return OutputFidelity(cosine_min=1.0 if same else 0.0, max_abs_diff=0.0 if same else float("inf"), rel_l2=0.0 if same else 1.0)
+        return OutputFidelity(cosine_min=1.0 if same else 0.0, max_abs_diff=0.0 if same else float("inf"),
+                              rel_l2=0.0 if same else 1.0, cosine_mean=1.0 if same else 0.0, rank=a.ndim)
     a64 = a.astype(np.float64).reshape(a.shape[0] if a.ndim > 1 else 1, -1)
     b64 = b.astype(np.float64).reshape(a64.shape)
     diff = a64 - b64
     ref_norm = float(np.linalg.norm(a64))
+    cos = _cosines(a64, b64)
     out = OutputFidelity(
-        cosine_min=_cosines(a64, b64),
+        cosine_min=float(cos.min()) if cos.size else 1.0,
         max_abs_diff=float(np.max(np.abs(diff))) if diff.size else 0.0,
         rel_l2=float(np.linalg.norm(diff) / ref_norm) if ref_norm > 0 else float(np.linalg.norm(diff) > 0),
+        cosine_mean=float(cos.mean()) if cos.size else 1.0,
+        rank=a.ndim,
     )
+    if class_axis is None and (map_threshold is not None or is_probability_map(a)):
+        out.map_threshold = MAP_THRESHOLD if map_threshold is None else map_threshold
+        out.map_iou, out.map_f1, out.map_recall = map_scores(a, b, out.map_threshold)
+        return out
     axis = guess_class_axis(a) if class_axis is None else class_axis % a.ndim
     if axis is not None and a.shape[axis] >= 2:
         same = np.argmax(a, axis=axis) == np.argmax(b, axis=axis)
@@ -125,12 +220,14 @@ def compare_outputs(
     allow_shape_change: bool = False,
     class_axes: dict[str, int] | None = None,
     inputs: str = "random",
+    map_thresholds: dict[str, float] | None = None,
 ) -> Fidelity:
     """Per-output and overall fidelity of ``got`` against ``ref``.
 
     With ``allow_shape_change`` (pruned graph outputs) outputs that changed shape are skipped.
     """
     class_axes = class_axes or {}
+    map_thresholds = map_thresholds or {}
     per: dict[str, OutputFidelity] = {}
     samples = 0
     for name, a in ref.items():
@@ -139,7 +236,7 @@ def compare_outputs(
             if allow_shape_change:
                 continue
             raise VerificationError(f"output {name!r} changed shape: {a.shape} -> {b.shape}")
-        per[name] = compare_output(a, b, class_axes.get(name))
+        per[name] = compare_output(a, b, class_axes.get(name), map_thresholds.get(name))
         samples = max(samples, a.shape[0] if a.ndim else 1)
     agreements = [o.agreement for o in per.values() if o.agreement is not None]
     top1 = [o.agreement for n, o in per.items() if o.agreement is not None and ref[n].ndim == 2]
@@ -153,3 +250,17 @@ def compare_outputs(
         inputs=inputs,
         samples=samples,
     )
+
+
+def drift_of(fidelity: dict) -> tuple[float, str]:
+    """The budgeted drift of a verify step's fidelity section, and which metric it is."""
+    if fidelity.get("map_f1") is not None:
+        # A probability map's pixels are mostly background: agreement would hide a lost foreground.
+        others = [1.0 - fidelity[k] for k in ("sequence_agreement", "agreement") if fidelity.get(k) is not None]
+        d = max([1.0 - fidelity["map_f1"], *others])
+        return d, "1 - map F1 (held out)" if not others else "max(1 - map F1, 1 - agreement) (held out)"
+    if fidelity.get("sequence_agreement") is not None:
+        return 1.0 - fidelity["sequence_agreement"], "1 - sequence agreement (held out)"
+    if fidelity.get("agreement") is not None:
+        return 1.0 - fidelity["agreement"], "1 - top-1 agreement (held out)"
+    return float(fidelity.get("rel_l2_max", 0.0)), "relative L2 (held out)"

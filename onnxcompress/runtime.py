@@ -229,9 +229,37 @@ class Session:
         return dict(zip(names, self.session.run(names, feeds)))
 
     def run_all(self, batches: Sequence[dict[str, np.ndarray]], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """Outputs over several batches, joined batch-first (see ``concat_outputs``)."""
-        outs = [self.run(f, outputs) for f in batches]
-        return concat_outputs(outs, [int(next(iter(f.values())).shape[0]) for f in batches])
+        """Outputs over several batches, joined batch-first (see ``concat_outputs``).
+
+        A batch over ``RUN_INPUT_BYTES`` runs in parts (see ``split_feeds``).
+        """
+        parts = [p for f in batches for p in split_feeds(f)]
+        outs = [self.run(f, outputs) for f in parts]
+        return concat_outputs(outs, [feeds_batch(f) for f in parts])
+
+
+#: input bytes one run may take; a bigger feed runs in parts along its batch. onnxruntime's
+#: activations grow with the batch: a 640x640 text detector at batch 32 held several GB.
+RUN_INPUT_BYTES = 8 << 20
+
+
+def feeds_batch(feeds: dict[str, np.ndarray]) -> int:
+    """The batch of a feed: the leading dim of its largest array."""
+    big = max(feeds.values(), key=lambda a: a.nbytes)
+    return int(big.shape[0]) if big.ndim else 1
+
+
+def split_feeds(feeds: dict[str, np.ndarray], limit: int = RUN_INPUT_BYTES) -> list[dict[str, np.ndarray]]:
+    """``feeds`` as parts of at most ``limit`` input bytes each (at least one sample per part).
+
+    Arrays whose leading dim is the batch are sliced; the others (masks, shapes) go whole to every part.
+    """
+    n = feeds_batch(feeds) if feeds else 1
+    total = sum(a.nbytes for a in feeds.values())
+    if n <= 1 or total <= limit:
+        return [feeds]
+    step = max(1, int(limit // max(total / n, 1)))
+    return [{k: (v[i : i + step] if v.ndim and v.shape[0] == n else v) for k, v in feeds.items()} for i in range(0, n, step)]
 
 
 def with_outputs(model: ir.Model | onnx.ModelProto | Serialized | str | os.PathLike, names: Sequence[str]) -> onnx.ModelProto:

@@ -21,20 +21,12 @@ import os
 import tempfile
 from dataclasses import replace
 
-from onnxcompress.errors import BudgetError
+from onnxcompress.errors import BudgetError, CollapseError
+from onnxcompress.fidelity import drift_of
 
 logger = logging.getLogger(__name__)
 
 STEP = 0.05
-
-
-def drift_of(fidelity: dict) -> tuple[float, str]:
-    """The budgeted drift of a verify step's fidelity section, and which metric it is."""
-    if fidelity.get("sequence_agreement") is not None:
-        return 1.0 - fidelity["sequence_agreement"], "1 - sequence agreement (held out)"
-    if fidelity.get("agreement") is not None:
-        return 1.0 - fidelity["agreement"], "1 - top-1 agreement (held out)"
-    return float(fidelity.get("rel_l2_max", 0.0)), "relative L2 (held out)"
 
 
 class _Budget:
@@ -87,7 +79,12 @@ def search_under_budget(model_or_path, config, on_stage, compress_fn):
         cfg = replace(config, target_macs=target, max_drift=None, max_accuracy_drop=None, eval=None)
         cfg._search_cache = cache  # shared sensitivity measurements
         stage = (lambda name: on_stage(f"target {target:.2f}: {name}")) if on_stage else None
-        result = compress_fn(model_or_path, cfg, on_stage=stage)
+        try:
+            result = compress_fn(model_or_path, cfg, on_stage=stage)
+        except CollapseError as exc:  # under the floor: over any budget
+            probes.append({"target_macs": target, "macs_kept": None, "value": None, "fits": False, "collapsed": str(exc)})
+            logger.info("target %.2f: collapsed", target)
+            return False
         d = budget.measure(result)
         macs = result.report.after.macs / max(result.report.before.macs, 1)
         fits = d <= budget.limit + 1e-12
@@ -113,7 +110,8 @@ def search_under_budget(model_or_path, config, on_stage, compress_fn):
                     lo = mid
         stopped = "the budget"
     if best is None:
-        seen = ", ".join(f"MACs {p['macs_kept']:.2f}: {p['value']:.4f}" for p in probes)
+        seen = ", ".join(f"MACs {p['macs_kept']:.2f}: {p['value']:.4f}" if not p.get("collapsed")
+                         else f"target {p['target_macs']:.2f}: collapsed" for p in probes)
         raise BudgetError(f"no candidate met the budget ({budget.metric} <= {budget.limit}); measured {seen}")
     result = best[0]
     result.report.search = {

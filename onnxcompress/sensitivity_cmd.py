@@ -72,16 +72,18 @@ def sensitivity(model_or_path, config: CompressConfig, ratios=RATIOS, on_progres
     t = time.perf_counter()
     masked = MaskedModel(helper.reference, analysis, helper.stats, shapes)
     sens = measure(masked, base.groups, base.scores, base.roots, batches, per_atom, config.round_to, tuple(ratios),
-                   progress=on_progress)
+                   progress=on_progress, map_thresholds=config.map_thresholds)
     measure_s = time.perf_counter() - t
     rows = []
     for g in sens:
         d = g.to_dict()
         # the share of all MACs in the convs that shrink with this group (filters and consumers)
         d["macs_share"] = g.macs_per_atom * g.atoms / total if total else 0.0
-        d["drift_at_half"] = next((c["drift"] for c in d["curve"] if c["ratio"] >= 0.5), d["curve"][-1]["drift"] if d["curve"] else 0.0)
+        # An unmeasured group (drift None) ranks first: its damage is unknown, not zero.
+        d["drift_at_half"] = (None if g.unmeasured else
+                              next((c["drift"] for c in d["curve"] if c["ratio"] >= 0.5), d["curve"][-1]["drift"] if d["curve"] else 0.0))
         rows.append(d)
-    rows.sort(key=lambda d: -d["drift_at_half"])
+    rows.sort(key=lambda d: -(float("inf") if d["drift_at_half"] is None else d["drift_at_half"]))
     passes = 1 + sum(len({c["removed"] for c in d["curve"]}) for d in rows)
     return SensitivityReport(
         model=str(model_or_path) if not hasattr(model_or_path, "graph") else "(in memory)",
@@ -159,6 +161,7 @@ def run_sensitivity(argv: list[str]) -> int:
 
     from onnxcompress.analysis.shapes import parse_input_shapes
     from onnxcompress.calibration import ImageSpec
+    from onnxcompress.cli_args import parse_map_thresholds
     from onnxcompress.errors import InputError
     from onnxcompress.render import make_console
 
@@ -179,6 +182,7 @@ def run_sensitivity(argv: list[str]) -> int:
         criterion=args.criterion, round_to=args.round_to, input_shapes=parse_input_shapes(args.input_shape),
         block_ops=args.block_op, calib=args.calib, calib_samples=args.calib_samples,
         calib_image=ImageSpec.parse(args.calib_image) if args.calib_image else None,
+        map_thresholds=parse_map_thresholds(args.map_threshold),
     )
     console = make_console(args.quiet)
     with Progress(TextColumn("measuring"), BarColumn(), TextColumn("{task.completed}/{task.total} runs"),
@@ -197,8 +201,9 @@ def run_sensitivity(argv: list[str]) -> int:
         by_ratio = {c["ratio"]: c["drift"] for c in d["curve"]}
         names = d["filters"]
         shown = ", ".join(names[:2]) + (f" +{len(names) - 2}" if len(names) > 2 else "")
-        t.add_row(str(i + 1), shown, str(d["atoms"]), f"{d['macs_share']:.1%}",
-                  *[f"{by_ratio[r]:.4f}" if r in by_ratio else "-" for r in ratios])
+        cells = ([f"{by_ratio[r]:.4f}" if r in by_ratio else "-" for r in ratios] if not d.get("unmeasured")
+                 else ["not measured"] + [""] * (len(ratios) - 1))
+        t.add_row(str(i + 1), shown, str(d["atoms"]), f"{d['macs_share']:.1%}", *cells)
     console.print(t)
     c = report.cost
     console.print(f"cost: {c['wall_s']:.1f} s wall ({c['measure_s']:.1f} s measuring), {c['passes_over_calibration_data']} "

@@ -22,7 +22,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxcompress.context import CompressContext
-from onnxcompress.errors import InputError, VerificationError
+from onnxcompress.errors import CollapseError, InputError, VerificationError
 from onnxcompress.fidelity import Fidelity, compare_outputs
 from onnxcompress.passes.base import ReportingPass
 from onnxcompress.runtime import Serialized, Session, random_feeds, second_sizing
@@ -108,15 +108,32 @@ class VerifyPass(ReportingPass):
         except Exception as exc:  # noqa: BLE001
             raise VerificationError(f"onnxruntime cannot run the output: {_first_line(exc)}") from exc
         fid = compare_outputs(
-            ctx.reference, got, allow_shape_change=cfg.prune_outputs, class_axes=cfg.class_axes, inputs=ctx.report_inputs
+            ctx.reference, got, allow_shape_change=cfg.prune_outputs, class_axes=cfg.class_axes, inputs=ctx.report_inputs,
+            map_thresholds=cfg.map_thresholds,
         )
         ctx.report.fidelity = fid.to_dict()
+        self._floor(fid)
         if ctx.second_sizing is not None:
             ctx.report.fidelity["second_sizing"] = self._second_sizing(session)
         exact = ctx.report.exactness
         if self.zero_mode_pipeline is not None and ctx.snapshot is not None and exact and not exact.get("exact", True):
             exact["measured_vs_zero_mode"] = self._against_zero_mode(got)
         return ir.passes.PassResult(model, False)
+
+    def _floor(self, fid: Fidelity) -> None:
+        """Refuse a model that collapsed on real held-out inputs (a dead DBNet map once passed silently)."""
+        if fid.inputs != "calibration":
+            return
+        why = fid.collapsed()
+        if why is None:
+            return
+        if self.ctx.config.force:
+            self.warnings.append(f"the model collapsed on held-out calibration data ({why}); written because of --force")
+            return
+        raise CollapseError(
+            f"the compressed model collapsed on {fid.samples} held-out calibration samples: {why}; nothing was "
+            "written (a smaller --ratio or a larger --target-macs keeps more; --force writes it anyway)"
+        )
 
     def _second_sizing(self, session: Session) -> dict:
         """The output must also run at the second sizing, with the input's output shapes."""
@@ -127,7 +144,8 @@ class VerifyPass(ReportingPass):
             raise VerificationError(
                 f"the output runs at the analysis shapes but not at {ctx.second_sizing}: {_first_line(exc)}"
             ) from exc
-        fid = compare_outputs(ctx.second_reference, got, allow_shape_change=ctx.config.prune_outputs)
+        fid = compare_outputs(ctx.second_reference, got, allow_shape_change=ctx.config.prune_outputs,
+                              map_thresholds=ctx.config.map_thresholds)
         return {"input_shapes": {k: list(v) for k, v in ctx.second_sizing.items()}, **fid.to_dict()}
 
     def _against_zero_mode(self, removed_outputs: dict[str, np.ndarray]) -> dict:

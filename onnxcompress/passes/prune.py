@@ -70,6 +70,16 @@ def analyse_for_pruning(model: ir.Model, oracle: ShapeOracle, input_shapes: dict
     return analysis, shapes, tensors
 
 
+def _distill_config(cfg: CompressConfig):
+    """The distillation settings, when distillation will run (its module needs torch)."""
+    if cfg.resolved_recover(True) != "distill":
+        return None
+    from onnxcompress.finetune.distill import DistillConfig
+
+    return DistillConfig(seconds=cfg.distill_seconds, steps=cfg.distill_steps, lr=cfg.distill_lr, device=cfg.device,
+                         seed=cfg.seed, class_axes=dict(cfg.class_axes), map_thresholds=dict(cfg.map_thresholds))
+
+
 class PrunePass(ReportingPass):
     """Structured filter pruning of any ONNX graph (see ``onnxcompress.channels``)."""
 
@@ -116,6 +126,12 @@ class PrunePass(ReportingPass):
             per_atom, total = macs_per_atom(analysis, base, shapes)
             keep = calibrated.allocate(base.groups, base.scores, base.roots, per_atom, total, cfg.target_macs, cfg.round_to,
                                        progress=self._progress("sensitivity"))
+            blind = [g for g in calibrated.report["allocation"]["groups"] if g.get("unmeasured")]
+            if blind:
+                self.warnings.append(
+                    f"{len(blind)} group(s) kept whole: their removal cannot be simulated on calibration data "
+                    f"(first: {blind[0]['filters'][0]}, {blind[0]['unmeasured']})"
+                )
             reached = calibrated.report["allocation"]["estimated_macs_kept"]
             if reached > cfg.target_macs + 1e-9:
                 self.warnings.append(
@@ -133,7 +149,8 @@ class PrunePass(ReportingPass):
         if plan.removed.any():
             app.zero(cfg.zero_bias) if cfg.mode == "zero" else app.remove(cfg.zero_bias)
             if calibrated is not None and cfg.mode == "remove":
-                calibrated.finish(model, plan, progress=self._progress("refit"))
+                calibrated.finish(model, plan, progress=self._progress("refit"), distill_progress=self._progress("distill"))
+                self.warnings.extend(calibrated.warnings)
         blockers = reported_blockers(analysis, plan)
         pruned = sum(1 for g in plan.groups if g.keep < len(g.atoms))
         exact_notes = app.notes if cfg.mode == "remove" else []
@@ -179,7 +196,8 @@ class PrunePass(ReportingPass):
             return None
         cal = CalibratedPruning(
             model, analysis, shapes, fit=list(ctx.calib.batches()), held=list(ctx.held_out.batches()),
-            recover=cfg.resolved_recover(True), cache=ctx.search_cache,
+            recover=cfg.resolved_recover(True), cache=ctx.search_cache, map_thresholds=cfg.map_thresholds,
+            distill=_distill_config(cfg),
         )
         cal.prepare()
         return cal
@@ -188,7 +206,7 @@ class PrunePass(ReportingPass):
         ctx = self.ctx
         if ctx is None:
             return None
-        return lambda done, total: ctx.progress.on_stage(f"{what} {done}/{total}")
+        return lambda done, total, detail="": ctx.progress.on_stage(f"{what} {done}/{total}" + (f": {detail}" if detail else ""))
 
     @staticmethod
     def _layers(analysis, plan: Plan) -> list[dict]:

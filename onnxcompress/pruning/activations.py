@@ -2,7 +2,7 @@
 
 A removed channel's damage is what its consumers lose: the consumer's weight column
 times the channel's activation. With calibration data we measure, at the input of every
-Conv/Gemm/MatMul that reads prunable channels, each feature's mean and variance over
+Conv/ConvTranspose/Gemm/MatMul that reads prunable channels, each feature's mean and variance over
 samples and positions, streamed batch by batch (float64 sums, bounded memory).
 
 The data-aware score of an atom (``criterion="activation"``) sums, over its consumer
@@ -21,7 +21,10 @@ import onnx_ir as ir
 from onnxcompress.channels.state import AnalysisResult, Slot
 from onnxcompress.runtime import Session
 
-CONSUMERS = ("Conv", "Gemm", "MatMul")
+#: ops whose input channels are measured, masked in the sensitivity model and compensated
+#: by their calibrated mean (a group read by any other op cannot be simulated: see
+#: ``sensitivity.MaskedModel.unmeasured``)
+CONSUMERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 @dataclass
@@ -52,15 +55,20 @@ def consumer_slots(analysis: AnalysisResult) -> list[Slot]:
 
 #: samples per run when many intermediate values are exposed at once (bounds peak memory)
 EXPOSED_BATCH = 8
+#: and input bytes per such run: every exposed activation is held at once, so a 640x640
+#: detector (4.9 MB a sample) runs one sample at a time
+EXPOSED_INPUT_BYTES = 2 << 20
 
 
 def rebatch(batches, size: int = EXPOSED_BATCH):
-    """The same samples in feeds of at most ``size`` (fixed-batch models are already 1 each)."""
+    """The same samples in feeds of at most ``size`` and ``EXPOSED_INPUT_BYTES`` (fixed-batch models are already 1 each)."""
     for feeds in batches:
         n = len(next(iter(feeds.values())))
-        for i in range(0, n, size):
-            yield {k: v[i : i + size] for k, v in feeds.items()} if n > size else feeds
-            if n <= size:
+        per_sample = sum(v.nbytes for v in feeds.values()) / max(n, 1)
+        step = max(1, min(size, int(EXPOSED_INPUT_BYTES // max(per_sample, 1))))
+        for i in range(0, n, step):
+            yield {k: v[i : i + step] for k, v in feeds.items()} if n > step else feeds
+            if n <= step:
                 break
 
 

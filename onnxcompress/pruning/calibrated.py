@@ -46,12 +46,17 @@ class CalibratedPruning:
     shapes: dict
     fit: list[dict[str, np.ndarray]]
     held: list[dict[str, np.ndarray]]
-    recover: str  # none | bias | refit
+    recover: str  # none | bias | refit | distill
     cache: SearchCache = field(default_factory=SearchCache)
     stats: dict[str, FeatureStats] = field(default_factory=dict)
     reference: ir.Model | None = None
     report: dict = field(default_factory=dict)
     out_names: dict = field(default_factory=dict)
+    #: output name -> binarization threshold of a probability map (see ``fidelity``)
+    map_thresholds: dict[str, float] = field(default_factory=dict)
+    #: settings of ``recover="distill"`` (a ``finetune.distill.DistillConfig``)
+    distill: object | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def prepare(self) -> None:
         t = time.perf_counter()
@@ -74,7 +79,8 @@ class CalibratedPruning:
             t = time.perf_counter()
             masked = MaskedModel(self.reference, self.analysis, self.stats, self.shapes)
             sample = first_samples(self.fit, SENSITIVITY_SAMPLES)
-            self.cache.sensitivity = measure(masked, groups, scores, roots, sample, macs_per_atom, round_to, progress=progress)
+            self.cache.sensitivity = measure(masked, groups, scores, roots, sample, macs_per_atom, round_to, progress=progress,
+                                             map_thresholds=self.map_thresholds)
             self.cache.sensitivity_s = time.perf_counter() - t
         # Savings are not additive (a conv shrinks with both its input and output groups), so the
         # plan's MACs are recomputed exactly and the allocation target tightened until they fit.
@@ -107,23 +113,36 @@ class CalibratedPruning:
             if st is not None:
                 app.input_means[s.node.inputs[0]] = st.mean
 
-    def finish(self, model: ir.Model, plan: Plan, progress=None) -> None:
+    def finish(self, model: ir.Model, plan: Plan, progress=None, distill_progress=None) -> None:
         """Refit (``recover="refit"``) and measure end-to-end drift on the held-out split."""
         ref = Session(self.reference).run_all(self.held)
-        before = drift(ref, Session(model).run_all(self.held))
+        before = drift(ref, Session(model).run_all(self.held), self.map_thresholds)
         layers: list[dict] = []
-        if self.recover == "refit":
+        consumers = self._consumers(model, plan)
+        if self.recover in ("refit", "distill"):
             t = time.perf_counter()
-            layers = refit(model, self.reference, self._consumers(model, plan), self.fit, self.held, progress=progress)
+            layers = refit(model, self.reference, consumers, self.fit, self.held, progress=progress)
             self.report["refit_s"] = time.perf_counter() - t
-        after = drift(ref, Session(model).run_all(self.held)) if layers else before
+        after = drift(ref, Session(model).run_all(self.held), self.map_thresholds) if layers else before
         self.report["recovery"] = {
             "method": self.recover,
-            "drift_metric": "relative L2 of all outputs vs the unpruned model, held-out calibration split",
+            "drift_metric": "relative L2 of all outputs (or 1 - F1 of a probability map, if larger) vs the unpruned "
+                            "model, held-out calibration split",
             "drift_before_refit": before,
             "drift_after_refit": after,
             "layers": layers,
         }
+        if self.recover == "distill":
+            from onnxcompress.pruning.distill_step import run_distillation
+
+            t = time.perf_counter()
+            outcome = run_distillation(model, self.reference, consumers, self.fit, self.held, self.distill, distill_progress)
+            self.report["distill_s"] = time.perf_counter() - t
+            self.report["recovery"]["distill"] = outcome
+            if outcome.get("warning"):
+                self.warnings.append(outcome["warning"])
+            elif outcome["kept"] == "distill":
+                self.report["recovery"]["drift_after_distill"] = drift(ref, Session(model).run_all(self.held), self.map_thresholds)
 
     def _consumers(self, model: ir.Model, plan: Plan) -> list[Consumer]:
         """Layers to refit, in order: every consumer of removed channels, and every later weight

@@ -22,6 +22,7 @@ import onnx.helper as oh
 import onnx_ir as ir
 
 from onnxcompress.channels.state import AnalysisResult
+from onnxcompress.fidelity import MAP_THRESHOLD, is_probability_map, map_scores
 from onnxcompress.pruning.activations import FeatureStats, consumer_slots
 from onnxcompress.pruning.plan import Group, _round_keep, _step, weakest_atoms
 from onnxcompress.runtime import Session, np_dtype
@@ -41,14 +42,19 @@ class GroupSensitivity:
     macs_per_atom: float
     #: ratio -> (atoms removed, measured ε)
     curve: dict[float, tuple[int, float]] = field(default_factory=dict)
+    #: why the group's removal could not be simulated (then it has no curve and is kept whole)
+    unmeasured: str | None = None
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "filters": self.names,
             "atoms": self.atoms,
             "macs_per_atom": self.macs_per_atom,
             "curve": [{"ratio": r, "removed": n, "drift": e} for r, (n, e) in sorted(self.curve.items())],
         }
+        if self.unmeasured:
+            d["unmeasured"] = self.unmeasured
+        return d
 
 
 class MaskedModel:
@@ -58,7 +64,9 @@ class MaskedModel:
         self, model: ir.Model, analysis: AnalysisResult, stats: dict[str, FeatureStats], shapes: dict[str, tuple[int, ...]]
     ) -> None:
         proto = ir.to_proto(model)
+        self.analysis = analysis
         self.slots = []  # (slot, mask input name, shift input name, shape, mean)
+        self.covered: set[int] = set()  # id() of every ``in`` slot whose input is masked
         # ``model`` is a clone taken right after the analysis: its nodes are in ``analysis.order``'s order.
         nodes = {id(n): i for i, n in enumerate(analysis.order)}
         consumers_of: dict[str, list] = {}
@@ -81,11 +89,26 @@ class MaskedModel:
             for s in slots:
                 pnode = proto.graph.node[nodes[id(s.node)]]
                 pnode.input[0] = y
+                self.covered.add(id(s))
             self.slots.append((slots[0], m, b, shape, st.mean, np.dtype(np_dtype(slots[0].node.inputs[0].dtype))))
         # The Mul/Add pairs go first: their inputs are graph inputs or earlier nodes' outputs,
         # so a topological sort after insertion keeps the graph valid.
         _insert_sorted(proto, new_nodes)
         self.session = Session(proto, optimize=False)
+
+    def unmeasured(self, roots: np.ndarray) -> dict[int, str]:
+        """Root id -> why removing it cannot be simulated: an ``in`` slot of its group is not masked.
+
+        Such a removal would measure as free (ε = 0) while the pruned model loses the channel
+        uncompensated: a DBNet head's ConvTranspose inputs were emptied that way.
+        """
+        out: dict[int, str] = {}
+        for s in self.analysis.slots:
+            if s.role == "in" and id(s) not in self.covered:
+                why = f"read by {s.node.op_type} {s.node.name or ''}".rstrip() + ", which calibration cannot simulate"
+                for r in np.unique(roots[s.ids]):
+                    out.setdefault(int(r), why)
+        return out
 
     def feeds_for(self, removed: np.ndarray) -> dict[str, np.ndarray]:
         out = {}
@@ -129,16 +152,24 @@ def _insert_sorted(proto: onnx.ModelProto, new_nodes: list) -> None:
     proto.graph.node.extend(nodes[i] for i in order)
 
 
-def drift(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> float:
-    """Relative L2 error over every float output together."""
+def drift(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], map_thresholds: dict[str, float] | None = None) -> float:
+    """Relative L2 error over every float output together, or 1 - F1 of a probability map if larger.
+
+    A probability map (``fidelity.is_probability_map``) is mostly background: a map whose
+    foreground vanished can score a moderate L2 while its binarized F1 is 0.
+    """
     num = den = 0.0
+    task = 0.0
+    map_thresholds = map_thresholds or {}
     for k, a in ref.items():
         if not np.issubdtype(a.dtype, np.floating) or k not in got or got[k].shape != a.shape:
             continue
         a64 = a.astype(np.float64)
         num += float(np.square(a64 - got[k]).sum())
         den += float(np.square(a64).sum())
-    return math.sqrt(num / den) if den > 0 else math.sqrt(num)
+        if k in map_thresholds or is_probability_map(a):
+            task = max(task, 1.0 - map_scores(a, got[k], map_thresholds.get(k, MAP_THRESHOLD))[1])
+    return max(math.sqrt(num / den) if den > 0 else math.sqrt(num), task)
 
 
 def removal_for(group: Group, n_remove: int, scores: dict[int, float], n_elem: int, roots: np.ndarray) -> np.ndarray:
@@ -158,21 +189,30 @@ def measure(
     round_to: int,
     ratios: tuple[float, ...] = RATIOS,
     progress=None,
+    map_thresholds: dict[str, float] | None = None,
 ) -> list[GroupSensitivity]:
     """ε per group and ratio (each group pruned alone); ``progress(done, total)`` is called per run."""
     ref = masked.run(np.zeros(len(roots), dtype=bool), batches)
+    blind = masked.unmeasured(roots)
     out = []
     total = len(groups) * len(ratios)
     done = 0
     for g in groups:
         n = len(g.atoms)
         gs = GroupSensitivity(g.key, g.names, n, macs_per_atom.get(g.key, 0.0))
+        gs.unmeasured = next((blind[a] for a in g.atoms if a in blind), None)
+        if gs.unmeasured is not None:
+            out.append(gs)
+            done += len(ratios)
+            if progress is not None:
+                progress(done, total)
+            continue
         seen: dict[int, float] = {}
         for r in ratios:
             keep = _round_keep(n - r * n, n, _step(g, round_to))
             k = n - keep
             if k > 0 and k not in seen:
-                seen[k] = drift(ref, masked.run(removal_for(g, k, scores, len(roots), roots), batches))
+                seen[k] = drift(ref, masked.run(removal_for(g, k, scores, len(roots), roots), batches), map_thresholds)
             if k > 0:
                 gs.curve[r] = (k, seen[k])
             done += 1

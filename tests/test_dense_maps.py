@@ -1,0 +1,176 @@
+"""Dense single-channel probability maps (text detectors, saliency, masks): measured, scored, floored.
+
+A DBNet text detector compressed with ``--calib --target-macs 0.8`` came out dead (no
+pixel over its threshold), and was written without a warning. Root cause: the group
+feeding its ConvTranspose head was never masked in the sensitivity model, so it measured
+as free (drift 0) and was emptied, without mean compensation. These tests hold the fix:
+ConvTranspose inputs are measured and compensated, a group whose removal cannot be
+simulated is kept whole, maps are scored by F1/IoU/recall, and a collapsed model is
+refused.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnx.helper as oh
+import onnx.numpy_helper as onh
+import pytest
+
+from onnxcompress.cli import main
+from onnxcompress.config import CompressConfig
+from onnxcompress.fidelity import compare_outputs, is_probability_map, map_scores
+from onnxcompress.runtime import Session
+
+
+def _init(name: str, a: np.ndarray) -> onnx.TensorProto:
+    return onh.from_array(np.asarray(a, np.float32), name)
+
+
+def db_like(path) -> str:
+    """Conv-Relu-Conv-Relu-ConvTranspose(2x)-Relu-Conv(1x1)-Sigmoid: a (N,1,32,32) map from (N,3,16,16)."""
+    rng = np.random.default_rng(3)
+    inits = [
+        _init("w1", rng.standard_normal((16, 3, 3, 3)) * 0.4), _init("b1", rng.standard_normal(16) * 0.1),
+        _init("w2", rng.standard_normal((16, 16, 3, 3)) * 0.15), _init("b2", np.abs(rng.standard_normal(16)) * 0.3),
+        _init("wt", rng.standard_normal((16, 8, 2, 2)) * 0.3), _init("bt", rng.standard_normal(8) * 0.1),
+        _init("w3", rng.standard_normal((1, 8, 1, 1))), _init("b3", np.full(1, -1.0)),
+    ]
+    nodes = [
+        oh.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]), oh.make_node("Relu", ["c1"], ["r1"]),
+        oh.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]), oh.make_node("Relu", ["c2"], ["r2"]),
+        oh.make_node("ConvTranspose", ["r2", "wt", "bt"], ["t"], kernel_shape=[2, 2], strides=[2, 2]),
+        oh.make_node("Relu", ["t"], ["rt"]),
+        oh.make_node("Conv", ["rt", "w3", "b3"], ["logit"]), oh.make_node("Sigmoid", ["logit"], ["prob"]),
+    ]
+    g = oh.make_graph(nodes, "db_like", [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 16, 16])],
+                      [oh.make_tensor_value_info("prob", onnx.TensorProto.FLOAT, ["N", 1, 32, 32])], inits)
+    m = oh.make_model(g, opset_imports=[oh.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.save(m, path)
+    return str(path)
+
+
+def threshold_map(path) -> str:
+    """16 identical channels (x0 through a Relu) summed into sigmoid(4·Σ - 32): foreground where x0 > 0.5.
+
+    Remove half of the channels without compensation and the logit loses 32·x0: no pixel is
+    foreground any more. With the calibrated means folded in, the map survives.
+    """
+    w1 = np.zeros((16, 3, 1, 1))
+    w1[:, 0] = 1.0
+    inits = [_init("w1", w1), _init("b1", np.zeros(16)), _init("w2", np.full((1, 16, 1, 1), 4.0)), _init("b2", [-32.0])]
+    nodes = [oh.make_node("Conv", ["x", "w1", "b1"], ["c1"]), oh.make_node("Relu", ["c1"], ["r1"]),
+             oh.make_node("Conv", ["r1", "w2", "b2"], ["logit"]), oh.make_node("Sigmoid", ["logit"], ["prob"])]
+    g = oh.make_graph(nodes, "threshold_map", [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 8, 8])],
+                      [oh.make_tensor_value_info("prob", onnx.TensorProto.FLOAT, ["N", 1, 8, 8])], inits)
+    m = oh.make_model(g, opset_imports=[oh.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.save(m, path)
+    return str(path)
+
+
+def _calib(path, shape, n=48, seed=0) -> str:
+    np.savez(path, x=np.random.default_rng(seed).uniform(0, 1, (n, *shape)).astype(np.float32))
+    return str(path)
+
+
+def test_map_scores_and_detection():
+    ref = np.zeros((2, 1, 4, 4), np.float32)
+    ref[:, :, :2, :2] = 0.9  # 8 foreground pixels
+    got = ref.copy()
+    got[0, 0, 0, 0] = 0.1  # one lost
+    got[1, 0, 3, 3] = 0.8  # one spurious
+    iou, f1, recall = map_scores(ref, got, 0.5)
+    assert (iou, f1, recall) == pytest.approx((7 / 9, 14 / 16, 7 / 8))
+    assert is_probability_map(ref) and not is_probability_map(ref * 3) and not is_probability_map(ref[:, 0])
+    assert is_probability_map(np.moveaxis(ref, 1, -1))  # NHWC
+    fid = compare_outputs({"p": ref}, {"p": got}, inputs="calibration")
+    o = fid.per_output["p"]
+    assert o.agreement is None and o.map_f1 == pytest.approx(14 / 16) and o.map_threshold == 0.5
+    assert fid.to_dict()["map_recall"] == pytest.approx(7 / 8)
+    assert fid.collapsed() is None
+    # a dead map: nothing over the threshold; F1 0 although 87% of the pixels still "agree"
+    dead = np.full_like(ref, 0.06)
+    fid = compare_outputs({"p": ref}, {"p": dead}, inputs="calibration")
+    assert fid.map_f1 == 0.0 and "map F1 0.000" in fid.collapsed()
+    # --map-threshold moves the cut: at 0.05 the dead map covers everything
+    assert compare_outputs({"p": ref}, {"p": dead}, map_thresholds={"p": 0.05}).map_f1 == pytest.approx(16 / 40)
+
+
+def test_convtranspose_inputs_are_measured_not_free(tmp_path):
+    """The DBNet bug: the group read only by a ConvTranspose measured drift 0 and was emptied."""
+    from onnxcompress.sensitivity_cmd import sensitivity
+
+    model = db_like(tmp_path / "db.onnx")
+    calib = _calib(tmp_path / "c.npz", (3, 16, 16))
+    rep = sensitivity(model, CompressConfig(calib=calib, round_to=4), ratios=(0.25, 0.5))
+    # three groups: conv 1's filters (read by conv 2), conv 2's (read by the ConvTranspose only),
+    # the ConvTranspose's (read by the 1x1 head); each is measured and none is free
+    assert len(rep.groups) == 3, rep.groups
+    for g in rep.groups:
+        assert g["curve"] and all(c["drift"] > 1e-4 for c in g["curve"]), g
+        assert "unmeasured" not in g
+
+
+def test_a_group_that_cannot_be_simulated_is_kept_whole(tmp_path, monkeypatch):
+    """If an op reading a group is not one the sensitivity model masks, the group is not free: it stays."""
+    from onnxcompress.pruning import activations
+
+    monkeypatch.setattr(activations, "CONSUMERS", ("Conv", "Gemm", "MatMul"))
+    model = db_like(tmp_path / "db.onnx")
+    calib = _calib(tmp_path / "c.npz", (3, 16, 16))
+    out, report = tmp_path / "o.onnx", tmp_path / "r.json"
+    assert main([model, "--calib", calib, "--target-macs", "0.6", "--round-to", "4", "-o", str(out),
+                 "--report", str(report), "-q", "--force"]) in (0, 1)
+    r = json.loads(report.read_text())
+    blind = [g for g in r["search"]["groups"] if g.get("unmeasured")]
+    assert len(blind) == 1 and "ConvTranspose" in blind[0]["unmeasured"] and blind[0]["removed"] == 0
+    assert any("cannot be simulated" in w for w in r["warnings"])
+
+
+def test_dense_map_compress_reports_map_fidelity(tmp_path):
+    model = db_like(tmp_path / "db.onnx")
+    calib = _calib(tmp_path / "c.npz", (3, 16, 16))
+    out, report = tmp_path / "o.onnx", tmp_path / "r.json"
+    assert main([model, "--calib", calib, "--target-macs", "0.7", "--round-to", "4", "-o", str(out),
+                 "--report", str(report), "-q"]) == 0
+    r = json.loads(report.read_text())
+    f = r["fidelity"]
+    assert f["inputs"] == "calibration" and f["per_output"]["prob"]["map_threshold"] == 0.5
+    assert f["map_f1"] > 0.5 and 0 < f["map_iou"] <= f["map_f1"] and f["map_recall"] > 0.5
+    assert r["after"]["macs"] <= 0.7 * r["before"]["macs"] + 1
+    # the written map still has foreground where the original has it
+    x = np.load(calib)["x"][-8:]
+    ref, got = Session(model).run({"x": x})["prob"], Session(str(out)).run({"x": x})["prob"]
+    assert map_scores(ref, got, 0.5)[1] > 0.5
+
+
+def test_a_collapsed_model_is_refused_unless_forced(tmp_path, capsys):
+    model = threshold_map(tmp_path / "m.onnx")
+    calib = _calib(tmp_path / "c.npz", (3, 8, 8))
+    out = tmp_path / "o.onnx"
+    args = [model, "--calib", calib, "--ratio", "0.5", "--round-to", "8", "--recover", "none", "-o", str(out)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "collapsed" in err and "map F1 0.000" in err and not out.exists()
+    assert len(err.strip().splitlines()) == 1
+    # with the calibrated means folded in (--recover bias) the same pruning keeps the map
+    assert main([*args[:-3], "bias", "-o", str(out), "-q"]) == 0
+    x = np.load(calib)["x"]
+    ref, got = Session(model).run({"x": x})["prob"], Session(str(out)).run({"x": x})["prob"]
+    assert map_scores(ref, got, 0.5)[1] > 0.9
+    out.unlink()
+    # --force writes the dead one, with a warning in the report
+    report = tmp_path / "r.json"
+    assert main([*args, "--force", "--report", str(report), "-q"]) == 0 and out.exists()
+    r = json.loads(report.read_text())
+    assert r["fidelity"]["map_f1"] == 0.0 and any("--force" in w for w in r["warnings"])
+    # check warns when no gate was set and the model is dead, and a map gate fails it
+    capsys.readouterr()
+    assert main(["check", model, str(out), "--calib", calib]) == 0
+    text = capsys.readouterr().out
+    assert "warning" in text and "collapsed" in text and "see the warning above" in text
+    assert main(["check", model, str(out), "--calib", calib, "--min-map-f1", "0.5", "-q"]) == 1
