@@ -106,9 +106,15 @@ def render_compress(report: CompressReport, console: Console) -> None:
         r = report.recovery
         kept = sum(1 for ly in r.get("layers", []) if ly.get("kept"))
         line = f"recovery: {r['method']}, held-out drift (rel. L2) {r['drift_before_refit']:.4f}"
-        if r["method"] == "refit":
+        if r["method"] in ("refit", "distill"):
             line += f" -> {r['drift_after_refit']:.4f} after refitting {kept} of {len(r.get('layers', []))} layer(s)"
         console.print(line)
+        d = r.get("distill")
+        if d and "steps" in d:
+            won = "distillation kept" if d["kept"] == "distill" else "refit kept (distillation did not improve it)"
+            console.print(f"distillation: {d['steps']} steps in {d['seconds']:.0f} s, best at step {d['best_step']}; "
+                          f"held-out task drift {d['held_out_drift_refit']:.4f} (refit) -> {d['held_out_drift_distill']:.4f}"
+                          f": {won}" + ("; interrupted" if d.get("interrupted") else ""))
     if report.search and report.search.get("target_macs") is not None:
         s = report.search
         console.print(f"allocation: target MACs {s['target_macs']:.0%}, per-group ratios from measured drift "
