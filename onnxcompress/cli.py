@@ -12,7 +12,8 @@ from pathlib import Path
 
 from onnxcompress.cli_args import add_block_op_arg, add_common, add_shape_arg, parse_class_axes, parse_map_thresholds
 from onnxcompress.compress_args import compress_parser
-from onnxcompress.cli_env import Terminated, command_environment, first_line, no_huge_pages, say
+from onnxcompress.cli_env import (Terminated, clear_signals, command_environment, first_line, no_huge_pages,
+                                   note_signal, raise_if_signalled, received_signal, say, signal_exit)
 from onnxcompress.errors import BudgetError, InputError, OnnxCompressError
 
 # The heavy imports (numpy, onnx, onnx-ir, onnxruntime) happen inside ``main``, so a Ctrl-C
@@ -76,7 +77,7 @@ def _validate_compress_paths(args: argparse.Namespace) -> Path:
         require_regular_file(args.model, "input model")
     out = Path(args.output) if args.output else default_output_path(args.model)
     validate_outputs(
-        [args.calib, getattr(args, "recipe", None), getattr(args, "eval", None)],
+        [args.calib, getattr(args, "recipe", None), getattr(args, "eval", None), getattr(args, "train_labels", None)],
         {"-o": out, "-o's data file": data_path(out), "--report": args.report, "--markdown": args.markdown},
         models=[args.model],
     )
@@ -130,6 +131,7 @@ def config_from_args(args: argparse.Namespace):
         distill_steps=args.distill_steps,
         distill_lr=args.distill_lr,
         device=args.device,
+        train_labels=args.train_labels,
         target_macs=_default_target(args),
         max_drift=args.max_drift,
         eval=args.eval,
@@ -177,6 +179,7 @@ def run_compress(argv: list[str]) -> int:
             staging.text(args.report, result.report.to_json())
         if args.markdown:
             staging.text(args.markdown, compress_markdown(result.report))
+        raise_if_signalled()  # a signal a finaliser swallowed still leaves no output
         staging.commit()
     render_compress(result.report, console)
     return 0
@@ -200,18 +203,16 @@ def _dispatch(argv: list[str]) -> int:
     return run_compress(argv)
 
 
-_SIGINT_SEEN: list[bool] = []
-
-
 def _on_sigint(signum, frame) -> None:
-    _SIGINT_SEEN.append(True)
-    raise KeyboardInterrupt
+    # Only the first stops the command: a second Ctrl-C must not cut its cleanup short.
+    if note_signal(signum):
+        raise KeyboardInterrupt
 
 
 def _interrupted(exc: BaseException) -> bool:
     """True when Ctrl-C caused ``exc``: a library wrapped the KeyboardInterrupt (numpy turns one
     during its own import into an ImportError that no longer carries it)."""
-    if _SIGINT_SEEN:
+    if received_signal() is not None:
         return True
     seen = set()
     while exc is not None and id(exc) not in seen:
@@ -223,67 +224,81 @@ def _interrupted(exc: BaseException) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; every failure is one line on stderr (exit 2 bad input, 1 gate or budget, 3 a bug)."""
+    """Run one command; every failure is one line on stderr (exit 2 bad input, 1 gate or budget, 3 a bug).
+
+    A signal at any stage is one line and exit 130 (SIGINT) or 143 (SIGTERM), whatever
+    error it caused on its way (a read it cut short, a worker it failed) and wherever it
+    landed (in a finaliser, or while another error was being reported).
+    """
+    as_program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    _SIGINT_SEEN.clear()
+    clear_signals()
     previous = None
     with contextlib.suppress(ValueError):  # not the main thread: keep Python's handler
         previous = signal.signal(signal.SIGINT, _on_sigint)
     try:
-        return _main(argv, debug)
+        try:
+            code, message = _main(argv, debug)
+        except KeyboardInterrupt:
+            code, message = signal_exit(signal.SIGINT)
+        except Terminated:
+            code, message = signal_exit(signal.SIGTERM)
+        sig = received_signal()
+        if sig is not None:
+            code, message = signal_exit(sig)
+        if message:
+            say(message)
+        return code
     finally:
-        if previous is not None:
+        if previous is not None and as_program:
+            # The command is over and its line printed: a signal now, while Python shuts
+            # down, must not add a traceback or turn the exit code into a kill.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        elif previous is not None:
             signal.signal(signal.SIGINT, previous)
 
 
-def _main(argv: list[str], debug: bool) -> int:
+def _main(argv: list[str], debug: bool) -> tuple[int, str]:
+    """The exit code and the one line to print (empty: none); ``main`` prints it, once."""
     command = argv[0] if argv and argv[0] in ("inspect", "bench", "check", "sensitivity") else "compress"
     level = logging.ERROR if command in ("bench", "check") else logging.WARNING
     try:
         with no_huge_pages(), command_environment(debug, level):
-            return _dispatch(argv)
+            return _dispatch(argv), ""
     except BudgetError as exc:
-        say(f"over budget, nothing written: {exc}")
-        return 1
+        return 1, f"over budget, nothing written: {exc}"
     except OnnxCompressError as exc:
         if debug:
             raise
-        say(f"error: {exc}")
-        return 2
+        return 2, f"error: {exc}"
     except KeyboardInterrupt:
-        say("interrupted")
-        return 130
+        return signal_exit(signal.SIGINT)
     except Terminated:
-        say("terminated")
-        return 143
+        return signal_exit(signal.SIGTERM)
     except MemoryError as exc:
         if debug:
             raise
-        say(f"error: out of memory ({first_line(exc) or 'MemoryError'})")
-        return 2
+        return 2, f"error: out of memory ({first_line(exc) or 'MemoryError'})"
     except BrokenPipeError:
         # stdout went away (``... --json - | head``): stop quietly, as a SIGPIPE would.
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 128 + int(signal.SIGPIPE)
+        return 128 + int(signal.SIGPIPE), ""
     except OSError as exc:
         if debug:
             raise
-        say(f"error: {exc.strerror or first_line(exc)}" + (f": {exc.filename}" if exc.filename else ""))
-        return 2
+        return 2, f"error: {exc.strerror or first_line(exc)}" + (f": {exc.filename}" if exc.filename else "")
     except Exception as exc:  # noqa: BLE001 - never a traceback without --debug
         if _interrupted(exc):
             # numpy turns a Ctrl-C during its own import into an ImportError
-            say("interrupted")
-            return 130
+            return signal_exit(signal.SIGINT)
         if debug:
             raise
         if command in ("bench", "check") and type(exc).__module__.startswith("onnxruntime"):
-            say(f"error: onnxruntime cannot run the model: {first_line(exc)}")
-            return 2
-        say(f"internal error: {type(exc).__name__}: {first_line(exc)} (rerun with --debug)")
-        return 3
+            return 2, f"error: onnxruntime cannot run the model: {first_line(exc)}"
+        return 3, f"internal error: {type(exc).__name__}: {first_line(exc)} (rerun with --debug)"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -90,6 +90,9 @@ def compress_parser() -> argparse.ArgumentParser:
                    "not improved for 6 evaluations")
     g.add_argument("--distill-steps", type=int, default=2000, metavar="N", help="distillation's step limit (default 2000)")
     g.add_argument("--distill-lr", type=float, default=1e-4, metavar="LR", help="distillation's Adam learning rate (default 1e-4)")
+    g.add_argument("--train-labels", metavar="FILE.npz",
+                   help="labelled samples in the --eval format: distillation adds cross-entropy (or CTC) on them to the "
+                   "label-free loss. Optional; keep them apart from --eval")
     g.add_argument("--device", default="cpu", metavar="cpu|cuda",
                    help="where distillation trains (default cpu; cuda needs a CUDA build of torch)")
     g.add_argument("--target-macs", type=float, metavar="F",

@@ -72,6 +72,8 @@ class CompressConfig:
     distill_steps: int = 2000
     distill_lr: float = 1e-4
     device: str = "cpu"
+    #: labelled samples (the --eval format) that add a supervised term to distillation
+    train_labels: str | None = None
     #: keep at most this fraction of the MACs, allocating per-group ratios by measured ε
     target_macs: float | None = None
     #: budget: the largest held-out drift (1 - task agreement) a written model may have
@@ -118,6 +120,9 @@ class CompressConfig:
 
             if not backend_available():
                 raise InputError(f"--recover distill needs the finetune extra (torch): {EXTRA_HINT}")
+        if self.train_labels is not None and self.resolved_recover(self.calib is not None) != "distill":
+            raise InputError("--train-labels adds a supervised term to distillation: it needs --recover distill (or auto "
+                             "with the finetune extra) and --calib")
         if self.distill_seconds <= 0 or self.distill_steps < 1 or self.distill_lr <= 0:
             raise InputError("--distill-seconds and --distill-lr must be positive and --distill-steps at least 1")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):

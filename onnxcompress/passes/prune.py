@@ -70,14 +70,20 @@ def analyse_for_pruning(model: ir.Model, oracle: ShapeOracle, input_shapes: dict
     return analysis, shapes, tensors
 
 
-def _distill_config(cfg: CompressConfig):
+def _distill_config(cfg: CompressConfig, model: ir.Model):
     """The distillation settings, when distillation will run (its module needs torch)."""
     if cfg.resolved_recover(True) != "distill":
         return None
     from onnxcompress.finetune.distill import DistillConfig
 
+    labelled = None
+    if cfg.train_labels:
+        from onnxcompress.accuracy import load_labelled
+
+        labelled = load_labelled(cfg.train_labels, model)
     return DistillConfig(seconds=cfg.distill_seconds, steps=cfg.distill_steps, lr=cfg.distill_lr, device=cfg.device,
-                         seed=cfg.seed, class_axes=dict(cfg.class_axes), map_thresholds=dict(cfg.map_thresholds))
+                         seed=cfg.seed, class_axes=dict(cfg.class_axes), map_thresholds=dict(cfg.map_thresholds),
+                         labelled=labelled)
 
 
 class PrunePass(ReportingPass):
@@ -197,7 +203,7 @@ class PrunePass(ReportingPass):
         cal = CalibratedPruning(
             model, analysis, shapes, fit=list(ctx.calib.batches()), held=list(ctx.held_out.batches()),
             recover=cfg.resolved_recover(True), cache=ctx.search_cache, map_thresholds=cfg.map_thresholds,
-            distill=_distill_config(cfg),
+            distill=_distill_config(cfg, model),
         )
         cal.prepare()
         return cal

@@ -1,0 +1,350 @@
+"""Label-free distillation of a pruned ONNX graph against its original.
+
+The original model is the teacher (run in onnxruntime), the pruned graph the student
+(run by ``GraphModule`` in torch), the unlabelled calibration inputs the data. The loss:
+
+- per graph output, task-aware: KL divergence along a class axis (classification, CTC
+  per position; softmaxed outputs are read as probabilities, others as logits), binary
+  cross-entropy per pixel for a probability map, else MSE relative to the teacher's
+  mean square;
+- plus the features at the pruned groups' boundaries (the outputs of the layers that
+  lost input channels, present in both graphs), with the removed channels dropped from
+  the teacher's, as relative MSE, weighted by ``feature_weight``;
+- plus, with labels (``--train-labels``, the ``--eval`` format), cross-entropy or CTC on
+  the first output, on a minibatch of those samples each step.
+
+Every weight the refit left is the starting point. Every ``eval_every`` steps the student
+is scored on the held-out split with the same task-aware drift ``--max-drift`` uses
+(ties broken by the held-out loss); the best weights, the refit's included (step 0),
+are what is written back, by initializer name, into the same graph. A first Ctrl-C
+stops training and keeps the best weights so far; a second one aborts as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_ir as ir
+import torch
+import torch.nn.functional as F
+
+from onnxcompress.fidelity import compare_outputs, drift_of, guess_class_axis, is_probability_map
+from onnxcompress.finetune.graph_module import GraphModule
+from onnxcompress.runtime import Session, concat_outputs
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DistillConfig:
+    #: wall-clock budget of the training loop, and its step limit (whichever comes first)
+    seconds: float = 300.0
+    steps: int = 2000
+    #: samples per step (fewer when the input is big: see ``INPUT_BYTES``)
+    batch: int = 16
+    lr: float = 1e-4
+    feature_weight: float = 1.0
+    #: held-out evaluation period (steps), and evaluations without improvement before stopping
+    eval_every: int = 25
+    patience: int = 6
+    device: str = "cpu"
+    seed: int = 0
+    class_axes: dict[str, int] = field(default_factory=dict)
+    map_thresholds: dict[str, float] = field(default_factory=dict)
+    #: optional labelled samples (an ``accuracy.LabelledSet``) for a supervised term, and its weight
+    labelled: object | None = None
+    label_weight: float = 1.0
+
+
+#: input bytes of one training step: a 640x640 detector trains a couple of samples at a time
+INPUT_BYTES = 16 << 20
+#: boundary features distilled at most (evenly spaced over the graph)
+MAX_FEATURES = 12
+
+
+@dataclass
+class Feature:
+    """One boundary feature: its name in the student, in the teacher, and the teacher channels kept."""
+
+    student: str
+    teacher: str
+    keep: np.ndarray | None
+
+
+class _Samples:
+    """The calibration split as single samples, drawn in minibatches (fixed-batch models: one at a time)."""
+
+    def __init__(self, batches: list[dict[str, np.ndarray]]) -> None:
+        self.index = [(b, i) for b, f in enumerate(batches) for i in range(len(next(iter(f.values()))))]
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def take(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        picks = [self.index[r] for r in rows]
+        keys = self.batches[0].keys()
+        return {k: np.concatenate([self.batches[b][k][i : i + 1] for b, i in picks]) for k in keys}
+
+
+def _loss_kinds(teacher: dict[str, np.ndarray], cfg: DistillConfig) -> dict[str, tuple[str, int | None]]:
+    """Per output: (kind, class axis). kind: probs | logits | map | mse | skip."""
+    out = {}
+    for name, t in teacher.items():
+        if not np.issubdtype(t.dtype, np.floating):
+            out[name] = ("skip", None)
+            continue
+        axis = cfg.class_axes.get(name)
+        if axis is None and (name in cfg.map_thresholds or is_probability_map(t)):
+            out[name] = ("map", None)
+            continue
+        axis = guess_class_axis(t) if axis is None else axis % t.ndim
+        if axis is None:
+            out[name] = ("mse", None)
+            continue
+        sums = t.sum(axis=axis)
+        probs = t.min() >= 0 and np.allclose(sums, 1.0, atol=1e-3)
+        out[name] = ("probs" if probs else "logits", axis)
+    return out
+
+
+def _output_loss(kind: str, axis: int | None, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    if kind == "probs":
+        logp = torch.log(s.clamp_min(1e-8))
+        return (t * (torch.log(t.clamp_min(1e-8)) - logp)).sum(dim=axis).mean()
+    if kind == "logits":
+        return F.kl_div(F.log_softmax(s, dim=axis), F.log_softmax(t, dim=axis), log_target=True, reduction="none").sum(dim=axis).mean()
+    if kind == "map":
+        return F.binary_cross_entropy(s.clamp(1e-6, 1 - 1e-6), t.clamp(0.0, 1.0))
+    return F.mse_loss(s, t) / (t.square().mean() + 1e-12)
+
+
+class Distiller:
+    """One distillation run: student graph, teacher session, data, loss and the best weights."""
+
+    def __init__(self, student: ir.Model, teacher: ir.Model, features: list[Feature],
+                 fit: list[dict[str, np.ndarray]], held: list[dict[str, np.ndarray]], cfg: DistillConfig) -> None:
+        self.cfg = cfg
+        self.student_ir = student
+        self.module = GraphModule(ir.to_proto(student)).to(cfg.device)
+        self.outputs, self.swapped = differentiable_targets(student)
+        self.features = features[:]
+        self.teacher = Session(teacher, expose=self.outputs + [f.teacher for f in features], optimize=False)
+        self.fit = _Samples(fit)
+        self.held = held
+        one = self.fit.take(np.array([0]))
+        # A fixed-batch model (every feed one sample) takes one sample a run: gradients accumulate over a step.
+        self.fixed = all(len(next(iter(f.values()))) == 1 for f in fit) and len(fit) > 1
+        per_sample = sum(v.nbytes for v in one.values())
+        self.batch = max(1, min(cfg.batch, int(INPUT_BYTES // max(per_sample, 1)), len(self.fit)))
+        first = self.teacher.run(one, self.outputs)
+        self.kinds = _loss_kinds(first, cfg)
+        self.labelled = cfg.labelled
+        if self.labelled is not None:
+            self.label_target = self.outputs[0]
+            self.label_rows = np.random.default_rng([cfg.seed, 1]).permutation(len(self.labelled))
+
+    # -------------------------------------------------------------- one loss
+    def _loss(self, feeds: dict[str, np.ndarray]) -> torch.Tensor:
+        names = self.outputs + [f.teacher for f in self.features]
+        t_all = self.teacher.run(feeds, names)
+        x = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.cfg.device) for k, v in feeds.items()}
+        wanted = [o for o in self.outputs if self.kinds[o][0] != "skip"] + [f.student for f in self.features]
+        s_all = self.module(x, outputs=wanted)
+        loss = torch.zeros((), device=self.cfg.device)
+        for o in self.outputs:
+            kind, axis = self.kinds[o]
+            if kind != "skip":
+                loss = loss + _output_loss(kind, axis, s_all[o], torch.from_numpy(t_all[o]).to(self.cfg.device))
+        if self.features:
+            feat = torch.zeros((), device=self.cfg.device)
+            for f in self.features:
+                t = t_all[f.teacher]
+                if f.keep is not None:
+                    t = np.compress(f.keep, t, axis=1)
+                t = torch.from_numpy(np.ascontiguousarray(t)).to(self.cfg.device)
+                feat = feat + F.mse_loss(s_all[f.student], t) / (t.square().mean() + 1e-12)
+            loss = loss + self.cfg.feature_weight * feat / len(self.features)
+        return loss
+
+    def _backward(self, feeds: dict[str, np.ndarray], parts: int) -> float:
+        loss = self._loss(feeds) / parts
+        loss.backward()
+        return float(loss)
+
+    def _label_loss(self, step: int) -> float:
+        """The supervised term on one minibatch of ``--train-labels`` (cross-entropy, or CTC for sequences)."""
+        data = self.labelled
+        n = 1 if self.fixed else self.batch
+        total = 0.0
+        for part in range(self.batch if self.fixed else 1):
+            start = ((step * self.batch) + part * n) % len(data)
+            rows = self.label_rows[np.arange(start, start + n) % len(data)]
+            x = {k: torch.from_numpy(np.ascontiguousarray(v[rows])).to(self.cfg.device) for k, v in data.inputs.items()}
+            out = self.module(x, outputs=[self.label_target])[self.label_target]
+            kind, axis = self.kinds[self.label_target]
+            logp = torch.log(out.clamp_min(1e-8)) if kind == "probs" else F.log_softmax(out, dim=axis if axis is not None else -1)
+            y = torch.from_numpy(data.labels[rows]).to(self.cfg.device)
+            if data.task == "classification":
+                loss = F.nll_loss(logp.reshape(len(rows), -1), y.long())
+            else:
+                # (N, T, C) or (T, N, C) -> (T, N, C) log-probabilities for the CTC loss
+                tnc = logp if logp.shape[1] == len(rows) and logp.shape[0] != len(rows) else logp.transpose(0, 1)
+                lengths = (y >= 0).sum(dim=1)
+                targets = torch.cat([r[r >= 0] for r in y]).long()
+                loss = F.ctc_loss(tnc, targets, torch.full((len(rows),), tnc.shape[0], dtype=torch.long), lengths,
+                                  blank=data.blank, zero_infinity=True)
+            loss = self.cfg.label_weight * loss / (self.batch if self.fixed else 1)
+            loss.backward()
+            total += float(loss)
+        return total
+
+    # -------------------------------------------------------------- held-out score
+    def evaluate(self, reference: dict[str, np.ndarray]) -> tuple[float, float, dict]:
+        """(task drift, held-out loss, fidelity) of the current weights on the held-out split."""
+        chunks, sizes, losses = [], [], []
+        with torch.no_grad():
+            for feeds in self.held:
+                x = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.cfg.device) for k, v in feeds.items()}
+                out = self.module(x, outputs=self.outputs)
+                chunks.append({k: v.detach().cpu().numpy() for k, v in out.items()})
+                sizes.append(len(next(iter(feeds.values()))))
+                losses.append(float(self._loss(feeds)) * sizes[-1])
+        got = concat_outputs(chunks, sizes)
+        fid = compare_outputs(reference, got, class_axes=self.cfg.class_axes, inputs="calibration",
+                              map_thresholds=self.cfg.map_thresholds)
+        d, _ = drift_of(fid.to_dict())
+        return d, sum(losses) / max(sum(sizes), 1), fid.to_dict()
+
+    # -------------------------------------------------------------- training
+    def run(self, progress=None) -> dict:
+        # Pruned and refit weights hold denormals (PP-OCRv4 rec: 31k), which slow CPU kernels up to 6x.
+        flushed = torch.set_flush_denormal(True)
+        try:
+            return self._run(progress)
+        finally:
+            if flushed:
+                torch.set_flush_denormal(False)
+
+    def _run(self, progress=None) -> dict:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        reference = self.teacher.run_all(self.held, self.outputs)
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=cfg.lr)
+        t0 = time.perf_counter()
+        best_drift, best_loss, fid0 = self.evaluate(reference)
+        start = {"drift": best_drift, "loss": best_loss}
+        best_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        best_step, step, stale, interrupted = 0, 0, 0, False
+        history = [{"step": 0, "held_out_drift": best_drift, "held_out_loss": best_loss, "seconds": 0.0}]
+        order = rng.permutation(len(self.fit))
+        cursor = 0
+        running = None
+        try:
+            while step < cfg.steps and time.perf_counter() - t0 < cfg.seconds:
+                if cursor + self.batch > len(order):
+                    order, cursor = rng.permutation(len(self.fit)), 0
+                rows = order[cursor : cursor + self.batch]
+                cursor += self.batch
+                opt.zero_grad(set_to_none=True)
+                if self.fixed:
+                    loss = sum(self._backward(self.fit.take(rows[i : i + 1]), len(rows)) for i in range(len(rows)))
+                else:
+                    loss = self._backward(self.fit.take(rows), 1)
+                if self.labelled is not None:
+                    loss += self._label_loss(step)
+                opt.step()
+                step += 1
+                running = loss if running is None else 0.9 * running + 0.1 * loss
+                if step % cfg.eval_every == 0:
+                    d, held_loss, _ = self.evaluate(reference)
+                    history.append({"step": step, "train_loss": running, "held_out_drift": d,
+                                    "held_out_loss": held_loss, "seconds": time.perf_counter() - t0})
+                    if (d, held_loss) < (best_drift, best_loss):
+                        best_drift, best_loss, best_step, stale = d, held_loss, step, 0
+                        best_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+                    else:
+                        stale += 1
+                        if stale >= cfg.patience:
+                            break
+                if progress is not None:
+                    elapsed = time.perf_counter() - t0
+                    eta = min(elapsed / step * (cfg.steps - step), cfg.seconds - elapsed)
+                    progress(step, cfg.steps, running, best_drift, max(eta, 0.0))
+        except KeyboardInterrupt:
+            interrupted = True
+            logger.warning("distillation interrupted at step %d: keeping the best weights so far (step %d)", step, best_step)
+        self.module.load_state_dict(best_state)
+        if best_step > 0:
+            self._write_back()
+        return {
+            "method": "distill",
+            "kept": "distill" if best_step > 0 else "refit",
+            "steps": step,
+            "best_step": best_step,
+            "seconds": time.perf_counter() - t0,
+            "interrupted": interrupted,
+            "batch": self.batch,
+            "lr": cfg.lr,
+            "feature_weight": cfg.feature_weight,
+            "features": [f.student for f in self.features],
+            "losses": {o: k for o, (k, _a) in self.kinds.items()},
+            "distilled_instead": {o: v or "(nothing differentiable)" for o, v in self.swapped.items()},
+            "held_out_drift_refit": start["drift"],
+            "held_out_drift_distill": best_drift,
+            "held_out_loss_refit": start["loss"],
+            "held_out_loss_distill": best_loss,
+            "trained_tensors": len(self.module.parameter_names()),
+            "labelled_samples": len(self.labelled) if self.labelled is not None else 0,
+            "history": history,
+        }
+
+    def _write_back(self) -> None:
+        from onnxcompress._ir_utils import set_weight
+
+        values = dict(self.student_ir.graph.initializers)
+        for node in self.student_ir.graph:
+            if node.op_type == "Constant" and node.outputs[0].name not in values:
+                values[node.outputs[0].name] = node.outputs[0]
+        for name, arr in self.module.state_arrays().items():
+            set_weight(values[name], arr)
+
+
+#: ops an output is followed back through to a differentiable (float) tensor
+_PASS_BACK = ("ArgMax", "ArgMin", "TopK", "Cast", "Squeeze", "Unsqueeze", "Reshape", "Transpose", "Identity", "Flatten")
+
+
+def differentiable_targets(model: ir.Model) -> tuple[list[str], dict[str, str]]:
+    """The values to distill on: each graph output, or, where it is not a float (an ArgMax or
+    TopK inside the graph), the last float tensor before it. Returns them and the substitutions made."""
+    targets, swapped = [], {}
+    for out in model.graph.outputs:
+        v = out
+        while v.dtype not in (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16):
+            node = v.producer()
+            if node is None or node.op_type not in _PASS_BACK or not node.inputs or node.inputs[0] is None:
+                v = None
+                break
+            v = node.inputs[0]
+        if v is None:
+            swapped[out.name] = ""
+            continue
+        if v is not out:
+            swapped[out.name] = v.name
+        if v.name not in targets:
+            targets.append(v.name)
+    return targets, swapped
+
+
+def evenly(items: list, n: int) -> list:
+    """At most ``n`` of ``items``, evenly spaced, the last one always included."""
+    if len(items) <= n:
+        return items
+    idx = sorted({int(round(i)) for i in np.linspace(0, len(items) - 1, n)})
+    return [items[i] for i in idx]
+
