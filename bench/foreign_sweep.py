@@ -1,7 +1,9 @@
 """Robustness sweep: prune 22 torchvision architectures exported by torch.onnx, models nobody here wrote.
 
-Run with the torch venv (exports need torch; the compression does not):
-    /work/torchenv/bin/python bench/foreign_sweep.py [--ratio 0.5]
+Run with the torch venv (exports need torch; the compression does not): ``.venv-torch``, or
+the Python named by ONNXCOMPRESS_TORCH_PYTHON (bench/venvs.py has the one command that
+creates it). Started from any other interpreter it re-executes itself under that one:
+    python bench/foreign_sweep.py [--ratio 0.5]
 Exports go to bench/.cache/zoo/ (not committed); the table goes to bench/FOREIGN.md.
 For each model: remove mode at the ratio must verify (checker, session, run); we record MACs
 and params kept, fidelity against the original, the blockers, and how far remove mode is
@@ -135,7 +137,7 @@ def main() -> None:
         "",
         f"Exported by `torch.onnx.export` (TorchScript exporter, opset 17, dynamic batch, BN folded by the exporter), "
         f"random weights with non-trivial BN. `onnxcompress` at `--ratio {args.ratio}` with defaults otherwise "
-        f"(remove mode, round_to 8, folding and onnxsim on). Regenerate: `/work/torchenv/bin/python bench/foreign_sweep.py`. "
+        f"(remove mode, round_to 8, folding and onnxsim on). Regenerate: `python bench/foreign_sweep.py`. "
         f"Generated {time.strftime('%Y-%m-%d')} on a {os.cpu_count()}-core CPU."
         + (" **Old rounding emulated (`--old-rounding`): nearest multiple of 8, not up.**" if args.old_rounding else ""),
         "",
@@ -160,4 +162,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from venvs import run_under  # bench/ is on sys.path when run as a script
+
+    run_under("torch")
     main()

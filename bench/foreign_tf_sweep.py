@@ -1,7 +1,9 @@
 """Robustness sweep on TensorFlow/Keras models converted by tf2onnx (channels-last graphs).
 
-Run with the project's Python; exports run in a TensorFlow venv given by --tf-python:
-    python bench/foreign_tf_sweep.py --tf-python /work/tfenv/bin/python
+Run with the project's Python; exports run in a TensorFlow venv: --tf-python, else the Python
+named by ONNXCOMPRESS_TF_PYTHON, else ``.venv-tf`` at the repository root (bench/venvs.py has
+the one command that creates it):
+    python bench/foreign_tf_sweep.py [--tf-python PATH]
 Exports go to bench/.cache/tf/; the table is appended to bench/FOREIGN.md (replacing an
 earlier TensorFlow section).
 """
@@ -48,7 +50,7 @@ def export(name: str, size: int, alpha) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tf-python", default="/work/tfenv/bin/python")
+    ap.add_argument("--tf-python", help="the TensorFlow venv's Python (default: $ONNXCOMPRESS_TF_PYTHON, else .venv-tf)")
     ap.add_argument("--ratio", type=float, default=0.5)
     ap.add_argument("--export", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -57,7 +59,9 @@ def main() -> None:
         export(args.export, size, alpha)
         return
     import onnxcompress as oc
+    from venvs import interpreter  # bench/ is on sys.path when run as a script
 
+    args.tf_python = str(interpreter("tf", args.tf_python))
     CACHE.mkdir(parents=True, exist_ok=True)
     rows = []
     for name, (size, _) in MODELS.items():

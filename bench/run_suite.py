@@ -10,7 +10,11 @@ bench/RESULTS.md and bench/plots/ are regenerated from the merged results. --qui
 keep to their own files (results.quick.json, RESULTS.quick.md, plots/quick/, not
 committed), so a smoke test never mixes into the committed full-size results.
 
-    /work/torchenv/bin/python bench/run_suite.py [--models resnet50,...] [--ratios 0.25,0.5,0.75]
+It runs under the torch venv (``.venv-torch``, or the Python named by ONNXCOMPRESS_TORCH_PYTHON;
+bench/venvs.py has the one command that creates it); started from any other interpreter it
+re-executes itself under that one (``--report-only`` needs no torch and runs where it is).
+
+    python bench/run_suite.py [--models resnet50,...] [--ratios 0.25,0.5,0.75]
         [--tools onnxcompress,torch-pruning,onnxsim] [--providers cpu|cuda] [--quick] [--report-only]
 """
 
@@ -339,4 +343,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    if "--report-only" not in sys.argv:
+        from venvs import run_under  # bench/ is on sys.path when run as a script
+
+        run_under("torch")
     raise SystemExit(main())

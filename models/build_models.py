@@ -1,15 +1,17 @@
 """Regenerate the committed ONNX model corpus in models/.
 
-Run from the repository root with the torch dev environment:
+Run from the repository root with the torch venv (``.venv-torch``, or the Python named by
+``ONNXCOMPRESS_TORCH_PYTHON``; bench/venvs.py has the one command that creates it). Any other
+interpreter, the project venv's included, re-executes the script under it:
 
-    /work/torchenv/bin/python models/build_models.py
+    python models/build_models.py
 
 Torch is a build-time tool only: the .onnx files, digits_eval.npz and
 MODELS.json are committed and the tests never import torch. Everything is
 seeded, so a rerun gives the same weights. The PaddlePaddle model is exported
-by models/build_paddle.py in a separate interpreter (PADDLE_PYTHON, default
-/work/paddleenv/bin/python); without one the committed file and its MODELS.json
-entry are kept as they are.
+by models/build_paddle.py in a separate interpreter (ONNXCOMPRESS_PADDLE_PYTHON,
+default ``.venv-paddle`` at the repository root); without one the committed file and its
+MODELS.json entry are kept as they are.
 
 For every model MODELS.json records an independent count made in the source
 framework at batch 1: ``torch_macs`` (MACs of conv, conv-transpose, linear and
@@ -25,10 +27,16 @@ import sys
 import warnings
 from typing import Callable
 
-import numpy as np
-import onnx
-import onnxruntime as ort
-import torch
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.venvs import interpreter, run_under  # noqa: E402
+
+if __name__ == "__main__":
+    run_under("torch")
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import torch  # noqa: E402
 import torch.nn as nn
 import torch.nn.functional as F
 from onnx import helper, numpy_helper
@@ -43,7 +51,7 @@ from architectures import (  # noqa: E402  (models/ is on sys.path when run as a
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS_JSON = os.path.join(HERE, "MODELS.json")
-PADDLE_PYTHON = os.environ.get("PADDLE_PYTHON", "/work/paddleenv/bin/python")
+PADDLE_PYTHON = str(interpreter("paddle", os.environ.get("PADDLE_PYTHON")))  # PADDLE_PYTHON: the old name
 
 warnings.filterwarnings("ignore")
 torch.set_num_threads(1)  # bit-for-bit repeatable training and export

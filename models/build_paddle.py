@@ -1,7 +1,10 @@
 """Export the PaddlePaddle model of the corpus with the real paddle2onnx.
 
-Run with a Python that has paddlepaddle and paddle2onnx (not the torch venv):
-    /work/paddleenv/bin/python models/build_paddle.py
+Run with a Python that has paddlepaddle and paddle2onnx (not the torch venv): ``.venv-paddle`` at
+the repository root, or the one named by ONNXCOMPRESS_PADDLE_PYTHON (build_models.py runs it
+so). Create it once, from the repository root:
+    python3 -m venv .venv-paddle && .venv-paddle/bin/pip install paddlepaddle paddle2onnx packaging
+    .venv-paddle/bin/python models/build_paddle.py
 It writes models/paddle_style_mbv3.onnx and prints one JSON line of metadata
 (MACs and params counted in paddle itself) that build_models.py merges into
 MODELS.json.

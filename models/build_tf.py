@@ -1,8 +1,10 @@
 """Export the TensorFlow/Keras model of the corpus with the real tf2onnx.
 
-Run with a Python that has tensorflow-cpu and tf2onnx (not the torch venv):
-    python -m venv /work/tfenv && /work/tfenv/bin/pip install tensorflow-cpu tf2onnx
-    /work/tfenv/bin/python models/build_tf.py
+Run with a Python that has tensorflow-cpu and tf2onnx (not the torch venv): ``.venv-tf`` at the
+repository root, or the one named by ONNXCOMPRESS_TF_PYTHON. From any other interpreter the
+script re-executes itself under it. Create it once, from the repository root:
+    python3 -m venv .venv-tf && .venv-tf/bin/pip install tensorflow-cpu tf2onnx
+    python models/build_tf.py
 It writes models/tf_keras_se.onnx and merges its entry into models/MODELS.json, with
 MACs and params counted from the Keras layers themselves.
 """
@@ -10,6 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+
+if __name__ == "__main__":  # under the TensorFlow venv (bench/venvs.py), before its imports
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from bench.venvs import run_under
+
+    run_under("tf")
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

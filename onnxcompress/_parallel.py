@@ -12,6 +12,7 @@ thread); the default is the number of CPUs this process may use, at most 8.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -39,6 +40,17 @@ def workers() -> int:
     return max(1, min(cpus, _MAX_DEFAULT))
 
 
+def _block_signals() -> None:
+    """Workers never receive Ctrl-C or SIGTERM: the kernel hands them to the main thread.
+
+    A signal delivered to a worker cut its reads short (a weight came back empty and the
+    run ended in an internal error, not exit 130); Python handles signals in the main
+    thread only, so the worker has nothing to do with one.
+    """
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
     """``[fn(x) for x in items]``, run on ``workers()`` threads; the first exception is raised.
 
@@ -47,7 +59,8 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
     n = workers()
     if n == 1 or len(items) < 2:
         return [fn(x) for x in items]
-    pool = ThreadPoolExecutor(max_workers=min(n, len(items)), thread_name_prefix="onnxcompress")
+    pool = ThreadPoolExecutor(max_workers=min(n, len(items)), thread_name_prefix="onnxcompress",
+                              initializer=_block_signals)
     try:
         futures = [pool.submit(fn, x) for x in items]
         return [f.result() for f in futures]

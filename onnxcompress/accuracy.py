@@ -62,6 +62,8 @@ def load_labelled(path: str | Path, model: ir.Model, xkey: str | None = None, yk
     for n, a in inputs.items():
         if len(a) != len(labels):
             raise InputError(f"--eval {p.name}: {len(a)} samples of {n!r} but {len(labels)} labels")
+    if len(labels) == 0:
+        raise InputError(f"--eval {p.name}: holds no samples (labels of shape {tuple(labels.shape)})")
     if not np.issubdtype(labels.dtype, np.integer) or labels.ndim not in (1, 2):
         raise InputError(f"--eval {p.name}: labels must be integers of shape (N,) or (N, L), found {labels.shape} {labels.dtype}")
     blank = int(arrays["ctc_blank"]) if "ctc_blank" in arrays else 0

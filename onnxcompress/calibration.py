@@ -189,8 +189,10 @@ def _load_array_file(f: Path, inputs: list[ir.Value]) -> dict[str, np.ndarray]:
         else:
             with np.load(f, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise InputError(f"--calib: cannot read {f}: {exc}") from exc
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a truncated or empty file, a bad zip: all the same to the user
+        raise InputError(f"--calib: cannot read {f}: {type(exc).__name__ if not str(exc) else exc}") from exc
     names = [v.name for v in inputs]
     missing = [n for n in names if n not in arrays]
     if missing:
@@ -221,6 +223,8 @@ def _check_chunk(feeds: dict[str, np.ndarray], inputs: list[ir.Value], src: Path
                 feeds[v.name] = a = a.astype(want_dtype)
             else:
                 raise InputError(f"--calib {src.name}: input {v.name!r} expects {expected} {want_dtype}, found {found}")
+        if a.ndim and a.shape[0] == 0:
+            raise InputError(f"--calib {src.name}: input {v.name!r} holds no samples (shape {found})")
         if v.shape is None:
             continue
         ok = a.ndim == len(v.shape) and a.size > 0 and all(

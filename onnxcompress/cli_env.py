@@ -1,7 +1,10 @@
 """The process around one CLI command: signals, usage errors, logs and what reaches the terminal.
 
 - SIGTERM becomes an exception (``Terminated``) in the main thread, so the cleanup that
-  runs for Ctrl-C (temporary files, see ``paths.Staging``) runs for it too;
+  runs for Ctrl-C (temporary files, see ``paths.Staging``) runs for it too; every signal
+  is recorded, only the first one raises (a second must not cut the cleanup short), and
+  one swallowed by a finaliser is still reported: a signal at any stage is one line and
+  exit 130 (SIGINT) or 143 (SIGTERM);
 - argparse's usage errors become our ``InputError``: one line and exit 2, not six;
 - logs: other libraries' records and Python warnings appear with --debug only, and our
   own are held until the command ends, printed after one that completed and dropped
@@ -37,9 +40,62 @@ class Terminated(BaseException):
     """SIGTERM, raised in the main thread so that cleanup runs as it does for Ctrl-C."""
 
 
+#: the signals received during the current command, in order (``main`` clears it)
+_received: list[int] = []
+
+
+def note_signal(signum: int) -> bool:
+    """Record ``signum``; True when it is the command's first signal (the one that stops it)."""
+    _received.append(signum)
+    return len(_received) == 1
+
+
+def received_signal() -> int | None:
+    """The first signal the current command received, or None."""
+    return _received[0] if _received else None
+
+
+def clear_signals() -> None:
+    _received.clear()
+
+
+def raise_if_signalled() -> None:
+    """Raise the exception a received signal stands for, if one arrived and was lost.
+
+    A signal's exception can be swallowed when it lands inside a finaliser (Python prints
+    it as "Exception ignored" and carries on); a command checks here before its outputs
+    are committed, so an interrupted command still writes nothing.
+    """
+    sig = received_signal()
+    if sig == signal.SIGTERM:
+        raise Terminated()
+    if sig is not None:
+        raise KeyboardInterrupt
+
+
+def signal_exit(sig: int) -> tuple[int, str]:
+    """The exit code and the one line for a command stopped by ``sig``."""
+    return (143, "terminated") if sig == signal.SIGTERM else (130, "interrupted")
+
+
 def _on_sigterm(signum: int, frame: object) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup short
-    raise Terminated()
+    if note_signal(signum):
+        raise Terminated()
+
+
+def _unraisable(hook):
+    """``sys.unraisablehook`` that drops a signal's exception swallowed in a finaliser.
+
+    The signal is recorded (``received_signal``) and reported once, as one line, when the
+    command ends; without this Python prints a traceback for it and carries on.
+    """
+    def quiet(unraisable) -> None:
+        if isinstance(unraisable.exc_value, (KeyboardInterrupt, Terminated)):
+            return
+        hook(unraisable)
+
+    return quiet
 
 
 def _argparse_error(self: argparse.ArgumentParser, message: str) -> None:
@@ -161,6 +217,8 @@ def command_environment(debug: bool, level: int) -> Iterator[None]:
     old_term = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     old_error = argparse.ArgumentParser.error
     argparse.ArgumentParser.error = _argparse_error  # type: ignore[method-assign]
+    old_unraisable = sys.unraisablehook
+    sys.unraisablehook = _unraisable(old_unraisable)
     root = logging.getLogger()
     old_level = root.level
     completed = False
@@ -170,6 +228,7 @@ def command_environment(debug: bool, level: int) -> Iterator[None]:
         completed = True
     finally:
         argparse.ArgumentParser.error = old_error  # type: ignore[method-assign]
+        sys.unraisablehook = old_unraisable
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
         if isinstance(_handler, _HeldRecords):

@@ -38,7 +38,7 @@ def load_model(src: ModelLike) -> ir.Model:
         return src
     if isinstance(src, onnx.ModelProto):
         try:
-            return ir.serde.deserialize_model(src)
+            return weights_as_constants(ir.serde.deserialize_model(src))
         except Exception as exc:  # noqa: BLE001 - any failure here means a malformed graph
             raise InputError(f"malformed ONNX model: {exc}") from exc
     path = Path(src)
@@ -53,6 +53,28 @@ def load_model(src: ModelLike) -> ir.Model:
         raise InputError(f"cannot load {path}: {exc}") from exc
     if len(model.graph) == 0 and not model.graph.outputs:
         raise InputError(f"not an ONNX model (empty graph): {path}")
+    weights_as_constants(model)
+    return model
+
+
+def weights_as_constants(model: ir.Model) -> ir.Model:
+    """Initializers listed as graph inputs are constants: nothing here feeds them.
+
+    Old exporters list every weight among the graph inputs; onnxruntime runs such a model
+    with the initializers as values whenever no feed names them. Each takes its tensor's
+    type and shape (such a file may declare none, which the checker refuses once the graph
+    is rewritten), and from IR version 4 on it leaves the inputs, as onnxsim's output does;
+    IR version 3 requires the listing, so there it stays. The real inputs are untouched.
+    """
+    graph = model.graph
+    for v in list(graph.inputs):
+        t = v.const_value
+        if t is None or graph.initializers.get(v.name) is not v:
+            continue
+        v.type = ir.TensorType(t.dtype)
+        v.shape = ir.Shape([int(d) for d in t.shape.numpy()])
+        if model.ir_version is None or model.ir_version >= 4:
+            graph.inputs.remove(v)
     return model
 
 

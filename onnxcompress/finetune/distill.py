@@ -173,7 +173,7 @@ class Distiller:
     def _backward(self, feeds: dict[str, np.ndarray], parts: int) -> float:
         loss = self._loss(feeds) / parts
         loss.backward()
-        return float(loss)
+        return float(loss.detach())
 
     def _label_loss(self, step: int) -> float:
         """The supervised term on one minibatch of ``--train-labels`` (cross-entropy, or CTC for sequences)."""
@@ -199,7 +199,7 @@ class Distiller:
                                   blank=data.blank, zero_infinity=True)
             loss = self.cfg.label_weight * loss / (self.batch if self.fixed else 1)
             loss.backward()
-            total += float(loss)
+            total += float(loss.detach())
         return total
 
     # -------------------------------------------------------------- held-out score

@@ -25,7 +25,14 @@ from onnxcompress.channels.state import AnalysisResult
 from onnxcompress.pruning.activations import FeatureStats, collect_stats, consumer_slots, data_aware_scores
 from onnxcompress.pruning.plan import Group, Plan, macs_kept, weakest_atoms
 from onnxcompress.pruning.recover import Consumer, first_samples, refit
-from onnxcompress.pruning.sensitivity import SENSITIVITY_SAMPLES, GroupSensitivity, MaskedModel, allocate, drift, measure
+from onnxcompress.pruning.sensitivity import (
+    GroupSensitivity,
+    MaskedModel,
+    allocate,
+    drift,
+    measure,
+    sensitivity_sample_count,
+)
 from onnxcompress.runtime import Session
 
 
@@ -78,7 +85,7 @@ class CalibratedPruning:
         if self.cache.sensitivity is None:
             t = time.perf_counter()
             masked = MaskedModel(self.reference, self.analysis, self.stats, self.shapes)
-            sample = first_samples(self.fit, SENSITIVITY_SAMPLES)
+            sample = first_samples(self.fit, sensitivity_sample_count(self.fit))
             self.cache.sensitivity = measure(masked, groups, scores, roots, sample, macs_per_atom, round_to, progress=progress,
                                              map_thresholds=self.map_thresholds)
             self.cache.sensitivity_s = time.perf_counter() - t

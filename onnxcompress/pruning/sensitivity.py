@@ -32,6 +32,19 @@ RATIOS = (0.125, 0.25, 0.375, 0.5, 0.75)
 #: calibration samples each sensitivity measurement runs (the cost is groups x ratios
 #: passes over them; ε is a mean over every output position, so a few dozen suffice)
 SENSITIVITY_SAMPLES = 32
+#: ... and at most this many input bytes, but never fewer than ``MIN_SENSITIVITY_SAMPLES``: a
+#: 640x640 detector's ε averages 3.3M map positions over 8 pages, and 32 pages cost 4x the time
+SENSITIVITY_BYTES = 32 << 20
+MIN_SENSITIVITY_SAMPLES = 8
+
+
+def sensitivity_sample_count(batches: list[dict[str, np.ndarray]]) -> int:
+    """How many calibration samples each sensitivity measurement runs (see ``SENSITIVITY_BYTES``)."""
+    if not batches:
+        return SENSITIVITY_SAMPLES
+    f = batches[0]
+    per_sample = sum(v.nbytes for v in f.values()) / max(len(next(iter(f.values()))), 1)
+    return max(MIN_SENSITIVITY_SAMPLES, min(SENSITIVITY_SAMPLES, int(SENSITIVITY_BYTES // max(per_sample, 1))))
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from onnxcompress.pruning.sensitivity import GroupSensitivity, allocate
@@ -61,3 +62,12 @@ def test_target_macs_holds_when_savings_are_not_additive():
     for target in (0.7, 0.5):
         rep = oc.compress(str(d / "m.onnx"), oc.CompressConfig(target_macs=target, calib=str(d / "calib.npz"), round_to=4)).report
         assert rep.after.macs <= target * rep.before.macs + 1e-6, (target, rep.search["allocation_rounds"])
+
+
+def test_sensitivity_samples_are_bounded_by_input_bytes():
+    from onnxcompress.pruning.sensitivity import sensitivity_sample_count
+
+    small = [{"x": np.zeros((128, 3, 48, 320), np.float32)}]  # 184 kB a sample: all 32
+    page = [{"x": np.zeros((4, 3, 640, 640), np.float32)}]  # 4.9 MB a sample: 6 by bytes, floored at 8
+    mid = [{"x": np.zeros((4, 3, 320, 320), np.float32)}]  # 1.2 MB a sample: 26
+    assert [sensitivity_sample_count(b) for b in (small, page, mid)] == [32, 8, 27]
