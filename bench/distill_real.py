@@ -120,10 +120,11 @@ def report() -> None:
         ds = None if r["shift"] is None or o.get("shift") is None else r["shift"] - o["shift"]
         kept = (r.get("distill") or {}).get("kept", r["method"])
         lines.append(f"| {r['model']} | {r['samples']} | {r['target']} | {r['method']} | {r['macs_kept']:.3f} | "
-                     f"{fmt(r['eval'])} | {fmt(de)} | {fmt(r['shift'])} | {fmt(ds)} | {kept} | {r['wall_s']:.0f} | "
-                     f"{r['peak_rss_mb']} |")
+                     f"{fmt(r['eval'])} | {fmt(de)} | {fmt(r['shift'])} | {fmt(ds)} | {kept} | "
+                     f"{'-' if r['wall_s'] is None else round(r['wall_s'])} | {r['peak_rss_mb'] or '-'} |")
     lines += ["", "Originals: " + ", ".join(f"{k} {fmt(v['eval'])} (shift {fmt(v['shift'])})"
                                             for k, v in sorted(res["original"].items())), ""]
+    lines += [f"- {n}" for n in res.get("notes", [])]
     (ROOT / "bench" / "DISTILL_REAL.md").write_text("\n".join(lines) + "\n")
     try:
         import matplotlib

@@ -89,7 +89,9 @@ def compress_parser() -> argparse.ArgumentParser:
                    help="distillation's time budget in seconds (default 300); it also stops when the held-out drift has "
                    "not improved for 6 evaluations")
     g.add_argument("--distill-steps", type=int, default=2000, metavar="N", help="distillation's step limit (default 2000)")
-    g.add_argument("--distill-lr", type=float, default=1e-4, metavar="LR", help="distillation's Adam learning rate (default 1e-4)")
+    g.add_argument("--distill-lr", type=float, default=3e-4, metavar="LR",
+                   help="distillation's Adam learning rate (default 3e-4: on the PP-OCR classifier at 0.5x MACs, 150 "
+                   "steps at 3e-4 reached 0.990 and at 1e-3 0.988 from the refit's 0.944)")
     g.add_argument("--train-labels", metavar="FILE.npz",
                    help="labelled samples in the --eval format: distillation adds cross-entropy (or CTC) on them to the "
                    "label-free loss. Optional; keep them apart from --eval")

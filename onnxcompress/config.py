@@ -70,7 +70,7 @@ class CompressConfig:
     #: distillation: wall-clock budget (s), step limit, learning rate and device
     distill_seconds: float = 300.0
     distill_steps: int = 2000
-    distill_lr: float = 1e-4
+    distill_lr: float = 3e-4
     device: str = "cpu"
     #: labelled samples (the --eval format) that add a supervised term to distillation
     train_labels: str | None = None

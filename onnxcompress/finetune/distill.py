@@ -45,7 +45,7 @@ class DistillConfig:
     steps: int = 2000
     #: samples per step (fewer when the input is big: see ``INPUT_BYTES``)
     batch: int = 16
-    lr: float = 1e-4
+    lr: float = 3e-4
     feature_weight: float = 1.0
     #: held-out evaluation period (steps), and evaluations without improvement before stopping
     eval_every: int = 25
