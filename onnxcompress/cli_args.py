@@ -47,34 +47,28 @@ def add_map_threshold_arg(g) -> None:
                    "(N,1,H,W) or (N,H,W,1) outputs with values in [0,1] are maps by default, at 0.5")
 
 
-def parse_map_thresholds(specs: list[str]) -> dict[str, float]:
+def _parse_named(specs: list[str], flag: str, form: str, convert, ok=lambda v: True) -> dict:
+    """``NAME:VALUE`` options (the name may itself hold colons) as a dict; one-line errors."""
     from onnxcompress.errors import InputError
 
     out = {}
     for spec in specs:
-        name, _, t = spec.rpartition(":")
+        name, _, value = spec.rpartition(":")
         try:
-            out[name] = float(t)
+            out[name] = convert(value)
         except ValueError:
-            raise InputError(f"--map-threshold: expected OUTPUT:T, got {spec!r}") from None
-        if not name or not 0.0 <= out[name] <= 1.0:
-            raise InputError(f"--map-threshold: expected OUTPUT:T with T in [0, 1], got {spec!r}")
+            raise InputError(f"{flag}: expected {form}, got {spec!r}") from None
+        if not name or not ok(out[name]):
+            raise InputError(f"{flag}: expected {form}, got {spec!r}")
     return out
+
+
+def parse_map_thresholds(specs: list[str]) -> dict[str, float]:
+    return _parse_named(specs, "--map-threshold", "OUTPUT:T with T in [0, 1]", float, lambda t: 0.0 <= t <= 1.0)
 
 
 def parse_class_axes(specs: list[str]) -> dict[str, int]:
-    from onnxcompress.errors import InputError
-
-    out = {}
-    for spec in specs:
-        name, _, axis = spec.rpartition(":")
-        try:
-            out[name] = int(axis)
-        except ValueError:
-            raise InputError(f"--class-axis: expected OUTPUT:AXIS, got {spec!r}") from None
-        if not name:
-            raise InputError(f"--class-axis: expected OUTPUT:AXIS, got {spec!r}")
-    return out
+    return _parse_named(specs, "--class-axis", "OUTPUT:AXIS", int)
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
