@@ -142,18 +142,26 @@ class Distiller:
         self.batch = max(1, min(cfg.batch, int(INPUT_BYTES // max(per_sample, 1)), len(self.fit)))
         first = self.teacher.run(one, self.outputs)
         self.kinds = _loss_kinds(first, cfg)
+        self._held_targets: list[dict[str, np.ndarray]] | None = None
         self.labelled = cfg.labelled
         if self.labelled is not None:
             self.label_target = self.outputs[0]
             self.label_rows = np.random.default_rng([cfg.seed, 1]).permutation(len(self.labelled))
 
     # -------------------------------------------------------------- one loss
-    def _loss(self, feeds: dict[str, np.ndarray]) -> torch.Tensor:
-        names = self.outputs + [f.teacher for f in self.features]
-        t_all = self.teacher.run(feeds, names)
+    def _targets(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The teacher's outputs and boundary features on ``feeds`` (one onnxruntime run)."""
+        return self.teacher.run(feeds, self.outputs + [f.teacher for f in self.features])
+
+    def _student(self, feeds: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        """The student's targets and boundary features on ``feeds``."""
         x = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.cfg.device) for k, v in feeds.items()}
-        wanted = [o for o in self.outputs if self.kinds[o][0] != "skip"] + [f.student for f in self.features]
-        s_all = self.module(x, outputs=wanted)
+        return self.module(x, outputs=list(dict.fromkeys(self.outputs + [f.student for f in self.features])))
+
+    def _loss(self, feeds: dict[str, np.ndarray]) -> torch.Tensor:
+        return self._loss_of(self._targets(feeds), self._student(feeds))
+
+    def _loss_of(self, t_all: dict[str, np.ndarray], s_all: dict[str, torch.Tensor]) -> torch.Tensor:
         loss = torch.zeros((), device=self.cfg.device)
         for o in self.outputs:
             kind, axis = self.kinds[o]
@@ -206,13 +214,14 @@ class Distiller:
     def evaluate(self, reference: dict[str, np.ndarray]) -> tuple[float, float, dict]:
         """(task drift, held-out loss, fidelity) of the current weights on the held-out split."""
         chunks, sizes, losses = [], [], []
+        if self._held_targets is None:  # the teacher's side of the held-out split never changes
+            self._held_targets = [self._targets(feeds) for feeds in self.held]
         with torch.no_grad():
-            for feeds in self.held:
-                x = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.cfg.device) for k, v in feeds.items()}
-                out = self.module(x, outputs=self.outputs)
-                chunks.append({k: v.detach().cpu().numpy() for k, v in out.items()})
+            for feeds, targets in zip(self.held, self._held_targets):
+                out = self._student(feeds)
+                chunks.append({k: out[k].detach().cpu().numpy() for k in self.outputs})
                 sizes.append(len(next(iter(feeds.values()))))
-                losses.append(float(self._loss(feeds)) * sizes[-1])
+                losses.append(float(self._loss_of(targets, out)) * sizes[-1])
         got = concat_outputs(chunks, sizes)
         fid = compare_outputs(reference, got, class_axes=self.cfg.class_axes, inputs="calibration",
                               map_thresholds=self.cfg.map_thresholds)
