@@ -54,16 +54,21 @@ def score(name: str, path: Path, split: str) -> float | None:
     return float(evaluate(str(path), npz, js)["accuracy"]) if Path(npz).exists() else None
 
 
-def run(name: str, target: float, method: str, tmp: Path, seconds: float, samples: int | None) -> dict:
+def run(name: str, target: float, method: str, tmp: Path, seconds: float, samples: int | None,
+        augment: float = 0.0) -> dict:
     m = meta(name)
     src = CACHE / f"{name}.onnx"
     out, rep = tmp / f"{name}.{method}.onnx", tmp / f"{name}.{method}.json"
     shape = ",".join(map(str, (1, *m["input_shape"])))
-    cmd = [sys.executable, "-m", "onnxcompress", str(src), "--calib", str(CACHE / f"{name}.calib.npz"),
+    calib = CACHE / (f"{name}.calib{samples}.npz" if samples and samples > 128 else f"{name}.calib.npz")
+    cmd = [sys.executable, "-m", "onnxcompress", str(src), "--calib", str(calib),
            "--target-macs", str(target), "--recover", method, "--input-shape", f"{m['input_name']}:{shape}",
            "-o", str(out), "--report", str(rep), "-q", "--distill-seconds", str(seconds)]
     if samples:
         cmd += ["--calib-samples", str(samples)]
+    if augment and method == "distill":
+        cmd += ["--distill-augment", str(augment)]
+        method = f"distill+aug{augment:g}"
     t = time.perf_counter()
     proc = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True)
     wall = time.perf_counter() - t
@@ -93,7 +98,7 @@ def measure(args) -> None:
             results["original"][name] = {"eval": score(name, src, "eval"), "shift": score(name, src, "shift")}
             for target in args.targets:
                 for method in args.methods:
-                    row = run(name, target, method, tmp, args.seconds, args.samples)
+                    row = run(name, target, method, tmp, args.seconds, args.samples, args.augment)
                     key = (name, target, method, row["samples"])
                     results["rows"] = [x for x in results["rows"]
                                        if (x["model"], x["target"], x["method"], x["samples"]) != key] + [row]
@@ -153,14 +158,21 @@ def report() -> None:
 
 
 def main() -> None:
+    global OUT
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="*", default=["ppocr_cls", "ppocr_rec", "ddddocr_common", "ppocr_det"])
     ap.add_argument("--targets", nargs="*", type=float, default=[0.8, 0.6])
     ap.add_argument("--methods", nargs="*", default=["refit", "distill"])
     ap.add_argument("--seconds", type=float, default=300.0, help="--distill-seconds of each distill run")
-    ap.add_argument("--samples", type=int, default=None, help="--calib-samples (default: all 128)")
+    ap.add_argument("--samples", type=int, default=None,
+                    help="calibration samples: fewer than 128 by --calib-samples, more from NAME.calib<N>.npz "
+                    "(bench/real/prepare.py --n-calib-large N); default all 128")
+    ap.add_argument("--augment", type=float, default=0.0, help="--distill-augment of the distill runs (method "
+                    "distill+augS in the results)")
     ap.add_argument("--report", action="store_true", help="only write bench/DISTILL_REAL.md and the plot")
+    ap.add_argument("--json", type=Path, default=OUT, help="results file to read and extend (default %(default)s)")
     args = ap.parse_args()
+    OUT = args.json
     if not args.report:
         measure(args)
     report()

@@ -91,6 +91,10 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None, on_
 
     config = config or CompressConfig()
     config.validate()
+    if config.target_speedup is not None:
+        from onnxcompress.speed_target import search_speedup
+
+        return search_speedup(model_or_path, config, on_stage, compress)
     if config.max_drift is not None or config.max_accuracy_drop is not None:
         from onnxcompress.search import search_under_budget
 
@@ -147,4 +151,5 @@ def _load_calibration(ctx, model: ir.Model) -> None:
         "fit_samples": ctx.calib.samples,
         "held_out_samples": ctx.held_out.samples,
         "fixed_batch": cal.fixed_batch,
+        **({"notes": cal.notes} if cal.notes else {}),
     }

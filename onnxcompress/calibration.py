@@ -10,6 +10,13 @@
 
 Every array is checked against the model's input (rank, fixed dims, dtype) up front,
 and a mismatch is one line naming the input, what was expected and what was found.
+
+Memory is bounded: only the samples used are read. ``limit`` (``--calib-samples N``) takes
+the first N. Without it, a set larger than ``MAX_CALIB_BYTES`` (1 GiB of model input; the
+environment variable ``ONNXCOMPRESS_CALIB_BYTES`` changes it) is thinned to evenly spaced
+samples that fit, chosen before anything is decoded: images are decoded one by one, and
+the rows of an ``.npy`` or ``.npz`` member are streamed from the file (a compressed member
+is decompressed as a stream, never held whole). The set's notes say how many were kept.
 Models whose batch is fixed at 1 are fed one sample at a time. ``split`` keeps a
 held-out part, which judges every decision fitted on the rest.
 """
@@ -17,6 +24,7 @@ held-out part, which judges every decision fitted on the rest.
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -32,6 +40,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 LABEL_KEYS = {"y", "labels", "label", "targets", "target"}
 #: samples per run when the model's batch is dynamic
 DEFAULT_BATCH = 32
+#: at most this many bytes of model input are held, unless --calib-samples asks for a count
+MAX_CALIB_BYTES = 1 << 30
 
 
 @dataclass
@@ -153,21 +163,42 @@ def load_calibration(
         images = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
         arrays = [f for f in files if f.suffix.lower() in (".npy", ".npz")]
         if images and not arrays:
-            chunks = [_load_images(images, inputs, image_spec or ImageSpec())]
+            units = [(f, 1) for f in images]
         elif arrays:
-            chunks = [_load_array_file(f, inputs) for f in arrays]
+            units = [(f, _sample_count(f, inputs)) for f in arrays]
         else:
             raise InputError(f"--calib: {p} holds no .npy, .npz or image files")
     elif p.suffix.lower() in (".npz", ".npy"):
-        chunks = [_load_array_file(p, inputs)]
+        units = [(p, _sample_count(p, inputs))]
     else:
         raise InputError(f"--calib: {p} is not an .npz, .npy or a folder")
+    total = sum(n for _, n in units)
+    notes: list[str] = []
+    if limit is not None:
+        wanted = np.arange(min(limit, total))
+    else:
+        wanted = np.arange(total)
+        per_sample = _sample_bytes(units, inputs, image_spec)
+        budget = int(os.environ.get("ONNXCOMPRESS_CALIB_BYTES", MAX_CALIB_BYTES))
+        if per_sample and total * per_sample > budget:
+            n = max(2, budget // per_sample)
+            wanted = np.unique(np.linspace(0, total - 1, n).round().astype(np.int64))
+            notes.append(f"read {len(wanted)} of {total} samples, evenly spaced ({per_sample / 2**20:.1f} MB each, "
+                         f"{budget / 2**30:.2g} GiB budget; --calib-samples N takes the first N instead)")
+    chunks, first = [], 0
+    for f, n in units:
+        rows = wanted[(wanted >= first) & (wanted < first + n)] - first
+        first += n
+        if not len(rows):
+            continue
+        if f.suffix.lower() in IMAGE_SUFFIXES:
+            chunks.append(_load_images([f], inputs, image_spec or ImageSpec()))
+        else:
+            chunks.append(_load_array_file(f, inputs, rows if len(rows) < n else None))
     fixed = _fixed_batch(inputs)
     for c in chunks:
         _check_chunk(c, inputs, p)
-    cal = CalibrationSet(_restack([s for c in chunks for s in _unstack(c)]), str(p), fixed)
-    if limit is not None:
-        cal = cal.subset(limit)
+    cal = CalibrationSet(_restack([s for c in chunks for s in _unstack(c)]), str(p), fixed, notes)
     if cal.samples == 0:
         raise InputError(f"--calib: {p} holds no samples")
     return cal
@@ -180,7 +211,120 @@ def _fixed_batch(inputs: list[ir.Value]) -> int | None:
     return None
 
 
-def _load_array_file(f: Path, inputs: list[ir.Value]) -> dict[str, np.ndarray]:
+def _array_keys(f: Path, inputs: list[ir.Value]) -> dict[str, str | None]:
+    """Input name -> the array's key in ``f`` (None: the whole .npy), after the same checks as loading."""
+    names = [v.name for v in inputs]
+    if f.suffix.lower() == ".npy":
+        if len(inputs) != 1:
+            raise InputError(f"--calib: {f.name} is a single array but the model has {len(inputs)} inputs; use .npz keyed by input name")
+        return {names[0]: None}
+    try:
+        with zipfile.ZipFile(f) as z:
+            keys = [n[:-4] for n in z.namelist() if n.endswith(".npy")]
+    except Exception as exc:  # noqa: BLE001 - a truncated or empty file, a bad zip: all the same to the user
+        raise InputError(f"--calib: cannot read {f}: {type(exc).__name__ if not str(exc) else exc}") from exc
+    missing = [n for n in names if n not in keys]
+    if missing:
+        # A single-input model takes the one array that is not a label (an eval set works as is).
+        data = [k for k in keys if k not in LABEL_KEYS]
+        if len(names) == 1 and len(data) == 1:
+            return {names[0]: data[0]}
+        raise InputError(f"--calib: {f.name} has no array for input {missing[0]!r} (found keys {sorted(keys)})")
+    return {n: n for n in names}
+
+
+def _header(fp) -> tuple[tuple[int, ...], bool, np.dtype]:
+    version = np.lib.format.read_magic(fp)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fp)  # (shape, fortran_order, dtype)
+    return np.lib.format.read_array_header_2_0(fp)
+
+
+def _open_member(f: Path, key: str | None):
+    if key is None:
+        return open(f, "rb"), None
+    z = zipfile.ZipFile(f)
+    return z.open(key + ".npy"), z
+
+
+def _sample_count(f: Path, inputs: list[ir.Value]) -> int:
+    """Samples in ``f``, from the first input's array header (nothing is decompressed)."""
+    key = next(iter(_array_keys(f, inputs).values()))
+    try:
+        fp, z = _open_member(f, key)
+        with fp:
+            shape, _, _ = _header(fp)
+        if z is not None:
+            z.close()
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"--calib: cannot read {f}: {type(exc).__name__ if not str(exc) else exc}") from exc
+    v = inputs[0]
+    if v.shape is not None and len(shape) == len(v.shape) - 1:
+        return 1  # one sample without its batch axis
+    return int(shape[0]) if shape else 0
+
+
+def _sample_bytes(units, inputs: list[ir.Value], image_spec: ImageSpec | None) -> int:
+    """Bytes of one sample as the model takes it (float32 for images), from the first unit."""
+    f, n = units[0]
+    if f.suffix.lower() in IMAGE_SUFFIXES:
+        a = _load_images([f], inputs, image_spec or ImageSpec())
+        return int(sum(x.nbytes for x in a.values()))
+    total = 0
+    for name, key in _array_keys(f, inputs).items():
+        fp, z = _open_member(f, key)
+        with fp:
+            shape, _, dtype = _header(fp)
+        if z is not None:
+            z.close()
+        total += int(np.prod(shape, dtype=np.int64)) * dtype.itemsize // max(n, 1)
+    return total
+
+
+def _read_rows(f: Path, key: str | None, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` (sorted) along axis 0 of one array, read as a stream: one row in memory at a time."""
+    fp, z = _open_member(f, key)
+    try:
+        with fp:
+            shape, fortran, dtype = _header(fp)
+            if fortran or dtype.hasobject or not shape:
+                raise ValueError("not a C-ordered numeric array")
+            row_shape = tuple(shape[1:])
+            row_bytes = int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
+            out = np.empty((len(rows), *row_shape), dtype)
+            at = 0
+            for j, r in enumerate(rows):
+                skip = (int(r) - at) * row_bytes
+                while skip > 0:  # a compressed stream cannot seek: read and drop
+                    got = len(fp.read(min(skip, 1 << 24)))
+                    if not got:
+                        raise ValueError("truncated array")
+                    skip -= got
+                buf = fp.read(row_bytes)
+                if len(buf) != row_bytes:
+                    raise ValueError("truncated array")
+                out[j] = np.frombuffer(buf, dtype).reshape(row_shape)
+                at = int(r) + 1
+            return out
+    finally:
+        if z is not None:
+            z.close()
+
+
+def _load_array_file(f: Path, inputs: list[ir.Value], rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The arrays of ``f`` for each input; with ``rows``, only those samples, streamed from the file."""
+    if rows is not None:
+        keys = _array_keys(f, inputs)
+        try:
+            out = {name: _read_rows(f, key, rows) for name, key in keys.items()}
+        except ValueError:  # Fortran order, object arrays, an odd header: read whole, then take the rows
+            return {k: v[rows] for k, v in _load_array_file(f, inputs).items()}
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"--calib: cannot read {f}: {type(exc).__name__ if not str(exc) else exc}") from exc
+        for v in inputs:  # a single sample without its batch axis cannot be thinned: rows only on batched files
+            if v.shape is not None and out[v.name].ndim == len(v.shape) - 1:
+                out[v.name] = out[v.name][None]
+        return out
     try:
         if f.suffix.lower() == ".npy":
             if len(inputs) != 1:

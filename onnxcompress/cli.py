@@ -89,7 +89,7 @@ def _default_target(args) -> float | None:
     from onnxcompress.config import DEFAULT_TARGET_MACS
 
     if args.target_macs is None and args.ratio is None and args.calib and args.max_drift is None \
-            and args.max_accuracy_drop is None:
+            and args.max_accuracy_drop is None and args.target_speedup is None:
         return DEFAULT_TARGET_MACS
     return args.target_macs
 
@@ -130,12 +130,16 @@ def config_from_args(args: argparse.Namespace):
         distill_seconds=args.distill_seconds,
         distill_steps=args.distill_steps,
         distill_lr=args.distill_lr,
+        distill_augment=args.distill_augment,
         device=args.device,
         train_labels=args.train_labels,
         target_macs=_default_target(args),
         max_drift=args.max_drift,
         eval=args.eval,
         max_accuracy_drop=args.max_accuracy_drop,
+        target_speedup=args.target_speedup,
+        speed_provider=args.provider,
+        speed_batch=args.batch,
     )
 
 

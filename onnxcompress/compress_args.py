@@ -19,6 +19,7 @@ examples:
   onnxcompress models/resnet_small.onnx --ratio 0.5
   onnxcompress model.onnx --calib calib.npz --target-macs 0.8     # data-aware, refit, MAC target
   onnxcompress model.onnx --calib calib.npz --max-drift 0.01      # smallest model within the budget
+  onnxcompress model.onnx --calib calib.npz --target-speedup 1.5  # pruned until 1.5x faster, measured
   onnxcompress model.onnx --mode zero --criterion l2 --scope global --max-layer-ratio 0.7
   onnxcompress model.onnx --ratio 0 --max-norm 3.0          # projection only, no pruning
   onnxcompress inspect model.onnx --input-shape images:1,3,640,640 --json layers.json
@@ -92,6 +93,10 @@ def compress_parser() -> argparse.ArgumentParser:
     g.add_argument("--distill-lr", type=float, default=3e-4, metavar="LR",
                    help="distillation's Adam learning rate (default 3e-4: on the PP-OCR classifier at 0.5x MACs, 150 "
                    "steps at 3e-4 reached 0.990 and at 1e-3 0.988 from the refit's 0.944)")
+    g.add_argument("--distill-augment", type=float, default=0.0, metavar="SHARE",
+                   help="perturb this share of each distillation minibatch (contrast, inverted colours, noise, blur, "
+                   "kept in the calibration data's range) before the original and the pruned model see it, so the "
+                   "pruned model follows the original off the calibration data (default 0: off)")
     g.add_argument("--train-labels", metavar="FILE.npz",
                    help="labelled samples in the --eval format: distillation adds cross-entropy (or CTC) on them to the "
                    "label-free loss. Optional; keep them apart from --eval")
@@ -100,6 +105,15 @@ def compress_parser() -> argparse.ArgumentParser:
     g.add_argument("--target-macs", type=float, metavar="F",
                    help="keep at most this fraction of the MACs; each group's ratio is chosen by its measured output "
                    "drift per MAC saved (replaces --ratio)")
+    g.add_argument("--target-speedup", type=float, metavar="S",
+                   help="prune until the model runs S times as fast as the original, measured: candidate MACs targets "
+                   "are allocated like --target-macs and timed in onnxruntime against the original (paired, "
+                   "interleaved), and the least-pruned one that reaches S is recovered and written. The report shows "
+                   "each probe and the written model's measured speedup. Over reach: nothing is written, exit 1")
+    g.add_argument("--provider", choices=["cpu", "cuda"], default="cpu",
+                   help="--target-speedup: the execution provider to time on (default cpu)")
+    g.add_argument("--batch", type=int, default=1, metavar="N",
+                   help="--target-speedup: the batch size to time at, the one you deploy with (default 1)")
     g.add_argument("--max-drift", type=float, metavar="D",
                    help="budget: the written model's held-out drift (1 - sequence/top-1 agreement with the original, "
                    "1 - F1 of a probability map's foreground, or relative L2 otherwise) must be at most D; with --target-macs the target is relaxed until it "

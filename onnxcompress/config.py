@@ -71,6 +71,9 @@ class CompressConfig:
     distill_seconds: float = 300.0
     distill_steps: int = 2000
     distill_lr: float = 3e-4
+    #: share of each distillation minibatch perturbed (contrast, inversion, noise, blur; see
+    #: ``finetune.augment``), so the pruned model follows the original off the calibration data
+    distill_augment: float = 0.0
     device: str = "cpu"
     #: labelled samples (the --eval format) that add a supervised term to distillation
     train_labels: str | None = None
@@ -81,13 +84,18 @@ class CompressConfig:
     #: labelled data (.npz) and the largest accuracy drop on it a written model may have
     eval: str | None = None
     max_accuracy_drop: float | None = None
+    #: pick the MACs target by measured onnxruntime speedup (original time / compressed time)
+    #: on ``speed_provider`` at batch ``speed_batch`` (see ``speed_target``)
+    target_speedup: float | None = None
+    speed_provider: str = "cpu"
+    speed_batch: int = 1
     # checks
     verify: bool = True
     seed: int = 0
 
     @property
     def prunes(self) -> bool:
-        return self.ratio > 0 or self.target_macs is not None
+        return self.ratio > 0 or self.target_macs is not None or self.target_speedup is not None
 
     def resolved_criterion(self, calibrated: bool) -> str:
         if self.criterion == "auto":
@@ -123,6 +131,8 @@ class CompressConfig:
         if self.train_labels is not None and self.resolved_recover(self.calib is not None) != "distill":
             raise InputError("--train-labels adds a supervised term to distillation: it needs --recover distill (or auto "
                              "with the finetune extra) and --calib")
+        if not 0.0 <= self.distill_augment <= 1.0:
+            raise InputError(f"--distill-augment must be a share in [0, 1], got {self.distill_augment}")
         if self.distill_seconds <= 0 or self.distill_steps < 1 or self.distill_lr <= 0:
             raise InputError("--distill-seconds and --distill-lr must be positive and --distill-steps at least 1")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -136,6 +146,9 @@ class CompressConfig:
             raise InputError(f"{needs[0]} needs calibration data: give --calib PATH (a few hundred real inputs)")
         if self.target_macs is not None and not 0.0 < self.target_macs <= 1.0:
             raise InputError(f"--target-macs must be in (0, 1], got {self.target_macs}")
+        from onnxcompress.speed_target import validate as validate_speed
+
+        validate_speed(self)
         if (self.max_accuracy_drop is None) != (self.eval is None):
             raise InputError("--eval and --max-accuracy-drop go together: labelled data and the accuracy drop it allows")
         if self.max_accuracy_drop is not None and self.max_drift is not None:

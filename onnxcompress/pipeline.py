@@ -62,18 +62,18 @@ def _zero_mode(ctx: CompressContext) -> ir.passes.PassManager:
 
 
 def run_pipeline(model: ir.Model, ctx: CompressContext) -> ir.Model:
-    """Run every pass on ``model`` (in place) and publish their findings to ``ctx.report``."""
-    passes = build_passes(ctx)
-    try:
-        model = ir.passes.PassManager(passes)(model).model
-    except ir.passes.PassError as exc:
-        # PassManager wraps what a pass raises; our own errors keep their one-line message.
-        cause: BaseException | None = exc
-        while isinstance(cause, ir.passes.PassError):
-            cause = cause.__cause__
-        if cause is not None:
-            raise cause from None  # the pass's own error, not PassManager's wrapping
-        raise
-    for p in passes:
+    """Run every pass on ``model`` (in place), each publishing its findings to ``ctx.report`` as
+    soon as it has run, so the passes after it see them (verify reads prune's exactness)."""
+    for p in build_passes(ctx):
+        try:
+            model = ir.passes.PassManager([p])(model).model
+        except ir.passes.PassError as exc:
+            # PassManager wraps what a pass raises; our own errors keep their one-line message.
+            cause: BaseException | None = exc
+            while isinstance(cause, ir.passes.PassError):
+                cause = cause.__cause__
+            if cause is not None:
+                raise cause from None  # the pass's own error, not PassManager's wrapping
+            raise
         p.publish(ctx.report)
     return model

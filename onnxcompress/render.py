@@ -102,6 +102,8 @@ def render_compress(report: CompressReport, console: Console) -> None:
         c = report.calibration
         console.print(f"calibration: {c['samples']} samples from {c['source']} ({c['fit_samples']} fit, "
                       f"{c['held_out_samples']} held out)  |  ranking: {report.importance.get('criterion')}")
+        for note in c.get("notes", []):
+            console.print(f"calibration: {note}")
     if report.recovery:
         r = report.recovery
         kept = sum(1 for ly in r.get("layers", []) if ly.get("kept"))
@@ -119,6 +121,13 @@ def render_compress(report: CompressReport, console: Console) -> None:
         s = report.search
         console.print(f"allocation: target MACs {s['target_macs']:.0%}, per-group ratios from measured drift "
                       f"({len(s.get('groups', []))} groups, {s.get('sensitivity_s', 0):.1f} s)")
+    if report.search and report.search.get("target_speedup") is not None:
+        s = report.search
+        m = s["measured_speedup"]
+        console.print(f"speed target: {s['target_speedup']:g}x on {s['provider']} at batch {s['batch']}; "
+                      f"{len(s['speed_probes'])} MACs target(s) timed, chose {s['chosen_target_macs']:.2f}; the written "
+                      f"model measured {m['speedup']:.2f}x (95% interval {m['low']:.2f}-{m['high']:.2f}, {m['pairs']} "
+                      f"pairs, {m['original_ms']:.2f} -> {m['candidate_ms']:.2f} ms)")
     if report.search and report.search.get("probes"):
         s = report.search
         console.print(f"budget: {s['budget']['metric']} <= {s['budget']['limit']}; {len(s['probes'])} candidate(s) "

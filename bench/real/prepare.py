@@ -10,6 +10,10 @@ For every model NAME it writes into bench/.cache/real/:
     NAME.onnx        copied verbatim out of the installed PyPI package
     NAME.calib.npz   128 unlabelled, preprocessed samples under the model's input name
     NAME.eval.npz    labelled samples (same key + `labels`), generated from disjoint seeds
+    NAME.shift.npz   labelled samples drawn differently (split seed 3): other fonts and sizes,
+                     low-contrast, coloured or inverted colours, stronger blur and noise, JPEG
+    NAME.calib1024.npz  (with --n-calib-large 1024) a larger calibration set; its first 128
+                     samples are NAME.calib.npz's
     NAME.json        metadata (input/output names, shapes, task, blank, charset, provenance)
     NAME.charset.json  (CTC models) list of class strings indexed like the output class axis
 
@@ -46,7 +50,7 @@ FONTS = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSeri
          "DejaVuSansCondensed.ttf", "DejaVuSansMono.ttf", "DejaVuSerifCondensed.ttf"]
 
 # seed streams: (model id, split id, sample index) -> independent, disjoint generators
-SPLIT_CALIB, SPLIT_EVAL = 1, 2
+SPLIT_CALIB, SPLIT_EVAL, SPLIT_SHIFT = 1, 2, 3
 MODEL_IDS = {"ppocr_rec": 11, "ppocr_cls": 12, "ddddocr_common": 21, "ddddocr_common_old": 22}
 
 
@@ -114,20 +118,60 @@ def cls_text(rng: np.random.Generator) -> str:
     return " ".join(w.capitalize() if rng.random() < 0.3 else w for w in ws)
 
 
+# fonts, sizes and colours the calibration and eval splits never use (the shift split)
+SHIFT_FONTS = ["DejaVuSansMono-Bold.ttf", "DejaVuSansCondensed-BoldOblique.ttf", "DejaVuSans-ExtraLight.ttf",
+               "DejaVuSerif-Italic.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSerifCondensed-BoldItalic.ttf"]
+
+
+def shift_colours(rng: np.random.Generator) -> tuple[tuple, tuple]:
+    k = rng.random()
+    if k < 0.35:  # light text on a dark background
+        bg, fg = rng.integers(0, 70, size=3), rng.integers(180, 256, size=3)
+    elif k < 0.7:  # low contrast
+        base = int(rng.integers(150, 220))
+        bg = np.clip(base + rng.integers(-20, 20, size=3), 0, 255)
+        fg = np.clip(bg - int(rng.integers(50, 90)), 0, 255)
+    else:  # coloured background, coloured text
+        bg, fg = rng.integers(110, 256, size=3), rng.integers(0, 90, size=3)
+    return tuple(int(v) for v in bg), tuple(int(v) for v in fg)
+
+
+def degrade(img: Image.Image, rng: np.random.Generator) -> np.ndarray:
+    """The shift split's capture defects: blur, sensor noise and JPEG artefacts; HxWx3 uint8."""
+    img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.6, 1.4))))
+    a = np.asarray(img).astype(np.float32)
+    a += rng.normal(0.0, float(rng.uniform(6, 16)), a.shape).astype(np.float32)
+    a = np.clip(a, 0, 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", a, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 60))])
+    return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if ok else a
+
+
 # ----------------------------------------------------------------------------- rendering
-def render_line(text: str, rng: np.random.Generator, size_range=(26, 40), mx=(0, 5)) -> np.ndarray:
-    """Render a horizontal text line like a detector crop; returns HxWx3 uint8 RGB."""
-    font = ImageFont.truetype(os.path.join(FONT_DIR, FONTS[rng.integers(0, len(FONTS))]),
-                              int(rng.integers(*size_range)))
+def render_line(text: str, rng: np.random.Generator, size_range=(26, 40), mx=(0, 5),
+                shift: bool = False) -> np.ndarray:
+    """Render a horizontal text line like a detector crop; returns HxWx3 uint8 RGB.
+    ``shift`` draws it differently: other fonts, smaller or larger glyphs, other colours, defects."""
+    if shift:
+        lo, hi = size_range
+        size = int(rng.integers(lo - 10, lo - 2)) if rng.random() < 0.5 else int(rng.integers(hi + 4, hi + 16))
+        font = ImageFont.truetype(os.path.join(FONT_DIR, SHIFT_FONTS[rng.integers(0, len(SHIFT_FONTS))]), size)
+    else:
+        font = ImageFont.truetype(os.path.join(FONT_DIR, FONTS[rng.integers(0, len(FONTS))]),
+                                  int(rng.integers(*size_range)))
     asc, desc = font.getmetrics()
     l, _, r, _ = font.getbbox(text)
     mx0, mx1 = rng.integers(*mx, size=2)
     my0, my1 = rng.integers(1, 8, size=2)
     W, H = int(r - l + mx0 + mx1), int(asc + desc + my0 + my1)
-    bg = tuple(int(v) for v in rng.integers(190, 256, size=3))
-    fg = tuple(int(v) for v in rng.integers(0, 80, size=3))
+    if shift:
+        bg, fg = shift_colours(rng)
+    else:
+        bg = tuple(int(v) for v in rng.integers(190, 256, size=3))
+        fg = tuple(int(v) for v in rng.integers(0, 80, size=3))
     img = Image.new("RGB", (W, H), bg)
     ImageDraw.Draw(img).text((int(mx0 - l), int(my0)), text, font=font, fill=fg)
+    if shift:
+        return degrade(img, rng)
     if rng.random() < 0.5:
         img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.2, 0.8))))
     a = np.asarray(img).astype(np.float32)
@@ -165,10 +209,10 @@ class PPOCRRec:
         self.index = {c: i for i, c in enumerate(self.charset) if i > 0}
         self.blank = 0
 
-    def sample(self, rng):
+    def sample(self, rng, shift: bool = False):
         while True:
             text = rec_text(rng)
-            x = ppocr_norm(render_line(text, rng)[:, :, ::-1], self.H, self.W)  # RGB->BGR
+            x = ppocr_norm(render_line(text, rng, shift=shift)[:, :, ::-1], self.H, self.W)  # RGB->BGR
             if x is not None:
                 return x, [self.index[c] for c in text]
 
@@ -184,10 +228,10 @@ class PPOCRCls:
         self.charset = ["0", "180"]  # rapidocr config.yaml Cls.label_list: index 1 == rotated 180
         self.blank = None
 
-    def sample(self, rng):
+    def sample(self, rng, shift: bool = False):
         while True:
             text = cls_text(rng)
-            img = render_line(text, rng, size_range=(28, 40), mx=(2, 14))
+            img = render_line(text, rng, size_range=(28, 40), mx=(2, 14), shift=shift)
             rot = int(rng.random() < 0.5)
             if rot:
                 img = np.ascontiguousarray(img[::-1, ::-1])
@@ -241,12 +285,25 @@ class DdddOCR:
         self.gen.character_warp_dy = (0.05, 0.1)
         self.gen.word_offset_dx = 0.05  # little overlap between neighbouring glyphs
         self.gen.word_space_probability = 1.0  # never insert blank characters
+        # the shift split: other fonts, glyph sizes and rotations, then blur, noise and JPEG
+        self.gen_shift = ci.ImageCaptcha(width=self.W, height=self.H,
+                                         fonts=[os.path.join(FONT_DIR, f) for f in
+                                                ("DejaVuSansMono-Bold.ttf", "DejaVuSansCondensed-BoldOblique.ttf",
+                                                 "DejaVuSerif-Italic.ttf")],
+                                         font_sizes=(36, 52, 56))
+        self.gen_shift.character_rotate = (-18, 18)
+        self.gen_shift.character_warp_dx = (0.05, 0.1)
+        self.gen_shift.character_warp_dy = (0.05, 0.1)
+        self.gen_shift.word_offset_dx = 0.05
+        self.gen_shift.word_space_probability = 1.0
 
-    def sample(self, rng):
+    def sample(self, rng, shift: bool = False):
         n = int(rng.integers(4, 7))
         text = "".join(self.CHARS[j] for j in rng.integers(0, len(self.CHARS), n))
         self._ci.secrets = _SeededSecrets(int(rng.integers(0, 2 ** 62)))
-        img = self.gen.generate_image(text)
+        img = (self.gen_shift if shift else self.gen).generate_image(text)
+        if shift:
+            img = Image.fromarray(degrade(img.convert("RGB"), rng))
         # ddddocr: resize to height 64 keeping aspect (LANCZOS), grayscale, /255
         img = img.resize((int(img.size[0] * (64 / img.size[1])), 64), Image.LANCZOS).convert("L")
         x = np.asarray(img, np.float32)[None] / 255.0
@@ -268,7 +325,7 @@ def build(name: str):
 def make_split(m, split: int, n: int):
     xs, ys = [], []
     for i in range(n):
-        x, y = m.sample(rng_for(m.name, split, i))
+        x, y = m.sample(rng_for(m.name, split, i), shift=split == SPLIT_SHIFT)
         xs.append(x)
         ys.append(y)
     X = np.stack(xs).astype(np.float32)
@@ -282,7 +339,8 @@ def make_split(m, split: int, n: int):
     return X, Y
 
 
-def prepare(name: str, n_calib: int, n_eval: int, out: str = CACHE) -> dict:
+def prepare(name: str, n_calib: int, n_eval: int, out: str = CACHE, n_shift: int = 0,
+            n_calib_large: int = 0) -> dict:
     os.makedirs(out, exist_ok=True)
     import onnxruntime as ort
     ort.set_default_logger_severity(3)  # silence the ddddocr declared-output-shape warning
@@ -297,6 +355,12 @@ def prepare(name: str, n_calib: int, n_eval: int, out: str = CACHE) -> dict:
     Xe, Ye = make_split(m, SPLIT_EVAL, n_eval)
     np.savez_compressed(os.path.join(out, f"{name}.calib.npz"), **{inp.name: Xc})
     np.savez_compressed(os.path.join(out, f"{name}.eval.npz"), **{inp.name: Xe, "labels": Ye})
+    if n_shift:
+        Xs, Ys = make_split(m, SPLIT_SHIFT, n_shift)
+        np.savez_compressed(os.path.join(out, f"{name}.shift.npz"), **{inp.name: Xs, "labels": Ys})
+    if n_calib_large:  # same seed stream as the calibration split: its first n_calib samples are Xc
+        Xl, _ = make_split(m, SPLIT_CALIB, n_calib_large)
+        np.savez_compressed(os.path.join(out, f"{name}.calib{n_calib_large}.npz"), **{inp.name: Xl})
 
     charset_path = os.path.join(out, f"{name}.charset.json")
     with open(charset_path, "w", encoding="utf-8") as f:
@@ -334,7 +398,10 @@ def prepare(name: str, n_calib: int, n_eval: int, out: str = CACHE) -> dict:
         opset=opset,
         n_calib=int(len(Xc)),
         n_eval=int(len(Xe)),
-        seeds=dict(model_id=MODEL_IDS[name], calib_split=SPLIT_CALIB, eval_split=SPLIT_EVAL),
+        n_shift=int(n_shift),
+        n_calib_large=int(n_calib_large),
+        seeds=dict(model_id=MODEL_IDS[name], calib_split=SPLIT_CALIB, eval_split=SPLIT_EVAL,
+                   shift_split=SPLIT_SHIFT),
     )
     with open(os.path.join(out, f"{name}.json"), "w") as f:
         json.dump(meta, f, indent=1)
@@ -346,10 +413,13 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", default=None, help=f"subset of {list(MODEL_IDS)}")
     ap.add_argument("--n-calib", type=int, default=128)
     ap.add_argument("--n-eval", type=int, default=500)
+    ap.add_argument("--n-shift", type=int, default=500, help="labelled samples drawn differently (0: none)")
+    ap.add_argument("--n-calib-large", type=int, default=0,
+                    help="also write NAME.calib<N>.npz, N calibration samples (e.g. 1024)")
     ap.add_argument("--out", default=CACHE)
     a = ap.parse_args(argv)
     for name in a.only or list(MODEL_IDS):
-        meta = prepare(name, a.n_calib, a.n_eval, a.out)
+        meta = prepare(name, a.n_calib, a.n_eval, a.out, a.n_shift, a.n_calib_large)
         print(f"{name}: {meta['input_name']} {meta['input_shape']} -> {meta['output_name']} "
               f"{meta['output_shape_actual_1']} ({meta['task']}, {meta['package']}=="
               f"{meta['package_version']}) -> {a.out}")

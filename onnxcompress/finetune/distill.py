@@ -57,6 +57,8 @@ class DistillConfig:
     #: optional labelled samples (an ``accuracy.LabelledSet``) for a supervised term, and its weight
     labelled: object | None = None
     label_weight: float = 1.0
+    #: share of each training minibatch perturbed before teacher and student see it (``augment``)
+    augment: float = 0.0
 
 
 #: input bytes of one training step: a 640x640 detector trains a couple of samples at a time
@@ -253,6 +255,11 @@ class Distiller:
         history = [{"step": 0, "held_out_drift": best_drift, "held_out_loss": best_loss, "seconds": 0.0}]
         order = rng.permutation(len(self.fit))
         cursor = 0
+        from onnxcompress.finetune.augment import input_ranges, perturb
+
+        ranges = input_ranges(self.fit.batches) if cfg.augment > 0 else {}
+        aug_rng = np.random.default_rng([cfg.seed, 1])
+        take = lambda r: perturb(self.fit.take(r), aug_rng, cfg.augment, ranges)  # noqa: E731
         running = None
         try:
             while step < cfg.steps and time.perf_counter() - t0 < cfg.seconds:
@@ -262,9 +269,9 @@ class Distiller:
                 cursor += self.batch
                 opt.zero_grad(set_to_none=True)
                 if self.fixed:
-                    loss = sum(self._backward(self.fit.take(rows[i : i + 1]), len(rows)) for i in range(len(rows)))
+                    loss = sum(self._backward(take(rows[i : i + 1]), len(rows)) for i in range(len(rows)))
                 else:
-                    loss = self._backward(self.fit.take(rows), 1)
+                    loss = self._backward(take(rows), 1)
                 if self.labelled is not None:
                     loss += self._label_loss(step)
                 opt.step()
@@ -301,6 +308,7 @@ class Distiller:
             "batch": self.batch,
             "lr": cfg.lr,
             "feature_weight": cfg.feature_weight,
+            "augment": cfg.augment,
             "features": [f.student for f in self.features],
             "losses": {o: k for o, (k, _a) in self.kinds.items()},
             "distilled_instead": {o: v or "(nothing differentiable)" for o, v in self.swapped.items()},

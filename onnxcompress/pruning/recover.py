@@ -39,6 +39,9 @@ MIN_ROWS, MAX_ROWS = 4096, 16384
 REFIT_SAMPLES = 64
 #: ridge strength, relative to the mean diagonal of X'X
 RIDGE = 1e-3
+#: what the ridge pulls the weights toward: "zero", or "original" (the layer's weights before
+#: the refit: the original's, restricted to the kept inputs, with the bias compensated)
+RIDGE_TOWARD = "zero"
 
 
 @dataclass
@@ -263,7 +266,7 @@ def _refit_one(model: ir.Model, c: Consumer, batches, targets) -> dict:
             held[0].append(p)
             held[1].append(t)
     before = _layer_error(mat, b, *held)
-    new_mat, new_b = normal.solve()
+    new_mat, new_b = normal.solve(prior=(mat, b) if RIDGE_TOWARD == "original" else None)
     after = _layer_error(new_mat, new_b, *held)
     keep = after < before
     if keep:
@@ -301,8 +304,14 @@ class _NormalEquations:
         self.a += pt @ p
         self.c += pt @ t
 
-    def solve(self) -> tuple[np.ndarray, np.ndarray | None]:
+    def solve(self, prior: tuple[np.ndarray, np.ndarray | None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Ridge solution, pulled toward zero, or toward ``prior`` = (G, K, out/G) weights and (G, out/G) bias."""
         k = self.a.shape[1]
         lam = np.maximum(RIDGE * np.trace(self.a, axis1=1, axis2=2) / k, 1e-12)  # per group; > 0 for dead inputs
-        sol = np.linalg.solve(self.a + lam[:, None, None] * np.eye(k), self.c)
+        rhs = self.c
+        if prior is not None:
+            w0 = prior[0] if not self.bias else np.concatenate(
+                [prior[0], (prior[1] if prior[1] is not None else np.zeros(prior[0].shape[::2]))[:, None, :]], axis=1)
+            rhs = self.c + lam[:, None, None] * w0
+        sol = np.linalg.solve(self.a + lam[:, None, None] * np.eye(k), rhs)
         return (sol[:, :-1], sol[:, -1]) if self.bias else (sol, None)

@@ -1,0 +1,77 @@
+"""Label-free input perturbations for distillation: the teacher labels whatever it is shown.
+
+Distillation matches the original model's outputs on the calibration inputs. Inputs drawn
+a little differently at deployment (other contrast, inverted colours, sensor noise, blur)
+land off that manifold, where nothing held the pruned model to the original. Since the
+teacher gives a target for any input, a share of each minibatch is perturbed before both
+models see it:
+
+- contrast and brightness about the sample's own mean (``a (x - m) + m + b``), with the sign
+  of ``a`` flipped for a quarter of them (light-on-dark inputs);
+- Gaussian noise up to 15% of the sample's standard deviation;
+- for a third of image-like inputs (rank 4 with a spatial map of at least 8x8), a 3x3 box blur;
+
+and the result is clipped to the range the calibration data spans for that input, so a
+normalised input stays in its range. Only float inputs of rank 3 or more (images, feature
+maps, spectrograms) are perturbed; token ids, masks and other integer inputs never are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def input_ranges(batches: list[dict[str, np.ndarray]]) -> dict[str, tuple[float, float]]:
+    """Per perturbable input: (min, max) over the calibration data."""
+    out: dict[str, tuple[float, float]] = {}
+    for feeds in batches:
+        for k, v in feeds.items():
+            if v.ndim < 3 or not np.issubdtype(v.dtype, np.floating):
+                continue
+            lo, hi = float(v.min()), float(v.max())
+            if k in out:
+                lo, hi = min(lo, out[k][0]), max(hi, out[k][1])
+            out[k] = (lo, hi)
+    return out
+
+
+def _blur(x: np.ndarray) -> np.ndarray:
+    """3x3 box blur of one (C, H, W) or (H, W, C) sample over its two spatial axes (edges replicated)."""
+    axes = (1, 2) if x.shape[0] <= 4 else (0, 1)  # channels first when the first axis is small
+    pad = [(0, 0)] * x.ndim
+    for a in axes:
+        pad[a] = (1, 1)
+    p = np.pad(x, pad, mode="edge")
+    acc = np.zeros_like(x)
+    for dy in range(3):
+        for dx in range(3):
+            idx = [slice(None)] * x.ndim
+            idx[axes[0]] = slice(dy, dy + x.shape[axes[0]])
+            idx[axes[1]] = slice(dx, dx + x.shape[axes[1]])
+            acc += p[tuple(idx)]
+    return acc / 9.0
+
+
+def perturb(feeds: dict[str, np.ndarray], rng: np.random.Generator, share: float,
+            ranges: dict[str, tuple[float, float]]) -> dict[str, np.ndarray]:
+    """``feeds`` with about ``share`` of its samples perturbed (a copy; the input is not changed)."""
+    if share <= 0 or not ranges:
+        return feeds
+    n = len(next(iter(feeds.values())))
+    pick = rng.random(n) < share
+    if not pick.any():
+        return feeds
+    out = dict(feeds)
+    for k, (lo, hi) in ranges.items():
+        x = feeds[k].copy()
+        for i in np.flatnonzero(pick):
+            s = x[i].astype(np.float32)
+            m, sd = float(s.mean()), float(s.std()) or 1.0
+            a = rng.uniform(0.6, 1.4) * (-1.0 if rng.random() < 0.25 else 1.0)
+            s = m + a * (s - m) + rng.uniform(-0.25, 0.25) * sd
+            if s.ndim == 3 and min(s.shape[1:]) >= 8 and rng.random() < 1 / 3:
+                s = _blur(s)
+            s = s + rng.normal(0.0, rng.uniform(0.0, 0.15) * sd, s.shape).astype(np.float32)
+            x[i] = np.clip(s, lo, hi).astype(x.dtype)
+        out[k] = x
+    return out
