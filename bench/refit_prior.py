@@ -50,9 +50,8 @@ def main() -> None:
                     recover.RIDGE_TOWARD, recover.RIDGE = toward, lam
                     cfg = oc.CompressConfig(calib=str(CACHE / f"{name}.calib.npz"), target_macs=target, recover="refit",
                                             input_shapes={m["input_name"]: (1, *m["input_shape"])})
-                    cfg._search_cache = cache
                     t = time.perf_counter()
-                    res = oc.compress(src, cfg)
+                    res = oc.compress(src, cfg, search_cache=cache)
                     out = Path(tmp) / f"{name}.onnx"
                     res.save(out)
                     kept = sum(1 for r in res.report.recovery.get("layers", []) if r.get("kept"))

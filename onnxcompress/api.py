@@ -76,13 +76,16 @@ def _stats(model: ir.Model, input_shapes: dict[str, Shape], size: int, oracle: S
     return ModelStats(params=cost.params, macs=cost.macs, file_bytes=size)
 
 
-def compress(model_or_path: ModelLike, config: CompressConfig | None = None, on_stage=None) -> Result:
+def compress(model_or_path: ModelLike, config: CompressConfig | None = None, on_stage=None, *,
+             search_cache=None) -> Result:
     """Fold, project, prune, tidy and simplify a model, then verify it against the input.
 
     The input is never modified (an ``ir.Model`` argument is cloned). Raises
     ``VerificationError`` when the result fails the checker, a session or a run.
     ``on_stage(name)`` is called as each stage starts (the CLI shows it as progress).
     With ``config.calib`` the decisions and the fidelity figures use real inputs.
+    ``search_cache`` (a ``pruning.calibrated.SearchCache``) lets several compressions of one
+    model share the calibration data and the sensitivity sweep (budget and speed searches).
     """
     from onnxcompress.context import CompressContext
     from onnxcompress.io import has_external_data
@@ -121,8 +124,8 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None, on_
     )
     ctx.report.before = ctx.report.after = _stats(model, input_shapes, size_before, ctx.oracle)
     if config.calib is not None:
-        if getattr(config, "_search_cache", None) is not None:
-            ctx.search_cache = config._search_cache
+        if search_cache is not None:
+            ctx.search_cache = search_cache
         _load_calibration(ctx, model)
     input_external = has_external_data(model)
     model = run_pipeline(model, ctx)

@@ -77,10 +77,9 @@ def search_under_budget(model_or_path, config, on_stage, compress_fn):
     def probe(target: float) -> bool:
         nonlocal best
         cfg = replace(config, target_macs=target, max_drift=None, max_accuracy_drop=None, eval=None)
-        cfg._search_cache = cache  # shared sensitivity measurements
         stage = (lambda name: on_stage(f"target {target:.2f}: {name}")) if on_stage else None
         try:
-            result = compress_fn(model_or_path, cfg, on_stage=stage)
+            result = compress_fn(model_or_path, cfg, on_stage=stage, search_cache=cache)  # one sensitivity sweep
         except CollapseError as exc:  # under the floor: over any budget
             probes.append({"target_macs": target, "macs_kept": None, "value": None, "fits": False, "collapsed": str(exc)})
             logger.info("target %.2f: collapsed", target)

@@ -138,11 +138,10 @@ def search_speedup(model_or_path, config, on_stage, compress_fn):
         while t is not None and len(probes) < MAX_PROBES:
             t = round(t, 4)
             cfg = replace(config, target_speedup=None, target_macs=t, recover="none", verify=False)
-            cfg._search_cache = cache  # one sensitivity sweep for every probe
             stage = (lambda name, t=t: on_stage(f"speed probe {len(probes) + 1} (MACs {t:.2f}): {name}")) \
                 if on_stage else None
             try:
-                result = compress_fn(model_or_path, cfg, on_stage=stage)
+                result = compress_fn(model_or_path, cfg, on_stage=stage, search_cache=cache)  # one sensitivity sweep
             except BudgetError as exc:  # a target under what the groups can reach: no smaller one will do
                 probes.append({"target_macs": t, "macs_kept": None, "speedup": None, "error": str(exc)})
                 break
@@ -170,9 +169,8 @@ def search_speedup(model_or_path, config, on_stage, compress_fn):
 
         chosen = fit[0]
         cfg = replace(config, target_speedup=None, target_macs=chosen)
-        cfg._search_cache = cache
         stage = (lambda name: on_stage(f"MACs {chosen:.2f}: {name}")) if on_stage else None
-        result = compress_fn(model_or_path, cfg, on_stage=stage)
+        result = compress_fn(model_or_path, cfg, on_stage=stage, search_cache=cache)
         if on_stage:
             on_stage(f"timing the written model on {meter.provider}, batch {meter.batch}")
         final = meter.measure(result.model, FINAL_SECONDS)
