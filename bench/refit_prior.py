@@ -32,7 +32,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="*", default=["ppocr_cls"])
     ap.add_argument("--targets", nargs="*", type=float, default=[0.8, 0.6])
+    ap.add_argument("--settings", nargs="*", default=[f"{t}:{r:g}" for t, r in SETTINGS],
+                    help="TOWARD:RIDGE pairs (default: %(default)s)")
     a = ap.parse_args()
+    settings = [(s.split(":")[0], float(s.split(":")[1])) for s in a.settings]
 
     import onnxcompress as oc
     from bench.distill_real import meta, score
@@ -46,7 +49,7 @@ def main() -> None:
             src = str(CACHE / f"{name}.onnx")
             for target in a.targets:
                 cache = SearchCache()  # one sensitivity sweep per model and target
-                for toward, lam in SETTINGS:
+                for toward, lam in settings:
                     recover.RIDGE_TOWARD, recover.RIDGE = toward, lam
                     cfg = oc.CompressConfig(calib=str(CACHE / f"{name}.calib.npz"), target_macs=target, recover="refit",
                                             input_shapes={m["input_name"]: (1, *m["input_shape"])})

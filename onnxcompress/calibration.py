@@ -12,7 +12,7 @@ Every array is checked against the model's input (rank, fixed dims, dtype) up fr
 and a mismatch is one line naming the input, what was expected and what was found.
 
 Memory is bounded: only the samples used are read. ``limit`` (``--calib-samples N``) takes
-the first N. Without it, a set larger than ``MAX_CALIB_BYTES`` (1 GiB of model input; the
+the first N. Without it, a set larger than ``MAX_CALIB_BYTES`` (512 MiB of model input; the
 environment variable ``ONNXCOMPRESS_CALIB_BYTES`` changes it) is thinned to evenly spaced
 samples that fit, chosen before anything is decoded: images are decoded one by one, and
 the rows of an ``.npy`` or ``.npz`` member are streamed from the file (a compressed member
@@ -41,7 +41,7 @@ LABEL_KEYS = {"y", "labels", "label", "targets", "target"}
 #: samples per run when the model's batch is dynamic
 DEFAULT_BATCH = 32
 #: at most this many bytes of model input are held, unless --calib-samples asks for a count
-MAX_CALIB_BYTES = 1 << 30
+MAX_CALIB_BYTES = 512 << 20
 
 
 @dataclass

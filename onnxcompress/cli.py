@@ -134,6 +134,7 @@ def config_from_args(args: argparse.Namespace):
         device=args.device,
         train_labels=args.train_labels,
         target_macs=_default_target(args),
+        sensitivity_estimate=args.sensitivity_estimate,
         max_drift=args.max_drift,
         eval=args.eval,
         max_accuracy_drop=args.max_accuracy_drop,

@@ -105,6 +105,10 @@ def compress_parser() -> argparse.ArgumentParser:
     g.add_argument("--target-macs", type=float, metavar="F",
                    help="keep at most this fraction of the MACs; each group's ratio is chosen by its measured output "
                    "drift per MAC saved (replaces --ratio)")
+    g.add_argument("--sensitivity-estimate", choices=["sweep", "taylor"], default="sweep",
+                   help="how --target-macs (and the searches) get each group's drift curve: sweep runs the model once "
+                   "per group and ratio; taylor estimates every curve to first order from one forward and 8 backward "
+                   "passes per sample (needs the finetune extra; bench/TAYLOR.md compares them). Default sweep")
     g.add_argument("--target-speedup", type=float, metavar="S",
                    help="prune until the model runs S times as fast as the original, measured: candidate MACs targets "
                    "are allocated like --target-macs and timed in onnxruntime against the original (paired, "

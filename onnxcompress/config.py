@@ -79,6 +79,9 @@ class CompressConfig:
     train_labels: str | None = None
     #: keep at most this fraction of the MACs, allocating per-group ratios by measured ε
     target_macs: float | None = None
+    #: how the allocation gets each group's ε curve: "sweep" (forward runs per group and ratio)
+    #: or "taylor" (first-order estimate from backward passes; needs the finetune extra)
+    sensitivity_estimate: str = "sweep"
     #: budget: the largest held-out drift (1 - task agreement) a written model may have
     max_drift: float | None = None
     #: labelled data (.npz) and the largest accuracy drop on it a written model may have
@@ -131,6 +134,13 @@ class CompressConfig:
         if self.train_labels is not None and self.resolved_recover(self.calib is not None) != "distill":
             raise InputError("--train-labels adds a supervised term to distillation: it needs --recover distill (or auto "
                              "with the finetune extra) and --calib")
+        if self.sensitivity_estimate not in ("sweep", "taylor"):
+            raise InputError(f"--sensitivity-estimate must be sweep or taylor, got {self.sensitivity_estimate!r}")
+        if self.sensitivity_estimate == "taylor":
+            from onnxcompress.pruning.distill_step import EXTRA_HINT, backend_available
+
+            if not backend_available():
+                raise InputError(f"--sensitivity-estimate taylor needs the finetune extra (torch): {EXTRA_HINT}")
         if not 0.0 <= self.distill_augment <= 1.0:
             raise InputError(f"--distill-augment must be a share in [0, 1], got {self.distill_augment}")
         if self.distill_seconds <= 0 or self.distill_steps < 1 or self.distill_lr <= 0:

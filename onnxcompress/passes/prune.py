@@ -204,7 +204,7 @@ class PrunePass(ReportingPass):
         cal = CalibratedPruning(
             model, analysis, shapes, fit=list(ctx.calib.batches()), held=list(ctx.held_out.batches()),
             recover=cfg.resolved_recover(True), cache=ctx.search_cache, map_thresholds=cfg.map_thresholds,
-            distill=_distill_config(cfg, model),
+            distill=_distill_config(cfg, model), estimate=cfg.sensitivity_estimate,
         )
         cal.prepare()
         return cal

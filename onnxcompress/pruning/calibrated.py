@@ -42,6 +42,8 @@ class SearchCache:
 
     sensitivity: list[GroupSensitivity] | None = None
     sensitivity_s: float = 0.0
+    #: how the sensitivity was obtained: "sweep" or "taylor"
+    estimate: str = ""
     #: the calibration data as read (key: where from, which preprocessing, how many), read once
     calibration: tuple[tuple, object] | None = None
 
@@ -63,6 +65,9 @@ class CalibratedPruning:
     map_thresholds: dict[str, float] = field(default_factory=dict)
     #: settings of ``recover="distill"`` (a ``finetune.distill.DistillConfig``)
     distill: object | None = None
+    #: how each group's drift curve is obtained: "sweep" (measured, groups x ratios runs) or
+    #: "taylor" (first-order estimate from backward passes, ``pruning.taylor``; needs torch)
+    estimate: str = "sweep"
     warnings: list[str] = field(default_factory=list)
 
     def prepare(self) -> None:
@@ -86,8 +91,20 @@ class CalibratedPruning:
             t = time.perf_counter()
             masked = MaskedModel(self.reference, self.analysis, self.stats, self.shapes)
             sample = first_samples(self.fit, sensitivity_sample_count(self.fit))
-            self.cache.sensitivity = measure(masked, groups, scores, roots, sample, macs_per_atom, round_to, progress=progress,
-                                             map_thresholds=self.map_thresholds)
+            self.cache.sensitivity = None
+            if self.estimate == "taylor":
+                from onnxcompress.pruning.taylor import TaylorUnavailable, estimate
+
+                try:
+                    self.cache.sensitivity = estimate(masked, self.reference, groups, scores, roots, sample,
+                                                      macs_per_atom, round_to, progress=progress)
+                    self.cache.estimate = "taylor"
+                except TaylorUnavailable as exc:
+                    self.warnings.append(f"--sensitivity-estimate taylor: {exc}; measured by the forward sweep instead")
+            if self.cache.sensitivity is None:
+                self.cache.sensitivity = measure(masked, groups, scores, roots, sample, macs_per_atom, round_to,
+                                                 progress=progress, map_thresholds=self.map_thresholds)
+                self.cache.estimate = "sweep"
             self.cache.sensitivity_s = time.perf_counter() - t
         # Savings are not additive (a conv shrinks with both its input and output groups), so the
         # plan's MACs are recomputed exactly and the allocation target tightened until they fit.
@@ -108,6 +125,7 @@ class CalibratedPruning:
             "estimated_macs_kept": actual,
             "allocation_rounds": tries,
             "sensitivity_s": self.cache.sensitivity_s,
+            "sensitivity_estimate": self.cache.estimate,
             "groups": [{**g.to_dict(), "removed": removed[g.key]} for g in self.cache.sensitivity],
         }
         return {g.key: len(g.atoms) - removed.get(g.key, 0) for g in groups}

@@ -80,6 +80,7 @@ class MaskedModel:
         self.analysis = analysis
         self.slots = []  # (slot, mask input name, shift input name, shape, mean)
         self.covered: set[int] = set()  # id() of every ``in`` slot whose input is masked
+        self.axis: dict[str, int] = {}  # mask input name -> the channel axis it scales
         # ``model`` is a clone taken right after the analysis: its nodes are in ``analysis.order``'s order.
         nodes = {id(n): i for i, n in enumerate(analysis.order)}
         consumers_of: dict[str, list] = {}
@@ -96,6 +97,7 @@ class MaskedModel:
             shape = [1] * rank
             shape[st.axis % rank] = len(st.mean)
             m, b, y = f"__oc_mask_{k}", f"__oc_shift_{k}", f"__oc_masked_{k}"
+            self.axis[m] = st.axis % rank
             elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(np_dtype(slots[0].node.inputs[0].dtype)))
             proto.graph.input.extend([oh.make_tensor_value_info(m, elem, shape), oh.make_tensor_value_info(b, elem, shape)])
             new_nodes += [oh.make_node("Mul", [xname, m], [y + "_m"]), oh.make_node("Add", [y + "_m", b], [y])]
@@ -107,7 +109,15 @@ class MaskedModel:
         # The Mul/Add pairs go first: their inputs are graph inputs or earlier nodes' outputs,
         # so a topological sort after insertion keeps the graph valid.
         _insert_sorted(proto, new_nodes)
-        self.session = Session(proto, optimize=False)
+        self.proto = proto
+        self._session: Session | None = None
+
+    @property
+    def session(self) -> Session:
+        """One onnxruntime session for every candidate (opened on first use)."""
+        if self._session is None:
+            self._session = Session(self.proto, optimize=False)
+        return self._session
 
     def unmeasured(self, roots: np.ndarray) -> dict[int, str]:
         """Root id -> why removing it cannot be simulated: an ``in`` slot of its group is not masked.
