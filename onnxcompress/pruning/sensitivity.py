@@ -230,19 +230,27 @@ def measure(
             if progress is not None:
                 progress(done, total)
             continue
-        seen: dict[int, float] = {}
-        for r in ratios:
-            keep = _round_keep(n - r * n, n, _step(g, round_to))
-            k = n - keep
-            if k > 0 and k not in seen:
-                seen[k] = drift(ref, masked.run(removal_for(g, k, scores, len(roots), roots), batches), map_thresholds)
-            if k > 0:
-                gs.curve[r] = (k, seen[k])
-            done += 1
-            if progress is not None:
-                progress(done, total)
+        gs.curve = group_curve(g, ratios, round_to, lambda k, g=g: drift(
+            ref, masked.run(removal_for(g, k, scores, len(roots), roots), batches), map_thresholds))
+        done += len(ratios)
+        if progress is not None:
+            progress(done, total)
         out.append(gs)
     return out
+
+
+def group_curve(g: Group, ratios: tuple[float, ...], round_to: int, drift_of_k) -> dict[float, tuple[int, float]]:
+    """ratio -> (atoms removed, ε): ``drift_of_k(k)`` once per distinct count of removed atoms."""
+    n = len(g.atoms)
+    seen: dict[int, float] = {}
+    curve: dict[float, tuple[int, float]] = {}
+    for r in ratios:
+        k = n - _round_keep(n - r * n, n, _step(g, round_to))
+        if k > 0 and k not in seen:
+            seen[k] = drift_of_k(k)
+        if k > 0:
+            curve[r] = (k, seen[k])
+    return curve
 
 
 def allocate(sens: list[GroupSensitivity], total_macs: float, target_fraction: float) -> tuple[dict[tuple[int, ...], int], float]:

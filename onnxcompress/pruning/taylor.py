@@ -29,8 +29,8 @@ import logging
 
 import numpy as np
 
-from onnxcompress.pruning.plan import Group, _round_keep, _step
-from onnxcompress.pruning.sensitivity import RATIOS, GroupSensitivity, MaskedModel, removal_for
+from onnxcompress.pruning.plan import Group
+from onnxcompress.pruning.sensitivity import RATIOS, GroupSensitivity, MaskedModel, group_curve, removal_for
 
 logger = logging.getLogger(__name__)
 
@@ -126,12 +126,6 @@ def estimate(
         gs = GroupSensitivity(g.key, g.names, n_atoms, macs_per_atom.get(g.key, 0.0))
         gs.unmeasured = next((blind[a] for a in g.atoms if a in blind), None)
         if gs.unmeasured is None:
-            seen: dict[int, float] = {}
-            for r in ratios:
-                k = n_atoms - _round_keep(n_atoms - r * n_atoms, n_atoms, _step(g, round_to))
-                if k > 0 and k not in seen:
-                    seen[k] = drift_of(removal_for(g, k, scores, len(roots), roots))
-                if k > 0:
-                    gs.curve[r] = (k, seen[k])
+            gs.curve = group_curve(g, ratios, round_to, lambda k, g=g: drift_of(removal_for(g, k, scores, len(roots), roots)))
         out.append(gs)
     return out
