@@ -165,6 +165,7 @@ def run_compress(argv: list[str]) -> int:
             result = compress(args.model, config, on_stage=lambda name: status.update(f"compressing: {name}"))
     if recipe is not None:
         result.report.config["recipe"] = recipe.record()
+    _keep_interrupted_distillation(result.report)
     # Everything is staged beside its destination and renamed into place at the end, so a
     # failure or an interruption anywhere leaves no output at all.
     with Staging() as staging:
@@ -188,6 +189,26 @@ def run_compress(argv: list[str]) -> int:
         staging.commit()
     render_compress(result.report, console)
     return 0
+
+
+def _keep_interrupted_distillation(report) -> None:
+    """After a Ctrl-C that only stopped distillation (its best weights so far are in the model and
+    verified), ask on a terminal whether to write them; anywhere else, or on no, nothing is written."""
+    d = (report.recovery or {}).get("distill") or {}
+    if received_signal() != signal.SIGINT or not d.get("interrupted"):
+        return
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return  # not interactive: the interruption stands, exit 130 and nothing written
+    kept = "distilled" if d.get("kept") == "distill" else "refit"
+    try:
+        answer = input(f"distillation interrupted at step {d.get('steps')}; write the model with its best weights so far "
+                       f"({kept}, held-out drift {d.get('held_out_drift_distill', float('nan')):.4f})? [y/N] ")
+    except (EOFError, KeyboardInterrupt):
+        return
+    if answer.strip().lower() in ("y", "yes"):
+        clear_signals()
+        report.warnings.append(f"distillation was interrupted at step {d.get('steps')}; written on request with the "
+                               "best weights so far")
 
 
 def _dispatch(argv: list[str]) -> int:

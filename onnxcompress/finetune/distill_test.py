@@ -146,3 +146,45 @@ def test_ctc_labels_give_a_finite_loss():
     out = Distiller(m, m.clone() if hasattr(m, "clone") else m, [], [{"x": x}], [{"x": x[:4]}], cfg).run()
     assert out["steps"] == 3 and out["labelled_samples"] == 8
     assert all(np.isfinite(h["held_out_loss"]) for h in out["history"])
+
+
+@pytest.mark.parametrize("tty, answer, code", [(False, None, 130), (True, "n", 130), (True, "y", 0)])
+def test_ctrl_c_during_distillation_asks_on_a_terminal_else_writes_nothing(tmp_path, monkeypatch, capsys, tty, answer, code):
+    """The first Ctrl-C stops training and keeps the best weights; the CLI writes them only when asked."""
+    import signal
+    import sys
+
+    from onnxcompress.cli import main
+    from onnxcompress.cli_env import note_signal
+    from onnxcompress.finetune import distill as distill_mod
+
+    real = distill_mod.Distiller._backward
+    calls = {"n": 0}
+
+    def interrupt_at_step_3(self, feeds, parts):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            note_signal(signal.SIGINT)  # what the CLI's SIGINT handler records before raising
+            raise KeyboardInterrupt
+        return real(self, feeds, parts)
+
+    monkeypatch.setattr(distill_mod.Distiller, "_backward", interrupt_at_step_3)
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: tty, raising=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty, raising=False)
+    asked = []
+    monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or answer)
+    calib = tmp_path / "c.npz"
+    np.savez(calib, input=np.load(MODELS / "digits_eval.npz")["x"][:64])
+    out, rep = tmp_path / "o.onnx", tmp_path / "r.json"
+    rc = main([str(MODELS / "digits_cnn.onnx"), "--calib", str(calib), "--target-macs", "0.7", "--recover", "distill",
+               "--distill-steps", "50", "-o", str(out), "--report", str(rep), "-q"])
+    assert rc == code
+    assert bool(asked) == tty and (not asked or "distillation interrupted at step 2" in asked[0])
+    assert out.exists() == (code == 0) and rep.exists() == (code == 0)
+    if code == 130:
+        assert capsys.readouterr().err.strip().splitlines()[-1] == "onnxcompress: interrupted"
+    else:
+        import json
+
+        d = json.loads(rep.read_text())["recovery"]["distill"]
+        assert d["interrupted"] is True and d["steps"] == 2
