@@ -145,13 +145,14 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run_compress(argv: list[str]) -> int:
+    from onnxcompress.recipe import parse_args
+
+    args, recipe = parse_args(compress_parser(), argv, "compress")  # --help and usage errors stop here, before onnx loads
     from onnxcompress.api import compress
     from onnxcompress.io import EXTERNAL_DATA_THRESHOLD, file_bytes, has_external_data, stage_model, tensor_bytes
     from onnxcompress.paths import Staging
-    from onnxcompress.recipe import parse_args
     from onnxcompress.render import compress_markdown, render_compress
 
-    args, recipe = parse_args(compress_parser(), argv, "compress")
     _setup_logging(args.debug)
     if args.seed < 0:
         raise InputError(f"--seed must be a non-negative integer, got {args.seed}")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-from onnxcompress.analysis.shapes import Shape
 from onnxcompress.errors import InputError
+
+if TYPE_CHECKING:  # the CLI reads the defaults here before it loads onnx
+    from onnxcompress.analysis.shapes import Shape
 
 #: Fraction of filters removed per group when --ratio is not given and there is no
 #: calibration data. Magnitude pruning without data cost the trained digits CNN 72 points at
