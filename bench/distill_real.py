@@ -85,7 +85,8 @@ def run(name: str, target: float, method: str, tmp: Path, seconds: float, sample
     d = (r.get("recovery") or {}).get("distill") or {}
     if d:
         row["distill"] = {k: d.get(k) for k in ("kept", "steps", "best_step", "seconds", "batch",
-                                                 "held_out_drift_refit", "held_out_drift_distill", "warning")}
+                                                 "held_out_drift_refit", "held_out_drift_distill", "warning",
+                                                 "trained_tensors")}
     return row
 
 

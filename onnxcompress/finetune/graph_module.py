@@ -32,12 +32,13 @@ _DEFAULT_TRAINABLE: dict[str, set[int] | None] = {
     "Conv": {1, 2}, "ConvTranspose": {1, 2}, "Gemm": None, "MatMul": None,
     "BatchNormalization": {1, 2}, "LayerNormalization": {1, 2},
     "InstanceNormalization": {1, 2}, "GroupNormalization": {1, 2},
+    "LSTM": {1, 2, 3},  # W, R, B: a CNN+LSTM reader's recurrent layers adapt to the pruned features
 }
 _FLOAT_KINDS = ("f",)
 
 
 def default_trainable(init_name: str, node: onnx.NodeProto, index: int) -> bool:
-    """Weights and biases of Conv/ConvTranspose/Gemm, MatMul's constant operand, norm affines."""
+    """Weights and biases of Conv/ConvTranspose/Gemm, MatMul's constant operand, norm affines, LSTM W/R/B."""
     if node.domain not in ("", "ai.onnx") or node.op_type not in _DEFAULT_TRAINABLE:
         return False
     indices = _DEFAULT_TRAINABLE[node.op_type]

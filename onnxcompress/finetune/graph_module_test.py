@@ -379,6 +379,17 @@ def test_default_trainable_and_gradients_flow():
     assert all("." not in key for key in gm.params)
 
 
+def test_lstm_weights_are_trainable_by_default():
+    nodes, feeds, inits, opset = _lstm_case("bidirectional")
+    gm = GraphModule(make(nodes, feeds, inits, opset))
+    assert {"w", "r", "b"} <= set(gm.parameter_names()) and "h0" not in gm.parameter_names()
+    out = gm({"x": torch.from_numpy(feeds["x"])})["y"]
+    (out ** 2).mean().backward()
+    for name in ("w", "r", "b"):
+        grad = gm.parameter_for(name).grad
+        assert grad is not None and float(grad.abs().sum()) > 0
+
+
 def test_trainable_predicate():
     gm = GraphModule(_conv_model(), trainable=lambda name, node, idx: node.op_type == "Conv" and idx == 1)
     assert gm.parameter_names() == ["conv.weight"]
