@@ -68,18 +68,26 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def windows(items: Iterable[T], size: int | None = None) -> Iterator[list[T]]:
-    """``items`` in lists of ``size`` (default: twice the thread count).
+def windows(items: Iterable[T], size: int | None = None, weight=None, max_weight: float = float("inf")
+            ) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (default: twice the thread count), and, with ``weight(item)``,
+    of at most ``max_weight`` in total (an item heavier than that goes alone).
 
     Callers compute a window in parallel and then write it, so at most one window of new
     arrays is held beside the old ones.
     """
     size = size or 2 * workers()
     batch: list[T] = []
+    held = 0.0
     for x in items:
+        w = weight(x) if weight is not None else 0.0
+        if batch and held + w > max_weight:
+            yield batch
+            batch, held = [], 0.0
         batch.append(x)
+        held += w
         if len(batch) == size:
             yield batch
-            batch = []
+            batch, held = [], 0.0
     if batch:
         yield batch

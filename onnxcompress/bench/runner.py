@@ -154,7 +154,7 @@ class TimedSession:
         import onnxruntime as ort
 
         providers = ["cuda", "cpu"] if provider == "cuda" else ["cpu"]
-        self.session = open_session(path, providers=providers, threads=threads)
+        self.session = open_session(path, providers=providers, threads=threads, prepack=True)
         self.provider_used = self.session.get_providers()[0]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.feeds = feeds

@@ -22,6 +22,9 @@ from onnxcompress.pruning.consumer_folding import ConsumerFolding
 logger = logging.getLogger(__name__)
 
 
+#: source bytes cut in one parallel window (their results wait beside the whole model until written)
+WINDOW_BYTES = 256 << 20
+
 class Applier(ConsumerFolding):
     """Holds the plan's removed mask and gives rules what they need to evaluate and rewrite."""
 
@@ -143,7 +146,8 @@ class Applier(ConsumerFolding):
         cuts: dict[ir.Value, list[tuple[int, np.ndarray]]] = {}
         for (value, axis), keep in self._slot_masks().items():
             cuts.setdefault(value, []).append((axis, keep))
-        for window in windows(cuts.items()):
+        # A window's results are held beside every source tensor until written: bound them by bytes.
+        for window in windows(cuts.items(), weight=lambda item: self.tensor(item[0]).nbytes, max_weight=WINDOW_BYTES):
             jobs = [(self.tensor(value), masks) for value, masks in window]
             for (value, _), arr in zip(window, parallel_map(_cut, jobs)):
                 self._write(value, arr)
@@ -221,6 +225,12 @@ class Applier(ConsumerFolding):
 def _cut(job: tuple[np.ndarray, list[tuple[int, np.ndarray]]]) -> np.ndarray:
     """The array kept by every (axis, mask) of one tensor (a fresh array: ``np.compress`` copies)."""
     arr, masks = job
+    if len(masks) == 1:
+        axis, keep = masks[0]
+        return np.compress(keep, arr, axis=axis)
+    # Several axes at once, in one gather: cutting them one after another would hold the source,
+    # an intermediate and the result together (a 1 GB Gemm cut on both axes peaked at 2.9x).
+    index = [np.arange(n) for n in arr.shape]
     for axis, keep in masks:
-        arr = np.compress(keep, arr, axis=axis)
-    return arr
+        index[axis] = np.flatnonzero(keep)
+    return arr[np.ix_(*index)]

@@ -14,6 +14,9 @@ import onnx_ir as ir
 from onnxcompress.channels.state import Slot
 
 
+#: float64 elements of a removed weight slice widened at once when folding its constant
+_FOLD_CHUNK_ELEMENTS = 8 << 20
+
 class ConsumerFolding:
     """The consumer side of remove mode."""
 
@@ -101,10 +104,19 @@ class ConsumerFolding:
 
     def _linear_delta(self, s: Slot, c: np.ndarray, gone: np.ndarray) -> np.ndarray:
         node = s.node
-        w = self.tensor(s.value).astype(np.float64)
-        vals = self._checked(node, c[gone])
-        sub = np.compress(gone, w, axis=s.axis)
-        return vals @ sub if s.axis == 0 else sub @ vals
+        w = self.tensor(s.value)
+        vals = self._checked(node, c[gone]).astype(np.float64)
+        idx = np.flatnonzero(gone)
+        # The removed slice is read a chunk at a time and widened to float64 there: a 1 GB
+        # weight must not get a float64 twin (issue 17's 16384 x 16384 Gemm peaked at 2.2x).
+        per_row = max(w.size // max(w.shape[s.axis], 1), 1)
+        step = max(1, _FOLD_CHUNK_ELEMENTS // per_row)
+        delta = None
+        for k in range(0, len(idx), step):
+            part = np.take(w, idx[k:k + step], axis=s.axis).astype(np.float64)
+            contrib = np.tensordot(vals[k:k + step], part, axes=([0], [s.axis]))
+            delta = contrib if delta is None else delta + contrib
+        return delta
 
     def _add_bias(self, node: ir.Node, delta: np.ndarray) -> None:
         op = node.op_type
