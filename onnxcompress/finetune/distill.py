@@ -144,16 +144,52 @@ class Distiller:
         self.batch = max(1, min(cfg.batch, int(INPUT_BYTES // max(per_sample, 1)), len(self.fit)))
         first = self.teacher.run(one, self.outputs)
         self.kinds = _loss_kinds(first, cfg)
+        # A fixed-batch graph often runs batched in torch all the same: then the student takes a
+        # whole minibatch per run and only the teacher (onnxruntime) goes one sample at a time.
+        self.batch_axes = self._student_batch_axes() if self.fixed else None
         self._held_targets: list[dict[str, np.ndarray]] | None = None
         self.labelled = cfg.labelled
         if self.labelled is not None:
             self.label_target = self.outputs[0]
             self.label_rows = np.random.default_rng([cfg.seed, 1]).permutation(len(self.labelled))
 
+    def _student_batch_axes(self) -> dict[str, int] | None:
+        """Per teacher-side target name, the axis the student stacks samples on when fed two at once,
+        or None when the student cannot run two samples together exactly as it runs each alone."""
+        if len(self.fit) < 2:
+            return None
+        names = list(dict.fromkeys(self.outputs + [f.student for f in self.features]))
+        try:
+            with torch.no_grad():
+                both = self._student(self.fit.take(np.array([0, 1])))
+                singles = [self._student(self.fit.take(np.array([i]))) for i in (0, 1)]
+        except Exception:  # noqa: BLE001 - a Reshape with the batch of 1 baked in, and the like
+            return None
+        axes: dict[str, int] = {}
+        for name in names:
+            b, s0, s1 = both[name], singles[0][name], singles[1][name]
+            cands = [ax for ax in range(b.ndim) if b.ndim == s0.ndim and b.shape[ax] == 2 and s0.shape[ax] == 1
+                     and b.shape[:ax] + b.shape[ax + 1:] == s0.shape[:ax] + s0.shape[ax + 1:]]
+            if len(cands) != 1:
+                return None
+            ref = torch.cat([s0, s1], dim=cands[0])
+            if not torch.allclose(b.float(), ref.float(), rtol=1e-3, atol=1e-4 * max(1.0, float(ref.abs().max()))):
+                return None
+            axes[name] = cands[0]
+        out = {o: axes[o] for o in self.outputs}
+        out.update({f.teacher: axes[f.student] for f in self.features})
+        return out
+
     # -------------------------------------------------------------- one loss
     def _targets(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The teacher's outputs and boundary features on ``feeds`` (one onnxruntime run)."""
-        return self.teacher.run(feeds, self.outputs + [f.teacher for f in self.features])
+        """The teacher's outputs and boundary features on ``feeds`` (one onnxruntime run, or one per
+        sample for a fixed-batch teacher fed a minibatch, stacked on the student's batch axes)."""
+        names = self.outputs + [f.teacher for f in self.features]
+        n = len(next(iter(feeds.values())))
+        if self.batch_axes is None or n == 1:
+            return self.teacher.run(feeds, names)
+        parts = [self.teacher.run({k: v[i:i + 1] for k, v in feeds.items()}, names) for i in range(n)]
+        return {k: np.concatenate([p[k] for p in parts], axis=self.batch_axes[k]) for k in dict.fromkeys(names)}
 
     def _student(self, feeds: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         """The student's targets and boundary features on ``feeds``."""
@@ -268,7 +304,7 @@ class Distiller:
                 rows = order[cursor : cursor + self.batch]
                 cursor += self.batch
                 opt.zero_grad(set_to_none=True)
-                if self.fixed:
+                if self.fixed and self.batch_axes is None:
                     loss = sum(self._backward(take(rows[i : i + 1]), len(rows)) for i in range(len(rows)))
                 else:
                     loss = self._backward(take(rows), 1)
@@ -306,6 +342,7 @@ class Distiller:
             "seconds": time.perf_counter() - t0,
             "interrupted": interrupted,
             "batch": self.batch,
+            "student_batched": self.batch_axes is not None if self.fixed else True,
             "lr": cfg.lr,
             "feature_weight": cfg.feature_weight,
             "augment": cfg.augment,

@@ -188,3 +188,35 @@ def test_ctrl_c_during_distillation_asks_on_a_terminal_else_writes_nothing(tmp_p
 
         d = json.loads(rep.read_text())["recovery"]["distill"]
         assert d["interrupted"] is True and d["steps"] == 2
+
+
+def _fixed_batch_digits(tmp_path, bake_batch: bool) -> str:
+    """digits_cnn with its input declared (1, 1, 8, 8); with ``bake_batch`` the Flatten becomes a
+    Reshape to (1, -1), which cannot run two samples at once."""
+    m = onnx.load(DIGITS)
+    m.graph.input[0].type.tensor_type.shape.dim[0].Clear()
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    m.graph.output[0].type.tensor_type.shape.dim[0].Clear()
+    m.graph.output[0].type.tensor_type.shape.dim[0].dim_value = 1
+    if bake_batch:
+        flat = next(n for n in m.graph.node if n.op_type == "Flatten")
+        flat.op_type = "Reshape"
+        del flat.attribute[:]
+        flat.input.append("batch_one")
+        m.graph.initializer.append(onh.from_array(np.array([1, -1], np.int64), "batch_one"))
+    path = tmp_path / ("baked.onnx" if bake_batch else "fixed.onnx")
+    onnx.save(m, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("bake_batch", [False, True])
+def test_a_fixed_batch_graph_trains_batched_where_torch_can_run_it(tmp_path, digits, bake_batch):
+    src = _fixed_batch_digits(tmp_path, bake_batch)
+    rep = tmp_path / "r.json"
+    assert main([src, "--calib", digits["calib"], "--target-macs", "0.5", "--recover", "distill", "--distill-steps", "6",
+                 "-o", str(tmp_path / "o.onnx"), "--report", str(rep), "-q", "--no-simplify"]) == 0
+    d = json.loads(rep.read_text())["recovery"]["distill"]
+    assert d["student_batched"] is (not bake_batch)
+    assert d["steps"] == 6 and d["batch"] == 16
+    out = Session(str(tmp_path / "o.onnx")).run({"input": digits["x"][:1]})
+    assert next(iter(out.values())).shape == (1, 10)
