@@ -20,6 +20,24 @@ ORIGIN = {
 METHODS = ["magnitude", "data-aware", "data-aware + bias", "data-aware + refit", "target search"]
 
 
+def _distill_summary() -> list[str]:
+    """The refit/distill summary of bench/DISTILL_REAL.md (targets 0.8-0.4, eval and shift splits), copied in."""
+    path = SRC.parent / "DISTILL_REAL.md"
+    if not path.exists():
+        return []
+    text = path.read_text()
+    start = text.find("## Summary")
+    if start < 0:
+        return []
+    body = text[start:].split("\n")[1:]
+    end = next((i for i, line in enumerate(body) if line.startswith("## ")), len(body))
+    return ["## Refit against distillation, eval and shift splits (from bench/DISTILL_REAL.md)", "",
+            "Each row of [DISTILL_REAL.md](DISTILL_REAL.md) is one CLI run with `--target-macs T --recover refit|distill`, "
+            "T from 0.8 to 0.4, scored on the eval split (drawn like the calibration data) and on the shift split "
+            "(other fonts, sizes, colours, noise, blur, JPEG). Plot: ![refit and distill](plots/distill_real.png)",
+            *body[:end], ""]
+
+
 def smallest_within(res: dict, points: float) -> float | None:
     base = res["original_accuracy"]
     ok = [r["macs_kept"] for r in res["runs"] if "accuracy" in r and base - r["accuracy"] <= points / 100 + 1e-9]
@@ -41,6 +59,7 @@ def main() -> None:
         "samples per model (540 for digits) with `bench/real/evaluate.py`; MACs kept are onnxcompress's own count",
         "(`inspect`). 128 calibration samples, 32 of them held out by the tool. onnxruntime CPU, remove mode.",
         "",
+        *_distill_summary(),
         "## Summary",
         "",
         "| model | original accuracy | smallest MACs kept within 1 point | within 3 points | accuracy at the 0.8 target |",
