@@ -42,7 +42,8 @@ def measure(models: list[str], speedup: float, batch: int) -> None:
             row = {"model": name, "target_speedup": speedup, "batch": batch, "wall_s": round(time.perf_counter() - t, 1),
                    "date": time.strftime("%Y-%m-%d")}
             if p.returncode != 0:
-                row["error"] = p.stderr.strip().splitlines()[:-1][-1:] or p.returncode
+                row["error"] = [ln for ln in p.stderr.strip().splitlines() if ln.startswith("onnxcompress")][-1:] \
+                        or p.returncode
             else:
                 row["peak_rss_mb"] = round(int(p.stderr.strip().splitlines()[-1]) / 1024)
                 r = json.loads(rep.read_text())

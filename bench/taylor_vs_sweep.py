@@ -34,7 +34,7 @@ def _spearman(a, b) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def measure(models, targets) -> None:
+def measure(models, targets, estimates=("sweep", "taylor")) -> None:
     from bench.distill_real import meta, score
 
     results = json.loads(OUT.read_text()) if OUT.exists() else {"rows": []}
@@ -44,7 +44,7 @@ def measure(models, targets) -> None:
             labelled = (CACHE / f"{name}.eval.npz").exists()
             for target in targets:
                 curves = {}
-                for est in ("sweep", "taylor"):
+                for est in estimates:
                     out, rep = Path(d) / "o.onnx", Path(d) / "r.json"
                     shape = f"{m['input_name']}:" + ",".join(map(str, (1, *m["input_shape"])))
                     cmd = [sys.executable, "-m", "onnxcompress", str(CACHE / f"{name}.onnx"), "--calib",
@@ -55,7 +55,8 @@ def measure(models, targets) -> None:
                     row = {"model": name, "target": target, "estimate": est, "wall_s": round(time.perf_counter() - t, 1),
                            "date": time.strftime("%Y-%m-%d")}
                     if p.returncode != 0:
-                        row["error"] = p.stderr.strip().splitlines()[:-1][-1:] or p.returncode
+                        row["error"] = [ln for ln in p.stderr.strip().splitlines() if ln.startswith("onnxcompress")][-1:] \
+                        or p.returncode
                     else:
                         r = json.loads(rep.read_text())
                         a = r["search"]
@@ -64,12 +65,15 @@ def measure(models, targets) -> None:
                                    sensitivity_s=round(a["sensitivity_s"], 1), used=a.get("sensitivity_estimate"),
                                    macs_kept=round(r["after"]["macs"] / r["before"]["macs"], 4),
                                    held_out_task_drift=_task_drift(r["fidelity"]),
-                                   removed=[g["removed"] for g in a["groups"]],
+                                   removed=[g["removed"] for g in a["groups"]], curve=curves[est],
                                    eval=score(name, out, "eval") if labelled else None,
                                    shift=score(name, out, "shift") if labelled else None)
                     results["rows"] = [x for x in results["rows"]
                                        if (x["model"], x["target"], x["estimate"]) != (name, target, est)] + [row]
-                    print(json.dumps({k: v for k, v in row.items() if k != "removed"}), flush=True)
+                    print(json.dumps({k: v for k, v in row.items() if k not in ("removed", "curve")}), flush=True)
+                for r in results["rows"]:  # the other estimate may come from an earlier invocation
+                    if (r["model"], r["target"]) == (name, target) and r.get("curve") and r["estimate"] not in curves:
+                        curves[r["estimate"]] = r["curve"]
                 if len(curves) == 2 and len(curves["sweep"]) == len(curves["taylor"]):
                     results.setdefault("spearman", {})[f"{name}@{target}"] = _spearman(curves["sweep"], curves["taylor"])
                 OUT.write_text(json.dumps(results, indent=1))
@@ -110,10 +114,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="*", default=["ddddocr_det", "ppocr_cls", "ppocr_rec"])
     ap.add_argument("--targets", nargs="*", type=float, default=[0.8, 0.6])
+    ap.add_argument("--estimates", nargs="*", default=["sweep", "taylor"])
     ap.add_argument("--report", action="store_true")
     a = ap.parse_args()
     if not a.report:
-        measure(a.models, a.targets)
+        measure(a.models, a.targets, a.estimates)
     report()
 
 

@@ -8,7 +8,9 @@ So, per output:
   (N, C) scores, (N, T, C) sequences such as CTC, and (N, C, H, W) dense maps;
 - ``sequence_agreement``: for outputs with positions besides the batch, the fraction of
   samples whose argmax agrees at *every* position: a sequence decoded from such an
-  output (CTC) or a mask reads the same only then.
+  output (CTC) or a mask reads the same only then. Only up to ``MAX_SEQUENCE_POSITIONS``
+  (256) positions a sample: a detector's (N, 3549, 6) anchors are no sequence, and at
+  "every position" a good pruned YOLOX scored 0 and was refused as collapsed.
 
 The class axis is guessed from the rank (2: axis 1; 3: the last axis, as CTC heads are
 (N, T, C) or (T, N, C); 4 and up: axis 1) unless ``class_axes`` names it; the report
@@ -68,6 +70,10 @@ def map_scores(ref: np.ndarray, got: np.ndarray, threshold: float) -> tuple[floa
     f1 = 2 * inter / (nr + ng) if nr + ng else 1.0
     recall = inter / nr if nr else 1.0
     return iou, f1, recall
+
+
+#: positions per sample up to which "every position agrees" is a task figure (CTC reads: 24-80)
+MAX_SEQUENCE_POSITIONS = 256
 
 
 def guess_class_axis(a: np.ndarray) -> int | None:
@@ -208,8 +214,10 @@ def compare_output(
         same = np.argmax(a, axis=axis) == np.argmax(b, axis=axis)
         out.class_axis = axis
         out.agreement = float(same.mean()) if same.size else 1.0
-        if same.ndim >= 2:
-            # Sequences and maps: a sample reads the same only if every position agrees.
+        if same.ndim >= 2 and same[0].size <= MAX_SEQUENCE_POSITIONS:
+            # Sequences and small maps: a sample reads the same only if every position agrees.
+            # Past a few hundred positions (a detector's thousands of anchors, a segmentation map)
+            # one differing position is not a different reading: those are judged per position.
             out.sequence_agreement = float(same.reshape(same.shape[0], -1).all(axis=1).mean())
     return out
 

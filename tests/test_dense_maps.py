@@ -174,3 +174,24 @@ def test_a_collapsed_model_is_refused_unless_forced(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "warning" in text and "collapsed" in text and "see the warning above" in text
     assert main(["check", model, str(out), "--calib", calib, "--min-map-f1", "0.5", "-q"]) == 1
+
+
+def test_a_detectors_anchor_output_is_no_sequence():
+    """(N, 3549, 6) YOLOX rows: one anchor differing out of thousands is not a different reading.
+    With "every position agrees" a well-pruned detector (cosine 0.96) scored 0 and hit the floor."""
+    from onnxcompress.fidelity import MAX_SEQUENCE_POSITIONS, compare_outputs
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(4, 3549, 6)).astype(np.float32)
+    got = ref + rng.normal(scale=0.05, size=ref.shape).astype(np.float32)
+    fid = compare_outputs({"out": ref}, {"out": got}, inputs="calibration")
+    o = fid.per_output["out"]
+    assert o.sequence_agreement is None and o.agreement > 0.9
+    assert fid.collapsed() is None
+    assert o.task_figure()[1] == "top-1 agreement"
+    # a CTC-sized sequence still is one
+    short = ref[:, :MAX_SEQUENCE_POSITIONS]
+    bad = short.copy()
+    bad[:, 0] = -bad[:, 0]  # the first position's argmax changes in every sample
+    f2 = compare_outputs({"out": short}, {"out": bad}, inputs="calibration").per_output["out"]
+    assert f2.sequence_agreement is not None and f2.sequence_agreement < 0.5
