@@ -154,6 +154,8 @@ class PrunePass(ReportingPass):
         if calibrated is not None and cfg.mode == "remove":
             calibrated.compensate(app)
         if plan.removed.any():
+            if cfg.mode == "remove":
+                app.release_external()  # the cut reads kept rows from the file, not the pages scoring mapped
             app.zero(cfg.zero_bias) if cfg.mode == "zero" else app.remove(cfg.zero_bias)
             if calibrated is not None and cfg.mode == "remove":
                 calibrated.finish(model, plan, progress=self._progress("refit"), distill_progress=self._progress("distill"))

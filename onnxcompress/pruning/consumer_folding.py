@@ -106,6 +106,8 @@ class ConsumerFolding:
         node = s.node
         w = self.tensor(s.value)
         vals = self._checked(node, c[gone]).astype(np.float64)
+        if not vals.any():  # nothing to fold: the removed slice is not even read
+            return np.zeros([d for i, d in enumerate(w.shape) if i != s.axis % w.ndim])
         idx = np.flatnonzero(gone)
         # The removed slice is read a chunk at a time and widened to float64 there: a 1 GB
         # weight must not get a float64 twin (issue 17's 16384 x 16384 Gemm peaked at 2.2x).

@@ -1,0 +1,28 @@
+"""Cutting weights: rows read straight from external data, several axes in one gather."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxcompress.pruning.apply import _cut, _read_rows
+
+
+def test_rows_read_from_the_data_file_equal_the_in_memory_cut(tmp_path):
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(37, 5, 3)).astype(np.float32)
+    path = tmp_path / "w.data"
+    path.write_bytes(b"\0" * 123 + w.tobytes())  # the tensor sits at an offset, as in a shared data file
+    keep = rng.random(37) < 0.5
+    keep[[3, 4, 5, 36]] = True  # runs of consecutive rows and the last row
+    got = _read_rows(w, keep, str(path), 123)
+    np.testing.assert_array_equal(got, w[keep])
+    assert got.flags["C_CONTIGUOUS"] and got.dtype == np.float32
+
+
+def test_multi_axis_cut_is_one_gather_with_the_same_result():
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(8, 6, 3, 3)).astype(np.float32)
+    k0, k1 = rng.random(8) < 0.6, rng.random(6) < 0.6
+    got = _cut((w, [(0, k0), (1, k1)], None))
+    np.testing.assert_array_equal(got, w[k0][:, k1])
+    np.testing.assert_array_equal(_cut((w, [(1, k1)], None)), w[:, k1])
