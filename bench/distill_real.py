@@ -75,7 +75,8 @@ def run(name: str, target: float, method: str, tmp: Path, seconds: float, sample
     row = {"model": name, "target": target, "method": method, "samples": samples or 128, "wall_s": round(wall, 1),
            "date": time.strftime("%Y-%m-%d")}
     if proc.returncode != 0:
-        row["error"] = proc.stderr.strip().splitlines()[-2:] if proc.stderr.strip() else proc.returncode
+        row["error"] = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("onnxcompress")][-1:] \
+            or proc.returncode
         return row
     row["peak_rss_mb"] = round(int(proc.stderr.strip().splitlines()[-1]) / 1024)
     r = json.loads(rep.read_text())
