@@ -91,6 +91,7 @@ def report() -> None:
                 lines.append(f"| {i} | {p['target_macs']:.3f} | {p['macs_kept']:.3f} | {p['speedup']:.2f}x | "
                              f"{p['low']:.2f}-{p['high']:.2f} | {p['pairs']} |")
         lines.append("")
+    lines += [f"- {n}" for n in res.get("notes", [])]
     (ROOT / "bench" / "SPEED_TARGET.md").write_text("\n".join(lines) + "\n")
 
 
