@@ -280,7 +280,7 @@ def markdown(results: list[dict], baseline: str | None = None) -> str:
         f"Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, shared with other "
         "jobs, so times move by tens of percent between runs: compare ratios within one run.",
         "Floor = a fresh process that runs `onnx_ir.load` + `onnx_ir.save` with external data (imports included). "
-        "CLI = `python -m onnxcompress MODEL -o OUT --ratio 0.5` (random verification inputs). Time is the best of "
+        "CLI = `python -m onnxcompress MODEL -o OUT --ratio R` (R = 0.3 for huge_gemm, as issue 17 measured it, else 0.5; random verification inputs). Time is the best of "
         "the repeats and peak RSS (`/usr/bin/time %M`) the worst.",
         "",
         "| model | size | run | time | floor time | time / floor | peak RSS | RSS / size |",

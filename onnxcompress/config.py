@@ -120,6 +120,26 @@ class CompressConfig:
             return "distill"
         return self.recover
 
+    def _validate_speed_target(self) -> None:
+        """``--target-speedup`` and its options (``speed_target`` does the search)."""
+        if self.target_speedup is None:
+            return
+        if not self.target_speedup > 1.0:
+            raise InputError(f"--target-speedup must be above 1 (2 = twice as fast), got {self.target_speedup}")
+        clash = [f for f, on in (("--target-macs", self.target_macs is not None),
+                                 ("--max-drift", self.max_drift is not None),
+                                 ("--max-accuracy-drop", self.max_accuracy_drop is not None)) if on]
+        if clash:
+            raise InputError(f"--target-speedup picks the MACs target itself: it cannot be combined with {clash[0]}")
+        if self.calib is None:
+            raise InputError("--target-speedup needs calibration data to allocate the MACs: give --calib PATH")
+        if self.mode != "remove":
+            raise InputError("--target-speedup needs --mode remove: a zeroed model is no faster")
+        if self.speed_provider not in ("cpu", "cuda"):
+            raise InputError(f"--provider must be cpu or cuda, got {self.speed_provider!r}")
+        if self.speed_batch < 1:
+            raise InputError(f"--batch must be at least 1, got {self.speed_batch}")
+
     def validate(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
             raise InputError(f"--ratio must be in [0, 1), got {self.ratio}")
@@ -159,9 +179,7 @@ class CompressConfig:
             raise InputError(f"{needs[0]} needs calibration data: give --calib PATH (a few hundred real inputs)")
         if self.target_macs is not None and not 0.0 < self.target_macs <= 1.0:
             raise InputError(f"--target-macs must be in (0, 1], got {self.target_macs}")
-        from onnxcompress.speed_target import validate as validate_speed
-
-        validate_speed(self)
+        self._validate_speed_target()
         if (self.max_accuracy_drop is None) != (self.eval is None):
             raise InputError("--eval and --max-accuracy-drop go together: labelled data and the accuracy drop it allows")
         if self.max_accuracy_drop is not None and self.max_drift is not None:

@@ -29,7 +29,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from onnxcompress.errors import BudgetError, InputError
+from onnxcompress.errors import BudgetError
 
 logger = logging.getLogger(__name__)
 
@@ -191,23 +191,3 @@ def search_speedup(model_or_path, config, on_stage, compress_fn):
             f"{fit[1]:.2f}x: the difference is timing noise or the recovery's effect on the graph")
     return result
 
-
-def validate(config) -> None:
-    """``--target-speedup`` options, checked with the rest of the config."""
-    if config.target_speedup is None:
-        return
-    if not config.target_speedup > 1.0:
-        raise InputError(f"--target-speedup must be above 1 (2 = twice as fast), got {config.target_speedup}")
-    clash = [f for f, on in (("--target-macs", config.target_macs is not None),
-                             ("--max-drift", config.max_drift is not None),
-                             ("--max-accuracy-drop", config.max_accuracy_drop is not None)) if on]
-    if clash:
-        raise InputError(f"--target-speedup picks the MACs target itself: it cannot be combined with {clash[0]}")
-    if config.calib is None:
-        raise InputError("--target-speedup needs calibration data to allocate the MACs: give --calib PATH")
-    if config.mode != "remove":
-        raise InputError("--target-speedup needs --mode remove: a zeroed model is no faster")
-    if config.speed_provider not in ("cpu", "cuda"):
-        raise InputError(f"--provider must be cpu or cuda, got {config.speed_provider!r}")
-    if config.speed_batch < 1:
-        raise InputError(f"--batch must be at least 1, got {config.speed_batch}")
