@@ -170,7 +170,12 @@ def search_speedup(model_or_path, config, on_stage, compress_fn):
         chosen = fit[0]
         cfg = replace(config, target_speedup=None, target_macs=chosen)
         stage = (lambda name: on_stage(f"MACs {chosen:.2f}: {name}")) if on_stage else None
-        result = compress_fn(model_or_path, cfg, on_stage=stage, search_cache=cache)
+        try:
+            result = compress_fn(model_or_path, cfg, on_stage=stage, search_cache=cache)
+        except BudgetError as exc:  # the fastest-enough candidate collapsed once recovered and verified
+            seen = "; ".join(f"MACs {p['macs_kept']:.2f}: {p['speedup']:.2f}x" for p in probes if p.get("speedup"))
+            raise type(exc)(f"{exc} [--target-speedup {want:g} chose MACs target {chosen:.3f}, the least-pruned "
+                            f"that measured {fit[1]:.2f}x; timed: {seen}]") from None
         if on_stage:
             on_stage(f"timing the written model on {meter.provider}, batch {meter.batch}")
         final = meter.measure(result.model, FINAL_SECONDS)
