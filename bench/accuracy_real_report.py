@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # bench.distill_real, when run as a script
 SRC = ROOT / "bench" / "accuracy_real.json"
 MD = ROOT / "bench" / "ACCURACY_REAL.md"
 PNG = ROOT / "bench" / "plots" / "accuracy_vs_macs.png"
@@ -21,21 +23,17 @@ METHODS = ["magnitude", "data-aware", "data-aware + bias", "data-aware + refit",
 
 
 def _distill_summary() -> list[str]:
-    """The refit/distill summary of bench/DISTILL_REAL.md (targets 0.8-0.4, eval and shift splits), copied in."""
-    path = SRC.parent / "DISTILL_REAL.md"
+    """The refit/distill summary of bench/distill_real.json (targets 0.8-0.4, eval and shift splits)."""
+    path = SRC.parent / "distill_real.json"
     if not path.exists():
         return []
-    text = path.read_text()
-    start = text.find("## Summary")
-    if start < 0:
-        return []
-    body = text[start:].split("\n")[1:]
-    end = next((i for i, line in enumerate(body) if line.startswith("## ")), len(body))
+    from bench.distill_real import summary_table
+
     return ["## Refit against distillation, eval and shift splits (from bench/DISTILL_REAL.md)", "",
             "Each row of [DISTILL_REAL.md](DISTILL_REAL.md) is one CLI run with `--target-macs T --recover refit|distill`, "
             "T from 0.8 to 0.4, scored on the eval split (drawn like the calibration data) and on the shift split "
-            "(other fonts, sizes, colours, noise, blur, JPEG). Plot: ![refit and distill](plots/distill_real.png)",
-            *body[:end], ""]
+            "(other fonts, sizes, colours, noise, blur, JPEG). Plot: ![refit and distill](plots/distill_real.png)", "",
+            *summary_table(res := json.loads(path.read_text())), "", *[f"- {n}" for n in res.get("notes", [])], ""]
 
 
 def smallest_within(res: dict, points: float) -> float | None:

@@ -108,6 +108,32 @@ def measure(args) -> None:
                     print(json.dumps(row), flush=True)
 
 
+def summary_table(res: dict) -> list[str]:
+    """Per model and method: the smallest MACs kept within 1 and 3 points, on eval and shift (128 samples)."""
+    lines = ["Over the 128-sample runs above; `-` where no run stayed within it. Distillation rows are "
+              "what `--recover distill` wrote (the refit where distillation did not win on held-out data).", "",
+              "| model | method | eval ≤1 pt | eval ≤3 pts | shift ≤1 pt | shift ≤3 pts | Δ shift at 0.8 |",
+              "|---|---|---:|---:|---:|---:|---:|"]
+    for name in sorted({r["model"] for r in res["rows"]}):
+        o = res["original"].get(name, {})
+        for method in sorted({r["method"] for r in res["rows"] if r["model"] == name}):
+            rows = [r for r in res["rows"] if r["model"] == name and r["method"] == method and r["samples"] == 128
+                    and "error" not in r]
+            if not rows:
+                continue
+
+            def smallest(split: str, pts: float) -> str:
+                ok = [r["macs_kept"] for r in rows if r.get(split) is not None and o.get(split) is not None
+                      and o[split] - r[split] <= pts / 100 + 1e-9]
+                return f"{min(ok):.0%}" if ok else "-"
+
+            at8 = [r for r in rows if r["target"] == 0.8 and r.get("shift") is not None and o.get("shift") is not None]
+            d8 = f"{(at8[0]['shift'] - o['shift']) * 100:+.1f}" if at8 else "-"
+            lines.append(f"| {name} | {method} | {smallest('eval', 1)} | {smallest('eval', 3)} | "
+                         f"{smallest('shift', 1)} | {smallest('shift', 3)} | {d8} |")
+    return lines
+
+
 def report() -> None:
     res = json.loads(OUT.read_text())
     lines = ["# Refit and distillation on real models", "",
@@ -131,29 +157,7 @@ def report() -> None:
                      f"{'-' if r['wall_s'] is None else round(r['wall_s'])} | {r['peak_rss_mb'] or '-'} |")
     lines += ["", "Originals: " + ", ".join(f"{k} {fmt(v['eval'])} (shift {fmt(v['shift'])})"
                                             for k, v in sorted(res["original"].items())), ""]
-    lines += ["## Summary: smallest MACs kept within 1 and 3 points of the original", "",
-              "Over the 128-sample runs above; `-` where no run stayed within it. Distillation rows are "
-              "what `--recover distill` wrote (the refit where distillation did not win on held-out data).", "",
-              "| model | method | eval ≤1 pt | eval ≤3 pts | shift ≤1 pt | shift ≤3 pts | Δ shift at 0.8 |",
-              "|---|---|---:|---:|---:|---:|---:|"]
-    for name in sorted({r["model"] for r in res["rows"]}):
-        o = res["original"].get(name, {})
-        for method in sorted({r["method"] for r in res["rows"] if r["model"] == name}):
-            rows = [r for r in res["rows"] if r["model"] == name and r["method"] == method and r["samples"] == 128
-                    and "error" not in r]
-            if not rows:
-                continue
-
-            def smallest(split: str, pts: float) -> str:
-                ok = [r["macs_kept"] for r in rows if r.get(split) is not None and o.get(split) is not None
-                      and o[split] - r[split] <= pts / 100 + 1e-9]
-                return f"{min(ok):.0%}" if ok else "-"
-
-            at8 = [r for r in rows if r["target"] == 0.8 and r.get("shift") is not None and o.get("shift") is not None]
-            d8 = f"{(at8[0]['shift'] - o['shift']) * 100:+.1f}" if at8 else "-"
-            lines.append(f"| {name} | {method} | {smallest('eval', 1)} | {smallest('eval', 3)} | "
-                         f"{smallest('shift', 1)} | {smallest('shift', 3)} | {d8} |")
-    lines.append("")
+    lines += ["## Summary: smallest MACs kept within 1 and 3 points of the original", "", *summary_table(res), ""]
     lines += [f"- {n}" for n in res.get("notes", [])]
     (ROOT / "bench" / "DISTILL_REAL.md").write_text("\n".join(lines) + "\n")
     try:

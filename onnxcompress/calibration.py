@@ -313,45 +313,24 @@ def _read_rows(f: Path, key: str | None, rows: np.ndarray) -> np.ndarray:
 
 def _load_array_file(f: Path, inputs: list[ir.Value], rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The arrays of ``f`` for each input; with ``rows``, only those samples, streamed from the file."""
-    if rows is not None:
-        keys = _array_keys(f, inputs)
-        try:
-            out = {name: _read_rows(f, key, rows) for name, key in keys.items()}
-        except ValueError:  # Fortran order, object arrays, an odd header: read whole, then take the rows
-            return {k: v[rows] for k, v in _load_array_file(f, inputs).items()}
-        except Exception as exc:  # noqa: BLE001
-            raise InputError(f"--calib: cannot read {f}: {type(exc).__name__ if not str(exc) else exc}") from exc
-        for v in inputs:  # a single sample without its batch axis cannot be thinned: rows only on batched files
-            if v.shape is not None and out[v.name].ndim == len(v.shape) - 1:
-                out[v.name] = out[v.name][None]
-        return out
+    keys = _array_keys(f, inputs)
     try:
-        if f.suffix.lower() == ".npy":
-            if len(inputs) != 1:
-                raise InputError(f"--calib: {f.name} is a single array but the model has {len(inputs)} inputs; use .npz keyed by input name")
-            arrays = {inputs[0].name: np.load(f, allow_pickle=False)}
+        if rows is not None:
+            try:
+                out = {name: _read_rows(f, key, rows) for name, key in keys.items()}
+            except ValueError:  # Fortran order, object arrays, an odd header: read whole, then take the rows
+                return {k: v[rows] for k, v in _load_array_file(f, inputs).items()}
+        elif f.suffix.lower() == ".npy":
+            out = {name: np.load(f, allow_pickle=False) for name in keys}
         else:
             with np.load(f, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-    except InputError:
-        raise
+                out = {name: z[key] for name, key in keys.items()}
     except Exception as exc:  # noqa: BLE001 - a truncated or empty file, a bad zip: all the same to the user
         raise InputError(f"--calib: cannot read {f}: {type(exc).__name__ if not str(exc) else exc}") from exc
-    names = [v.name for v in inputs]
-    missing = [n for n in names if n not in arrays]
-    if missing:
-        # A single-input model takes the one array that is not a label (an eval set works as is).
-        data = {k: v for k, v in arrays.items() if k not in LABEL_KEYS}
-        if len(names) == 1 and len(data) == 1:
-            arrays = {names[0]: next(iter(data.values()))}
-        else:
-            raise InputError(f"--calib: {f.name} has no array for input {missing[0]!r} (found keys {sorted(arrays)})")
-    out = {n: arrays[n] for n in names}
     # One sample without its batch axis gets one.
     for v in inputs:
-        a = out[v.name]
-        if v.shape is not None and a.ndim == len(v.shape) - 1:
-            out[v.name] = a[None]
+        if v.shape is not None and out[v.name].ndim == len(v.shape) - 1:
+            out[v.name] = out[v.name][None]
     return out
 
 
