@@ -8,6 +8,9 @@ the group's mean, so groups of different scale compete fairly.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
 AGGREGATION = "sum of per-filter norms over every filter removed together (atom)"
@@ -82,7 +85,7 @@ def l1_kept(w: np.ndarray, keep: dict[int, np.ndarray]) -> tuple[float, float]:
     return total, kept
 
 
-def normalise_by_group(scores: dict[int, float], groups: dict[object, list[int]]) -> dict[int, float]:
+def normalise_by_group(scores: dict[int, float], groups: Mapping[Any, list[int]]) -> dict[int, float]:
     out = {}
     for atoms in groups.values():
         mean = float(np.mean([scores[a] for a in atoms])) if atoms else 0.0

@@ -140,6 +140,8 @@ def render_compress(report: CompressReport, console: Console) -> None:
         if measured:
             line += f"; measured vs zero mode: min cosine {measured['cosine_min']:.6f}, max |diff| {measured['max_abs_diff']:.3g}"
         console.print(line)
+    for lossy in report.exactness.get("lossy") or []:
+        console.print(f"  lossy: {lossy['node']} ({lossy['op']}): {lossy['reason']}")
     outputs = [bl for bl in report.blockers if bl.reason.startswith("channels reach graph output")]
     others = [bl for bl in report.blockers if bl not in outputs]
     if outputs:

@@ -27,9 +27,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-import numpy as np
 import onnx_ir as ir
 
+from onnxcompress.analysis.macs import in_shape as _in_shape, int_attr as _int_attr
 from onnxcompress.analysis.shapes import Shape
 from onnxcompress.errors import InputError
 from onnxcompress._ir_utils import const_tensor as _const_tensor
@@ -92,89 +92,19 @@ class CostSummary:
     layers: list[LayerCost] = field(default_factory=list)
 
 
-def _prod(xs) -> int:
-    return int(np.prod(xs, dtype=np.int64)) if len(xs) else 1
-
-
-def _in_shape(node: ir.Node, index: int, shapes: dict[str, Shape]) -> Shape | None:
-    """Static shape of input ``index``; None when it is absent or unsized."""
-    if index >= len(node.inputs) or node.inputs[index] is None:
-        return None
-    return shapes.get(node.inputs[index].name)
-
-
-def _int_attr(node: ir.Node, name: str, default: int) -> int:
-    return node.attributes[name].as_int() if name in node.attributes else default
-
-
-def _conv_macs(node: ir.Node, shapes: dict[str, Shape], w_index: int) -> int:
-    out = shapes.get(node.outputs[0].name)
-    w = _in_shape(node, w_index, shapes)
-    if out is None or w is None or len(w) < 2:
-        return 0
-    return _prod(out) * int(w[1]) * _prod(w[2:])
-
-
-def _matmul_macs(node: ir.Node, shapes: dict[str, Shape], k_axis: int = -1) -> int:
-    out = shapes.get(node.outputs[0].name)
-    a = _in_shape(node, 0, shapes)
-    if out is None or not a:
-        return 0
-    return _prod(out) * int(a[k_axis])
-
-
-def _recurrent_macs(node: ir.Node, shapes: dict[str, Shape], gates: int, transposed: bool) -> int:
-    """seq x batch x directions x gates*hidden x (input + hidden): the per-step matmuls.
-
-    ``transposed`` weights are [directions, input, gates*hidden] and
-    [directions, hidden, gates*hidden], the layout of com.microsoft.DynamicQuantizeLSTM.
-    """
-    x = _in_shape(node, 0, shapes)
-    w = _in_shape(node, 1, shapes)
-    r = _in_shape(node, 2, shapes)
-    if x is None or w is None or len(x) != 3 or len(w) != 3:
-        return 0
-    seq, batch = (x[1], x[0]) if _int_attr(node, "layout", 0) == 1 else (x[0], x[1])
-    dirs, in_size, gh = (w[0], w[1], w[2]) if transposed else (w[0], w[2], w[1])
-    hidden = _int_attr(node, "hidden_size", 0)
-    if not hidden and r is not None and len(r) == 3:
-        hidden = r[1] if transposed else r[2]
-    hidden = hidden or gh // gates
-    return int(seq) * int(batch) * int(dirs) * int(gh) * (int(in_size) + int(hidden))
-
-
-# Recurrent ops: number of gates, and whether W/R are stored transposed. Assumption for
-# com.microsoft.DynamicQuantizeLSTM, from onnxruntime's contrib op docs and its LSTM
-# quantizer (which transposes W and R by (0, 2, 1) and drops ``layout``): W is
-# [directions, input, 4*hidden], R is [directions, hidden, 4*hidden], X is [seq, batch, input].
-_RECURRENT = {"LSTM": (4, False), "GRU": (3, False), "RNN": (1, False), "DynamicQuantizeLSTM": (4, True)}
-# Ops that are Conv or MatMul underneath, keyed to the input index of their weight
-# (Conv-like) or to nothing (MatMul-like, K is the last axis of input 0).
+# Conv-like ops whose weight shape ``check_node`` validates against the input (the weight's input index).
 _CONV_LIKE = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
-_MATMUL_LIKE = {"MatMul", "MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
 
 
 def node_macs(node: ir.Node, shapes: dict[str, Shape]) -> int:
-    """MACs of one node under the module's convention; 0 when a needed shape is unknown."""
-    op = node.op_type
+    """MACs of one node under the module's convention, from the node's rule (``Rule.macs``);
+    0 for an op without a rule, or when a needed shape is unknown."""
+    from onnxcompress.channels.rules import rule_of
+
     if not node.outputs:
         return 0
-    if op in _CONV_LIKE:
-        return _conv_macs(node, shapes, _CONV_LIKE[op])
-    if op == "ConvTranspose":
-        x = _in_shape(node, 0, shapes)
-        w = _in_shape(node, 1, shapes)
-        if x is None or w is None:
-            return 0
-        # The weight is [C_in, C_out / group, *kernel], so w[1] is already per group.
-        return _prod(x) * int(w[1]) * _prod(w[2:])
-    if op in ("Gemm", "QGemm"):
-        return _matmul_macs(node, shapes, 0 if _int_attr(node, "transA", 0) else 1)
-    if op in _MATMUL_LIKE:
-        return _matmul_macs(node, shapes)
-    if op in _RECURRENT:
-        return _recurrent_macs(node, shapes, *_RECURRENT[op])
-    return 0
+    rule = rule_of(node)
+    return 0 if rule is None else int(rule.macs(node, shapes))
 
 
 def _is_qparam_use(node: ir.Node, index: int) -> bool:

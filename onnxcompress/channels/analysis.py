@@ -11,7 +11,7 @@ import onnx_ir as ir
 
 from onnxcompress.analysis.shapes import Shape
 from onnxcompress._ir_utils import STANDARD_DOMAINS, const_array, default_opset, is_const
-from onnxcompress.channels.protocols import Decision
+from onnxcompress.channels.protocols import Blocked, Exact, Lossy, Outcome
 from onnxcompress.channels.state import AnalysisResult, BlockRecord, ChannelInfo, Slot, UnionFind
 
 logger = logging.getLogger(__name__)
@@ -22,8 +22,12 @@ STRICT_ENV = "ONNXCOMPRESS_STRICT_RULES"
 class ChannelContext:
     """What a rule sees: channel info of values, constants, static shapes, and helpers."""
 
-    def __init__(self, model: ir.Model, shapes: dict[str, Shape], exclude: list[str] | None = None):
+    def __init__(self, model: ir.Model, shapes: dict[str, Shape], exclude: list[str] | None = None,
+                 allow_lossy: bool = False):
         self.model = model
+        #: Lossy outcomes are tracked only when calibration data can justify them
+        self.allow_lossy = allow_lossy
+        self.lossy: list[BlockRecord] = []
         self.graph = model.graph
         self.shapes = shapes
         self.opset = default_opset(model)
@@ -75,24 +79,32 @@ class ChannelContext:
         for x, y in zip(np.asarray(a).ravel(), np.asarray(b).ravel()):
             self.uf.union(int(x), int(y))
 
-    def fix(self, ids: np.ndarray, node: ir.Node | None, reason: str) -> Decision:
+    def fix(self, ids: np.ndarray, node: ir.Node | None, reason: str) -> Blocked:
         ids = np.asarray(ids).ravel()
         if ids.size == 0:
-            return Decision.block(reason)
+            return Blocked(reason)
         for i in ids:
             self.fixed[int(i)] = True
         self.blocks.append(
             BlockRecord(node=(node.name or node.op_type) if node else "(graph)", op=node.op_type if node else "", reason=reason, ids=ids)
         )
-        return Decision.block(reason)
+        return Blocked(reason)
 
-    def block(self, node: ir.Node, reason: str) -> Decision:
+    def block(self, node: ir.Node, reason: str) -> Blocked:
         """Keep every channel that flows into ``node``; its outputs carry no tracked channels."""
         for v in node.inputs:
             info = self.get(v)
             if info is not None:
                 self.fix(info.ids, node, reason)
-        return Decision.block(reason)
+        return Blocked(reason)
+
+    def needs_rewrite(self, node: ir.Node) -> None:
+        """``node`` spells channel counts that the applier must rewrite even without channels on its outputs."""
+        self.rewrites.append(node)
+
+    def record_recipe(self, node: ir.Node, recipe) -> None:
+        """How ``node`` moves per-channel arrays (``recipe(arrays, fill) -> arrays``), for constants to follow."""
+        self.recipes[node] = recipe
 
     def excluded(self, node: ir.Node) -> bool:
         return any(p.search(node.name or "") for p in self.exclude)
@@ -148,9 +160,10 @@ def _rule_for(node: ir.Node, ctx: ChannelContext, blocked: set[str]):
 
 
 def _propagate(node: ir.Node, rule, ctx: ChannelContext, strict: bool) -> bool:
-    """Run one rule; a failing rule blocks its node (or raises, in strict mode). True if it ran."""
+    """Run one rule and act on its outcome; a failing rule blocks its node (or raises, in strict mode)."""
+    blocks_before = len(ctx.blocks)
     try:
-        rule.propagate(node, ctx)
+        _act(node, rule.propagate(node, ctx), ctx, blocks_before)
     except Exception as exc:  # noqa: BLE001 - a rule that cannot decide blocks, never breaks
         if strict:
             raise
@@ -163,6 +176,30 @@ def _propagate(node: ir.Node, rule, ctx: ChannelContext, strict: bool) -> bool:
     if getattr(rule, "rewrite", None) is not None and any(ctx.get(o) is not None for o in node.outputs):
         ctx.rewrites.append(node)
     return True
+
+
+def _act(node: ir.Node, outcome: Outcome | None, ctx: ChannelContext, blocks_before: int) -> None:
+    """The engine's side of a rule's outcome.
+
+    ``Blocked`` keeps every channel flowing in (a rule may have recorded narrower fixes
+    itself first). ``Lossy`` is recorded for the planner and the report when calibration data
+    can justify it, and otherwise blocks with the rule's reason.
+    """
+    if outcome is None or isinstance(outcome, Exact):
+        return
+    if isinstance(outcome, Blocked):
+        if len(ctx.blocks) == blocks_before:  # returned, not recorded through ctx.block/fix
+            ctx.block(node, outcome.reason)
+        return
+    if isinstance(outcome, Lossy):
+        if not ctx.allow_lossy:
+            ctx.block(node, f"{outcome.reason} (lossy: needs calibration data, --calib)")
+            return
+        ids = [ctx.get(v).ids.ravel() for v in node.inputs if ctx.get(v) is not None]
+        ctx.lossy.append(BlockRecord(node=node.name or node.op_type, op=node.op_type, reason=outcome.reason,
+                                     ids=np.concatenate(ids) if ids else np.zeros(0, np.int64)))
+        return
+    raise TypeError(f"the {node.op_type} rule returned {outcome!r}; expected Exact, Lossy, Blocked or None")
 
 
 def _fix_what_must_stay(ctx: ChannelContext, main_nodes: set, prune_outputs: bool) -> None:
@@ -197,17 +234,20 @@ def analyse_channels(
     prune_outputs: bool = False,
     block_ops: list[str] | tuple[str, ...] = (),
     strict: bool | None = None,
+    allow_lossy: bool = False,
 ) -> AnalysisResult:
     """Propagate channel ids through ``model`` in topological order using the rule registry.
 
     Outside strict mode, an exception inside a rule blocks that node's channels, and the
     report says the rule failed (a warning is logged): a buggy rule never breaks a model.
+    ``allow_lossy`` (calibration data is given) lets ``Lossy`` outcomes through; they are
+    listed in ``AnalysisResult.lossy``.
     """
     from onnxcompress.channels.rules import user_blocked_ops
 
     strict = strict_rules() if strict is None else strict
     blocked = user_blocked_ops(block_ops)
-    ctx = ChannelContext(model, shapes, exclude)
+    ctx = ChannelContext(model, shapes, exclude, allow_lossy)
     order = list(model.graph)
     main_nodes = set(order)
     rules = {}
@@ -227,4 +267,5 @@ def analyse_channels(
         rewrites=ctx.rewrites,
         recipes=ctx.recipes,
         rules=rules,
+        lossy=ctx.lossy,
     )

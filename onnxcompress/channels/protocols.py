@@ -9,7 +9,7 @@ constant means "unknown" (the fold downstream is then marked inexact).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Callable, Literal, Protocol, Union
 
 import numpy as np
 import onnx_ir as ir
@@ -22,24 +22,45 @@ SLOT_ROLES: tuple[SlotRole, ...] = ("out", "bias", "in", "param")
 
 
 @dataclass(frozen=True)
-class Decision:
-    """What a rule decided for one node: tracked through, or blocked with a reason."""
+class Exact:
+    """Removing a channel here is exact: it becomes a per-channel constant downstream, so the
+    smaller model matches the zero-filter model (what a rule returns by default, as ``None``)."""
 
-    blocked: bool = False
-    reason: str = ""
+    @property
+    def reason(self) -> str:
+        return ""
 
-    @classmethod
-    def tracked(cls) -> "Decision":
-        return cls()
 
-    @classmethod
-    def block(cls, reason: str) -> "Decision":
-        return cls(True, reason)
+@dataclass(frozen=True)
+class Lossy:
+    """Channels may be removed here, but not exactly (LayerNorm statistics over the kept
+    channels, a removed head's uniform softmax): calibration must justify it, and recovery
+    treats it. Without calibration data the engine keeps these channels, with ``reason``."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """Every channel flowing into the node stays, for ``reason``."""
+
+    reason: str
+
+
+#: what ``Rule.propagate`` returns; ``None`` means ``Exact()``
+Outcome = Union[Exact, Lossy, Blocked]
 
 
 class ChannelInfoLike(Protocol):
     axes: tuple[int, ...]
     ids: np.ndarray
+
+
+class ConstantReader(Protocol):
+    """What helpers shared by a rule's analysis and rewrite sides may read: constants and shapes."""
+
+    def const(self, v: ir.Value | None) -> np.ndarray | None: ...
+    def shape(self, v: ir.Value | None) -> tuple[int, ...] | None: ...
 
 
 class AnalysisContext(Protocol):
@@ -55,11 +76,13 @@ class AnalysisContext(Protocol):
     def is_const(self, v: ir.Value | None) -> bool: ...
     def fresh(self, shape: tuple[int, ...] | int, *, source: bool = False, fixed: bool = False) -> np.ndarray: ...
     def union(self, a: np.ndarray, b: np.ndarray) -> None: ...
-    def fix(self, ids: np.ndarray, node: ir.Node | None, reason: str) -> Decision: ...
-    def block(self, node: ir.Node, reason: str) -> Decision: ...
+    def fix(self, ids: np.ndarray, node: ir.Node | None, reason: str) -> Blocked: ...
+    def block(self, node: ir.Node, reason: str) -> Blocked: ...
     def excluded(self, node: ir.Node) -> bool: ...
     def add_slot(self, node: ir.Node, value: ir.Value, axis: int, ids: np.ndarray, role: SlotRole) -> None: ...
     def channel_const(self, node: ir.Node, v: ir.Value, out_rank: int, info: ChannelInfoLike) -> str: ...
+    def needs_rewrite(self, node: ir.Node) -> None: ...
+    def record_recipe(self, node: ir.Node, recipe: Callable) -> None: ...
 
 
 class RewriteContext(Protocol):
@@ -68,6 +91,9 @@ class RewriteContext(Protocol):
     opset: int
     zero_bias: bool
 
+    def channels(self, v: ir.Value | None) -> ChannelInfoLike | None: ...
+    def const(self, v: ir.Value | None) -> np.ndarray | None: ...
+    def recipe(self, node: ir.Node) -> Callable | None: ...
     def tensor(self, v: ir.Value) -> np.ndarray | None: ...
     def is_const(self, v: ir.Value | None) -> bool: ...
     def shape(self, v: ir.Value | None) -> tuple[int, ...] | None: ...

@@ -95,3 +95,5 @@ class AnalysisResult:
     recipes: dict = field(default_factory=dict)
     #: the rule each analysed node used (the same one rewrites it)
     rules: dict = field(default_factory=dict)
+    #: nodes whose rule returned ``Lossy`` (tracked because calibration data was given)
+    lossy: list[BlockRecord] = field(default_factory=list)

@@ -11,6 +11,7 @@ from onnx_ir.passes.common import LiftConstantsToInitializersPass
 
 from onnxcompress.analysis.shapes import Shape, ShapeOracle
 from onnxcompress.channels.analysis import analyse_channels
+from onnxcompress.channels.rules import consumer_of
 from onnxcompress.config import CompressConfig
 from onnxcompress._ir_utils import const_array
 from onnxcompress._parallel import parallel_map
@@ -23,7 +24,6 @@ from onnxcompress.passes.base import ReportingPass
 
 logger = logging.getLogger(__name__)
 
-_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 @dataclass
@@ -38,7 +38,20 @@ class PruneResult:
     calibration: dict | None = None
 
 
-def _exactness_note(mode: str, notes: list[str]) -> str:
+def lossy_removals(analysis, removed: np.ndarray) -> list[dict]:
+    """The nodes whose rule said ``Lossy`` and that lost channels: one entry per node and reason."""
+    out, seen = [], set()
+    for r in analysis.lossy:
+        if r.ids.size and removed[r.ids].any() and (r.node, r.reason) not in seen:
+            seen.add((r.node, r.reason))
+            out.append({"node": r.node, "op": r.op, "reason": r.reason})
+    return out
+
+
+def _exactness_note(mode: str, notes: list[str], lossy: list[dict] = ()) -> str:
+    if lossy:
+        return (f"{len(lossy)} node(s) lost channels inexactly (lossy rules, justified by calibration and "
+                "recovered; listed in the JSON exactness.lossy)")
     if mode == "zero":
         return "zero mode: shapes unchanged"
     if not notes:
@@ -65,7 +78,8 @@ def analyse_for_pruning(model: ir.Model, oracle: ShapeOracle, input_shapes: dict
             if v not in listed:
                 model.graph.inputs.append(v)
     shapes = oracle.shapes(model, input_shapes)
-    analysis = analyse_channels(model, shapes, exclude=cfg.exclude, prune_outputs=cfg.prune_outputs, block_ops=cfg.block_ops)
+    analysis = analyse_channels(model, shapes, exclude=cfg.exclude, prune_outputs=cfg.prune_outputs, block_ops=cfg.block_ops,
+                                allow_lossy=cfg.calib is not None)
     tensors = {s.value: const_array(s.value) for s in analysis.slots if s.role == "out"}
     return analysis, shapes, tensors
 
@@ -163,6 +177,7 @@ class PrunePass(ReportingPass):
         blockers = reported_blockers(analysis, plan)
         pruned = sum(1 for g in plan.groups if g.keep < len(g.atoms))
         exact_notes = app.notes if cfg.mode == "remove" else []
+        lossy = lossy_removals(analysis, plan.removed)
         self.result = PruneResult(
             groups={"total": len(plan.groups) + plan.blocked_groups, "pruned": pruned, "blocked": plan.blocked_groups},
             blockers=blockers,
@@ -184,7 +199,8 @@ class PrunePass(ReportingPass):
                 "mode": cfg.mode,
                 "exact": not exact_notes,
                 "notes": exact_notes,
-                "note": _exactness_note(cfg.mode, exact_notes),
+                "note": _exactness_note(cfg.mode, exact_notes, lossy),
+                "lossy": lossy,
             },
             details={
                 "groups": [
@@ -221,7 +237,7 @@ class PrunePass(ReportingPass):
     def _layers(analysis, plan: Plan) -> list[dict]:
         out = []
         for s in analysis.slots:
-            if s.role == "out" and s.node.op_type in _WEIGHT_OPS:
+            if s.role == "out" and consumer_of(s.node) is not None:
                 out.append(
                     {
                         "name": s.node.name or s.node.op_type,
@@ -243,7 +259,7 @@ class PrunePass(ReportingPass):
         jobs = []
         seen = set()
         for node in model.graph:
-            v = node.inputs[1] if node.op_type in _WEIGHT_OPS and len(node.inputs) > 1 else None
+            v = node.inputs[1] if consumer_of(node) is not None and len(node.inputs) > 1 else None
             if v is None or v in seen:
                 continue
             w = app.tensor(v)

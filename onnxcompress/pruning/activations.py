@@ -16,15 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 
 from onnxcompress.channels.state import AnalysisResult, Slot
 from onnxcompress.runtime import Session
 
-#: ops whose input channels are measured, masked in the sensitivity model and compensated
-#: by their calibrated mean (a group read by any other op cannot be simulated: see
-#: ``sensitivity.MaskedModel.unmeasured``)
-CONSUMERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 @dataclass
@@ -42,10 +39,17 @@ class FeatureStats:
 
 
 def consumer_slots(analysis: AnalysisResult) -> list[Slot]:
-    """The ``in`` slots whose consumer we can read features for (single channel axis)."""
+    """The ``in`` slots whose consumer we can read features for (single channel axis).
+
+    A consumer is an op whose rule has consumer hooks: its input channels are measured, masked
+    in the sensitivity model and compensated by their calibrated mean (a group read by any
+    other op cannot be simulated: see ``sensitivity.MaskedModel.unmeasured``).
+    """
+    from onnxcompress.channels.rules import consumer_of
+
     out = []
     for s in analysis.slots:
-        if s.role != "in" or s.node.op_type not in CONSUMERS or not s.node.inputs:
+        if s.role != "in" or consumer_of(s.node) is None or not s.node.inputs:
             continue
         info = analysis.info.get(s.node.inputs[0])
         if info is not None and len(info.axes) == 1:
@@ -72,7 +76,7 @@ def rebatch(batches, size: int = EXPOSED_BATCH):
                 break
 
 
-def collect_stats(model: ir.Model | object, batches, values: dict[str, int]) -> dict[str, FeatureStats]:
+def collect_stats(model: ir.Model | onnx.ModelProto, batches, values: dict[str, int]) -> dict[str, FeatureStats]:
     """Stream ``batches`` through ``model`` and reduce each named value to per-feature moments."""
     names = list(values)
     session = Session(model, expose=names)

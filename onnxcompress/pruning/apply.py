@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.channels.state import AnalysisResult
+from onnxcompress.channels.state import AnalysisResult, ChannelInfo
 from onnxcompress._ir_utils import const_array, default_opset, is_const
 from onnxcompress._parallel import parallel_map, windows
 from onnxcompress.pruning.consumer_folding import ConsumerFolding
@@ -49,6 +49,14 @@ class Applier(ConsumerFolding):
         self._ones: dict[tuple, ir.Value] = {}
 
     # ----- what rules use -----
+    def channels(self, v: ir.Value | None) -> ChannelInfo | None:
+        """The channels ``v`` carries (None: not tracked)."""
+        return None if v is None else self.analysis.info.get(v)
+
+    def recipe(self, node: ir.Node):
+        """How ``node`` moves per-channel arrays, as its rule recorded it (None: no recipe)."""
+        return self.analysis.recipes.get(node)
+
     def removed(self, ids: np.ndarray) -> np.ndarray:
         return self._removed[ids]
 
@@ -158,7 +166,7 @@ class Applier(ConsumerFolding):
         roles = ("out", "bias") if zero_bias else ("out",)
         for (value, axis), mask in self._slot_masks(roles=roles).items():
             arr = np.array(self.tensor(value), copy=True)
-            idx = [slice(None)] * arr.ndim
+            idx: list[slice | np.ndarray] = [slice(None)] * arr.ndim
             idx[axis] = ~mask
             arr[tuple(idx)] = 0
             self._write(value, arr)
@@ -276,7 +284,7 @@ def _read_rows(arr: np.ndarray, keep: np.ndarray, path: str, offset: int) -> np.
             while k + 1 < len(idx) and idx[k + 1] == idx[k] + 1:
                 k += 1  # a run of consecutive rows: one read
             f.seek(offset + int(idx[j]) * row)
-            view = memoryview(flat[j:k + 1]).cast("B")
+            view = memoryview(flat[j:k + 1]).cast("B")  # type: ignore[arg-type]  # numpy arrays are buffers
             got = 0
             while got < len(view):
                 n = f.readinto(view[got:])

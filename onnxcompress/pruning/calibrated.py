@@ -24,6 +24,7 @@ from onnxcompress._ir_utils import is_const
 from onnxcompress.channels.state import AnalysisResult
 from onnxcompress.pruning.activations import FeatureStats, collect_stats, consumer_slots, data_aware_scores
 from onnxcompress.pruning.plan import Group, Plan, macs_kept, weakest_atoms
+from onnxcompress.channels.rules import consumer_of
 from onnxcompress.pruning.recover import Consumer, first_samples, refit
 from onnxcompress.pruning.sensitivity import (
     GroupSensitivity,
@@ -178,7 +179,8 @@ class CalibratedPruning:
         out, started = [], False
         for n in model.graph:
             started = started or id(n) in touched
-            weight = n.op_type in ("Conv", "Gemm", "MatMul") and len(n.inputs) > 1 and is_const(n.inputs[1])
+            hooks = consumer_of(n)
+            weight = hooks is not None and hooks.refit_reason(n) is None and len(n.inputs) > 1 and is_const(n.inputs[1])
             if id(n) in touched or (started and weight and id(n) in self.out_names):
                 out.append(Consumer(n, out_keep.get(id(n)), self.out_names[id(n)]))
         return out

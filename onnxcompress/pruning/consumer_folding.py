@@ -1,9 +1,10 @@
 """Remove mode's constant folding: what removed channels still contribute, moved into consumers.
 
 A removed channel carries a per-channel constant (see ``Rule.const_eval``). Every consumer
-that reads it (Conv, ConvTranspose, Gemm, MatMul) gets that contribution in its bias, or,
-for padded convs with ``--exact-borders``, as an exact constant map added after it. Mixed
-into ``Applier``, whose helpers (tensor, const_of, set_input_const, ...) it uses.
+that reads it gets that contribution: its rule's consumer hooks
+(``channels.rules.consumer``) compute it and write it into the op's bias, or, for padded
+convs with ``--exact-borders``, defer an exact constant map added after it. Mixed into
+``Applier``, whose helpers (tensor, const_of, set_input_const, ...) the hooks use.
 """
 
 from __future__ import annotations
@@ -11,146 +12,85 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from typing import TYPE_CHECKING
+
 from onnxcompress.channels.state import Slot
 
+if TYPE_CHECKING:
+    from onnxcompress.channels.state import AnalysisResult
 
-#: float64 elements of a removed weight slice widened at once when folding its constant
-_FOLD_CHUNK_ELEMENTS = 8 << 20
 
 class ConsumerFolding:
     """The consumer side of remove mode."""
 
+    if TYPE_CHECKING:  # what ``Applier``, which mixes this class in, provides
+        analysis: AnalysisResult
+        model: ir.Model
+        graph: ir.Graph
+        consts: dict[ir.Value, np.ndarray]
+        exact_borders: bool
+        input_means: dict[ir.Value, np.ndarray]
+        _removed: np.ndarray
+        _border_maps: list[tuple[ir.Node, np.ndarray]]
+        _ones: dict[tuple, ir.Value]
+
+        def tensor(self, v: ir.Value) -> np.ndarray: ...
+        def shape(self, v: ir.Value | None) -> tuple[int, ...] | None: ...
+        def const_of(self, v: ir.Value) -> np.ndarray: ...
+        def keep_mask(self, v: ir.Value) -> np.ndarray: ...
+        def inexact(self, note: str) -> None: ...
+        def new_initializer(self, name: str, arr: np.ndarray) -> ir.Value: ...
+        def set_input_const(self, node: ir.Node, index: int, arr: np.ndarray) -> None: ...
+        def _write(self, value: ir.Value, arr: np.ndarray) -> None: ...
+
     def _fold_into_consumers(self) -> None:
+        from onnxcompress.channels.rules import consumer_of
+
         for s in self.analysis.slots:
             if s.role != "in":
                 continue
             gone = self._removed[s.ids]
             if not gone.any():
                 continue
+            hooks = consumer_of(s.node)
+            if hooks is None:
+                self.inexact(f"{s.node.name or s.node.op_type}: its {s.node.op_type} rule has no consumer hooks; "
+                             "the removed input channels' constants are dropped")
+                continue
             x = s.node.inputs[0]
             # Bias compensation: a removed channel is worth its calibrated mean, where measured.
             means = getattr(self, "input_means", {}).get(x)
             c = means if means is not None and len(means) == len(s.ids) else self.const_of(x).reshape(-1)
-            op = s.node.op_type
-            if op == "Conv":
-                delta = self._conv_delta(s, c, gone)
-            elif op == "ConvTranspose":
-                delta = self._convtranspose_delta(s, c, gone)
-            else:
-                delta = self._linear_delta(s, c, gone)
+            delta = hooks.fold(self, s, c, gone)
             if delta is not None and np.any(delta != 0):
-                self._add_bias(s.node, delta)
+                hooks.add_bias(self, s.node, delta)
 
-    def _checked(self, node: ir.Node, vals: np.ndarray) -> np.ndarray:
+    # ----- what consumer hooks use (``channels.rules.consumer.FoldContext``) -----
+    def checked(self, node: ir.Node, vals: np.ndarray) -> np.ndarray:
+        """The removed channels' constants, NaN (unknown) replaced by 0 with an inexactness note."""
         if np.isnan(vals).any():
             self.inexact(f"{node.name or node.op_type}: a removed input channel is not a known constant; its contribution is dropped")
             vals = np.nan_to_num(vals, nan=0.0)
         return vals
 
-    def _conv_delta(self, s: Slot, c: np.ndarray, gone: np.ndarray) -> np.ndarray:
-        node = s.node
-        w = self.tensor(s.value)
-        g_attr = node.attributes.get("group")
-        g = g_attr.as_int() if g_attr is not None else 1
-        c_in_g = w.shape[1]
-        b = w.shape[0] // g
-        local = np.where(gone)[0]
-        taps = np.zeros((w.shape[0],) + w.shape[2:])
-        flat = w.reshape(w.shape[0], c_in_g, -1)
-        for grp in range(g):
-            rows = slice(grp * b, (grp + 1) * b)
-            # The removed inputs' constants as a full input vector (zeros elsewhere): one batched
-            # matrix-vector product over the weight as it lies, with no copy of the removed slice.
-            vals = np.zeros(c_in_g, dtype=w.dtype)
-            vals[local] = self._checked(node, c[grp * c_in_g + local])
-            group_taps = np.matmul(vals, flat[rows])
-            if not np.isfinite(group_taps).all():
-                # an inf/NaN in a kept channel's weights times 0 must not poison the removed ones' sum
-                group_taps = np.tensordot(vals[local], flat[rows][:, local], axes=([0], [1]))
-            taps[rows] = group_taps.reshape((b,) + w.shape[2:])
-        delta = taps.reshape(taps.shape[0], -1).sum(axis=1)
-        if np.any(delta != 0) and _has_padding(node):
-            if self._can_map_borders(node):
-                self._border_maps.append((node, taps))
-                return np.zeros_like(delta)
-            estimate = self._border_map(node, taps)
-            dev = ""
-            if estimate is not None:
-                worst = float(np.abs(estimate - delta.reshape((-1,) + (1,) * (estimate.ndim - 1))).max())
-                dev = f" by up to {worst:.3g} at its border pixels (analysis shapes)"
-            self.inexact(
-                f"{node.name or 'Conv'} pads its input: the removed channels' constant is folded into the bias, "
-                f"so its output deviates from zero mode{dev}; --exact-borders corrects this for static shapes"
-            )
-        return delta
+    def write(self, v: ir.Value, arr: np.ndarray) -> None:
+        self._write(v, arr)
 
-    def _convtranspose_delta(self, s: Slot, c: np.ndarray, gone: np.ndarray) -> np.ndarray:
-        node = s.node
-        w = self.tensor(s.value)  # [C_in, C_out, *k]
-        vals = self._checked(node, c[gone])
-        taps = np.tensordot(vals, w[gone].astype(np.float64), axes=([0], [0]))  # [C_out, *k]
-        attr = node.attributes
-        if self._can_map_borders(node) and ("auto_pad" not in attr or attr["auto_pad"].as_string() in ("NOTSET", "VALID")):
-            self._border_maps.append((node, taps))
-            return np.zeros(taps.shape[0])
-        strides = node.attributes.get("strides")
-        delta = taps.reshape(taps.shape[0], -1).sum(axis=1) / float(np.prod(strides.as_ints()) if strides else 1)
-        if np.any(delta != 0):
-            self.inexact(
-                f"{node.name or 'ConvTranspose'}: a constant input is folded as its average per output pixel "
-                "(--exact-borders makes it exact for static shapes)"
-            )
-        return delta
+    def add_after(self, node: ir.Node, const: np.ndarray, label: str) -> ir.Value:
+        return self._add_after(node, const, label)
 
-    def _linear_delta(self, s: Slot, c: np.ndarray, gone: np.ndarray) -> np.ndarray:
-        node = s.node
-        w = self.tensor(s.value)
-        vals = self._checked(node, c[gone]).astype(np.float64)
-        if not vals.any():  # nothing to fold: the removed slice is not even read
-            return np.zeros([d for i, d in enumerate(w.shape) if i != s.axis % w.ndim])
-        idx = np.flatnonzero(gone)
-        # The removed slice is read a chunk at a time and widened to float64 there: a 1 GB
-        # weight must not get a float64 twin (issue 17's 16384 x 16384 Gemm peaked at 2.2x).
-        per_row = max(w.size // max(w.shape[s.axis], 1), 1)
-        step = max(1, _FOLD_CHUNK_ELEMENTS // per_row)
-        delta = None
-        for k in range(0, len(idx), step):
-            part = np.take(w, idx[k:k + step], axis=s.axis).astype(np.float64)
-            contrib = np.tensordot(vals[k:k + step], part, axes=([0], [s.axis]))
-            delta = contrib if delta is None else delta + contrib
-        return delta
-
-    def _add_bias(self, node: ir.Node, delta: np.ndarray) -> None:
-        op = node.op_type
-        if op in ("Conv", "ConvTranspose"):
-            dtype = self.tensor(node.inputs[1]).dtype
-            if len(node.inputs) > 2 and node.inputs[2] is not None:
-                bias_v = node.inputs[2]
-                self._write(bias_v, (self.tensor(bias_v).astype(np.float64) + delta).astype(dtype))
-            else:
-                self.set_input_const(node, 2, delta.astype(dtype))
-                self._track_new_bias(node, node.inputs[2])
-            return
-        if op == "Gemm":
-            dtype = self.tensor(node.inputs[1]).dtype
-            alpha = node.attributes["alpha"].as_float() if "alpha" in node.attributes else 1.0
-            beta = node.attributes["beta"].as_float() if "beta" in node.attributes else 1.0
-            c_val = node.inputs[2] if len(node.inputs) > 2 else None
-            c = self.tensor(c_val) if c_val is not None else None
-            if c is not None and beta != 0 and c.size == delta.size:
-                # A per-feature C is a bias slot: update it in place so slicing still finds it.
-                self._write(c_val, (c.astype(np.float64) + (alpha / beta) * delta.reshape(c.shape)).astype(dtype))
-                return
-            full = alpha * delta
-            if c is not None and beta != 0:
-                full = full + beta * np.broadcast_to(c.astype(np.float64).reshape(-1), delta.shape)
-            node.attributes["beta"] = ir.AttrFloat32("beta", 1.0)
-            self.set_input_const(node, 2, full.astype(dtype))
-            self._track_new_bias(node, node.inputs[2])
-            return
-        # MatMul: add the constant after it.
-        bias = self._add_after(node, delta.astype(self.tensor(node.inputs[1]).dtype), "folded_bias")
+    def track_new_bias(self, node: ir.Node, bias: ir.Value) -> None:
         self._track_new_bias(node, bias)
+
+    def can_map_borders(self, node: ir.Node) -> bool:
+        return self._can_map_borders(node)
+
+    def defer_border_map(self, node: ir.Node, taps: np.ndarray) -> None:
+        """Correct ``node``'s padded border exactly once the cut is done (``--exact-borders``)."""
+        self._border_maps.append((node, taps))
+
+    def border_map(self, node: ir.Node, taps: np.ndarray) -> np.ndarray | None:
+        return self._border_map(node, taps)
 
     def _track_new_bias(self, node: ir.Node, bias: ir.Value) -> None:
         """A bias created here must shrink with the node's own pruned outputs."""
@@ -266,11 +206,3 @@ def _static_beyond_batch(model: ir.Model) -> bool:
     from onnxcompress.analysis.shapes import graph_inputs
 
     return all(v.shape is not None and all(isinstance(d, int) for d in list(v.shape)[1:]) for v in graph_inputs(model))
-
-
-def _has_padding(node: ir.Node) -> bool:
-    pads = node.attributes.get("pads")
-    auto = node.attributes.get("auto_pad")
-    if auto is not None and auto.as_string() not in ("NOTSET", "VALID"):
-        return True
-    return pads is not None and any(p != 0 for p in pads.as_ints())

@@ -29,15 +29,17 @@ def boundary_features(model: ir.Model, consumers) -> list:
     Only a layer whose output is the same tensor in both graphs counts (a MatMul followed by a
     folded bias is not). Channels the layer itself lost as a producer are dropped from the teacher's.
     """
+    from onnxcompress.channels.rules import consumer_of
     from onnxcompress.finetune.distill import MAX_FEATURES, Feature, evenly
 
     out = []
     for c in consumers:
         name = c.node.outputs[0].name
-        if name != c.ref_output or c.node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+        hooks = consumer_of(c.node)
+        if name != c.ref_output or hooks is None:
             continue
         keep = None if c.out_keep is None or bool(np.all(c.out_keep)) else np.asarray(c.out_keep)
-        if keep is not None and c.node.op_type != "Conv" and c.node.op_type != "ConvTranspose":
+        if keep is not None and not hooks.channels_first:
             continue  # a Gemm/MatMul's channels lie on its last axis: only channel-first drops are taken
         out.append(Feature(name, c.ref_output, keep))
     return evenly(out, MAX_FEATURES)

@@ -1,7 +1,7 @@
 """Post-training recovery: refit the consumers of removed channels by ridge least squares.
 
-For each consumer (Conv, grouped and depthwise too; Gemm; MatMul) that lost input channels, in
-topological order: run the *pruned* model to get the layer's actual inputs, the original
+For each consumer that lost input channels (an op whose rule has consumer hooks that say it
+is refit: Conv, grouped and depthwise too; Gemm; MatMul), in topological order: run the *pruned* model to get the layer's actual inputs, the original
 model to get the layer's original outputs, and solve
 
     min_W ||Y_orig - [X_pruned, 1] W||^2 + λ ||W||^2
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress._ir_utils import const_array, set_weight
+from onnxcompress._ir_utils import const_array
 from onnxcompress.runtime import Session
 
 logger = logging.getLogger(__name__)
@@ -53,57 +53,18 @@ class Consumer:
     ref_output: str = ""
 
 
-def _attr(node: ir.Node, name: str, default):
-    a = node.attributes.get(name)
-    if a is None:
-        return default
-    return a.as_ints() if isinstance(default, (list, tuple)) else a.as_int()
-
-
 def refittable(node: ir.Node) -> str | None:
-    """None if ``node`` can be refit, else why not."""
-    if node.op_type == "Conv":
-        auto = node.attributes.get("auto_pad")
-        if auto is not None and auto.as_string() not in ("NOTSET", "VALID"):
-            return "auto_pad SAME (not refit)"
-        w = node.inputs[1] if len(node.inputs) > 1 else None
-        rank = len(w.shape) if w is not None and w.shape is not None else None
-        return None if rank in (3, 4) else "3-D conv (not refit)"
-    if node.op_type == "Gemm":
-        if _attr(node, "transA", 0) or ("alpha" in node.attributes and node.attributes["alpha"].as_float() != 1.0):
-            return "Gemm with transA or alpha (not refit)"
-        return None
-    return None if node.op_type == "MatMul" else f"{node.op_type} (not refit)"
+    """None if ``node`` can be refit, else why not (its rule's consumer hooks decide)."""
+    from onnxcompress.channels.rules import consumer_of
+
+    hooks = consumer_of(node)
+    return f"{node.op_type} (not refit)" if hooks is None else hooks.refit_reason(node)
 
 
-def _patches(x: np.ndarray, node: ir.Node, w_shape: tuple[int, ...]) -> np.ndarray:
-    """Conv input as rows of patches (N*Ho*Wo, C*kh*kw); 1-D convs are treated as H = 1."""
-    if x.ndim == 3:
-        x = x[:, :, None, :]
-    k = w_shape[2:] if len(w_shape) == 4 else (1, w_shape[2])
-    rank = 2
-    pads = list(_attr(node, "pads", [0] * 2 * rank)) if len(w_shape) == 4 else [0, *_attr(node, "pads", [0, 0])[:1], 0, *_attr(node, "pads", [0, 0])[1:]]
-    strides = list(_attr(node, "strides", [1, 1])) if len(w_shape) == 4 else [1, *_attr(node, "strides", [1])]
-    dil = list(_attr(node, "dilations", [1, 1])) if len(w_shape) == 4 else [1, *_attr(node, "dilations", [1])]
-    xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
-    span = [dil[i] * (k[i] - 1) + 1 for i in range(2)]
-    win = np.lib.stride_tricks.sliding_window_view(xp, span, axis=(2, 3))
-    win = win[:, :, :: strides[0], :: strides[1], :: dil[0], :: dil[1]]  # N, C, Ho, Wo, kh, kw
-    n, c, ho, wo = win.shape[:4]
-    return win.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * k[0] * k[1])
+def _hooks(node: ir.Node):
+    from onnxcompress.channels.rules import consumer_of
 
-
-def _groups(node: ir.Node) -> int:
-    return _attr(node, "group", 1) if node.op_type == "Conv" else 1
-
-
-def _as_rows(node: ir.Node, x: np.ndarray, w_shape: tuple[int, ...]) -> np.ndarray:
-    """A consumer's input as rows per group (G, rows, K): im2col patches for a Conv, feature vectors otherwise."""
-    if node.op_type == "Conv":
-        p = _patches(x, node, w_shape)  # columns run channel by channel, so each group's are contiguous
-        g = _groups(node)
-        return p.reshape(len(p), g, -1).transpose(1, 0, 2)
-    return x.reshape(-1, x.shape[-1])[None]
+    return consumer_of(node)
 
 
 def _by_group(t: np.ndarray, groups: int) -> np.ndarray:
@@ -111,61 +72,9 @@ def _by_group(t: np.ndarray, groups: int) -> np.ndarray:
     return t.reshape(len(t), groups, -1).transpose(1, 0, 2)
 
 
-def _target_rows(node: ir.Node, y: np.ndarray) -> np.ndarray:
-    """A consumer's output as rows, in the order ``_as_rows`` gives its inputs."""
-    if node.op_type == "Conv":
-        return np.moveaxis(y, 1, -1).reshape(-1, y.shape[1])
-    return y.reshape(-1, y.shape[-1])
-
-
 def _row_limit(node: ir.Node, w: np.ndarray, n_batches: int) -> int:
-    k = int(np.prod(w.shape[1:])) if node.op_type == "Conv" else w.shape[0]
+    k = _hooks(node).row_width(node, w)
     return max(1, min(MAX_ROWS, max(MIN_ROWS, 2 * k)) // max(n_batches, 1))
-
-
-def _current(node: ir.Node) -> tuple[np.ndarray, np.ndarray | None]:
-    """The node's weight as (G, K, out/G) matrices and its bias as (G, out/G) (None for MatMul)."""
-    w = const_array(node.inputs[1]).astype(np.float64)
-    if node.op_type == "Conv":
-        g = _groups(node)
-        mat = w.reshape(g, w.shape[0] // g, -1).transpose(0, 2, 1)
-    elif node.op_type == "Gemm":
-        mat = (w.T if _attr(node, "transB", 0) else w)[None]
-    else:
-        mat = w[None]
-    b = None
-    if node.op_type != "MatMul":
-        bv = node.inputs[2] if len(node.inputs) > 2 else None
-        barr = const_array(bv) if bv is not None else None
-        n_out = mat.shape[0] * mat.shape[2]
-        b = np.zeros(n_out) if barr is None else np.broadcast_to(barr.astype(np.float64), (n_out,)).copy()
-        b = b.reshape(mat.shape[0], mat.shape[2])
-    return mat, b
-
-
-def _write(model: ir.Model, node: ir.Node, mat: np.ndarray, b: np.ndarray | None) -> None:
-    w_old = const_array(node.inputs[1])
-    if node.op_type == "Conv":
-        w = mat.transpose(0, 2, 1).reshape(w_old.shape)
-    elif node.op_type == "Gemm" and _attr(node, "transB", 0):
-        w = mat[0].T
-    else:
-        w = mat[0]
-    set_weight(node.inputs[1], w.astype(w_old.dtype))
-    if b is None:
-        return
-    b = b.reshape(-1)
-    bv = node.inputs[2] if len(node.inputs) > 2 else None
-    if bv is not None and const_array(bv) is not None and const_array(bv).size == b.size:
-        set_weight(bv, b.reshape(const_array(bv).shape).astype(w_old.dtype))
-    else:
-        from onnxcompress._ir_utils import add_initializer
-
-        name = f"{node.name or node.op_type}_refit_bias"
-        v = add_initializer(model, name, b.astype(w_old.dtype))
-        if len(node.inputs) < 3:
-            node.resize_inputs(3)
-        node.replace_input_with(2, v)
 
 
 def _layer_error(mat, b, xs, ys) -> float:
@@ -239,7 +148,7 @@ def _reference_targets(reference: ir.Model, todo: list[Consumer], batches, n_fit
     for b, (_split, feeds) in enumerate(batches):
         ys = session.run(feeds, [c.ref_output for c in todo])
         for i, c in enumerate(todo):
-            t = _target_rows(c.node, ys[c.ref_output])
+            t = _hooks(c.node).target_rows(c.node, ys[c.ref_output])
             if c.out_keep is not None and t.shape[1] != int(c.out_keep.sum()):
                 t = t[:, c.out_keep]
             limit = _row_limit(c.node, const_array(c.node.inputs[1]), n_fit)
@@ -253,12 +162,13 @@ def _refit_one(model: ir.Model, c: Consumer, batches, targets) -> dict:
     node = c.node
     x_name = node.inputs[0].name
     session = Session(truncated(model, x_name))
+    hooks = _hooks(node)
     w = const_array(node.inputs[1])
-    mat, b = _current(node)
+    mat, b = hooks.matrices(node)
     normal = _NormalEquations(bias=b is not None)
     held: tuple[list, list] = ([], [])
     for (split, feeds), (idx, t) in zip(batches, targets):
-        p = _as_rows(node, session.run(feeds, [x_name])[x_name], w.shape)[:, idx].astype(np.float64)
+        p = hooks.as_rows(node, session.run(feeds, [x_name])[x_name], w.shape)[:, idx].astype(np.float64)
         t = _by_group(t.astype(np.float64), mat.shape[0])
         if split == "fit":
             normal.add(p, t)
@@ -270,7 +180,7 @@ def _refit_one(model: ir.Model, c: Consumer, batches, targets) -> dict:
     after = _layer_error(new_mat, new_b, *held)
     keep = after < before
     if keep:
-        _write(model, node, new_mat, new_b)
+        hooks.write(model, node, new_mat, new_b)
     return {"layer": node.name or node.outputs[0].name, "op": node.op_type, "kept": keep,
             "held_out_error_before": before, "held_out_error_after": after}
 

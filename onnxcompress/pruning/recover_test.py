@@ -10,7 +10,8 @@ from onnx import helper as h
 from onnx import numpy_helper as nh
 
 from onnxcompress.pruning import recover
-from onnxcompress.pruning.recover import _as_rows, _current, _NormalEquations, _write, refittable
+from onnxcompress.channels.rules import consumer_of
+from onnxcompress.pruning.recover import _NormalEquations, refittable
 
 rng = np.random.default_rng(0)
 
@@ -60,13 +61,14 @@ def test_grouped_conv_rows_and_weights_reproduce_the_conv(c_in, c_out, group):
     assert refittable(node) is None
     x = rng.standard_normal((2, c_in, 6, 6)).astype(np.float32)
     y = ort.InferenceSession(ir.to_proto(model).SerializeToString()).run(None, {"x": x})[0]
-    mat, bias = _current(node)
+    hooks = consumer_of(node)
+    mat, bias = hooks.matrices(node)
     assert mat.shape == (group, c_in // group * 9, c_out // group) and bias.shape == (group, c_out // group)
-    rows = _as_rows(node, x.astype(np.float64), w.shape)
+    rows = hooks.as_rows(node, x.astype(np.float64), w.shape)
     pred = np.matmul(rows, mat) + bias[:, None, :]  # (G, N*H*W, out/G)
     want = np.moveaxis(y, 1, -1).reshape(-1, group, c_out // group).transpose(1, 0, 2)
     np.testing.assert_allclose(pred, want, rtol=1e-4, atol=1e-4)
-    _write(model, node, mat * 2, bias * 3)
+    hooks.write(model, node, mat * 2, bias * 3)
     assert np.allclose(node.inputs[1].const_value.numpy(), 2 * w) and np.allclose(node.inputs[2].const_value.numpy(), 3 * b)
 
 

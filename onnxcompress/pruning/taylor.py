@@ -99,9 +99,9 @@ def estimate(
                 if gm is None:
                     a = np.zeros((n, len(mean)))
                 else:
-                    gm = gm.detach().double().reshape(n, -1).numpy()
-                    gb = gb.detach().double().reshape(n, -1).numpy()
-                    a = mean[None, :] * gb - gm
+                    gm_np = gm.detach().double().reshape(n, -1).numpy()
+                    gb_np = gb.detach().double().reshape(n, -1).numpy()
+                    a = mean[None, :] * gb_np - gm_np
                 if k == 0:
                     contrib[i].append(np.zeros((n, PROJECTIONS, len(mean))))
                 contrib[i][-1][:, k, :] = a

@@ -4,7 +4,7 @@ Adding an op means one rule in its family's module and one test beside it:
 
     @register("LpNormalization", since=1)
     class LpNormRule(Rule):
-        def propagate(self, node, ctx: AnalysisContext) -> Decision | None: ...
+        def propagate(self, node, ctx: AnalysisContext) -> Outcome | None: ...
 
 ``register`` takes the op types, the ``domain`` (default: the standard one) and the
 opset range (``since``, ``until`` inclusive) the rule's semantics hold for; an op whose
@@ -19,7 +19,15 @@ A rule has:
   constant can be folded into the consumers' bias; without it the value is unknown (NaN)
   and the report marks the fold inexact;
 - ``rewrite(node, app)`` (optional): fix attributes or constant inputs that spell out
-  channel counts (Split sizes, Slice bounds, Reshape targets, depthwise ``group``).
+  channel counts (Split sizes, Slice bounds, Reshape targets, depthwise ``group``);
+- ``consumer`` (ops that read channels through a constant weight): the hooks that fold a
+  removed channel's constant into the op, refit it, and say where its output channels lie
+  (``channels.rules.consumer``); the engines ask ``consumer_of(node)``, never an op list;
+- ``macs(node, shapes)``: the op's multiply-accumulates (``analysis.cost`` asks the rule).
+
+``propagate`` returns an outcome the engine acts on: ``None`` or ``Exact()`` (removal is
+exact), ``Lossy(reason)`` (tracked only with calibration data, and listed in the report),
+or ``Blocked(reason)`` (``ctx.block`` records it and returns one).
 
 Users whose model trips a rule can block ops by name: ``ONNXCOMPRESS_BLOCK_OPS=Op1,Op2``
 or ``--block-op OP``; each then blocks with the reason "blocked by the user".
@@ -29,13 +37,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxcompress._ir_utils import STANDARD_DOMAINS
-from onnxcompress.channels.protocols import AnalysisContext, Decision, RewriteContext
+from onnxcompress.channels.protocols import AnalysisContext, Blocked, Outcome, RewriteContext
+
+if TYPE_CHECKING:
+    from onnxcompress.analysis.shapes import Shape
+    from onnxcompress.channels.rules.consumer import ConsumerHooks
 
 BLOCK_OPS_ENV = "ONNXCOMPRESS_BLOCK_OPS"
 USER_BLOCK_REASON = "blocked by the user"
@@ -47,14 +59,20 @@ class Rule:
     #: run even when no input carries tracked channels (ops that create channels: Conv, ...)
     always = False
     rewrite: Callable | None = None
+    #: set by ops that read channels through a constant weight (see ``consumer.py``)
+    consumer: ConsumerHooks | None = None
 
-    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Decision | None:  # pragma: no cover - abstract
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def macs(self, node: ir.Node, shapes: dict[str, Shape]) -> int:
+        """Multiply-accumulates of one node (0: not counted, or a needed shape is unknown)."""
+        return 0
 
     def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
         """Default: the removed channels' values after this op are unknown."""
         for o in node.outputs:
-            info = app.analysis.info.get(o)
+            info = app.channels(o)
             if info is not None:
                 app.set_const(o, np.full(info.ids.shape, np.nan))
 
@@ -62,11 +80,15 @@ class Rule:
 class BlockerRule(Rule):
     """A known channel-mixing op: every channel flowing in stays, for the stated reason."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, macs: Callable[[ir.Node, dict], int] | None = None) -> None:
         self.reason = reason
+        self._macs = macs
 
-    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Decision:
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Blocked:
         return ctx.block(node, self.reason)
+
+    def macs(self, node: ir.Node, shapes: dict[str, Shape]) -> int:
+        return self._macs(node, shapes) if self._macs is not None else 0
 
 
 @dataclass(frozen=True)
@@ -108,9 +130,10 @@ def register(*ops: str, domain: str = "", since: int = 1, until: int | None = No
     return deco
 
 
-def block_op(op: str, reason: str, *, domain: str = "", since: int = 1, until: int | None = None) -> None:
-    """Register a known blocker: the op mixes channels, and ``reason`` says how."""
-    _add(domain, op, since, until, BlockerRule(reason))
+def block_op(op: str, reason: str, *, domain: str = "", since: int = 1, until: int | None = None,
+             macs: Callable[[ir.Node, dict], int] | None = None) -> None:
+    """Register a known blocker: the op mixes channels, and ``reason`` says how (``macs``: its cost)."""
+    _add(domain, op, since, until, BlockerRule(reason, macs))
 
 
 def _norm_domain(domain: str) -> str:
@@ -131,6 +154,22 @@ def lookup(op_type: str, opset: int, domain: str = "", blocked: set[str] | froze
         if e.covers(opset):
             return e.rule
     return None
+
+
+def rule_of(node: ir.Node, opset: int | None = None) -> Rule | None:
+    """The rule for ``node`` at its graph's opset for its domain (the newest, for a detached node)."""
+    if opset is None:
+        graph = node.graph
+        imports = graph.opset_imports if graph is not None else {}
+        domain = _norm_domain(node.domain)
+        opset = imports.get(domain, imports.get("ai.onnx", 21) if domain == "" else 1)
+    return lookup(node.op_type, opset, node.domain)
+
+
+def consumer_of(node: ir.Node) -> ConsumerHooks | None:
+    """The consumer hooks of ``node``'s rule: None when the op reads no channels through a constant weight."""
+    rule = rule_of(node)
+    return None if rule is None else rule.consumer
 
 
 def get_rule(op_type: str, opset: int = 21) -> Rule | None:

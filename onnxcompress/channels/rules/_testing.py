@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxcompress._ir_utils import const_array
 from onnxcompress.analysis.shapes import Shape, infer_static_shapes
 from onnxcompress.channels.analysis import analyse_channels
-from onnxcompress.channels.rules import USER_BLOCK_REASON, entries
+from onnxcompress.channels.rules import USER_BLOCK_REASON, BlockerRule, entries
 from onnxcompress.channels.state import AnalysisResult
 from onnxcompress.config import CompressConfig
 from onnxcompress.pruning.apply import Applier
@@ -30,7 +30,7 @@ OUTPUT_REASON = "channels reach graph output"
 
 def registered_reason(op: str) -> str:
     """The reason text of ``op``'s known-blocker entry (the earliest opset range)."""
-    found = sorted((e.since, e.rule.reason) for e in entries() if e.op_type == op and e.blocker)
+    found = sorted((e.since, e.rule.reason) for e in entries() if e.op_type == op and isinstance(e.rule, BlockerRule))
     assert found, f"{op} has no blocker entry"
     assert found[0][1] != USER_BLOCK_REASON
     return found[0][1]
@@ -220,7 +220,7 @@ class Case:
             gone = removed[s.ids]
             if s.role in roles and gone.any():
                 arr = numpy_helper.to_array(inits[s.value.name]).copy()
-                idx = [slice(None)] * arr.ndim
+                idx: list[slice | np.ndarray] = [slice(None)] * arr.ndim
                 idx[s.axis] = np.flatnonzero(gone)
                 arr[tuple(idx)] = 0
                 inits[s.value.name].CopyFrom(numpy_helper.from_array(arr, s.value.name))

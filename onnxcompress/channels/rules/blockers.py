@@ -6,6 +6,7 @@ so the report can say precisely why their channels stay.
 
 from __future__ import annotations
 
+from onnxcompress.analysis.macs import conv_macs, gemm_macs, matmul_macs, recurrent
 from onnxcompress.channels.rules import block_op
 
 for _op, _reason in {
@@ -36,11 +37,23 @@ for _op, _reason in {
     "NonMaxSuppression": "NonMaxSuppression consumes boxes",
     "Attention": "Attention mixes channels",
     "RoiAlign": "RoiAlign (channels kept)",
-    "LSTM": "LSTM mixes its input features into every gate",
-    "GRU": "GRU mixes its input features into every gate",
-    "RNN": "RNN mixes its input features into its hidden state",
 }.items():
     block_op(_op, _reason)
+
+# Ops that mix channels and cost MACs: their rule owns their cost too (``analysis.cost``).
+block_op("LSTM", "LSTM mixes its input features into every gate", macs=recurrent(4))
+block_op("GRU", "GRU mixes its input features into every gate", macs=recurrent(3))
+block_op("RNN", "RNN mixes its input features into its hidden state", macs=recurrent(1))
+_INT8 = "quantized weights are not pruned through (prune the float model, then quantize)"
+block_op("ConvInteger", f"ConvInteger: {_INT8}", macs=conv_macs)
+block_op("QLinearConv", f"QLinearConv: {_INT8}", macs=lambda n, s: conv_macs(n, s, 3))
+block_op("MatMulInteger", f"MatMulInteger: {_INT8}", macs=matmul_macs)
+block_op("QLinearMatMul", f"QLinearMatMul: {_INT8}", macs=matmul_macs)
+# onnxruntime's contrib ops; DynamicQuantizeLSTM stores W and R transposed (see ``macs.recurrent_macs``)
+block_op("QGemm", f"QGemm: {_INT8}", domain="com.microsoft", macs=gemm_macs)
+block_op("DynamicQuantizeMatMul", f"DynamicQuantizeMatMul: {_INT8}", domain="com.microsoft", macs=matmul_macs)
+block_op("MatMulIntegerToFloat", f"MatMulIntegerToFloat: {_INT8}", domain="com.microsoft", macs=matmul_macs)
+block_op("DynamicQuantizeLSTM", f"DynamicQuantizeLSTM: {_INT8}", domain="com.microsoft", macs=recurrent(4, True))
 
 # Before opset 13 Softmax and LogSoftmax flatten the input from their axis into one
 # dimension, so channels mix whatever the axis (the opset-13 rule lives in spatial.py).

@@ -65,7 +65,43 @@ def _one(op: str, extra: Callable[[Net], list[str]] = lambda n: [], **attrs) -> 
     return build
 
 
+def _quantized(op: str, inputs: Callable[[Net, str], list[str]], domain: str = "") -> Callable[[Net], list[str]]:
+    """``op`` reading the conv's channels as uint8 (Cast keeps them per channel)."""
+    def build(n: Net) -> list[str]:
+        if domain:
+            n.extra_opsets[domain] = 1
+        q = n.op("Cast", [_conv(n)], to=TensorProto.UINT8)
+        return [n.op(op, inputs(n, q), name="op", domain=domain)]
+    return build
+
+
+def _u8(n: Net, shape) -> str:
+    return n.const(np.ones(shape), np.uint8)
+
+
+def _scale(n: Net) -> str:
+    return n.const(np.float32(0.1))
+
+
+_QUANTIZED: dict[str, Callable[[Net], list[str]]] = {
+    "ConvInteger": _quantized("ConvInteger", lambda n, q: [q, _u8(n, (2, C, 1, 1))]),
+    "QLinearConv": _quantized("QLinearConv", lambda n, q: [q, _scale(n), _u8(n, ()), _u8(n, (2, C, 1, 1)), _scale(n),
+                                                            _u8(n, ()), _scale(n), _u8(n, ())]),
+    # the conv's (1, C, 4, 4) read as a batch of (4, 4) matrices: its channels sit on a batch axis
+    "MatMulInteger": _quantized("MatMulInteger", lambda n, q: [q, _u8(n, (4, 2))]),
+    "QLinearMatMul": _quantized("QLinearMatMul", lambda n, q: [q, _scale(n), _u8(n, ()), _u8(n, (4, 2)), _scale(n),
+                                                                _u8(n, ()), _scale(n), _u8(n, ())]),
+    "QGemm": _quantized("QGemm", lambda n, q: [q, _scale(n), _u8(n, ()), _u8(n, (4, 2)), _scale(n), _u8(n, ())],
+                        "com.microsoft"),
+    "DynamicQuantizeMatMul": _quantized("DynamicQuantizeMatMul", lambda n, q: [q, _u8(n, (4, 2)), _scale(n)],
+                                        "com.microsoft"),
+    "MatMulIntegerToFloat": _quantized("MatMulIntegerToFloat", lambda n, q: [q, _u8(n, (4, 2)), _scale(n), _scale(n)],
+                                       "com.microsoft"),
+    "DynamicQuantizeLSTM": _quantized("DynamicQuantizeLSTM", lambda n, q: [q, _u8(n, (1, 4, 12))], "com.microsoft"),
+}
+
 BUILD: dict[str, Callable[[Net], list[str]]] = {
+    **_QUANTIZED,
     "LRN": _one("LRN", size=3),
     "LayerNormalization": _one("LayerNormalization", lambda n: [n.const(np.ones(4))], axis=-1),
     "GroupNormalization": _one("GroupNormalization", lambda n: [n.const(np.ones(C)), n.const(np.zeros(C))], num_groups=2),
@@ -102,7 +138,7 @@ BUILD: dict[str, Callable[[Net], list[str]]] = {
 }
 OPSET = {"Softmax": 11, "LogSoftmax": 11, "Attention": 23, "MeanVarianceNormalization": 17}
 #: graphs onnx's checker rejects though analysis reads them (a tensor as If's condition, a function op's body)
-UNCHECKED = {"If", "GroupNormalization", "Loop", "MeanVarianceNormalization"}
+UNCHECKED = {"If", "GroupNormalization", "Loop", "MeanVarianceNormalization", *_QUANTIZED}
 
 
 def check_blocker(op: str) -> None:

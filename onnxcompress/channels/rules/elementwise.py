@@ -11,6 +11,7 @@ import math
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress.channels.protocols import AnalysisContext, Outcome, RewriteContext
 from onnxcompress.channels.rules import Rule, register
 from onnxcompress.channels.state import ChannelInfo
 
@@ -28,7 +29,7 @@ def _erf(x):
     return np.vectorize(math.erf, otypes=[np.float64])(x)
 
 
-def _clip(node, x, app):
+def _clip(node, x, app: RewriteContext):
     lo, hi = _f(node, "min", -np.inf), _f(node, "max", np.inf)
     if len(node.inputs) > 1 and node.inputs[1] is not None:
         lo = float(app.tensor(node.inputs[1]))
@@ -37,14 +38,14 @@ def _clip(node, x, app):
     return np.clip(x, lo, hi)
 
 
-def _gelu(node, x, app):
+def _gelu(node, x, app: RewriteContext):
     approx = node.attributes.get("approximate")
     if approx is not None and approx.as_string() == "tanh":
         return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
     return 0.5 * x * (1 + _erf(x / np.sqrt(2)))
 
 
-def _selu(node, x, app):
+def _selu(node, x, app: RewriteContext):
     a, g = _f(node, "alpha", 1.67326319217681884765625), _f(node, "gamma", 1.05070102214813232421875)
     return g * np.where(x > 0, x, a * (np.exp(x) - 1))
 
@@ -86,14 +87,14 @@ _UNARY = {
 class UnaryRule(Rule):
     """Channel i of the output is a function of channel i of the input alone."""
 
-    def propagate(self, node: ir.Node, ctx) -> None:
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
         info = ctx.get(node.inputs[0])
         for v in node.inputs[1:]:
             if v is not None and ctx.get(v) is not None:
                 return ctx.block(node, f"{node.op_type} with a channel tensor as a parameter")
         ctx.set(node.outputs[0], info)
 
-    def const_eval(self, node: ir.Node, app) -> None:
+    def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
         x = app.const_of(node.inputs[0])
         with np.errstate(all="ignore"):
             app.set_const(node.outputs[0], _UNARY[node.op_type](node, x, app))
@@ -101,7 +102,7 @@ class UnaryRule(Rule):
 
 @register("PRelu")
 class PReluRule(Rule):
-    def propagate(self, node: ir.Node, ctx) -> None:
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
         info = ctx.get(node.inputs[0])
         rank = ctx.rank(node.inputs[0])
         if ctx.get(node.inputs[1]) is not None or rank is None:
@@ -110,7 +111,7 @@ class PReluRule(Rule):
             return
         ctx.set(node.outputs[0], info)
 
-    def const_eval(self, node: ir.Node, app) -> None:
+    def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
         x = app.const_of(node.inputs[0])
         slope = app.channel_vector(node.inputs[1], node.inputs[0])
         app.set_const(node.outputs[0], np.where(x >= 0, x, slope * x))
@@ -138,7 +139,7 @@ class BroadcastRule(Rule):
     track blocks, unless it broadcasts over the channel axis (size 1 there).
     """
 
-    def propagate(self, node: ir.Node, ctx) -> None:
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
         out_rank = ctx.rank(node.outputs[0])
         infos = [(v, ctx.get(v)) for v in node.inputs if v is not None]
         tracked = [(v, i) for v, i in infos if i is not None]
@@ -178,14 +179,14 @@ class BroadcastRule(Rule):
             return ctx.block(node, f"{node.op_type} with a tensor whose channels are not tracked ({v.name})")
         ctx.set(node.outputs[0], ref)
 
-    def const_eval(self, node: ir.Node, app) -> None:
+    def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
         out = node.outputs[0]
-        ref = app.analysis.info[out]
-        vals = []
+        ref = app.channels(out)
+        vals: list[np.ndarray | float] = []
         for v in node.inputs:
             if v is None:
                 continue
-            if v in app.analysis.info and app.analysis.info[v].ids.shape == ref.ids.shape:
+            if app.channels(v) is not None and app.channels(v).ids.shape == ref.ids.shape:
                 vals.append(app.const_of(v))
             else:
                 vals.append(app.channel_vector(v, out))
@@ -197,4 +198,4 @@ class BroadcastRule(Rule):
                 res = vals[0]
                 for x in vals[1:]:
                     res = fn(res, x)
-        app.set_const(out, res)
+        app.set_const(out, np.asarray(res))

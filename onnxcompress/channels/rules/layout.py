@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress.channels.protocols import AnalysisContext, ConstantReader, Outcome, RewriteContext
 from onnxcompress.channels.rules import Rule, register
 from onnxcompress.channels.state import ChannelInfo
 
@@ -31,28 +32,28 @@ def _norm(axis: int, rank: int) -> int:
 class LayoutRule(Rule):
     """Shared machinery: run the recipe on ids (fresh fixed ids fill untracked parts)."""
 
-    def apply_recipe(self, node: ir.Node, ctx, recipe, axes_out: list[tuple[int, ...] | None]) -> None:
+    def apply_recipe(self, node: ir.Node, ctx: AnalysisContext, recipe, axes_out: list[tuple[int, ...] | None]) -> None:
         arrays = [ctx.get(v).ids if ctx.get(v) is not None else None for v in node.inputs]
         outs = recipe(arrays, lambda shape: ctx.fresh(shape, fixed=True))
-        ctx.recipes[node] = recipe
+        ctx.record_recipe(node, recipe)
         for o, arr, axes in zip(node.outputs, outs, axes_out):
             if arr is not None and axes is not None:
                 ctx.set(o, ChannelInfo(axes, arr))
 
-    def const_eval(self, node: ir.Node, app) -> None:
-        recipe = app.analysis.recipes.get(node)
+    def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
+        recipe = app.recipe(node)
         if recipe is None:
             return super().const_eval(node, app)
-        arrays = [app.const_of(v) if v in app.analysis.info else None for v in node.inputs]
+        arrays = [app.const_of(v) if app.channels(v) is not None else None for v in node.inputs]
         outs = recipe(arrays, lambda shape: np.full(shape, np.nan))
         for o, arr in zip(node.outputs, outs):
-            if o in app.analysis.info and arr is not None:
+            if app.channels(o) is not None and arr is not None:
                 app.set_const(o, arr)
 
 
 @register("Concat")
 class ConcatRule(LayoutRule):
-    def propagate(self, node: ir.Node, ctx) -> None:
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
         rank = ctx.rank(node.outputs[0])
         axis = _norm(_int_attr(node, "axis", 0), rank)
         infos = [ctx.get(v) for v in node.inputs]
@@ -83,7 +84,7 @@ class ConcatRule(LayoutRule):
         ctx.set(node.outputs[0], tracked[0])
 
 
-def _split_sizes(node: ir.Node, ctx, total: int) -> list[int] | None:
+def _split_sizes(node: ir.Node, ctx: AnalysisContext, total: int) -> list[int] | None:
     sizes = _ints_attr(node, "split")
     if sizes is None and len(node.inputs) > 1 and node.inputs[1] is not None:
         c = ctx.const(node.inputs[1])
@@ -99,7 +100,7 @@ def _split_sizes(node: ir.Node, ctx, total: int) -> list[int] | None:
 
 @register("Split")
 class SplitRule(LayoutRule):
-    def propagate(self, node: ir.Node, ctx) -> None:
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
         info = ctx.get(node.inputs[0])
         rank = ctx.rank(node.inputs[0])
         axis = _norm(_int_attr(node, "axis", 0), rank)
@@ -119,8 +120,8 @@ class SplitRule(LayoutRule):
 
         self.apply_recipe(node, ctx, recipe, [(axis,)] * len(node.outputs))
 
-    def rewrite(self, node: ir.Node, app) -> None:
-        info = app.analysis.info[node.inputs[0]]
+    def rewrite(self, node: ir.Node, app: RewriteContext) -> None:
+        info = app.channels(node.inputs[0])
         rank = len(app.shape(node.inputs[0]))
         axis = _norm(_int_attr(node, "axis", 0), rank)
         if info.axes != (axis,):
@@ -135,12 +136,12 @@ class SplitRule(LayoutRule):
 
 @register("Slice")
 class SliceRule(LayoutRule):
-    def _params(self, node: ir.Node, ctx):
+    def _params(self, node: ir.Node, ctx: ConstantReader):
         if "starts" in node.attributes:  # opset < 10
             starts, ends = _ints_attr(node, "starts"), _ints_attr(node, "ends")
             axes = _ints_attr(node, "axes") or list(range(len(starts)))
             return starts, ends, axes, [1] * len(starts)
-        vals = []
+        vals: list[list[int] | None] = []
         for k in range(1, 5):
             v = node.inputs[k] if len(node.inputs) > k else None
             if v is None:
@@ -155,7 +156,7 @@ class SliceRule(LayoutRule):
         steps = steps or [1] * len(starts)
         return starts, ends, axes, steps
 
-    def propagate(self, node: ir.Node, ctx) -> None:
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
         info = ctx.get(node.inputs[0])
         rank = ctx.rank(node.inputs[0])
         params = self._params(node, ctx)
@@ -178,8 +179,8 @@ class SliceRule(LayoutRule):
 
         self.apply_recipe(node, ctx, recipe, [info.axes])
 
-    def rewrite(self, node: ir.Node, app) -> None:
-        info = app.analysis.info[node.inputs[0]]
+    def rewrite(self, node: ir.Node, app: RewriteContext) -> None:
+        info = app.channels(node.inputs[0])
         params = self._params(node, app)
         starts, ends, axes, steps = params
         rank = len(app.shape(node.inputs[0]))
@@ -203,7 +204,7 @@ class SliceRule(LayoutRule):
 
 @register("Flatten")
 class FlattenRule(LayoutRule):
-    def propagate(self, node: ir.Node, ctx) -> None:
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
         info = ctx.get(node.inputs[0])
         shape = ctx.shape(node.inputs[0])
         axis = _norm(_int_attr(node, "axis", 1), len(shape))
@@ -243,7 +244,7 @@ def _segments(a: tuple[int, ...], b: tuple[int, ...]):
 
 @register("Reshape")
 class ReshapeRule(LayoutRule):
-    def propagate(self, node: ir.Node, ctx) -> None:
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
         info = ctx.get(node.inputs[0])
         a, b = ctx.shape(node.inputs[0]), ctx.shape(node.outputs[0])
         if a is None or b is None:
@@ -292,7 +293,7 @@ class ReshapeRule(LayoutRule):
             return
         return ctx.block(node, "Reshape splits or merges channels in a way we do not track")
 
-    def _target_adapts(self, node: ir.Node, ctx) -> bool:
+    def _target_adapts(self, node: ir.Node, ctx: AnalysisContext) -> bool:
         """A constant target can be rewritten; a run-time one must be built from Shape pieces."""
         target = node.inputs[1]
         if ctx.is_const(target):
@@ -300,13 +301,13 @@ class ReshapeRule(LayoutRule):
         prod = target.producer()
         return prod is not None and prod.op_type == "Concat"
 
-    def rewrite(self, node: ir.Node, app) -> None:
+    def rewrite(self, node: ir.Node, app: RewriteContext) -> None:
         out = node.outputs[0]
-        if out not in app.analysis.info:
+        if app.channels(out) is None:
             return
         target = node.inputs[1]
         counts = app.kept_counts(out)
-        info = app.analysis.info[out]
+        info = app.channels(out)
         if app.is_const(target):
             shape = [int(x) for x in app.tensor(target).ravel()]
             old = app.shape(out)
@@ -335,7 +336,7 @@ class ReshapeRule(LayoutRule):
 
 @register("Transpose")
 class TransposeRule(LayoutRule):
-    def propagate(self, node: ir.Node, ctx) -> None:
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
         info = ctx.get(node.inputs[0])
         rank = ctx.rank(node.inputs[0])
         perm = _ints_attr(node, "perm") or list(reversed(range(rank)))
@@ -350,7 +351,7 @@ class TransposeRule(LayoutRule):
 
 @register("Squeeze", "Unsqueeze")
 class SqueezeRule(LayoutRule):
-    def propagate(self, node: ir.Node, ctx) -> None:
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
         info = ctx.get(node.inputs[0])
         in_rank, out_rank = ctx.rank(node.inputs[0]), ctx.rank(node.outputs[0])
         axes = _ints_attr(node, "axes")
@@ -379,4 +380,4 @@ class SqueezeRule(LayoutRule):
                         pos += 1
                 new.append(pos)
         ctx.set(node.outputs[0], ChannelInfo(tuple(new), info.ids))
-        ctx.recipes[node] = lambda arrays, fill: [arrays[0]]
+        ctx.record_recipe(node, lambda arrays, fill: [arrays[0]])

@@ -13,7 +13,11 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress._ir_utils import const_array, set_weight
+from onnxcompress.analysis.macs import gemm_macs, matmul_macs
+from onnxcompress.channels.protocols import AnalysisContext, Outcome, RewriteContext
 from onnxcompress.channels.rules import Rule, register
+from onnxcompress.channels.rules.consumer import ConsumerHooks, FoldContext, bias_matrix, write_bias
 from onnxcompress.channels.state import ChannelInfo
 
 
@@ -22,7 +26,7 @@ def _attr(node: ir.Node, name: str, default: int = 0) -> int:
     return a.as_int() if a is not None else default
 
 
-def _source(node: ir.Node, ctx, n_out: int, axis: int, w_axis: int) -> np.ndarray:
+def _source(node: ir.Node, ctx: AnalysisContext, n_out: int, axis: int, w_axis: int) -> np.ndarray:
     """New prunable output features, with the weight's output axis as their filter slot."""
     ids = ctx.fresh(n_out, source=True)
     if ctx.excluded(node):
@@ -32,11 +36,57 @@ def _source(node: ir.Node, ctx, n_out: int, axis: int, w_axis: int) -> np.ndarra
     return ids
 
 
+def _float_attr(node: ir.Node, name: str, default: float) -> float:
+    a = node.attributes.get(name)
+    return a.as_float() if a is not None else default
+
+
+class GemmConsumer(ConsumerHooks):
+    """A Gemm reading pruned features: folded into C (rescaled by alpha/beta), refit as W (or W^T)."""
+
+    def add_bias(self, app: FoldContext, node: ir.Node, delta: np.ndarray) -> None:
+        dtype = app.tensor(node.inputs[1]).dtype
+        alpha = _float_attr(node, "alpha", 1.0)
+        beta = _float_attr(node, "beta", 1.0)
+        c_val = node.inputs[2] if len(node.inputs) > 2 else None
+        c = app.tensor(c_val) if c_val is not None else None
+        if c is not None and beta != 0 and c.size == delta.size:
+            # A per-feature C is a bias slot: update it in place so slicing still finds it.
+            app.write(c_val, (c.astype(np.float64) + (alpha / beta) * delta.reshape(c.shape)).astype(dtype))
+            return
+        full = alpha * delta
+        if c is not None and beta != 0:
+            full = full + beta * np.broadcast_to(c.astype(np.float64).reshape(-1), delta.shape)
+        node.attributes["beta"] = ir.AttrFloat32("beta", 1.0)
+        app.set_input_const(node, 2, full.astype(dtype))
+        app.track_new_bias(node, node.inputs[2])
+
+    def refit_reason(self, node: ir.Node) -> str | None:
+        if _attr(node, "transA") or _float_attr(node, "alpha", 1.0) != 1.0:
+            return "Gemm with transA or alpha (not refit)"
+        return None
+
+    def matrices(self, node: ir.Node) -> tuple[np.ndarray, np.ndarray | None]:
+        w = const_array(node.inputs[1]).astype(np.float64)
+        mat = (w.T if _attr(node, "transB") else w)[None]
+        return mat, bias_matrix(node, mat)
+
+    def write(self, model: ir.Model, node: ir.Node, mat: np.ndarray, b: np.ndarray | None) -> None:
+        w_old = const_array(node.inputs[1])
+        set_weight(node.inputs[1], (mat[0].T if _attr(node, "transB") else mat[0]).astype(w_old.dtype))
+        if b is not None:
+            write_bias(model, node, b.reshape(-1), w_old.dtype)
+
+
 @register("Gemm")
 class GemmRule(Rule):
     always = True
+    consumer = GemmConsumer()
 
-    def propagate(self, node: ir.Node, ctx) -> None:
+    def macs(self, node: ir.Node, shapes: dict) -> int:
+        return gemm_macs(node, shapes)
+
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
         info = ctx.get(node.inputs[0])
         b_val = node.inputs[1]
         b = ctx.shape(b_val)
@@ -60,9 +110,9 @@ class GemmRule(Rule):
         elif c.size != 1:
             ctx.fix(ids, node, "Gemm bias varies per row")
 
-    def const_eval(self, node: ir.Node, app) -> None:
+    def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
         out = node.outputs[0]
-        ids = app.analysis.info[out].ids
+        ids = app.channels(out).ids
         value = np.zeros(ids.shape)
         c_val = node.inputs[2] if len(node.inputs) > 2 else None
         if c_val is not None:
@@ -77,8 +127,13 @@ class GemmRule(Rule):
 @register("MatMul")
 class MatMulRule(Rule):
     always = True
+    #: x[..., K] @ W[K, N]: the default consumer (its folded bias is an Add after it)
+    consumer = ConsumerHooks()
 
-    def propagate(self, node: ir.Node, ctx) -> None:
+    def macs(self, node: ir.Node, shapes: dict) -> int:
+        return matmul_macs(node, shapes)
+
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
         a_info = ctx.get(node.inputs[0])
         b_val = node.inputs[1]
         b = ctx.shape(b_val)
@@ -92,7 +147,7 @@ class MatMulRule(Rule):
         out_rank = ctx.rank(node.outputs[0]) or rank
         _source(node, ctx, int(b[1]), out_rank - 1, 1)
 
-    def const_eval(self, node: ir.Node, app) -> None:
+    def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
         out = node.outputs[0]
-        ids = app.analysis.info[out].ids
+        ids = app.channels(out).ids
         app.set_const(out, np.where(app.removed(ids), 0.0, np.nan))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress.channels.protocols import AnalysisContext, ChannelInfoLike, ConstantReader, Outcome, RewriteContext
 from onnxcompress.channels.rules import Rule, channels_on_axis1, register
 from onnxcompress.channels.state import ChannelInfo
 
@@ -16,7 +17,7 @@ from onnxcompress.channels.state import ChannelInfo
 class PassThroughRule(Rule):
     """Output channels are the input channels; their constant values pass unchanged."""
 
-    def propagate(self, node: ir.Node, ctx) -> None:
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
         info = ctx.get(node.inputs[0])
         if any(ctx.get(v) is not None for v in node.inputs[1:] if v is not None):
             return ctx.block(node, f"{node.op_type} with a channel tensor as a parameter")
@@ -24,16 +25,16 @@ class PassThroughRule(Rule):
             return
         ctx.set(node.outputs[0], info)
 
-    def channels_untouched(self, node: ir.Node, ctx, info: ChannelInfo) -> bool:
+    def channels_untouched(self, node: ir.Node, ctx: AnalysisContext, info: ChannelInfoLike) -> bool:
         return True
 
-    def const_eval(self, node: ir.Node, app) -> None:
+    def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
         app.set_const(node.outputs[0], app.const_of(node.inputs[0]))
 
 
 @register("MaxPool", "GlobalAveragePool", "GlobalMaxPool", "MaxRoiPool")
 class PoolRule(PassThroughRule):
-    def channels_untouched(self, node, ctx, info) -> bool:
+    def channels_untouched(self, node: ir.Node, ctx: AnalysisContext, info: ChannelInfoLike) -> bool:
         return channels_on_axis1(node, ctx, info)
 
 
@@ -41,7 +42,7 @@ class PoolRule(PassThroughRule):
 class LpPoolRule(PoolRule):
     """A window of k equal values c gives (k |c|^p)^(1/p) = |c| k^(1/p)."""
 
-    def const_eval(self, node: ir.Node, app) -> None:
+    def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
         c = app.const_of(node.inputs[0])
         p_attr = node.attributes.get("p")
         p = float(p_attr.as_int() if p_attr is not None else 2)
@@ -58,7 +59,7 @@ class LpPoolRule(PoolRule):
 
 @register("AveragePool")
 class AveragePoolRule(PoolRule):
-    def const_eval(self, node: ir.Node, app) -> None:
+    def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
         pads = node.attributes.get("pads")
         counts_pad = node.attributes.get("count_include_pad")
         if counts_pad is not None and counts_pad.as_int() and pads is not None and any(pads.as_ints()):
@@ -66,7 +67,7 @@ class AveragePoolRule(PoolRule):
         super().const_eval(node, app)
 
 
-def _channel_scale_is_one(node: ir.Node, ctx, info: ChannelInfo) -> bool:
+def _channel_scale_is_one(node: ir.Node, ctx: AnalysisContext, info: ChannelInfoLike) -> bool:
     a, b = ctx.shape(node.inputs[0]), ctx.shape(node.outputs[0])
     if a is None or b is None:
         return False
@@ -75,13 +76,13 @@ def _channel_scale_is_one(node: ir.Node, ctx, info: ChannelInfo) -> bool:
 
 @register("Resize", "Upsample")
 class ResizeRule(PassThroughRule):
-    def channels_untouched(self, node, ctx, info) -> bool:
+    def channels_untouched(self, node: ir.Node, ctx: AnalysisContext, info: ChannelInfoLike) -> bool:
         if not _channel_scale_is_one(node, ctx, info):
             ctx.block(node, f"{node.op_type} resizes the channel axis")
             return False
         return True
 
-    def rewrite(self, node: ir.Node, app) -> None:
+    def rewrite(self, node: ir.Node, app: RewriteContext) -> None:
         # Explicit output sizes spell the channel count.
         if node.op_type != "Resize" or len(node.inputs) < 4 or node.inputs[3] is None:
             return
@@ -89,7 +90,7 @@ class ResizeRule(PassThroughRule):
         if sizes is None or sizes.size == 0:
             return
         sizes = sizes.astype(np.int64).copy()
-        info = app.analysis.info[node.outputs[0]]
+        info = app.channels(node.outputs[0])
         for ax, n in zip(info.axes, app.kept_counts(node.outputs[0])):
             sizes[ax] = n
         app.set_input_const(node, 3, sizes)
@@ -97,14 +98,14 @@ class ResizeRule(PassThroughRule):
 
 @register("Pad")
 class PadRule(PassThroughRule):
-    def _pads(self, node: ir.Node, ctx):
+    def _pads(self, node: ir.Node, ctx: AnalysisContext):
         a = node.attributes.get("pads") or node.attributes.get("paddings")
         if a is not None:
             return list(a.as_ints())
         c = ctx.const(node.inputs[1]) if len(node.inputs) > 1 else None
         return None if c is None else [int(x) for x in c.ravel()]
 
-    def channels_untouched(self, node, ctx, info) -> bool:
+    def channels_untouched(self, node: ir.Node, ctx: AnalysisContext, info: ChannelInfoLike) -> bool:
         pads = self._pads(node, ctx)
         rank = ctx.rank(node.inputs[0])
         if pads is None or rank is None:
@@ -125,7 +126,7 @@ class PadRule(PassThroughRule):
                 return False
         return True
 
-    def const_eval(self, node: ir.Node, app) -> None:
+    def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
         mode = node.attributes.get("mode")
         if mode is None or mode.as_string() == "constant":
             app.inexact(f"Pad {node.name} pads removed channels' constants with its pad value")
@@ -136,7 +137,7 @@ class PadRule(PassThroughRule):
 class ReduceRule(Rule):
     """Reductions over spatial axes keep channels (an SE block's squeeze)."""
 
-    def _axes(self, node: ir.Node, ctx, rank: int):
+    def _axes(self, node: ir.Node, ctx: ConstantReader, rank: int) -> list[int] | None:
         a = node.attributes.get("axes")
         if a is not None:
             return [x % rank for x in a.as_ints()]
@@ -146,7 +147,7 @@ class ReduceRule(Rule):
         noop = node.attributes.get("noop_with_empty_axes")
         return [] if noop is not None and noop.as_int() else list(range(rank))
 
-    def propagate(self, node: ir.Node, ctx) -> None:
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
         info = ctx.get(node.inputs[0])
         rank = ctx.rank(node.inputs[0])
         axes = self._axes(node, ctx, rank) if rank is not None else None
@@ -157,7 +158,7 @@ class ReduceRule(Rule):
         new = info.axes if keepdims else tuple(ax - sum(1 for a in axes if a < ax) for ax in info.axes)
         ctx.set(node.outputs[0], ChannelInfo(new, info.ids))
 
-    def const_eval(self, node: ir.Node, app) -> None:
+    def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
         x = app.const_of(node.inputs[0])
         shape_in = app.shape(node.inputs[0])
         rank = len(shape_in)
@@ -186,7 +187,7 @@ class SoftmaxRule(Rule):
     Before opset 13 these ops flatten from their axis: that range is a blocker entry.
     """
 
-    def propagate(self, node: ir.Node, ctx) -> None:
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
         info = ctx.get(node.inputs[0])
         rank = ctx.rank(node.inputs[0])
         a = node.attributes.get("axis")
@@ -203,8 +204,8 @@ class ShapeRule(Rule):
     What consumes the shape (a Reshape target, say) is checked by that consumer's rule.
     """
 
-    def propagate(self, node: ir.Node, ctx) -> None:
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
         return None
 
-    def const_eval(self, node: ir.Node, app) -> None:
+    def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
         return None
