@@ -11,6 +11,11 @@ The runs need the finetune extra (torch) in the interpreter that runs this scrip
 
     python bench/distill_real.py --models ppocr_cls --targets 0.8 0.6 [--seconds 300] [--out F]
     python bench/distill_real.py --report      # bench/DISTILL_REAL.md and its plot from the JSON
+    python bench/distill_real.py --speed --models ppocr_cls   # CPU speedup at the smallest size within 1 point
+
+Written models are kept in bench/.cache/real/out/ (git-ignored), so ``--speed`` can time the one at
+each model's smallest MACs within 1 point of the original on ``eval`` against the original:
+``onnxcompress bench``, paired and interleaved, CPU EP, batch 1 and 8.
 
 Results accumulate in bench/distill_real.json (keyed by model, target, method, samples).
 """
@@ -19,17 +24,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench" / ".cache" / "real"
 OUT = ROOT / "bench" / "distill_real.json"
+KEPT = CACHE / "out"
 sys.path.insert(0, str(ROOT))
 
 DETECTORS = ("ppocr_det", "ppocrv3_det")
@@ -58,7 +64,9 @@ def run(name: str, target: float, method: str, tmp: Path, seconds: float, sample
         augment: float = 0.0) -> dict:
     m = meta(name)
     src = CACHE / f"{name}.onnx"
-    out, rep = tmp / f"{name}.{method}.onnx", tmp / f"{name}.{method}.json"
+    KEPT.mkdir(parents=True, exist_ok=True)
+    tag = f"{method}+aug{augment:g}" if augment and method == "distill" else method
+    out, rep = KEPT / f"{name}.{target:g}.{tag}.{samples or 128}.onnx", tmp / f"{name}.{method}.json"
     shape = ",".join(map(str, (1, *m["input_shape"])))
     calib = CACHE / (f"{name}.calib{samples}.npz" if samples and samples > 128 else f"{name}.calib.npz")
     cmd = [sys.executable, "-m", "onnxcompress", str(src), "--calib", str(calib),
@@ -73,7 +81,7 @@ def run(name: str, target: float, method: str, tmp: Path, seconds: float, sample
     proc = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True)
     wall = time.perf_counter() - t
     row = {"model": name, "target": target, "method": method, "samples": samples or 128, "wall_s": round(wall, 1),
-           "date": time.strftime("%Y-%m-%d")}
+           "date": time.strftime("%Y-%m-%d"), "output": str(out.relative_to(ROOT))}
     if proc.returncode != 0:
         row["error"] = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("onnxcompress")][-1:] \
             or proc.returncode
@@ -106,6 +114,45 @@ def measure(args) -> None:
                                        if (x["model"], x["target"], x["method"], x["samples"]) != key] + [row]
                     OUT.write_text(json.dumps(results, indent=1))
                     print(json.dumps(row), flush=True)
+
+
+def smallest_within(res: dict, name: str, pts: float = 1.0, split: str = "eval") -> dict | None:
+    """The 128-sample run of ``name`` with the fewest MACs kept within ``pts`` points of the original."""
+    o = res["original"].get(name, {}).get(split)
+    rows = [r for r in res["rows"] if r["model"] == name and r["samples"] == 128 and "error" not in r
+            and r.get(split) is not None and o is not None and o - r[split] <= pts / 100 + 1e-9]
+    return min(rows, key=lambda r: r["macs_kept"]) if rows else None
+
+
+def speed(args) -> None:
+    """Paired CPU speedup of each model's smallest within-1-point output against its original."""
+    results = json.loads(OUT.read_text())
+    speeds = results.setdefault("speed", {})
+    with tempfile.TemporaryDirectory() as d:
+        for name in args.models:
+            row = smallest_within(results, name)
+            if row is None or not (ROOT / row.get("output", "-")).exists():
+                print(f"{name}: no kept output within 1 point (rerun its sweep)", flush=True)
+                continue
+            m = meta(name)
+            js = Path(d) / "bench.json"
+            batches = [1] if m.get("fixed_batch") else [1, 8]
+            cmd = [sys.executable, "-m", "onnxcompress", "bench", str(CACHE / f"{name}.onnx"), str(ROOT / row["output"]),
+                   "--input-shape", f"{m['input_name']}:" + ",".join(map(str, (1, *m["input_shape"]))),
+                   "--batch", ",".join(map(str, batches)), "--providers", "cpu", "--min-seconds", "20",
+                   "--json", str(js), "-q"]
+            p = subprocess.run(cmd, capture_output=True, text=True)
+            if p.returncode != 0:
+                speeds[name] = {"error": p.stderr.strip().splitlines()[-1:]}
+            else:
+                runs = json.loads(js.read_text())["runs"]
+                speeds[name] = {"target": row["target"], "method": row["method"], "macs_kept": row["macs_kept"],
+                                "eval": row["eval"], "date": time.strftime("%Y-%m-%d"), "load": os.getloadavg()[0],
+                                "runs": [{"batch": r["batch"], "speedup": r["paired"]["speedup"],
+                                          "pair_ratio_range": [r["paired"]["ratio_lo"], r["paired"]["ratio_hi"]],
+                                          "pairs": r["paired"]["pairs"]} for r in runs]}
+            OUT.write_text(json.dumps(results, indent=1))
+            print(name, json.dumps(speeds[name]), flush=True)
 
 
 def summary_table(res: dict) -> list[str]:
@@ -202,10 +249,14 @@ def main() -> None:
     ap.add_argument("--augment", type=float, default=0.0, help="--distill-augment of the distill runs (method "
                     "distill+augS in the results)")
     ap.add_argument("--report", action="store_true", help="only write bench/DISTILL_REAL.md and the plot")
+    ap.add_argument("--speed", action="store_true", help="only time each model's smallest within-1-point output "
+                    "against its original (CPU EP, paired)")
     ap.add_argument("--json", type=Path, default=OUT, help="results file to read and extend (default %(default)s)")
     args = ap.parse_args()
     OUT = args.json
-    if not args.report:
+    if args.speed:
+        speed(args)
+    elif not args.report:
         measure(args)
     report()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import re
 
 from rich.console import Console
@@ -64,10 +66,15 @@ def render_inspect(report: InspectReport, console: Console) -> None:
         g.add_column("#", justify="right")
         g.add_column("channels", justify="right")
         g.add_column("filters", overflow="fold")
+        g.add_column("outcome", overflow="fold")
         for i, grp in enumerate(report.groups):
             names = grp["filters"]
             shown = ", ".join(names[:4]) + (f", ... {len(names) - 4} more" if len(names) > 4 else "")
-            g.add_row(str(i), str(grp["channels"]), shown)
+            outcome = grp.get("outcome", "exact")
+            if outcome == "lossy":
+                ops = Counter(x["op"] for x in grp.get("lossy_at", []))
+                outcome = "lossy, needs --calib: " + ", ".join(f"{n} {op}" for op, n in sorted(ops.items()))
+            g.add_row(str(i), str(grp["channels"]), shown, outcome)
         console.print(g)
         for bl in report.blockers or []:
             console.print(f"  blocked at {bl['node']} ({bl['op']}): {bl['reason']}")

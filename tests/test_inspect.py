@@ -86,7 +86,13 @@ def test_inspect_groups_lists_coupled_filters_and_blockers():
     # a C2f bottleneck with a shortcut ties its conv to the split half it adds to
     assert any(len(g["filters"]) >= 2 for g in rep.groups)
     assert all(g["channels"] > 0 for g in rep.groups)
+    assert all(g["outcome"] == "exact" for g in rep.groups)
+    # ConvNeXt's residual streams run through LayerNorms: groups whose outcome is lossy (pruned with --calib)
     rep2 = oc.inspect(MODELS / "convnext_tiny.onnx", groups=True)
-    assert any(b["op"] == "LayerNormalization" for b in rep2.blockers)
+    lossy = [g for g in rep2.groups if g["outcome"] == "lossy"]
+    assert [g["channels"] for g in lossy] == [64, 32]
+    assert {x["op"] for g in lossy for x in g["lossy_at"]} == {"LayerNormalization"}
+    assert sum(len(g["lossy_at"]) for g in lossy) == 7
+    assert not any(b["op"] == "LayerNormalization" for b in rep2.blockers)
     # inspect changes nothing
     assert oc.inspect(MODELS / "yolo_c2f.onnx").macs == rep.macs

@@ -200,17 +200,29 @@ def reported_blockers(analysis: AnalysisResult, plan: Plan) -> list[dict]:
 
 
 def describe_groups(model, shapes: dict, block_ops: list[str] | tuple[str, ...] = ()) -> tuple[list[dict], list[dict]]:
-    """The prunable channel groups of ``model`` and what blocks the rest (nothing is changed)."""
+    """The prunable channel groups of ``model`` and what blocks the rest (nothing is changed).
+
+    Lossy groups (a LayerNorm-coupled stream, ...) are listed too, with their outcome: they
+    are pruned only with calibration data.
+    """
     from onnxcompress.channels.analysis import analyse_channels
     from onnxcompress._ir_utils import const_array
 
-    analysis = analyse_channels(model, shapes, block_ops=block_ops)
+    analysis = analyse_channels(model, shapes, block_ops=block_ops, allow_lossy=True)
     tensors = {s.value: const_array(s.value) for s in analysis.slots if s.role == "out"}
     plan = make_plan(analysis, tensors, CompressConfig(ratio=0.0))
-    groups = [
-        {"filters": g.names, "channels": len(g.atoms) * g.channels_per_atom, "prunable_units": len(g.atoms)}
-        for g in sorted(plan.groups, key=lambda g: -len(g.atoms) * g.channels_per_atom)
-    ]
+    lossy_at: dict[int, list] = {}
+    for r in analysis.lossy:
+        for root in set(plan.roots[r.ids].tolist()):
+            lossy_at.setdefault(root, []).append(r)
+    groups = []
+    for g in sorted(plan.groups, key=lambda g: -len(g.atoms) * g.channels_per_atom):
+        recs = {id(r): r for a in g.atoms for r in lossy_at.get(int(a), [])}.values()
+        entry = {"filters": g.names, "channels": len(g.atoms) * g.channels_per_atom, "prunable_units": len(g.atoms),
+                 "outcome": "lossy" if recs else "exact"}
+        if recs:
+            entry["lossy_at"] = [{"node": r.node, "op": r.op, "reason": r.reason} for r in recs]
+        groups.append(entry)
     return groups, reported_blockers(analysis, plan)
 
 

@@ -91,8 +91,9 @@ class Net:
             onnx.checker.check_model(model)
         return model
 
-    def analyse(self, outputs: list[str], *, check: bool = True, block_ops: tuple[str, ...] = ()) -> Case:
-        return Case.of(self.proto(outputs, check=check), block_ops=block_ops)
+    def analyse(self, outputs: list[str], *, check: bool = True, block_ops: tuple[str, ...] = (),
+                allow_lossy: bool = False) -> Case:
+        return Case.of(self.proto(outputs, check=check), block_ops=block_ops, allow_lossy=allow_lossy)
 
 
 @dataclass
@@ -107,11 +108,11 @@ class Case:
     notes: list[str] = field(default_factory=list)
 
     @classmethod
-    def of(cls, proto: onnx.ModelProto, block_ops: tuple[str, ...] = ()) -> Case:
+    def of(cls, proto: onnx.ModelProto, block_ops: tuple[str, ...] = (), allow_lossy: bool = False) -> Case:
         model = ir.serde.deserialize_model(proto)
         sizes = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in proto.graph.input}
         shapes = infer_static_shapes(model, sizes)
-        return cls(proto, model, shapes, analyse_channels(model, shapes, block_ops=block_ops))
+        return cls(proto, model, shapes, analyse_channels(model, shapes, block_ops=block_ops, allow_lossy=allow_lossy))
 
     # ----- lookups -----
     def value(self, name: str) -> ir.Value:

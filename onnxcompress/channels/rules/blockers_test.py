@@ -103,7 +103,6 @@ _QUANTIZED: dict[str, Callable[[Net], list[str]]] = {
 BUILD: dict[str, Callable[[Net], list[str]]] = {
     **_QUANTIZED,
     "LRN": _one("LRN", size=3),
-    "LayerNormalization": _one("LayerNormalization", lambda n: [n.const(np.ones(4))], axis=-1),
     "GroupNormalization": _one("GroupNormalization", lambda n: [n.const(np.ones(C)), n.const(np.zeros(C))], num_groups=2),
     "MeanVarianceNormalization": _one("MeanVarianceNormalization"),
     "LpNormalization": _one("LpNormalization", axis=1),

@@ -1,11 +1,13 @@
-"""Normalisations that act per channel (BN, InstanceNorm); the rest block."""
+"""Normalisations: per channel (BN, InstanceNorm: exact) and over the channel axis
+(LayerNormalization, RMSNorm: lossy, since their statistics cover only the kept channels);
+the rest block."""
 
 from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.channels.protocols import AnalysisContext, Outcome, RewriteContext
+from onnxcompress.channels.protocols import AnalysisContext, Lossy, Outcome, RewriteContext
 from onnxcompress.channels.rules import Rule, channels_on_axis1, register
 
 
@@ -54,3 +56,62 @@ class InstanceNormRule(Rule):
         x = app.const_of(node.inputs[0])
         bias = app.tensor(node.inputs[2]).astype(np.float64)
         app.set_const(node.outputs[0], np.where(np.isnan(x), np.nan, bias))
+
+
+LAYERNORM_LOSS = "its mean and variance cover only the kept channels"
+
+
+class ChannelStatisticsRule(Rule):
+    """A norm over the channel axis alone (LayerNorm, RMSNorm) of a channels-last tensor.
+
+    Channels pass through and its scale (and bias) shrink with them, so a residual stream can
+    be pruned across every block it touches. Removal is not exact: the statistics of the
+    remaining channels differ from those of all of them, so the outcome is ``Lossy`` and
+    calibration must justify it (measured drift, consumer refit). A removed channel's output
+    is data dependent, so its constant is unknown; with calibration the consumers get its
+    measured mean instead.
+    """
+
+    #: input indices of the per-channel parameters (scale, bias)
+    params: tuple[int, ...] = (1, 2)
+
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
+        info = ctx.get(node.inputs[0])
+        rank = ctx.rank(node.inputs[0])
+        if info is None:
+            return None
+        a = node.attributes.get("axis")
+        axis = a.as_int() if a is not None else -1
+        if rank is None or axis % rank != rank - 1 or info.axes != (rank - 1,):
+            return ctx.block(node, f"{node.op_type} normalises over more than the channel axis "
+                                   "(channels are tracked only when it normalises the last axis, and they lie there)")
+        if any(ctx.get(o) is not None or o.uses() for o in node.outputs[1:]):
+            return ctx.block(node, f"{node.op_type}'s mean or inverse-deviation output is used")
+        for i in self.params:
+            p = node.inputs[i] if len(node.inputs) > i else None
+            if p is None:
+                continue
+            c = ctx.const(p)
+            if c is None or ctx.get(p) is not None:
+                return ctx.block(node, f"{node.op_type} with a run-time scale or bias")
+            if c.size == 1:
+                continue
+            if c.shape[-1] != info.ids.shape[0] or c.size != c.shape[-1]:
+                return ctx.block(node, f"{node.op_type} scale or bias is not one value per channel")
+            ctx.add_slot(node, p, c.ndim - 1, info.ids, "param")
+        ctx.set(node.outputs[0], info)
+        return Lossy(f"{node.op_type}: {LAYERNORM_LOSS}")
+
+
+@register("LayerNormalization", domain="com.microsoft")
+@register("LayerNormalization", since=17)
+class LayerNormRule(ChannelStatisticsRule):
+    pass
+
+
+@register("SimplifiedLayerNormalization", domain="com.microsoft")
+@register("RMSNormalization", since=23)
+class RMSNormRule(ChannelStatisticsRule):
+    """RMSNorm (onnxruntime's SimplifiedLayerNormalization, opset 23's RMSNormalization): a scale, no bias."""
+
+    params = (1,)

@@ -10,7 +10,8 @@ BIAS = np.array([-1.2, 0.3, 1.4, -0.6, 0.9, 2.3, -0.2, 0.7], np.float32)
 
 
 #: the registered ops this file tests
-COVERED = {"BatchNormalization", "InstanceNormalization"}
+COVERED = {"BatchNormalization", "InstanceNormalization", "LayerNormalization", "SimplifiedLayerNormalization",
+           "RMSNormalization"}
 
 
 def check_batchnorm() -> None:
@@ -66,3 +67,73 @@ def check_instancenorm() -> None:
 
 def test_instancenorm() -> None:
     check_instancenorm()
+
+
+def check_layernorm(op: str = "LayerNormalization", opset: int = 17, domain: str = "", bias: bool = True) -> None:
+    """A norm over the channels of a channels-last tensor: lossy, so tracked only with calibration."""
+    from onnxcompress.channels.rules.norm import LAYERNORM_LOSS
+
+    n = Net(opset)
+    if domain:
+        n.extra_opsets[domain] = 1
+    a = n.conv(n.input(), 3, 8, name="c1")
+    t = n.op("Transpose", [a], perm=[0, 2, 3, 1])  # (1, 6, 6, 8): channels last
+    scale = n.const(np.linspace(0.5, 1.5, 8))
+    params = [scale] + ([n.const(BIAS)] if bias else [])
+    y = n.op(op, [t, *params], name="op", axis=-1, domain=domain)
+    m = n.op("MatMul", [y, n.const(n.rng.standard_normal((8, 4)))], name="mm")
+    c = n.analyse([m], check=not domain)
+    assert c.blocks_at("op") == [(op, f"{op}: {LAYERNORM_LOSS} (lossy: needs calibration data, --calib)")]
+    assert c.analysis.fixed[c.out_ids("c1")].all()
+    c = n.analyse([m], check=not domain, allow_lossy=True)
+    assert c.blocks_at("op") == []
+    np.testing.assert_array_equal(c.ids("op"), c.ids("c1"))
+    assert [(v, ax) for v, ax, _ in c.slots("op", "param")] == [(p, 0) for p in params]
+    [rec] = c.analysis.lossy
+    assert (rec.node, rec.op) == ("op", op)
+    if not domain:  # onnx's shape inference does not size contrib ops, so the MatMul after one blocks here
+        assert c.widths() == [("c1", 8, 4)]
+
+
+def test_layernorm() -> None:
+    check_layernorm()
+
+
+def test_rmsnorm_ops() -> None:
+    check_layernorm("RMSNormalization", opset=23, bias=False)
+    check_layernorm("SimplifiedLayerNormalization", domain="com.microsoft", bias=False)
+
+
+def test_layernorm_over_more_than_the_channel_axis_blocks() -> None:
+    n = Net(17)
+    a = n.conv(n.input(), 3, 8, name="c1")
+    y = n.op("LayerNormalization", [a, n.const(np.ones((8, 6, 6)))], name="op", axis=1)
+    c = n.analyse([n.conv(y, 8, 4, name="c2")], allow_lossy=True)
+    [(op, reason)] = c.blocks_at("op")
+    assert op == "LayerNormalization" and "more than the channel axis" in reason
+    assert c.analysis.lossy == []
+
+
+def test_decomposed_layernorm_is_lossy() -> None:
+    """ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add over the channels (opset < 17 exports)."""
+    n = Net(13)
+    a = n.conv(n.input(), 3, 8, name="c1")
+    t = n.op("Transpose", [a], perm=[0, 2, 3, 1])
+    mean = n.op("ReduceMean", [t], name="mean", axes=[-1], keepdims=1)
+    d = n.op("Sub", [t, mean])
+    var = n.op("ReduceMean", [n.op("Pow", [d, n.const(2.0)])], name="var", axes=[-1], keepdims=1)
+    y = n.op("Div", [d, n.op("Sqrt", [n.op("Add", [var, n.const(1e-5)])])])
+    scale, bias = n.const(np.linspace(0.5, 1.5, 8)), n.const(BIAS)
+    y = n.op("Add", [n.op("Mul", [y, scale], name="scale"), bias], name="shift")
+    m = n.op("MatMul", [y, n.const(n.rng.standard_normal((8, 4)))], name="mm")
+    c = n.analyse([m])
+    assert {r for _, r in c.blocks_at("mean") + c.blocks_at("var")} == {
+        "ReduceMean over the channel axis (a LayerNorm's statistics): the mean covers only the kept channels "
+        "(lossy: needs calibration data, --calib)"}
+    assert c.analysis.fixed[c.out_ids("c1")].all()
+    c = n.analyse([m], allow_lossy=True)
+    assert [r.node for r in c.analysis.lossy] == ["mean", "var"]
+    assert not c.tracked("mean") and not c.tracked("var")
+    np.testing.assert_array_equal(c.ids("shift"), c.ids("c1"))
+    assert [(v, ax) for v, ax, _ in c.slots("scale", "param") + c.slots("shift", "param")] == [(scale, 0), (bias, 0)]
+    assert c.widths() == [("c1", 8, 4)]

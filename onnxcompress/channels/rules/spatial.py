@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress.channels.protocols import AnalysisContext, ChannelInfoLike, ConstantReader, Outcome, RewriteContext
+from onnxcompress.channels.protocols import AnalysisContext, ChannelInfoLike, ConstantReader, Lossy, Outcome, RewriteContext
 from onnxcompress.channels.rules import Rule, channels_on_axis1, register
 from onnxcompress.channels.state import ChannelInfo
 
@@ -135,7 +135,14 @@ class PadRule(PassThroughRule):
 
 @register("ReduceMean", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceSum", "ReduceL1", "ReduceLogSumExp", "ReduceSumSquare")
 class ReduceRule(Rule):
-    """Reductions over spatial axes keep channels (an SE block's squeeze)."""
+    """Reductions over spatial axes keep channels (an SE block's squeeze).
+
+    A ReduceMean over exactly the channel axis, keeping it (as size 1), is the statistic of a
+    decomposed LayerNorm or RMSNorm (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul,
+    Add: what opset < 17 exports emit): the mean then covers only the kept channels, so it is
+    ``Lossy``. Its output carries no channels; the Sub or Div it feeds broadcasts it. Other
+    reductions over channels block.
+    """
 
     def _axes(self, node: ir.Node, ctx: ConstantReader, rank: int) -> list[int] | None:
         a = node.attributes.get("axes")
@@ -151,10 +158,12 @@ class ReduceRule(Rule):
         info = ctx.get(node.inputs[0])
         rank = ctx.rank(node.inputs[0])
         axes = self._axes(node, ctx, rank) if rank is not None else None
-        if axes is None or any(ax in info.axes for ax in axes):
-            return ctx.block(node, f"{node.op_type} over the channel axis")
         keep = node.attributes.get("keepdims")
         keepdims = keep.as_int() if keep is not None else 1
+        if axes is not None and node.op_type == "ReduceMean" and keepdims and sorted(axes) == list(info.axes):
+            return Lossy("ReduceMean over the channel axis (a LayerNorm's statistics): the mean covers only the kept channels")
+        if axes is None or any(ax in info.axes for ax in axes):
+            return ctx.block(node, f"{node.op_type} over the channel axis")
         new = info.axes if keepdims else tuple(ax - sum(1 for a in axes if a < ax) for ax in info.axes)
         ctx.set(node.outputs[0], ChannelInfo(new, info.ids))
 

@@ -154,11 +154,14 @@ def test_reduce_without_keepdims() -> None:
 
 
 def test_reduce_over_the_channel_axis_blocks() -> None:
-    n = Net(18)
-    a = n.conv(n.input(), 3, 8, name="c1")
-    n.op("ReduceMean", [a, n.const([1], I64)], name="op")
-    c = n.analyse(["op"])
-    assert set(c.blocks_at("op")) == {("ReduceMean", "ReduceMean over the channel axis")}
+    """Only a ReduceMean over exactly the channels, keeping the axis, is lossy (norm_test); the rest block."""
+    for op, keepdims in (("ReduceMax", 1), ("ReduceSum", 1), ("ReduceMean", 0)):
+        n = Net(18)
+        a = n.conv(n.input(), 3, 8, name="c1")
+        n.op(op, [a, n.const([1], I64)], name="op", keepdims=keepdims)
+        c = n.analyse(["op"], allow_lossy=True)
+        assert set(c.blocks_at("op")) == {(op, f"{op} over the channel axis")}
+        assert c.analysis.lossy == []
 
 
 def check_softmax(op: str) -> None:
