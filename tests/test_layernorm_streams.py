@@ -15,7 +15,8 @@ MODEL = Path(__file__).resolve().parent.parent / "models" / "convnext_tiny.onnx"
 
 def _run(tmp_path: Path, *extra: str) -> dict:
     out, rep = tmp_path / "o.onnx", tmp_path / "r.json"
-    assert main([str(MODEL), "--ratio", "0.5", "-o", str(out), "--report", str(rep), "-q", "--force", *extra]) == 0
+    ratio = [] if "--target-macs" in extra else ["--ratio", "0.5"]
+    assert main([str(MODEL), *ratio, "-o", str(out), "--report", str(rep), "-q", "--force", *extra]) == 0
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     y = sess.run(None, {"input": np.random.default_rng(1).standard_normal((2, 3, 64, 64)).astype(np.float32)})[0]
     assert y.shape == (2, 10) and np.isfinite(y).all()
@@ -38,3 +39,14 @@ def test_convnext_streams_prune_only_with_calibration(tmp_path):
     assert {x["op"] for x in lossy["exactness"]["lossy"]} == {"LayerNormalization"}
     assert "inexactly" in lossy["exactness"]["note"]
     assert not any(b["op"] == "LayerNormalization" for b in lossy["blockers"])
+
+
+def test_stream_removal_is_measured_with_the_norms_over_the_kept_channels(tmp_path):
+    """--target-macs measures a lossy stream's drift with each LayerNorm simulated over the kept channels."""
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, input=np.random.default_rng(0).standard_normal((32, 3, 64, 64)).astype(np.float32))
+    r = _run(tmp_path, "--calib", str(calib), "--recover", "refit", "--target-macs", "0.5")
+    streams = [g for g in r["search"]["groups"] if any("dwconv" in f for f in g["filters"])]
+    assert len(streams) == 2
+    for g in streams:
+        assert "unmeasured" not in g and g["curve"] and all(c["drift"] > 1e-3 for c in g["curve"]), g

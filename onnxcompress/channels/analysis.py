@@ -197,7 +197,7 @@ def _act(node: ir.Node, outcome: Outcome | None, ctx: ChannelContext, blocks_bef
             return
         ids = [ctx.get(v).ids.ravel() for v in node.inputs if ctx.get(v) is not None]
         ctx.lossy.append(BlockRecord(node=node.name or node.op_type, op=node.op_type, reason=outcome.reason,
-                                     ids=np.concatenate(ids) if ids else np.zeros(0, np.int64)))
+                                     ids=np.concatenate(ids) if ids else np.zeros(0, np.int64), at=node))
         return
     raise TypeError(f"the {node.op_type} rule returned {outcome!r}; expected Exact, Lossy, Blocked or None")
 

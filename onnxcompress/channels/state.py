@@ -78,6 +78,8 @@ class BlockRecord:
     op: str
     reason: str
     ids: np.ndarray
+    #: the node itself (lossy records: the sensitivity model simulates its removal)
+    at: ir.Node | None = None
 
 
 @dataclass

@@ -106,11 +106,45 @@ class MaskedModel:
                 pnode.input[0] = y
                 self.covered.add(id(s))
             self.slots.append((slots[0], m, b, shape, st.mean, np.dtype(np_dtype(slots[0].node.inputs[0].dtype))))
+        self.lossy_slots, self.unsimulated = self._simulate_lossy(proto, nodes, shapes, new_nodes)
         # The Mul/Add pairs go first: their inputs are graph inputs or earlier nodes' outputs,
         # so a topological sort after insertion keeps the graph valid.
         _insert_sorted(proto, new_nodes)
         self.proto = proto
         self._session: Session | None = None
+
+    def _simulate_lossy(self, proto, nodes: dict[int, int], shapes, new_nodes: list) -> tuple[list, list]:
+        """Replace each lossy node by its rule's masked simulation, fed its own mask and factor.
+
+        A LayerNorm then normalises over the kept channels only, as the pruned model will.
+        Returns the (ids, mask, factor, shape, dtype) feeds and the records no rule simulates.
+        """
+        opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 21)
+        slots: list = []
+        unsimulated: list = []
+        replaced: set[int] = set()
+        for k, r in enumerate(self.analysis.lossy):
+            sim = getattr(self.analysis.rules.get(r.at), "simulate", None)
+            x = r.at.inputs[0] if r.at is not None else None
+            info = self.analysis.info.get(x) if x is not None else None
+            if sim is None or info is None or len(info.axes) != 1 or x.name not in shapes or id(r.at) not in nodes:
+                unsimulated.append(r)
+                continue
+            rank = len(shapes[x.name])
+            shape = [1] * rank
+            shape[info.axes[0]] = len(info.ids)
+            dtype = np.dtype(np_dtype(x.dtype))
+            elem = onnx.helper.np_dtype_to_tensor_dtype(dtype)
+            m, f = f"__oc_lossy_mask_{k}", f"__oc_lossy_factor_{k}"
+            proto.graph.input.extend([oh.make_tensor_value_info(m, elem, shape), oh.make_tensor_value_info(f, elem, [1])])
+            i = nodes[id(r.at)]
+            new_nodes += sim(proto.graph.node[i], m, f, info.axes[0], opset, dtype)
+            replaced.add(i)
+            slots.append((info.ids, m, f, shape, dtype))
+        # the simulations take over the replaced nodes' outputs (indices stay valid until here)
+        for i in sorted(replaced, reverse=True):
+            del proto.graph.node[i]
+        return slots, unsimulated
 
     @property
     def session(self) -> Session:
@@ -126,6 +160,10 @@ class MaskedModel:
         uncompensated: a DBNet head's ConvTranspose inputs were emptied that way.
         """
         out: dict[int, str] = {}
+        for r in self.unsimulated:
+            why = f"through {r.op} {r.node}, a lossy removal the sensitivity model cannot simulate"
+            for root in np.unique(roots[r.ids]):
+                out.setdefault(int(root), why)
         for s in self.analysis.slots:
             if s.role == "in" and id(s) not in self.covered:
                 why = f"read by {s.node.op_type} {s.node.name or ''}".rstrip() + ", which calibration cannot simulate"
@@ -139,6 +177,10 @@ class MaskedModel:
             gone = removed[s.ids]
             out[m] = (~gone).astype(dtype).reshape(shape)
             out[b] = np.where(gone, mean, 0.0).astype(dtype).reshape(shape)
+        for ids, m, f, shape, dtype in self.lossy_slots:
+            kept = ~removed[ids]
+            out[m] = kept.astype(dtype).reshape(shape)
+            out[f] = np.array([len(ids) / max(int(kept.sum()), 1)], dtype)
         return out
 
     def run(self, removed: np.ndarray, batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

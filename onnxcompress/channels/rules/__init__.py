@@ -61,6 +61,11 @@ class Rule:
     rewrite: Callable | None = None
     #: set by ops that read channels through a constant weight (see ``consumer.py``)
     consumer: ConsumerHooks | None = None
+    #: set by rules that return ``Lossy``: ``simulate(pnode, mask, factor, axis, opset, dtype)``
+    #: returns the nodes that replace ``pnode`` (a NodeProto of the sensitivity model) and compute
+    #: its outputs as if the channels where ``mask`` is 0 were gone (``factor`` = channels / kept;
+    #: see ``simulate.py``). A lossy node without it leaves its groups unmeasured: not pruned by target.
+    simulate: Callable | None = None
 
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:  # pragma: no cover - abstract
         raise NotImplementedError

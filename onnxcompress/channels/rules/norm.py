@@ -5,10 +5,13 @@ the rest block."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnx_ir as ir
+from onnx import helper as oh
 
 from onnxcompress.channels.protocols import AnalysisContext, Lossy, Outcome, RewriteContext
 from onnxcompress.channels.rules import Rule, channels_on_axis1, register
+from onnxcompress.channels.rules.simulate import masked_mean, scalar
 
 
 def _channel_info(node: ir.Node, ctx: AnalysisContext):
@@ -103,6 +106,38 @@ class ChannelStatisticsRule(Rule):
         return Lossy(f"{node.op_type}: {LAYERNORM_LOSS}")
 
 
+    #: LayerNorm subtracts the mean; RMSNorm does not
+    centred = True
+
+    def simulate(self, pnode: onnx.NodeProto, mask: str, factor: str, axis: int, opset: int,
+                 dtype: np.dtype) -> list[onnx.NodeProto]:
+        """The norm over the kept channels only: masked mean and variance, then its scale and bias."""
+        eps = next((a.f for a in pnode.attribute if a.name == "epsilon"), 1e-5)
+        x, out = pnode.input[0], pnode.output[0]
+        p = f"{out}__sim"
+        nodes: list[onnx.NodeProto] = [scalar(f"{p}_eps", eps, dtype)]
+        if self.centred:
+            nodes += masked_mean(x, mask, factor, axis, opset, f"{p}_mu")
+            nodes.append(oh.make_node("Sub", [x, f"{p}_mu"], [f"{p}_d"]))
+        else:
+            nodes.append(oh.make_node("Identity", [x], [f"{p}_d"]))
+        nodes += [oh.make_node("Mul", [f"{p}_d", f"{p}_d"], [f"{p}_sq"]),
+                  *masked_mean(f"{p}_sq", mask, factor, axis, opset, f"{p}_var"),
+                  oh.make_node("Add", [f"{p}_var", f"{p}_eps"], [f"{p}_ve"]),
+                  oh.make_node("Sqrt", [f"{p}_ve"], [f"{p}_sd"]),
+                  oh.make_node("Div", [f"{p}_d", f"{p}_sd"], [f"{p}_n"])]
+        y = f"{p}_n"
+        ins = list(pnode.input)
+        if len(ins) > 1 and ins[1]:
+            nodes.append(oh.make_node("Mul", [y, ins[1]], [f"{p}_s"]))
+            y = f"{p}_s"
+        if self.centred and len(ins) > 2 and ins[2]:
+            nodes.append(oh.make_node("Add", [y, ins[2]], [f"{p}_b"]))
+            y = f"{p}_b"
+        nodes.append(oh.make_node("Identity", [y], [out]))
+        return nodes
+
+
 @register("LayerNormalization", domain="com.microsoft")
 @register("LayerNormalization", since=17)
 class LayerNormRule(ChannelStatisticsRule):
@@ -115,3 +150,4 @@ class RMSNormRule(ChannelStatisticsRule):
     """RMSNorm (onnxruntime's SimplifiedLayerNormalization, opset 23's RMSNormalization): a scale, no bias."""
 
     params = (1,)
+    centred = False

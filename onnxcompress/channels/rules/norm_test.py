@@ -137,3 +137,45 @@ def test_decomposed_layernorm_is_lossy() -> None:
     np.testing.assert_array_equal(c.ids("shift"), c.ids("c1"))
     assert [(v, ax) for v, ax, _ in c.slots("scale", "param") + c.slots("shift", "param")] == [(scale, 0), (bias, 0)]
     assert c.widths() == [("c1", 8, 4)]
+
+
+def _simulated(rule, pnode, opset: int, x: np.ndarray, keep: np.ndarray, inits: dict) -> np.ndarray:
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper as oh, numpy_helper as nh
+
+    nodes = rule.simulate(pnode, "m", "f", x.ndim - 1, opset, np.dtype(np.float32))
+    g = oh.make_graph(nodes, "sim", [oh.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in ("x", "m", "f")],
+                      [oh.make_tensor_value_info(pnode.output[0], onnx.TensorProto.FLOAT, None)],
+                      [nh.from_array(v, k) for k, v in inits.items()])
+    model = oh.make_model(g, opset_imports=[oh.make_opsetid("", opset)])
+    model.ir_version = 10
+    feeds = {"x": x, "m": keep.astype(np.float32).reshape((1,) * (x.ndim - 1) + (-1,)),
+             "f": np.array([keep.size / keep.sum()], np.float32)}
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+
+
+def test_masked_simulations_normalise_over_the_kept_channels_only() -> None:
+    """What the sensitivity model runs for a lossy norm equals the norm of the pruned tensor."""
+    from onnx import helper as oh
+
+    from onnxcompress.channels.rules.norm import LayerNormRule, RMSNormRule
+    from onnxcompress.channels.rules.spatial import ReduceRule
+
+    r = np.random.default_rng(0)
+    x = r.standard_normal((2, 5, 8)).astype(np.float32) * 2 + 0.5
+    scale, bias = r.uniform(0.5, 1.5, 8).astype(np.float32), BIAS
+    keep = np.array([1, 0, 1, 1, 0, 1, 1, 1], bool)
+    xk = x[..., keep]
+    for opset in (17, 18):
+        got = _simulated(LayerNormRule(), oh.make_node("LayerNormalization", ["x", "s", "b"], ["y"], epsilon=1e-5),
+                         opset, x, keep, {"s": scale, "b": bias})
+        want = (xk - xk.mean(-1, keepdims=True)) / np.sqrt(xk.var(-1, keepdims=True) + 1e-5) * scale[keep] + bias[keep]
+        np.testing.assert_allclose(got[..., keep], want, rtol=1e-5, atol=1e-5)
+        got = _simulated(ReduceRule(), oh.make_node("ReduceMean", ["x"], ["y"], axes=[-1], keepdims=1),
+                         opset, x, keep, {})
+        np.testing.assert_allclose(got, xk.mean(-1, keepdims=True), rtol=1e-5, atol=1e-6)
+    got = _simulated(RMSNormRule(), oh.make_node("RMSNormalization", ["x", "s"], ["y"], epsilon=1e-5), 23, x, keep,
+                     {"s": scale})
+    np.testing.assert_allclose(got[..., keep], xk / np.sqrt((xk**2).mean(-1, keepdims=True) + 1e-5) * scale[keep],
+                               rtol=1e-5, atol=1e-5)

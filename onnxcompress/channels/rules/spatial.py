@@ -7,10 +7,12 @@ except where padding brings in other values (AveragePool counting pads, constant
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 
 from onnxcompress.channels.protocols import AnalysisContext, ChannelInfoLike, ConstantReader, Lossy, Outcome, RewriteContext
 from onnxcompress.channels.rules import Rule, channels_on_axis1, register
+from onnxcompress.channels.rules.simulate import masked_mean
 from onnxcompress.channels.state import ChannelInfo
 
 
@@ -166,6 +168,12 @@ class ReduceRule(Rule):
             return ctx.block(node, f"{node.op_type} over the channel axis")
         new = info.axes if keepdims else tuple(ax - sum(1 for a in axes if a < ax) for ax in info.axes)
         ctx.set(node.outputs[0], ChannelInfo(new, info.ids))
+
+    @staticmethod
+    def simulate(pnode: onnx.NodeProto, mask: str, factor: str, axis: int, opset: int,
+                 dtype: np.dtype) -> list[onnx.NodeProto]:
+        """The lossy ReduceMean over the channels, replaced by the mean of the kept channels only."""
+        return masked_mean(pnode.input[0], mask, factor, axis, opset, pnode.output[0])
 
     def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
         x = app.const_of(node.inputs[0])
