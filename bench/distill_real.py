@@ -47,6 +47,11 @@ def meta(name: str) -> dict:
 
 def score(name: str, path: Path, split: str) -> float | None:
     """Accuracy (exact match / top-1) or, for detectors, box hmean; None where the split is missing."""
+    if name == "layout_cdla":  # PicoDet layout detector: class-aware box hmean (bench/real/LAYOUT.md)
+        from bench.real.evaluate_layout import evaluate, paths_for
+
+        _, npz, js = paths_for(name, split)
+        return float(evaluate(str(path), npz, js)["hmean"]) if Path(npz).exists() else None
     if name in DETECTORS:
         from bench.real.evaluate_det import evaluate, paths_for
 

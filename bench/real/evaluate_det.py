@@ -263,13 +263,14 @@ def paths_for(name: str, split: str = "eval", cache: str = CACHE) -> tuple[str, 
             os.path.join(cache, f"{name}.json"))
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def run_cli(argv, evaluate, paths_for, description: str, name_help: str, default_name: str | None = None) -> int:
+    """The evaluators' shared command line: score MODEL on NAME's split, print one JSON line."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", help="ONNX model to evaluate (original or pruned)")
-    ap.add_argument("name", help="dataset/model name: ppocr_det or ppocrv3_det")
+    ap.add_argument("name", nargs="?" if default_name else None, default=default_name, help=name_help)
     ap.add_argument("--split", default="eval", choices=["eval", "shift"])
     ap.add_argument("--cache", default=CACHE, help="directory with NAME.{eval,shift}.npz / NAME.json")
-    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=4, help="pages per run if the batch dim is dynamic")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--limit", type=int, default=None, help="evaluate only the first N pages")
     a = ap.parse_args(argv)
@@ -281,6 +282,10 @@ def main(argv=None) -> int:
              time_s=round(time.perf_counter() - t0, 1))
     print(json.dumps(r))
     return 0
+
+
+def main(argv=None) -> int:
+    return run_cli(argv, evaluate, paths_for, __doc__, "dataset/model name: ppocr_det or ppocrv3_det")
 
 
 if __name__ == "__main__":
