@@ -60,7 +60,7 @@ def export(name: str) -> Path:
             torch.nn.init.normal_(mod.bias, 0, 0.3)
             mod.running_mean.normal_(0, 0.2)
             mod.running_var.uniform_(0.5, 1.5)
-    size = 299 if name == "inception_v3" else 224 if name in ("maxvit_t", "swin_t", "alexnet") else 128
+    size = 299 if name == "inception_v3" else 224 if name in ("maxvit_t", "swin_t", "alexnet", "vit_b_16") else 128
     CACHE.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(net, torch.randn(1, 3, size, size), out, dynamo=False, opset_version=17,
                       input_names=["input"], output_names=["out"], dynamic_axes={"input": {0: "batch"}})

@@ -131,6 +131,7 @@ def config_from_args(args: argparse.Namespace):
         distill_steps=args.distill_steps,
         distill_lr=args.distill_lr,
         distill_augment=args.distill_augment,
+        calib_augment=args.calib_augment,
         device=args.device,
         train_labels=args.train_labels,
         target_macs=_default_target(args),

@@ -97,6 +97,11 @@ def compress_parser() -> argparse.ArgumentParser:
                    help="perturb this share of each distillation minibatch (contrast, inverted colours, noise, blur, "
                    "kept in the calibration data's range) before the original and the pruned model see it, so the "
                    "pruned model follows the original off the calibration data (default 0: off)")
+    g.add_argument("--calib-augment", type=float, default=0.0, metavar="SHARE",
+                   help="perturb this share of the calibration fit samples the same way (contrast, inversion, noise, "
+                   "blur) before statistics, sensitivity and refit, so filters that matter a little off the calibration "
+                   "data are not the ones removed; the held-out split stays as given (default 0: off; measured in "
+                   "bench/OFF_MANIFOLD.md)")
     g.add_argument("--train-labels", metavar="FILE.npz",
                    help="labelled samples in the --eval format: distillation adds cross-entropy (or CTC) on them to the "
                    "label-free loss. Optional; keep them apart from --eval")

@@ -77,6 +77,9 @@ class CompressConfig:
     #: share of each distillation minibatch perturbed (contrast, inversion, noise, blur; see
     #: ``finetune.augment``), so the pruned model follows the original off the calibration data
     distill_augment: float = 0.0
+    #: share of the calibration fit samples perturbed the same way before statistics, the
+    #: sensitivity sweep and the refit (the held-out split stays as given)
+    calib_augment: float = 0.0
     device: str = "cpu"
     #: labelled samples (the --eval format) that add a supervised term to distillation
     train_labels: str | None = None
@@ -166,6 +169,8 @@ class CompressConfig:
                 raise InputError(f"--sensitivity-estimate taylor needs the finetune extra (torch): {EXTRA_HINT}")
         if not 0.0 <= self.distill_augment <= 1.0:
             raise InputError(f"--distill-augment must be a share in [0, 1], got {self.distill_augment}")
+        if not 0.0 <= self.calib_augment <= 1.0:
+            raise InputError(f"--calib-augment must be a share in [0, 1], got {self.calib_augment}")
         if self.distill_seconds <= 0 or self.distill_steps < 1 or self.distill_lr <= 0:
             raise InputError("--distill-seconds and --distill-lr must be positive and --distill-steps at least 1")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):

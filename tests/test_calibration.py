@@ -97,6 +97,31 @@ def test_refit_recovers_what_magnitude_pruning_loses(digits):
     assert acc_mag < 0.5 and acc_cal > base - 0.02, (acc_mag, acc_cal, base)
 
 
+def test_calib_augment_perturbs_the_fit_split_only(digits, monkeypatch):
+    """--calib-augment: a share of the fit samples is perturbed before statistics and refit; held-out stays."""
+    from onnxcompress.pruning import calibrated
+
+    seen = {}
+    real_prepare = calibrated.CalibratedPruning.prepare
+
+    def spy(self):
+        seen["fit"], seen["held"] = np.concatenate([f["input"] for f in self.fit]), np.concatenate([f["input"] for f in self.held])
+        return real_prepare(self)
+
+    monkeypatch.setattr(calibrated.CalibratedPruning, "prepare", spy)
+    oc.compress(DIGITS, oc.CompressConfig(ratio=0.25, calib=digits["calib"], recover="refit"))
+    plain = dict(seen)
+    res = oc.compress(DIGITS, oc.CompressConfig(ratio=0.25, calib=digits["calib"], recover="refit", calib_augment=0.5))
+    changed = np.abs(seen["fit"] - plain["fit"]).reshape(len(plain["fit"]), -1).max(axis=1) > 0
+    assert 0.25 < changed.mean() < 0.75, changed.mean()
+    np.testing.assert_array_equal(seen["held"], plain["held"])
+    lo, hi = plain["fit"].min(), plain["fit"].max()
+    assert seen["fit"].min() >= lo and seen["fit"].max() <= hi  # kept in the calibration data's range
+    assert res.report.recovery["method"] == "refit"
+    with pytest.raises(InputError, match="--calib-augment"):
+        oc.compress(DIGITS, oc.CompressConfig(ratio=0.25, calib=digits["calib"], calib_augment=1.5))
+
+
 def ir_bytes(model):
     import onnx_ir as ir
 

@@ -219,8 +219,14 @@ class PrunePass(ReportingPass):
         ctx, cfg = self.ctx, self.config
         if ctx is None or ctx.calib is None:
             return None
+        fit = list(ctx.calib.batches())
+        if cfg.calib_augment > 0:
+            from onnxcompress.finetune.augment import input_ranges, perturb
+
+            rng, ranges = np.random.default_rng(cfg.seed), input_ranges(fit)
+            fit = [perturb(f, rng, cfg.calib_augment, ranges) for f in fit]
         cal = CalibratedPruning(
-            model, analysis, shapes, fit=list(ctx.calib.batches()), held=list(ctx.held_out.batches()),
+            model, analysis, shapes, fit=fit, held=list(ctx.held_out.batches()),
             recover=cfg.resolved_recover(True), cache=ctx.search_cache, map_thresholds=cfg.map_thresholds,
             distill=_distill_config(cfg, model), estimate=cfg.sensitivity_estimate,
         )

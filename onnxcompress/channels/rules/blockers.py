@@ -17,7 +17,6 @@ for _op, _reason in {
     "Hardmax": "Hardmax may run over the channel axis",
     "DepthToSpace": "DepthToSpace moves channels into space",
     "SpaceToDepth": "SpaceToDepth moves space into channels",
-    "Gather": "Gather picks positions we do not track",
     "GatherElements": "GatherElements picks positions we do not track",
     "GatherND": "GatherND picks positions we do not track",
     "ScatterND": "ScatterND writes positions we do not track",

@@ -109,7 +109,6 @@ BUILD: dict[str, Callable[[Net], list[str]]] = {
     "Hardmax": _one("Hardmax", axis=-1),
     "DepthToSpace": _one("DepthToSpace", blocksize=2),
     "SpaceToDepth": _one("SpaceToDepth", blocksize=2),
-    "Gather": _one("Gather", lambda n: [n.const([0, 2], I64)], axis=1),
     "GatherElements": _one("GatherElements", lambda n: [n.const(np.zeros((1, C, 4, 4)), I64)], axis=1),
     "GatherND": _one("GatherND", lambda n: [n.const([[0]], I64)]),
     "ScatterND": _one("ScatterND", lambda n: [n.const([[0]], I64), n.const(np.zeros((1, C, 4, 4))[0])]),

@@ -381,3 +381,27 @@ class SqueezeRule(LayoutRule):
                 new.append(pos)
         ctx.set(node.outputs[0], ChannelInfo(tuple(new), info.ids))
         ctx.record_recipe(node, lambda arrays, fill: [arrays[0]])
+
+
+@register("Gather")
+class GatherRule(LayoutRule):
+    """Gather along a non-channel axis (a transformer's class token, a sequence position) keeps
+    every channel: the channel axes move by the indices' rank minus one past the gathered axis.
+    Gather along a channel axis picks channels we do not track, and blocks."""
+
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
+        info = ctx.get(node.inputs[0])
+        rank, idx_rank = ctx.rank(node.inputs[0]), ctx.rank(node.inputs[1])
+        if ctx.get(node.inputs[1]) is not None:
+            return ctx.block(node, "Gather with channel-carrying indices")
+        if info is None:
+            return None
+        if rank is None or idx_rank is None:
+            return ctx.block(node, "Gather with unknown rank")
+        a = node.attributes.get("axis")
+        axis = _norm(a.as_int() if a is not None else 0, rank)
+        if axis in info.axes:
+            return ctx.block(node, "Gather picks positions we do not track (along the channel axis)")
+        new = tuple(ax if ax < axis else ax + idx_rank - 1 for ax in info.axes)
+        ctx.set(node.outputs[0], ChannelInfo(new, info.ids))
+        ctx.record_recipe(node, lambda arrays, fill: [arrays[0]])

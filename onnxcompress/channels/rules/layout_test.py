@@ -12,7 +12,7 @@ I64 = np.int64
 
 
 #: the registered ops this file tests
-COVERED = {"Concat", "Split", "Slice", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze"}
+COVERED = {"Concat", "Split", "Slice", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Gather"}
 
 
 def check_concat() -> None:
@@ -230,3 +230,41 @@ def test_squeeze_of_the_channel_axis_blocks() -> None:
     n.op("Squeeze", [a, n.const([1], I64)], name="op")
     c = n.analyse(["op"])
     assert set(c.blocks_at("op")) == {("Squeeze", "Squeeze removes the channel axis")}
+
+
+def check_gather() -> None:
+    """A class token picked from (N, L, C) tokens: channels pass, and the MatMul after it reads them."""
+    n = Net()
+    a = n.conv(n.input(), 3, 8, name="c1")
+    t = n.op("Transpose", [n.op("Reshape", [a, n.const([1, 8, 36], I64)], name="flat")], perm=[0, 2, 1])  # (1, 36, 8)
+    g = n.op("Gather", [t, n.const(0, I64)], name="op", axis=1)  # (1, 8): the first token
+    w = n.const(n.rng.standard_normal((8, 5)))
+    n.op("MatMul", [g, w], name="mm")
+    c = n.analyse(["mm"])
+    assert c.axes("op") == (1,)
+    np.testing.assert_array_equal(c.ids("op"), c.ids("c1"))
+    np.testing.assert_array_equal(c.in_ids("mm"), c.ids("c1"))
+    c.assert_only_output_blocks()
+    assert c.widths() == [("c1", 8, 4)]
+    c.check_const({"c1": [1, 5]}, "op")
+
+
+def test_gather() -> None:
+    check_gather()
+
+
+def test_gather_of_rows_keeps_channel_axes_in_place() -> None:
+    n = Net()
+    a = n.conv(n.input(), 3, 8, name="c1")
+    g = n.op("Gather", [a, n.const([[0, 1], [2, 3]], I64)], name="op", axis=2)  # (1, 8, 2, 2, 6)
+    c = n.analyse([n.op("ReduceMean", [g, n.const([2, 3, 4], I64)], keepdims=0)], check=False)
+    assert c.axes("op") == (1,)
+
+
+def test_gather_along_the_channel_axis_blocks() -> None:
+    n = Net()
+    a = n.conv(n.input(), 3, 8, name="c1")
+    n.op("Gather", [a, n.const([0, 2], I64)], name="op", axis=1)
+    c = n.analyse(["op"])
+    assert set(c.blocks_at("op")) == {("Gather", "Gather picks positions we do not track (along the channel axis)")}
+    assert c.analysis.fixed[c.out_ids("c1")].all()
