@@ -135,7 +135,8 @@ def smallest_within(res: dict, name: str, pts: float = 1.0, split: str = "eval")
     o = res["original"].get(name, {}).get(split)
     rows = [r for r in res["rows"] if r["model"] == name and r["samples"] == base_samples(res, name) and "error" not in r
             and r.get(split) is not None and o is not None and o - r[split] <= pts / 100 + 1e-9]
-    return min(rows, key=lambda r: r["macs_kept"]) if rows else None
+    # among equal sizes, a run whose written model is still on disk (it can be timed)
+    return min(rows, key=lambda r: (r["macs_kept"], not (ROOT / r.get("output", "-")).exists())) if rows else None
 
 
 def speed(args) -> None:
@@ -221,6 +222,20 @@ def report() -> None:
                                             for k, v in sorted(res["original"].items())), ""]
     lines += ["## Summary: smallest MACs kept within 1 and 3 points of the original", "", *summary_table(res), ""]
     lines += [f"- {n}" for n in res.get("notes", [])]
+    if res.get("speed"):
+        lines += ["", "## CPU speedup at the smallest size within 1 point (eval)", "",
+                  "`python bench/distill_real.py --speed`: `onnxcompress bench` of the original against that run's written "
+                  "model, paired and interleaved, CPU EP. `load` is the 1-minute load average when it ran: on this "
+                  "2-core machine anything above 2 means other jobs shared the cores, and the figure is noise.", "",
+                  "| model | run | MACs kept | eval | batch 1 | batch 8 | load |", "|---|---|---:|---:|---:|---:|---:|"]
+        for name, sp in sorted(res["speed"].items()):
+            if "error" in sp:
+                lines.append(f"| {name} | error: {sp['error']} ||||||")
+                continue
+            by = {r["batch"]: r for r in sp["runs"]}
+            cell = lambda b: f"{by[b]['speedup']:.2f}x ({by[b]['pairs']} pairs)" if b in by else "-"  # noqa: E731
+            lines.append(f"| {name} | {sp['method']} @ {sp['target']} | {sp['macs_kept']:.1%} | {sp['eval']:.3f} | "
+                         f"{cell(1)} | {cell(8)} | {sp.get('load', float('nan')):.1f} |")
     (ROOT / "bench" / "DISTILL_REAL.md").write_text("\n".join(lines) + "\n")
     try:
         import matplotlib

@@ -23,7 +23,9 @@ A rule has:
 - ``consumer`` (ops that read channels through a constant weight): the hooks that fold a
   removed channel's constant into the op, refit it, and say where its output channels lie
   (``channels.rules.consumer``); the engines ask ``consumer_of(node)``, never an op list;
-- ``macs(node, shapes)``: the op's multiply-accumulates (``analysis.cost`` asks the rule).
+- ``macs(node, shapes)``: the op's multiply-accumulates (``analysis.cost`` asks the rule);
+- ``simulate`` (rules that return ``Lossy``): the node's computation with the removed
+  channels masked out, which the sensitivity model swaps in to measure the loss.
 
 ``propagate`` returns an outcome the engine acts on: ``None`` or ``Exact()`` (removal is
 exact), ``Lossy(reason)`` (tracked only with calibration data, and listed in the report),
