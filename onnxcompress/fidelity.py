@@ -46,18 +46,26 @@ FLOOR = 0.5
 
 
 def is_probability_map(a: np.ndarray) -> bool:
-    """A float (N, 1, H, W) or (N, H, W, 1) output of values in [0, 1].
+    """A float output of values in [0, 1] that is a map, not a distribution over classes.
 
-    Rank 3 is left out: (N, 1, L) cannot be told from a batch-1 (T, N, C) CTC sequence
-    (``--map-threshold`` names such a map).
+    - a one-channel (N, 1, H, W) or (N, H, W, 1) map (DBNet);
+    - independent per-class scores of rank 3 or more, (N, anchors, classes), whose rows do
+      not sum to 1 (a detector's sigmoid class scores): most anchors are background, where
+      the argmax of near-equal low scores means nothing, so they are judged as a map too.
+
+    A rank-3 output whose last axis sums to 1 is a sequence of distributions (CTC), never a map.
     """
-    if not np.issubdtype(a.dtype, np.floating) or a.ndim < 4 or a.size == 0:
-        return False
-    one_channel = a.shape[1] == 1 or (a.ndim == 4 and a.shape[-1] == 1)
-    if not one_channel or a.size // a.shape[0] < 4:
+    if not np.issubdtype(a.dtype, np.floating) or a.ndim < 3 or a.size == 0 or a.size // a.shape[0] < 4:
         return False
     # a sigmoid computed without fusion can round to 1.0000001
-    return bool(np.nanmin(a) >= -1e-4 and np.nanmax(a) <= 1.0 + 1e-4)
+    if not bool(np.nanmin(a) >= -1e-4 and np.nanmax(a) <= 1.0 + 1e-4):
+        return False
+    if a.ndim >= 4 and (a.shape[1] == 1 or (a.ndim == 4 and a.shape[-1] == 1)):
+        return True
+    if a.shape[-1] < 2:
+        return False
+    sums = a.reshape(-1, a.shape[-1]).astype(np.float64).sum(axis=1)
+    return bool(np.median(np.abs(sums - 1.0)) > 0.05)
 
 
 def map_scores(ref: np.ndarray, got: np.ndarray, threshold: float) -> tuple[float, float, float]:

@@ -85,7 +85,9 @@ def test_map_scores_and_detection():
     got[1, 0, 3, 3] = 0.8  # one spurious
     iou, f1, recall = map_scores(ref, got, 0.5)
     assert (iou, f1, recall) == pytest.approx((7 / 9, 14 / 16, 7 / 8))
-    assert is_probability_map(ref) and not is_probability_map(ref * 3) and not is_probability_map(ref[:, 0])
+    assert is_probability_map(ref) and not is_probability_map(ref * 3)
+    # rank 3 in [0, 1]: a map when its rows are not distributions (see the sigmoid-scores test below)
+    assert is_probability_map(ref[:, 0]) and not is_probability_map(np.full((2, 4, 4), 0.25, np.float32))
     assert is_probability_map(np.moveaxis(ref, 1, -1))  # NHWC
     fid = compare_outputs({"p": ref}, {"p": got}, inputs="calibration")
     o = fid.per_output["p"]
@@ -196,3 +198,26 @@ def test_a_detectors_anchor_output_is_no_sequence():
     bad[:, 0] = -bad[:, 0]  # the first position's argmax changes in every sample
     f2 = compare_outputs({"out": short}, {"out": bad}, inputs="calibration").per_output["out"]
     assert f2.sequence_agreement is not None and f2.sequence_agreement < 0.5
+
+
+def test_a_detectors_sigmoid_class_scores_are_judged_as_a_map():
+    """(N, anchors, classes) sigmoid scores (PicoDet's 130-anchor level): background anchors' argmax is
+    noise, so "every position agrees" scored a good layout detector 0 and refused it. Scores whose
+    rows do not sum to 1 are a multi-label map: F1 of the cells over 0.5."""
+    from onnxcompress.fidelity import compare_outputs, is_probability_map
+
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(0.0, 0.05, size=(8, 130, 10)).astype(np.float32)  # background everywhere
+    ref[:, 3, 2] = 0.9  # one detection per sample
+    got = np.clip(ref + rng.normal(scale=0.01, size=ref.shape), 0, 1).astype(np.float32)
+    assert is_probability_map(ref)
+    o = compare_outputs({"out": ref}, {"out": got}, inputs="calibration").per_output["out"]
+    assert o.task_figure() == (1.0, "map F1")
+    missed = got.copy()
+    missed[:4, 3, 2] = 0.1  # half the detections gone
+    o2 = compare_outputs({"out": ref}, {"out": missed}, inputs="calibration").per_output["out"]
+    assert abs(o2.map_f1 - 2 / 3) < 1e-9
+    # a sequence of distributions (CTC, rows summing to 1) stays a sequence
+    soft = rng.dirichlet(np.ones(10), size=(8, 40)).astype(np.float32)
+    assert not is_probability_map(soft)
+    assert compare_outputs({"out": soft}, {"out": soft}).per_output["out"].sequence_agreement == 1.0
