@@ -27,6 +27,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress._ir_utils import const_array
+from onnxcompress.channels.rules import consumer_of
 from onnxcompress.runtime import Session
 
 logger = logging.getLogger(__name__)
@@ -55,16 +56,8 @@ class Consumer:
 
 def refittable(node: ir.Node) -> str | None:
     """None if ``node`` can be refit, else why not (its rule's consumer hooks decide)."""
-    from onnxcompress.channels.rules import consumer_of
-
     hooks = consumer_of(node)
     return f"{node.op_type} (not refit)" if hooks is None else hooks.refit_reason(node)
-
-
-def _hooks(node: ir.Node):
-    from onnxcompress.channels.rules import consumer_of
-
-    return consumer_of(node)
 
 
 def _by_group(t: np.ndarray, groups: int) -> np.ndarray:
@@ -73,7 +66,7 @@ def _by_group(t: np.ndarray, groups: int) -> np.ndarray:
 
 
 def _row_limit(node: ir.Node, w: np.ndarray, n_batches: int) -> int:
-    k = _hooks(node).row_width(node, w)
+    k = consumer_of(node).row_width(node, w)
     return max(1, min(MAX_ROWS, max(MIN_ROWS, 2 * k)) // max(n_batches, 1))
 
 
@@ -148,7 +141,7 @@ def _reference_targets(reference: ir.Model, todo: list[Consumer], batches, n_fit
     for b, (_split, feeds) in enumerate(batches):
         ys = session.run(feeds, [c.ref_output for c in todo])
         for i, c in enumerate(todo):
-            t = _hooks(c.node).target_rows(c.node, ys[c.ref_output])
+            t = consumer_of(c.node).target_rows(c.node, ys[c.ref_output])
             if c.out_keep is not None and t.shape[1] != int(c.out_keep.sum()):
                 t = t[:, c.out_keep]
             limit = _row_limit(c.node, const_array(c.node.inputs[1]), n_fit)
@@ -162,7 +155,7 @@ def _refit_one(model: ir.Model, c: Consumer, batches, targets) -> dict:
     node = c.node
     x_name = node.inputs[0].name
     session = Session(truncated(model, x_name))
-    hooks = _hooks(node)
+    hooks = consumer_of(node)
     w = const_array(node.inputs[1])
     mat, b = hooks.matrices(node)
     normal = _NormalEquations(bias=b is not None)

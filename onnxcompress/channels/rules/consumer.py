@@ -46,11 +46,6 @@ class FoldContext(Protocol):
     def border_map(self, node: ir.Node, taps: np.ndarray) -> np.ndarray | None: ...
 
 
-def int_attr(node: ir.Node, name: str, default: int) -> int:
-    a = node.attributes.get(name)
-    return a.as_int() if a is not None else default
-
-
 def ints_attr(node: ir.Node, name: str, default: list[int]) -> list[int]:
     a = node.attributes.get(name)
     return list(a.as_ints()) if a is not None else list(default)
