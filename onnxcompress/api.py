@@ -47,8 +47,22 @@ def inspect(
     if groups:
         from onnxcompress.pruning.plan import describe_groups
 
-        report.groups, report.blockers = describe_groups(model, shapes, block_ops or ())
+        # Groups as compress sees them: after its folding passes (Identity-fed weights,
+        # shape arithmetic, BatchNorm), which would otherwise show up as blockers here.
+        folded = _folded(model, shapes_in)
+        report.groups, report.blockers = describe_groups(folded, infer_static_shapes(folded, shapes_in), block_ops or ())
     return report
+
+
+def _folded(model: ir.Model, input_shapes: dict[str, Shape]) -> ir.Model:
+    """``model`` after compress's folding passes (in place; the layer table is computed before)."""
+    from onnxcompress.passes.fold_batchnorm import FoldBatchNormPass
+    from onnxcompress.passes.fold_constants import FoldConstantWeightsPass
+    from onnxcompress.passes.fold_shapes import FoldShapeComputationsPass
+
+    for p in (FoldConstantWeightsPass(), FoldShapeComputationsPass(input_shapes), FoldBatchNormPass()):
+        model = p(model).model
+    return model
 
 
 @dataclass

@@ -23,6 +23,13 @@ agreement and relative L2 both miss a map whose foreground vanished. It is binar
 a threshold (``MAP_THRESHOLD``, or ``map_thresholds[name]``) and scored by the IoU and F1
 of the foreground and the foreground recall.
 
+A detector's **box regression** beside such scores, a float (N, A, K) output whose first two
+axes match a multi-label score output's (N, A, classes), is no sequence either: its last axis
+holds box offsets or distribution bins (PicoDet's 4 sides x 8 bins), not classes, and at
+background anchors it is never read. It is judged only at the anchors where the original is
+confident (a class score over the map threshold), by the mean cosine of those rows
+(``anchor_cosine``); ``--class-axis`` on the output overrides this.
+
 ``collapsed`` is the floor under every written model: the task figure (sequence
 agreement for sequences, per-position agreement for class scores and maps, map F1 for
 probability maps, mean cosine otherwise) below half of what the original scores against
@@ -106,12 +113,17 @@ class OutputFidelity:
     map_iou: float | None = None
     map_f1: float | None = None
     map_recall: float | None = None
+    #: box regression beside a score map: mean cosine over the original's confident anchors
+    anchor_cosine: float | None = None
+    anchors: int | None = None
     rank: int = 0
 
     def task_figure(self) -> tuple[float, str]:
         """The figure the floor and budgets judge this output by, and its name."""
         if self.map_f1 is not None:
             return self.map_f1, "map F1"
+        if self.anchor_cosine is not None:
+            return self.anchor_cosine, "cosine at confident anchors"
         if self.sequence_agreement is not None and self.rank == 3:
             return self.sequence_agreement, "sequence agreement"
         if self.agreement is not None:
@@ -121,7 +133,7 @@ class OutputFidelity:
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
         d.pop("rank")
-        for k in ("map_threshold", "map_iou", "map_f1", "map_recall"):
+        for k in ("map_threshold", "map_iou", "map_f1", "map_recall", "anchor_cosine", "anchors"):
             if d[k] is None:
                 d.pop(k)
         return d
@@ -177,6 +189,7 @@ class Fidelity:
             "sequence_agreement": self.sequence_agreement,
             "rel_l2_max": self.rel_l2_max,
             **({k: self._lowest(k) for k in ("map_iou", "map_f1", "map_recall")} if self.map_f1 is not None else {}),
+            **({"anchor_cosine": self._lowest("anchor_cosine")} if self._lowest("anchor_cosine") is not None else {}),
             "per_output": {k: v.to_dict() for k, v in self.per_output.items()},
         }
         if self.inputs == "random":
@@ -194,9 +207,14 @@ def _cosines(a64: np.ndarray, b64: np.ndarray) -> np.ndarray:
 
 
 def compare_output(
-    a: np.ndarray, b: np.ndarray, class_axis: int | None = None, map_threshold: float | None = None
+    a: np.ndarray, b: np.ndarray, class_axis: int | None = None, map_threshold: float | None = None,
+    confident: np.ndarray | None = None,
 ) -> OutputFidelity:
-    """Fidelity of one output ``b`` against the reference ``a`` (same shape)."""
+    """Fidelity of one output ``b`` against the reference ``a`` (same shape).
+
+    ``confident`` (a boolean (N, A) mask) marks ``a`` as box regression beside a score map:
+    it is judged by the cosine of its rows at those anchors only.
+    """
     if not np.issubdtype(a.dtype, np.floating):
         same = bool(np.array_equal(a, b))
         return OutputFidelity(cosine_min=1.0 if same else 0.0, max_abs_diff=0.0 if same else float("inf"),
@@ -213,6 +231,12 @@ def compare_output(
         cosine_mean=float(cos.mean()) if cos.size else 1.0,
         rank=a.ndim,
     )
+    if confident is not None:
+        ra = a.astype(np.float64)[confident]
+        rb = b.astype(np.float64)[confident]
+        out.anchors = int(ra.shape[0])
+        out.anchor_cosine = float(_cosines(ra, rb).mean()) if ra.shape[0] else 1.0
+        return out
     if class_axis is None and (map_threshold is not None or is_probability_map(a)):
         out.map_threshold = MAP_THRESHOLD if map_threshold is None else map_threshold
         out.map_iou, out.map_f1, out.map_recall = map_scores(a, b, out.map_threshold)
@@ -228,6 +252,29 @@ def compare_output(
             # one differing position is not a different reading: those are judged per position.
             out.sequence_agreement = float(same.reshape(same.shape[0], -1).all(axis=1).mean())
     return out
+
+
+def confident_anchors(
+    ref: dict[str, np.ndarray], class_axes: dict[str, int], map_thresholds: dict[str, float]
+) -> dict[str, np.ndarray]:
+    """Box regression outputs beside a multi-label score output, with the anchors to judge them at.
+
+    An (N, A, K) float output that is not itself a map, and whose (N, A) match a score output's
+    (N, A, classes), maps to the (N, A) mask of anchors where the original's best class score
+    is over that output's map threshold. Outputs the user gave a class axis are left out.
+    """
+    scores = {n: a for n, a in ref.items() if a.ndim == 3 and n not in class_axes
+              and (n in map_thresholds or is_probability_map(a))}
+    found: dict[str, np.ndarray] = {}
+    for name, a in ref.items():
+        if (name in scores or name in class_axes or name in map_thresholds or a.ndim != 3
+                or not np.issubdtype(a.dtype, np.floating)):
+            continue
+        for sname, s in scores.items():
+            if s.shape[:2] == a.shape[:2]:
+                found[name] = s.max(axis=-1) > map_thresholds.get(sname, MAP_THRESHOLD)
+                break
+    return found
 
 
 def compare_outputs(
@@ -246,13 +293,14 @@ def compare_outputs(
     map_thresholds = map_thresholds or {}
     per: dict[str, OutputFidelity] = {}
     samples = 0
+    confident = confident_anchors(ref, class_axes, map_thresholds)
     for name, a in ref.items():
         b = got[name]
         if a.shape != b.shape:
             if allow_shape_change:
                 continue
             raise VerificationError(f"output {name!r} changed shape: {a.shape} -> {b.shape}")
-        per[name] = compare_output(a, b, class_axes.get(name), map_thresholds.get(name))
+        per[name] = compare_output(a, b, class_axes.get(name), map_thresholds.get(name), confident.get(name))
         samples = max(samples, a.shape[0] if a.ndim else 1)
     agreements = [o.agreement for o in per.values() if o.agreement is not None]
     top1 = [o.agreement for n, o in per.items() if o.agreement is not None and ref[n].ndim == 2]
@@ -272,7 +320,8 @@ def drift_of(fidelity: dict) -> tuple[float, str]:
     """The budgeted drift of a verify step's fidelity section, and which metric it is."""
     if fidelity.get("map_f1") is not None:
         # A probability map's pixels are mostly background: agreement would hide a lost foreground.
-        others = [1.0 - fidelity[k] for k in ("sequence_agreement", "agreement") if fidelity.get(k) is not None]
+        others = [1.0 - fidelity[k] for k in ("sequence_agreement", "agreement", "anchor_cosine")
+                  if fidelity.get(k) is not None]
         d = max([1.0 - fidelity["map_f1"], *others])
         return d, "1 - map F1 (held out)" if not others else "max(1 - map F1, 1 - agreement) (held out)"
     if fidelity.get("sequence_agreement") is not None:

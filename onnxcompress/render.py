@@ -74,7 +74,10 @@ def render_inspect(report: InspectReport, console: Console) -> None:
             if outcome == "lossy":
                 ops = Counter(x["op"] for x in grp.get("lossy_at", []))
                 outcome = "lossy, needs --calib: " + ", ".join(f"{n} {op}" for op, n in sorted(ops.items()))
-            g.add_row(str(i), str(grp["channels"]), shown, outcome)
+            channels = str(grp["channels"])
+            if grp.get("unit") == "head":
+                channels += f" ({grp['prunable_units']} heads)"
+            g.add_row(str(i), channels, shown, outcome)
         console.print(g)
         for bl in report.blockers or []:
             console.print(f"  blocked at {bl['node']} ({bl['op']}): {bl['reason']}")
@@ -176,6 +179,8 @@ def fidelity_line(f: dict) -> str:
         parts.append(f"top-1 agreement {f['top1_agreement']:.1%}")
     elif f.get("agreement") is not None:
         parts.append(f"per-position agreement {f['agreement']:.1%}")
+    if f.get("anchor_cosine") is not None:
+        parts.append(f"box cosine at confident anchors {f['anchor_cosine']:.4f}")
     parts.append(f"rel. L2 {f.get('rel_l2_max', 0):.3g}, min cosine {f['cosine_min']:.6f}, max |diff| {f['max_abs_diff']:.3g}")
     line = f"fidelity vs input on {where}: " + ", ".join(parts)
     if f.get("inputs") == "random":

@@ -221,3 +221,37 @@ def test_a_detectors_sigmoid_class_scores_are_judged_as_a_map():
     soft = rng.dirichlet(np.ones(10), size=(8, 40)).astype(np.float32)
     assert not is_probability_map(soft)
     assert compare_outputs({"out": soft}, {"out": soft}).per_output["out"].sequence_agreement == 1.0
+
+
+def test_a_detectors_box_logits_are_judged_at_confident_anchors():
+    """PicoDet's (1, 130, 32) box logits (4 sides x 8 bins) beside its (1, 130, 10) scores: read as a
+    32-class sequence, bin noise at background anchors scored a pruned layout detector 0 and refused it.
+    Box outputs aligned with a score map are judged by their cosine at the anchors the original detects."""
+    from onnxcompress.fidelity import compare_outputs, confident_anchors, drift_of
+
+    rng = np.random.default_rng(1)
+    scores = rng.uniform(0.0, 0.05, size=(8, 130, 10)).astype(np.float32)
+    scores[:, 3, 2] = 0.9  # anchor 3 detects in every sample
+    boxes = rng.normal(size=(8, 130, 32)).astype(np.float32)
+    noisy = boxes + rng.normal(scale=1.0, size=boxes.shape).astype(np.float32)  # background anchors: noise
+    noisy[:, 3] = boxes[:, 3] * 1.1  # the detecting anchor: same direction
+    ref, got = {"s": scores, "b": boxes}, {"s": scores, "b": noisy}
+    mask = confident_anchors(ref, {}, {})["b"]
+    assert mask.shape == (8, 130) and mask.sum() == 8 and mask[:, 3].all()
+    fid = compare_outputs(ref, got, inputs="calibration")
+    o = fid.per_output["b"]
+    assert o.sequence_agreement is None and o.agreement is None and o.anchors == 8
+    assert o.task_figure() == (pytest.approx(1.0), "cosine at confident anchors")
+    assert fid.collapsed() is None
+    # a wrong box at the detecting anchor is seen, in the figure and in the budgeted drift
+    bad = noisy.copy()
+    bad[:, 3] = -boxes[:, 3]
+    fb = compare_outputs(ref, {"s": scores, "b": bad}, inputs="calibration")
+    assert fb.per_output["b"].anchor_cosine == pytest.approx(-1.0)
+    assert "cosine at confident anchors" in fb.collapsed()
+    assert drift_of(fb.to_dict())[0] == pytest.approx(2.0)
+    # without a score output beside it, or with --class-axis, it is a sequence as before
+    alone = compare_outputs({"b": boxes}, {"b": noisy}).per_output["b"]
+    assert alone.anchor_cosine is None and alone.sequence_agreement is not None
+    named = compare_outputs(ref, got, class_axes={"b": 2}).per_output["b"]
+    assert named.anchor_cosine is None and named.agreement is not None

@@ -41,6 +41,8 @@ class ChannelContext:
         self.rewrites: list[ir.Node] = []
         # Layout ops record how they move channel arrays, so constants can follow the ids.
         self.recipes: dict[ir.Node, object] = {}
+        #: (rows, cols) id arrays of split channel axes that must stay rectangles
+        self.rectangles: list[np.ndarray] = []
 
     # ----- values -----
     def get(self, v: ir.Value | None) -> ChannelInfo | None:
@@ -101,6 +103,30 @@ class ChannelContext:
     def needs_rewrite(self, node: ir.Node) -> None:
         """``node`` spells channel counts that the applier must rewrite even without channels on its outputs."""
         self.rewrites.append(node)
+
+    def keep_rectangular(self, ids: np.ndarray) -> None:
+        """``ids`` (rows, cols, ...), a channel axis split in two or more, must keep equal rows.
+
+        Settled once every rule has run (``settle_rectangles``): when each row is one element
+        (attention heads, whose rules coupled each head's channels) whole rows go; otherwise
+        the same columns go from every row (a channel shuffle, the q/k/v thirds of a fused projection).
+        """
+        self.rectangles.append(np.asarray(ids))
+
+    def settle_rectangles(self) -> None:
+        for ids in self.rectangles:
+            self._settle(ids)
+
+    def _settle(self, ids: np.ndarray) -> None:
+        """Rows (slices along the first axis) whole, or tied to each other and settled inside."""
+        if ids.ndim < 2:
+            return
+        roots = np.array([self.uf.find(int(i)) for i in ids.ravel()]).reshape(ids.shape[0], -1)
+        if bool(np.all(roots == roots[:, :1])):
+            return  # whole rows: removing any of them keeps a rectangle
+        for r in range(1, ids.shape[0]):
+            self.union(ids[0], ids[r])
+        self._settle(ids[0])
 
     def record_recipe(self, node: ir.Node, recipe) -> None:
         """How ``node`` moves per-channel arrays (``recipe(arrays, fill) -> arrays``), for constants to follow."""
@@ -255,6 +281,7 @@ def analyse_channels(
         rule = _rule_for(node, ctx, blocked)
         if rule is not None and _propagate(node, rule, ctx, strict):
             rules[node] = rule
+    ctx.settle_rectangles()
     _fix_what_must_stay(ctx, main_nodes, prune_outputs)
     return AnalysisResult(
         uf=ctx.uf,

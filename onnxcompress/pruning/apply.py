@@ -123,9 +123,13 @@ class Applier(ConsumerFolding):
     def channel_vector(self, v: ir.Value | None, ref: ir.Value) -> np.ndarray | float:
         """A non-tracked operand's value per channel of ``ref`` (NaN when it is not uniform)."""
         info = self.analysis.info[ref]
-        if v is None or not self.is_const(v) or len(info.axes) != 1:
+        if v is None or not self.is_const(v):
             return np.nan
         c = self.tensor(v).astype(np.float64)
+        if c.size == 1:
+            return float(c.ravel()[0])
+        if len(info.axes) != 1:
+            return np.nan
         out_rank = len(self.shape(ref) or ())
         caxis = c.ndim - (out_rank - info.axes[0])
         if c.size == 1:

@@ -215,15 +215,30 @@ def describe_groups(model, shapes: dict, block_ops: list[str] | tuple[str, ...] 
     for r in analysis.lossy:
         for root in set(plan.roots[r.ids].tolist()):
             lossy_at.setdefault(root, []).append(r)
+    heads = _head_roots(analysis, plan)
     groups = []
     for g in sorted(plan.groups, key=lambda g: -len(g.atoms) * g.channels_per_atom):
         recs = {id(r): r for a in g.atoms for r in lossy_at.get(int(a), [])}.values()
         entry = {"filters": g.names, "channels": len(g.atoms) * g.channels_per_atom, "prunable_units": len(g.atoms),
-                 "outcome": "lossy" if recs else "exact"}
+                 "unit": "head" if any(int(a) in heads for a in g.atoms) else "channel",
+                 "channels_per_unit": g.channels_per_atom, "outcome": "lossy" if recs else "exact"}
         if recs:
             entry["lossy_at"] = [{"node": r.node, "op": r.op, "reason": r.reason} for r in recs]
         groups.append(entry)
     return groups, reported_blockers(analysis, plan)
+
+
+def _head_roots(analysis: AnalysisResult, plan: Plan) -> set[int]:
+    """Atoms that are attention heads: they flow through a product of two run-time tensors."""
+    from onnxcompress._ir_utils import is_const
+
+    out: set[int] = set()
+    for node in analysis.order:
+        if node.op_type == "MatMul" and not any(is_const(v) for v in node.inputs):
+            info = analysis.info.get(node.outputs[0])
+            if info is not None:
+                out.update(int(r) for r in plan.roots[info.ids.ravel()])
+    return out
 
 
 def macs_per_atom(analysis: AnalysisResult, plan: Plan, shapes: dict) -> tuple[dict[tuple[int, ...], float], float]:

@@ -76,12 +76,41 @@ class ConcatRule(LayoutRule):
 
             self.apply_recipe(node, ctx, recipe, [(ch_axis,)])
             return
-        # Concatenated along another axis: every input's channels must line up.
+        # Concatenated along another axis: every input's channels must line up. A constant
+        # input (a transformer's class token, a learned query) is per-channel: it shrinks too.
+        rank_out = ctx.rank(node.outputs[0])
         for v, i in zip(node.inputs, infos):
             if i is None:
-                return ctx.block(node, f"Concat along axis {axis} with an untracked tensor")
+                if not _constant_rows(node, v, ctx, ch_axis, rank_out, tracked[0].ids):
+                    return ctx.block(node, f"Concat along axis {axis} with an untracked tensor")
+                continue
             ctx.union(tracked[0].ids, i.ids)
         ctx.set(node.outputs[0], tracked[0])
+
+
+def _constant_rows(node: ir.Node, v: ir.Value, ctx: AnalysisContext, ch_axis: int, rank: int, ids: np.ndarray) -> bool:
+    """Register a constant Concat input, or an Expand of one, as a per-channel parameter slot.
+
+    The Expand's target shape must be computed at run time or say 1 on the channel axis, so
+    that it follows the sliced constant by broadcasting.
+    """
+    reader, const_v = node, v
+    prod = v.producer()
+    if not ctx.is_const(v) and prod is not None and prod.op_type == "Expand" and ctx.is_const(prod.inputs[0]):
+        target = ctx.const(prod.inputs[1])
+        if target is not None:
+            t_axis = target.size - (rank - ch_axis)
+            if 0 <= t_axis < target.size and int(target.ravel()[t_axis]) not in (1, -1):
+                return False
+        reader, const_v = prod, prod.inputs[0]
+    c = ctx.const(const_v)
+    if c is None:
+        return False
+    caxis = c.ndim - (rank - ch_axis)
+    if caxis < 0 or c.shape[caxis] != ids.size:
+        return False
+    ctx.add_slot(reader, const_v, caxis, ids, "param")
+    return True
 
 
 def _split_sizes(node: ir.Node, ctx: AnalysisContext, total: int) -> list[int] | None:
@@ -242,9 +271,71 @@ def _segments(a: tuple[int, ...], b: tuple[int, ...]):
     return segs
 
 
+def _moved_axes(segs, a, b, axes: tuple[int, ...]) -> tuple[int, ...] | None:
+    """Where each channel axis lands when the Reshape only moves it (its block holds no other
+    dim over 1 on either side), or None. Split channel axes (heads) travel this way through the
+    (B*H, T, d) <-> (B, H, T, d) reshapes of unfused attention."""
+    if segs is None:
+        return None
+    new = []
+    for ax in axes:
+        seg = next((s for s in segs if ax in s[0]), None)
+        if seg is None:
+            return None
+        ins_nz = [i for i in seg[0] if a[i] != 1 or i == ax]
+        outs_nz = [o for o in seg[1] if b[o] != 1]
+        if ins_nz != [ax] or len(outs_nz) != 1 or b[outs_nz[0]] != a[ax]:
+            return None
+        new.append(outs_nz[0])
+    return tuple(new)
+
+
+def _scaled_count(piece: ir.Value, ctx: ConstantReader, count: int) -> tuple[ir.Node, int] | None:
+    """A run-time target piece ``dim * count`` (torch's ``bsz * num_heads``), through Unsqueeze
+    or Cast: the Mul and the index of its constant ``count``, which a rewrite can change."""
+    node = piece.producer()
+    while node is not None and node.op_type in ("Unsqueeze", "Cast", "Identity", "Reshape"):
+        node = node.inputs[0].producer()
+    if node is None or node.op_type != "Mul":
+        return None
+    for k, v in enumerate(node.inputs[:2]):
+        c = ctx.const(v)
+        if c is not None and c.size == 1 and int(c.ravel()[0]) == count:
+            return node, k
+    return None
+
+
+def _target_pieces(node: ir.Node, ctx: ConstantReader, axes: tuple[int, ...]):
+    """For a run-time (Concat) target: (axis, piece value, its index, its offset) per channel axis."""
+    concat = node.inputs[1].producer()
+    offset = 0
+    found = []
+    for k, piece in enumerate(concat.inputs):
+        c = ctx.const(piece)
+        width = int(c.size) if c is not None else int(np.prod(ctx.shape(piece) or (1,)))
+        for ax in axes:
+            if offset <= ax < offset + width:
+                found.append((ax, piece, k, offset))
+        offset += width
+    return found
+
+
 @register("Reshape")
 class ReshapeRule(LayoutRule):
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
+        outcome = self._track(node, ctx)
+        info = ctx.get(node.outputs[0])
+        if outcome is not None or info is None or ctx.is_const(node.inputs[1]):
+            return outcome
+        # A run-time target: each channel dim must be a constant piece (rewritten), or the
+        # channel count times a run-time dim (the constant is rewritten), never anything else.
+        for ax, piece, _, _ in _target_pieces(node, ctx, info.axes):
+            count = info.ids.shape[info.axes.index(ax)]
+            if not ctx.is_const(piece) and _scaled_count(piece, ctx, count) is None:
+                return ctx.block(node, "Reshape target spells the channel count at run time in a way we cannot rewrite")
+        return None
+
+    def _track(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
         info = ctx.get(node.inputs[0])
         a, b = ctx.shape(node.inputs[0]), ctx.shape(node.outputs[0])
         if a is None or b is None:
@@ -252,6 +343,10 @@ class ReshapeRule(LayoutRule):
         if not self._target_adapts(node, ctx):
             return ctx.block(node, "Reshape target is computed at run time from constants we cannot rewrite")
         segs = _segments(tuple(a), tuple(b))
+        moved = _moved_axes(segs, a, b, info.axes)
+        if moved is not None:
+            self.apply_recipe(node, ctx, lambda arrays, fill: [arrays[0]], [moved])
+            return
         seg = next((s for s in segs or [] if info.axes[0] in s[0]), None)
         if seg is None or not all(ax in seg[0] for ax in info.axes):
             return ctx.block(node, "Reshape mixes the channels with other dims")
@@ -275,17 +370,15 @@ class ReshapeRule(LayoutRule):
 
                 self.apply_recipe(node, ctx, recipe, [(outs_nz[0],)])
                 return
-            if len(outs_nz) == 2 and not after:
-                g, rest = b[outs_nz[0]], b[outs_nz[1]]
+            if len(outs_nz) >= 2 and not after:
+                dims = tuple(int(b[o]) for o in outs_nz)
 
-                def recipe(arrays, fill, g=g, rest=rest):
-                    return [arrays[0].reshape(g, rest)]
+                def recipe(arrays, fill, dims=dims):
+                    return [arrays[0].reshape(dims)]
 
                 self.apply_recipe(node, ctx, recipe, [tuple(outs_nz)])
-                # Every group row must keep the same width: tie the k-th channel of each row.
-                ids = ctx.get(node.outputs[0]).ids
-                for r in range(1, g):
-                    ctx.union(ids[0], ids[r])
+                # Every row must keep the same width: whole rows go (heads) or the same columns.
+                ctx.keep_rectangular(ctx.get(node.outputs[0]).ids)
                 return
         elif len(outs_nz) == 1 and sorted(ins_nz) == list(info.axes):
             recipe = lambda arrays, fill: [arrays[0].reshape(-1)]  # noqa: E731 - shuffle merge
@@ -324,6 +417,13 @@ class ReshapeRule(LayoutRule):
         for k, piece in enumerate(list(concat.inputs)):
             c = app.tensor(piece) if app.is_const(piece) else None
             width = int(c.size) if c is not None else int(np.prod(app.shape(piece) or (1,)))
+            for ax, n in zip(info.axes, counts):
+                count = info.ids.shape[info.axes.index(ax)]
+                scaled = _scaled_count(piece, app, count) if c is None and offset <= ax < offset + width else None
+                if scaled is not None:  # bsz * num_heads: the heads constant becomes the kept count
+                    mul, idx = scaled
+                    old_c = app.tensor(mul.inputs[idx])
+                    app.set_input_const(mul, idx, np.full(old_c.shape, n, dtype=old_c.dtype))
             if c is not None:
                 new_piece = c.astype(np.int64).ravel().copy()
                 for ax, n in zip(info.axes, counts):
@@ -387,7 +487,11 @@ class SqueezeRule(LayoutRule):
 class GatherRule(LayoutRule):
     """Gather along a non-channel axis (a transformer's class token, a sequence position) keeps
     every channel: the channel axes move by the indices' rank minus one past the gathered axis.
-    Gather along a channel axis picks channels we do not track, and blocks."""
+
+    Along the outer axis of a split channel axis, one constant index picks a row: torch's fused
+    in-projection is reshaped to (3, ..., E) and q, k and v are rows 0, 1 and 2. The rows are
+    tied column by column, so no row is ever removed and the index stays valid. Any other
+    Gather along channels picks positions we do not track, and blocks."""
 
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
         info = ctx.get(node.inputs[0])
@@ -401,7 +505,23 @@ class GatherRule(LayoutRule):
         a = node.attributes.get("axis")
         axis = _norm(a.as_int() if a is not None else 0, rank)
         if axis in info.axes:
-            return ctx.block(node, "Gather picks positions we do not track (along the channel axis)")
+            return self._pick_row(node, ctx, info, axis)
         new = tuple(ax if ax < axis else ax + idx_rank - 1 for ax in info.axes)
         ctx.set(node.outputs[0], ChannelInfo(new, info.ids))
         ctx.record_recipe(node, lambda arrays, fill: [arrays[0]])
+
+    def _pick_row(self, node: ir.Node, ctx: AnalysisContext, info, axis: int) -> Outcome | None:
+        idx = ctx.const(node.inputs[1])
+        if len(info.axes) < 2 or axis != info.axes[0] or idx is None or idx.ndim != 0:
+            return ctx.block(node, "Gather picks positions we do not track (along the channel axis)")
+        rows = info.ids.shape[0]
+        k = int(idx) % rows
+        for r in range(rows):
+            ctx.union(info.ids[0], info.ids[r])
+        inner = tuple(a - 1 for a in info.axes[1:])
+
+        def recipe(arrays, fill, k=k):
+            return [arrays[0][k]]
+
+        self.apply_recipe(node, ctx, recipe, [inner])
+        return None

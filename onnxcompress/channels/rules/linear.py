@@ -138,6 +138,8 @@ class MatMulRule(Rule):
         b_val = node.inputs[1]
         b = ctx.shape(b_val)
         rank = ctx.rank(node.inputs[0])
+        if not ctx.is_const(b_val) and not ctx.is_const(node.inputs[0]):
+            return _attention_matmul(node, ctx)
         if ctx.get(b_val) is not None or not ctx.is_const(b_val) or b is None or len(b) != 2 or rank is None:
             return ctx.block(node, "MatMul is pruned through only as x[..., C] @ W[C, N] with a constant W")
         if a_info is not None:
@@ -150,4 +152,63 @@ class MatMulRule(Rule):
     def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
         out = node.outputs[0]
         ids = app.channels(out).ids
+        if not app.is_const(node.inputs[1]) and not app.is_const(node.inputs[0]):
+            app.set_const(out, _attention_const(node, app))
+            return
         app.set_const(out, np.where(app.removed(ids), 0.0, np.nan))
+
+
+#: why a MatMul of two run-time tensors is kept, unless it is one of attention's two products
+ATTENTION_ONLY = ("MatMul of two run-time tensors is pruned through only as attention heads: "
+                  "Q[..., h, T, d] @ K^T[..., h, d, S] or P[..., h, T, S] @ V[..., h, S, d], heads on a batch axis")
+
+
+def _attention_matmul(node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
+    """The two products of unfused attention, with the heads on a batch axis h.
+
+    - scores = Q @ K^T, Q tracked on (h, d) and K^T on (h, d): each head's d channels of Q
+      and K are one element (whole heads go), and the scores carry h;
+    - out = P @ V, P tracked on (h,) and V on (h, d): P's head joins V's head.
+
+    Removing a whole head is exact: its q, k, v channels are per-channel constants, so its
+    scores are one constant, its softmax uniform and its output V's constant, which folds into
+    the output projection like any removed channel. A relative position bias added to the
+    scores makes them vary, but the softmax rows still sum to 1: the output is V's constant.
+    """
+    a, b = ctx.get(node.inputs[0]), ctx.get(node.inputs[1])
+    ra, rb = ctx.rank(node.inputs[0]), ctx.rank(node.inputs[1])
+    ro = ctx.rank(node.outputs[0])
+    if a is None or b is None or ra is None or ra != rb or ra != ro or ra < 3:
+        return ctx.block(node, ATTENTION_ONLY)
+    if len(a.axes) == 2 and a.axes[1] == ra - 1 and b.axes == (a.axes[0], rb - 2) and a.axes[0] < ra - 2:
+        if a.ids.shape != b.ids.shape:
+            return ctx.block(node, ATTENTION_ONLY)
+        ctx.union(a.ids, b.ids)
+        for r in range(a.ids.shape[0]):
+            ctx.union(np.full(a.ids.shape[1] - 1, a.ids[r, 0]), a.ids[r, 1:])
+        ctx.set(node.outputs[0], ChannelInfo((a.axes[0],), a.ids[:, 0].copy()))
+        return None
+    if len(a.axes) == 1 and a.axes[0] < ra - 2 and b.axes == (a.axes[0], rb - 1) and a.ids.shape[0] == b.ids.shape[0]:
+        for r in range(b.ids.shape[0]):
+            ctx.union(np.full(b.ids.shape[1], a.ids[r]), b.ids[r])
+        ctx.set(node.outputs[0], ChannelInfo(b.axes, b.ids))
+        return None
+    return ctx.block(node, ATTENTION_ONLY)
+
+
+def _attention_const(node: ir.Node, app: RewriteContext) -> np.ndarray:
+    """A removed head's constant after either product (NaN where unknown)."""
+    ca, cb = app.const_of(node.inputs[0]), app.const_of(node.inputs[1])
+    if app.channels(node.outputs[0]).ids.ndim == 1:  # scores: sum over the head's d of q * k
+        return np.sum(ca * cb, axis=1)
+    p = node.inputs[0].producer()
+    if p is not None and p.op_type == "Softmax" and _last_axis(p, app):
+        return np.broadcast_to(cb, cb.shape).copy()  # P's rows sum to 1: out is V's constant
+    k = app.shape(node.inputs[0])[-1]  # out: every weight of P times V's constant, S times
+    return ca[:, None] * float(k) * cb
+
+
+def _last_axis(softmax: ir.Node, app: RewriteContext) -> bool:
+    a = softmax.attributes.get("axis")
+    rank = len(app.shape(softmax.inputs[0]) or ())
+    return rank > 0 and (a.as_int() if a is not None else -1) % rank == rank - 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from onnxcompress.channels.rules.linear import ATTENTION_ONLY
 from onnxcompress.channels.rules._testing import Net
 
 
@@ -95,5 +96,83 @@ def test_matmul_with_a_runtime_weight_blocks() -> None:
     a = n.conv(n.input((1, 3, 2, 2)), 3, 4, name="c1")
     n.op("MatMul", [a, a], name="mm")
     c = n.analyse(["mm"])
-    assert set(c.blocks_at("mm")) == {("MatMul", "MatMul is pruned through only as x[..., C] @ W[C, N] with a constant W")}
+    assert set(c.blocks_at("mm")) == {("MatMul", ATTENTION_ONLY)}
     assert c.widths() == []
+
+
+def attention_block(n: Net, x: str, *, heads: int = 4, d: int = 3, tokens: int = 5, fused: bool = False,
+                    pos_bias: bool = False) -> str:
+    """Unfused multi-head attention over x (1, tokens, heads*d), as exporters write it.
+
+    ``fused``: one in-projection, reshaped to (1, T, 3, H, d) and split by Gather (torch's
+    MultiheadAttention, torchvision's Swin); otherwise q, k and v are three MatMuls reshaped to
+    (1, T, H, d) (HF BERT). ``pos_bias`` adds a per-head (H, T, T) bias to the scores (Swin).
+    """
+    e = heads * d
+    rng = n.rng
+
+    def proj(width: int, name: str) -> str:
+        mm = n.op("MatMul", [x, n.const(rng.standard_normal((e, width)) * 0.5)], name=name)
+        return n.op("Add", [mm, n.const(rng.uniform(-1, 1, width))], name=f"{name}_b")
+
+    def heads_of(t: str, perm: list[int]) -> str:
+        r = n.op("Reshape", [t, n.const([1, tokens, heads, d], np.int64)])
+        return n.op("Transpose", [r], perm=perm)
+
+    if fused:
+        qkv = n.op("Reshape", [proj(3 * e, "qkv"), n.const([1, tokens, 3, heads, d], np.int64)])
+        qkv = n.op("Transpose", [qkv], perm=[2, 0, 3, 1, 4])  # (3, 1, H, T, d)
+        q, k, v = (n.op("Gather", [qkv, n.const(np.array(i), np.int64)], axis=0) for i in range(3))
+        kt = n.op("Transpose", [k], perm=[0, 1, 3, 2])
+    else:
+        q, kt, v = heads_of(proj(e, "q"), [0, 2, 1, 3]), heads_of(proj(e, "k"), [0, 2, 3, 1]), heads_of(proj(e, "v"), [0, 2, 1, 3])
+    q = n.op("Mul", [q, n.const(np.array(d ** -0.5))])
+    scores = n.op("MatMul", [q, kt], name="scores")
+    if pos_bias:
+        scores = n.op("Add", [scores, n.const(rng.standard_normal((heads, tokens, tokens)))], name="pos")
+    p = n.op("Softmax", [scores], axis=-1, name="p")
+    o = n.op("MatMul", [p, v], name="pv")
+    o = n.op("Transpose", [o], perm=[0, 2, 1, 3])
+    o = n.op("Reshape", [o, n.const([1, tokens, e], np.int64)], name="merge")
+    return n.op("MatMul", [o, n.const(rng.standard_normal((e, e)) * 0.5)], name="out_proj")
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("pos_bias", [False, True])
+def test_attention_heads_are_atoms(fused: bool, pos_bias: bool) -> None:
+    """Each head's q, k, v channels are one element; the scores carry the head axis, and the
+    removed head's output is V's constant (exact, even with a position bias on the scores)."""
+    n = Net()
+    out = attention_block(n, n.input((1, 5, 12)), fused=fused, pos_bias=pos_bias)
+    c = n.analyse([out])
+    first = "qkv" if fused else "q"
+    q_ids = c.out_ids(first)
+    roots = c.roots[q_ids[:12]].reshape(4, 3)  # q's channels, head by head
+    assert (roots == roots[:, :1]).all() and len(set(roots[:, 0])) == 4
+    if fused:  # k and v thirds join q's heads column by column
+        assert (c.roots[q_ids[12:24]] == c.roots[q_ids[:12]]).all()
+    else:
+        assert (c.roots[c.out_ids("k")] == c.roots[q_ids]).all() and (c.roots[c.out_ids("v")] == c.roots[q_ids]).all()
+    assert c.axes("scores" if not pos_bias else "pos") == (1,) and c.axes("pv") == (1, 3)
+    assert c.blocks_at("scores") == [] and c.blocks_at("pv") == []
+    # remove head 2: onnxruntime's zero-mode values are the rules' constants
+    head2 = {first: [6, 7, 8]}
+    if not pos_bias:
+        c.check_const(head2, "p")
+    c.check_const(head2, "pv")
+    got = c.check_const(head2, "merge")
+    assert got.shape == (3,)
+    want = ("qkv", 36, 18) if fused else ("k+q+v", 12, 6)  # 2 of 4 heads kept, d = 3 channels each
+    assert want in c.widths()
+
+
+def test_attention_products_that_are_not_heads_block() -> None:
+    """Q @ K^T without a head axis, or with the channels of only one side, keeps its channels."""
+    n = Net()
+    x = n.input((1, 5, 6))
+    q = n.op("MatMul", [x, n.const(n.rng.standard_normal((6, 6)))], name="q")
+    k = n.op("MatMul", [x, n.const(n.rng.standard_normal((6, 6)))], name="k")
+    kt = n.op("Transpose", [k], perm=[0, 2, 1])
+    s = n.op("MatMul", [q, kt], name="scores")
+    c = n.analyse([s])
+    assert set(c.blocks_at("scores")) == {("MatMul", ATTENTION_ONLY)}

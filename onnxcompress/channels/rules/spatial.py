@@ -213,6 +213,15 @@ class SoftmaxRule(Rule):
             return ctx.block(node, f"{node.op_type} over the channel axis mixes channels")
         ctx.set(node.outputs[0], info)
 
+    def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
+        """A removed channel is one constant along the axis: its softmax is uniform."""
+        x = app.const_of(node.inputs[0])
+        shape = app.shape(node.inputs[0])
+        a = node.attributes.get("axis")
+        n = float(shape[(a.as_int() if a is not None else -1) % len(shape)])
+        y = np.full(x.shape, 1.0 / n) if node.op_type == "Softmax" else np.full(x.shape, -np.log(n))
+        app.set_const(node.outputs[0], np.where(np.isnan(x), np.nan, y))
+
 
 @register("Shape", "Size")
 class ShapeRule(Rule):
