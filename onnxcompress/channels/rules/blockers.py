@@ -52,8 +52,3 @@ block_op("QGemm", f"QGemm: {_INT8}", domain="com.microsoft", macs=gemm_macs)
 block_op("DynamicQuantizeMatMul", f"DynamicQuantizeMatMul: {_INT8}", domain="com.microsoft", macs=matmul_macs)
 block_op("MatMulIntegerToFloat", f"MatMulIntegerToFloat: {_INT8}", domain="com.microsoft", macs=matmul_macs)
 block_op("DynamicQuantizeLSTM", f"DynamicQuantizeLSTM: {_INT8}", domain="com.microsoft", macs=recurrent(4, True))
-
-# Before opset 13 Softmax and LogSoftmax flatten the input from their axis into one
-# dimension, so channels mix whatever the axis (the opset-13 rule lives in spatial.py).
-for _op in ("Softmax", "LogSoftmax"):
-    block_op(_op, f"{_op} before opset 13 flattens from its axis, mixing channels", until=12)

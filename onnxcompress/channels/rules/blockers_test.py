@@ -131,10 +131,8 @@ BUILD: dict[str, Callable[[Net], list[str]]] = {
     "LSTM": _rnn("LSTM", 4),
     "GRU": _rnn("GRU", 3),
     "RNN": _rnn("RNN", 1),
-    "Softmax": _one("Softmax", axis=-1),  # at opset 11: the pre-13 entry
-    "LogSoftmax": _one("LogSoftmax", axis=-1),
 }
-OPSET = {"Softmax": 11, "LogSoftmax": 11, "Attention": 23, "MeanVarianceNormalization": 17}
+OPSET = {"Attention": 23, "MeanVarianceNormalization": 17}
 #: graphs onnx's checker rejects though analysis reads them (a tensor as If's condition, a function op's body)
 UNCHECKED = {"If", "GroupNormalization", "Loop", "MeanVarianceNormalization", *_QUANTIZED}
 

@@ -198,6 +198,8 @@ class SliceRule(LayoutRule):
             ctx.set(node.outputs[0], info)
             return
         k = hit[0]
+        if len(hit) == 1 and len(info.axes) > 1 and axes[k] == info.axes[0] and steps[k] == 1:
+            return self._rows(node, ctx, info, starts[k], ends[k])
         if len(hit) > 1 or len(info.axes) != 1 or steps[k] != 1:
             return ctx.block(node, "Slice of channels with a step or on a split channel axis")
         n = info.ids.size
@@ -208,8 +210,24 @@ class SliceRule(LayoutRule):
 
         self.apply_recipe(node, ctx, recipe, [info.axes])
 
+    def _rows(self, node: ir.Node, ctx: AnalysisContext, info, start: int, end: int) -> Outcome | None:
+        """Rows of a split channel axis (paddle's ``qkv[0:1]``): rows are tied column by column,
+        so none is ever removed and the bounds stay valid."""
+        rows = info.ids.shape[0]
+        for r in range(rows):
+            ctx.union(info.ids[0], info.ids[r])
+        lo, hi, _ = slice(start, end, 1).indices(rows)
+
+        def recipe(arrays, fill, lo=lo, hi=hi):
+            return [arrays[0][lo:hi]]
+
+        self.apply_recipe(node, ctx, recipe, [info.axes])
+        return None
+
     def rewrite(self, node: ir.Node, app: RewriteContext) -> None:
         info = app.channels(node.inputs[0])
+        if len(info.axes) > 1:
+            return  # rows of a split axis: tied, never removed
         params = self._params(node, app)
         starts, ends, axes, steps = params
         rank = len(app.shape(node.inputs[0]))
@@ -305,6 +323,41 @@ def _scaled_count(piece: ir.Value, ctx: ConstantReader, count: int) -> tuple[ir.
     return None
 
 
+def _shape_dim(piece: ir.Value, pos: int, ctx: ConstantReader) -> tuple[ir.Value, int] | None:
+    """(tensor, axis) when element ``pos`` of a run-time target piece is that tensor's size on
+    that axis: ``Shape(t)``, sliced or gathered by constants, through Unsqueeze or Cast."""
+    node = piece.producer()
+    while node is not None and node.op_type in ("Unsqueeze", "Cast", "Identity"):
+        node = node.inputs[0].producer()
+    if node is None:
+        return None
+    if node.op_type in ("Slice", "Gather"):
+        src = node.inputs[0].producer()
+        if src is None or src.op_type != "Shape":
+            return None
+        if node.op_type == "Gather":
+            idx = ctx.const(node.inputs[1])
+            if idx is None or idx.size != 1 or pos != 0:
+                return None
+            pos = int(idx.ravel()[0])
+        else:
+            starts = ctx.const(node.inputs[1]) if len(node.inputs) > 1 else None
+            rest = [ctx.const(v) for v in node.inputs[3:5] if v is not None]
+            if starts is None or starts.size != 1 or any(c is None or c.size != 1 for c in rest):
+                return None
+            if len(rest) > 1 and int(rest[1].ravel()[0]) != 1:
+                return None
+            pos += int(starts.ravel()[0])
+        node = src
+    if node.op_type != "Shape":
+        return None
+    a = node.attributes.get("start")
+    rank = ctx.shape(node.inputs[0])
+    if rank is None or pos < 0:
+        return None
+    return node.inputs[0], _norm(pos + (a.as_int() if a is not None else 0), len(rank))
+
+
 def _target_pieces(node: ir.Node, ctx: ConstantReader, axes: tuple[int, ...]):
     """For a run-time (Concat) target: (axis, piece value, its index, its offset) per channel axis."""
     concat = node.inputs[1].producer()
@@ -329,10 +382,17 @@ class ReshapeRule(LayoutRule):
             return outcome
         # A run-time target: each channel dim must be a constant piece (rewritten), or the
         # channel count times a run-time dim (the constant is rewritten), never anything else.
-        for ax, piece, _, _ in _target_pieces(node, ctx, info.axes):
+        for ax, piece, _, offset in _target_pieces(node, ctx, info.axes):
             count = info.ids.shape[info.axes.index(ax)]
-            if not ctx.is_const(piece) and _scaled_count(piece, ctx, count) is None:
-                return ctx.block(node, "Reshape target spells the channel count at run time in a way we cannot rewrite")
+            if ctx.is_const(piece) or _scaled_count(piece, ctx, count) is not None:
+                continue
+            # Shape(t)[k] of a tensor whose channels on axis k are these: it follows by itself
+            src = _shape_dim(piece, ax - offset, ctx)
+            src_info = ctx.get(src[0]) if src is not None else None
+            if src_info is not None and src[1] in src_info.axes and \
+                    src_info.ids.shape[src_info.axes.index(src[1])] == count:
+                continue
+            return ctx.block(node, "Reshape target spells the channel count at run time in a way we cannot rewrite")
         return None
 
     def _track(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
@@ -467,6 +527,11 @@ class SqueezeRule(LayoutRule):
                 shape = ctx.shape(node.inputs[0])
                 axes = [i for i, d in enumerate(shape) if d == 1]
             axes = [_norm(a, in_rank) for a in axes]
+            if len(info.axes) > 1 and axes == [info.axes[0]] and info.ids.shape[0] == 1:
+                # the one row left of a split channel axis (after Slice): the rest carries on
+                inner = tuple(ax - 1 for ax in info.axes[1:])
+                self.apply_recipe(node, ctx, lambda arrays, fill: [arrays[0][0]], [inner])
+                return None
             if any(a in info.axes for a in axes):
                 return ctx.block(node, "Squeeze removes the channel axis")
             new = [ax - sum(1 for a in axes if a < ax) for ax in info.axes]

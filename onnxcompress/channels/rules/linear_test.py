@@ -101,11 +101,12 @@ def test_matmul_with_a_runtime_weight_blocks() -> None:
 
 
 def attention_block(n: Net, x: str, *, heads: int = 4, d: int = 3, tokens: int = 5, fused: bool = False,
-                    pos_bias: bool = False) -> str:
+                    pos_bias: bool = False, pick: str = "gather") -> str:
     """Unfused multi-head attention over x (1, tokens, heads*d), as exporters write it.
 
     ``fused``: one in-projection, reshaped to (1, T, 3, H, d) and split by Gather (torch's
-    MultiheadAttention, torchvision's Swin); otherwise q, k and v are three MatMuls reshaped to
+    MultiheadAttention, torchvision's Swin) or, with ``pick="slice"``, by Slice and Squeeze
+    (paddle2onnx's SVTR, at opset 11 where Squeeze takes an attribute); otherwise q, k and v are three MatMuls reshaped to
     (1, T, H, d) (HF BERT). ``pos_bias`` adds a per-head (H, T, T) bias to the scores (Swin).
     """
     e = heads * d
@@ -122,7 +123,11 @@ def attention_block(n: Net, x: str, *, heads: int = 4, d: int = 3, tokens: int =
     if fused:
         qkv = n.op("Reshape", [proj(3 * e, "qkv"), n.const([1, tokens, 3, heads, d], np.int64)])
         qkv = n.op("Transpose", [qkv], perm=[2, 0, 3, 1, 4])  # (3, 1, H, T, d)
-        q, k, v = (n.op("Gather", [qkv, n.const(np.array(i), np.int64)], axis=0) for i in range(3))
+        if pick == "gather":
+            q, k, v = (n.op("Gather", [qkv, n.const(np.array(i), np.int64)], axis=0) for i in range(3))
+        else:  # paddle2onnx: qkv[i:i+1] then Squeeze
+            q, k, v = (n.op("Squeeze", [n.op("Slice", [qkv, n.const([i], np.int64), n.const([i + 1], np.int64),
+                                                      n.const([0], np.int64)])], axes=[0]) for i in range(3))
         kt = n.op("Transpose", [k], perm=[0, 1, 3, 2])
     else:
         q, kt, v = heads_of(proj(e, "q"), [0, 2, 1, 3]), heads_of(proj(e, "k"), [0, 2, 3, 1]), heads_of(proj(e, "v"), [0, 2, 1, 3])
@@ -137,13 +142,13 @@ def attention_block(n: Net, x: str, *, heads: int = 4, d: int = 3, tokens: int =
     return n.op("MatMul", [o, n.const(rng.standard_normal((e, e)) * 0.5)], name="out_proj")
 
 
-@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("fused,pick,opset", [(False, "gather", 17), (True, "gather", 17), (True, "slice", 11)])
 @pytest.mark.parametrize("pos_bias", [False, True])
-def test_attention_heads_are_atoms(fused: bool, pos_bias: bool) -> None:
+def test_attention_heads_are_atoms(fused: bool, pick: str, opset: int, pos_bias: bool) -> None:
     """Each head's q, k, v channels are one element; the scores carry the head axis, and the
     removed head's output is V's constant (exact, even with a position bias on the scores)."""
-    n = Net()
-    out = attention_block(n, n.input((1, 5, 12)), fused=fused, pos_bias=pos_bias)
+    n = Net(opset)
+    out = attention_block(n, n.input((1, 5, 12)), fused=fused, pos_bias=pos_bias, pick=pick)
     c = n.analyse([out])
     first = "qkv" if fused else "q"
     q_ids = c.out_ids(first)

@@ -201,15 +201,22 @@ class ReduceRule(Rule):
 class SoftmaxRule(Rule):
     """Softmax over a non-channel axis keeps channels apart; over the channels it mixes them.
 
-    Before opset 13 these ops flatten from their axis: that range is a blocker entry.
+    Before opset 13 (``FlatSoftmaxRule``) the input is flattened from the axis on: every axis
+    from there is normalised together.
     """
+
+    #: opset 13 normalises one axis (default -1); before, every axis from ``axis`` (default 1)
+    flattens = False
+
+    def _axes(self, node: ir.Node, rank: int) -> range:
+        a = node.attributes.get("axis")
+        axis = (a.as_int() if a is not None else (1 if self.flattens else -1)) % rank
+        return range(axis, rank) if self.flattens else range(axis, axis + 1)
 
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
         info = ctx.get(node.inputs[0])
         rank = ctx.rank(node.inputs[0])
-        a = node.attributes.get("axis")
-        axis = (a.as_int() if a is not None else -1) % rank
-        if axis in info.axes:
+        if any(ax in info.axes for ax in self._axes(node, rank)):
             return ctx.block(node, f"{node.op_type} over the channel axis mixes channels")
         ctx.set(node.outputs[0], info)
 
@@ -217,10 +224,14 @@ class SoftmaxRule(Rule):
         """A removed channel is one constant along the axis: its softmax is uniform."""
         x = app.const_of(node.inputs[0])
         shape = app.shape(node.inputs[0])
-        a = node.attributes.get("axis")
-        n = float(shape[(a.as_int() if a is not None else -1) % len(shape)])
+        n = float(np.prod([shape[ax] for ax in self._axes(node, len(shape))]))
         y = np.full(x.shape, 1.0 / n) if node.op_type == "Softmax" else np.full(x.shape, -np.log(n))
         app.set_const(node.outputs[0], np.where(np.isnan(x), np.nan, y))
+
+
+@register("Softmax", "LogSoftmax", until=12)
+class FlatSoftmaxRule(SoftmaxRule):
+    flattens = True
 
 
 @register("Shape", "Size")

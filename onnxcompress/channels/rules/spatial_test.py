@@ -186,6 +186,27 @@ def test_softmax_opset13(op: str) -> None:
     check_softmax(op)
 
 
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+def test_softmax_before_opset13_flattens_from_its_axis(op: str) -> None:
+    """Opset 11 normalises every axis from ``axis`` on (default 1): channels before it stay
+    apart (a removed channel's constant becomes uniform over H*W), channels inside it mix."""
+    n = Net(11)
+    a = n.conv(n.input(), 3, 8, name="c1")
+    n.conv(n.op(op, [a], name="op", axis=2), 8, 4, name="c2")
+    c = n.analyse(["c2"])
+    assert c.blocks_at("op") == [] and c.widths() == [("c1", 8, 4)]
+    got = c.check_const({"c1": [1, 6]}, "op")
+    want = -np.log(36.0) if op == "LogSoftmax" else 1 / 36.0  # H*W = 6*6 positions, flattened
+    np.testing.assert_allclose(got, [want, want], rtol=1e-5)
+    for axis in (None, 1):  # default axis 1: the channels are flattened in
+        n2 = Net(11)
+        b = n2.conv(n2.input(), 3, 8, name="c1")
+        sm = n2.op(op, [b], name="op") if axis is None else n2.op(op, [b], name="op", axis=axis)
+        n2.conv(sm, 8, 4, name="c2")
+        c2 = n2.analyse(["c2"])
+        assert set(c2.blocks_at("op")) == {(op, f"{op} over the channel axis mixes channels")}
+
+
 def check_shape(op: str) -> None:
     """Shape/Size read a channel tensor without blocking it (they adapt to pruned widths)."""
     n = Net()
