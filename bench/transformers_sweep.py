@@ -33,6 +33,63 @@ def _size(name: str) -> int:
     return 224 if name in ("swin_t", "vit_b_16", "maxvit_t") else 128
 
 
+#: BERT-base's shape: 12 post-LN layers of width 768, 12 heads, 3072 hidden, a 30522-token vocabulary
+BERT = dict(vocab=30522, width=768, heads=12, hidden=3072, layers=12, tokens=128)
+
+
+def export_bert_like() -> Path:
+    """A BERT-base-like encoder built from torch.nn (word and position embeddings, LayerNorm,
+    post-LN TransformerEncoder with GELU, the [CLS] token into a 2-way classifier), random
+    weights, exported by torch's legacy exporter at opset 17 with a dynamic batch."""
+    from foreign_sweep import CACHE
+
+    out = CACHE / "bert_like.onnx"
+    if out.exists():
+        return out
+    import torch
+
+    torch.manual_seed(0)
+    b = BERT
+
+    class BertLike(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.words = torch.nn.Embedding(b["vocab"], b["width"])
+            self.positions = torch.nn.Embedding(b["tokens"], b["width"])
+            self.norm = torch.nn.LayerNorm(b["width"])
+            layer = torch.nn.TransformerEncoderLayer(b["width"], b["heads"], b["hidden"], dropout=0.0,
+                                                     activation="gelu", batch_first=True)
+            self.encoder = torch.nn.TransformerEncoder(layer, b["layers"], enable_nested_tensor=False)
+            self.classifier = torch.nn.Linear(b["width"], 2)
+
+        def forward(self, ids):
+            pos = torch.arange(ids.shape[1], device=ids.device)
+            x = self.norm(self.words(ids) + self.positions(pos)[None])
+            return self.classifier(self.encoder(x)[:, 0])
+
+    net = BertLike().eval()
+    with torch.no_grad():  # TransformerEncoder deep-copies one layer: give each its own weights
+        for name, prm in net.named_parameters():
+            if prm.ndim > 1 or "norm" not in name:  # LayerNorms keep their ones and zeros
+                torch.nn.init.normal_(prm, 0.0, 0.02)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(net, torch.zeros(1, b["tokens"], dtype=torch.long), out, dynamo=False, opset_version=17,
+                      input_names=["input"], output_names=["out"], dynamic_axes={"input": {0: "batch"}})
+    return out
+
+
+def _input(name: str, batch: int, seed: int) -> np.ndarray:
+    """A batch of inputs: token ids for the encoder, images for the rest."""
+    rng = np.random.default_rng(seed)
+    if name == "bert_like":
+        return rng.integers(0, BERT["vocab"], (batch, BERT["tokens"])).astype(np.int64)
+    return rng.standard_normal((batch, 3, _size(name), _size(name))).astype(np.float32)
+
+
+def _shape_arg(name: str) -> str:
+    return f"input:1,{BERT['tokens']}" if name == "bert_like" else f"input:1,3,{_size(name)},{_size(name)}"
+
+
 def _heads(rep: dict) -> list[int]:
     """[kept, total] attention heads: the groups whose atoms are whole heads (many channels each)."""
     groups = (rep.get("passes", {}).get("prune") or {}).get("group_details") or []
@@ -43,11 +100,10 @@ def _heads(rep: dict) -> list[int]:
 def one(name: str, ratio: float, calib: Path | None, tmp: Path) -> dict:
     from foreign_sweep import export
 
-    src = export(name)
+    src = export_bert_like() if name == "bert_like" else export(name)
     out, rep = tmp / f"{name}.onnx", tmp / f"{name}.json"
-    size = _size(name)
     cmd = [sys.executable, "-m", "onnxcompress", str(src), "--ratio", str(ratio), "--input-shape",
-           f"input:1,3,{size},{size}", "-o", str(out), "--report", str(rep), "-q", "--force"]
+           _shape_arg(name), "-o", str(out), "--report", str(rep), "-q", "--force"]
     if calib is not None:
         cmd += ["--calib", str(calib), "--recover", "none"]
     t = time.perf_counter()
@@ -60,7 +116,7 @@ def one(name: str, ratio: float, calib: Path | None, tmp: Path) -> dict:
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    y = sess.run(None, {"input": np.random.default_rng(1).standard_normal((2, 3, size, size)).astype(np.float32)})
+    y = sess.run(None, {"input": _input(name, 2, 1)})
     row.update(macs_kept=round(r["after"]["macs"] / r["before"]["macs"], 4),
                params_kept=round(r["after"]["params"] / r["before"]["params"], 4),
                valid=bool(all(np.isfinite(v).all() for v in y)), lossy_nodes=len(r["exactness"].get("lossy") or []),
@@ -68,7 +124,7 @@ def one(name: str, ratio: float, calib: Path | None, tmp: Path) -> dict:
                blockers=sorted({b["op"] for b in r["blockers"] if "graph output" not in b["reason"]}))
     js = tmp / "bench.json"
     b = subprocess.run([sys.executable, "-m", "onnxcompress", "bench", str(src), str(out), "--input-shape",
-                        f"input:1,3,{size},{size}", "--min-seconds", "10", "--json", str(js), "-q"],
+                        _shape_arg(name), "--min-seconds", "10", "--json", str(js), "-q"],
                        capture_output=True, text=True)
     if b.returncode == 0:
         run = json.loads(js.read_text())["runs"][0]["paired"]
@@ -137,9 +193,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d)
             for name in args.models:
-                size = _size(name)
                 calib = tmp / f"{name}.calib.npz"
-                np.savez(calib, input=np.random.default_rng(0).standard_normal((32, 3, size, size)).astype(np.float32))
+                np.savez(calib, input=_input(name, 32, 0))
                 for c in (None, calib):
                     row = one(name, args.ratio, c, tmp)
                     res["rows"] = [x for x in res["rows"] if (x["model"], x["ratio"], x["calib"]) !=

@@ -556,7 +556,13 @@ class GatherRule(LayoutRule):
     Along the outer axis of a split channel axis, one constant index picks a row: torch's fused
     in-projection is reshaped to (3, ..., E) and q, k and v are rows 0, 1 and 2. The rows are
     tied column by column, so no row is ever removed and the index stays valid. Any other
-    Gather along channels picks positions we do not track, and blocks."""
+    Gather along channels picks positions we do not track, and blocks.
+
+    An embedding lookup, rows of a constant (vocab, E) table picked by run-time token ids, is
+    a source: each of its E columns is a filter (BERT's word and position embeddings start
+    the residual stream this way)."""
+
+    always = True
 
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
         info = ctx.get(node.inputs[0])
@@ -564,7 +570,7 @@ class GatherRule(LayoutRule):
         if ctx.get(node.inputs[1]) is not None:
             return ctx.block(node, "Gather with channel-carrying indices")
         if info is None:
-            return None
+            return self._embedding(node, ctx, rank, idx_rank)
         if rank is None or idx_rank is None:
             return ctx.block(node, "Gather with unknown rank")
         a = node.attributes.get("axis")
@@ -590,3 +596,22 @@ class GatherRule(LayoutRule):
 
         self.apply_recipe(node, ctx, recipe, [inner])
         return None
+
+    def _embedding(self, node: ir.Node, ctx: AnalysisContext, rank: int | None, idx_rank: int | None) -> Outcome | None:
+        a = node.attributes.get("axis")
+        table = ctx.const(node.inputs[0])
+        if (table is None or table.ndim != 2 or ctx.is_const(node.inputs[1]) or idx_rank is None
+                or (a is not None and a.as_int() not in (0, -2)) or not np.issubdtype(table.dtype, np.floating)):
+            return None
+        ids = ctx.fresh(table.shape[1], source=True)
+        if ctx.excluded(node):
+            ctx.fix(ids, node, "excluded by --exclude")
+        ctx.add_slot(node, node.inputs[0], 1, ids, "out")
+        ctx.set(node.outputs[0], ChannelInfo((idx_rank,), ids))
+        return None
+
+    def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
+        if app.recipe(node) is not None:
+            return super().const_eval(node, app)
+        ids = app.channels(node.outputs[0]).ids  # an embedding: a removed column is zero
+        app.set_const(node.outputs[0], np.where(app.removed(ids), 0.0, np.nan))

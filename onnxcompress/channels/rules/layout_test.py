@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import numpy as np
+from onnx import TensorProto
 
 from onnxcompress.channels.rules._testing import Net
 
@@ -268,3 +269,24 @@ def test_gather_along_the_channel_axis_blocks() -> None:
     c = n.analyse(["op"])
     assert set(c.blocks_at("op")) == {("Gather", "Gather picks positions we do not track (along the channel axis)")}
     assert c.analysis.fixed[c.out_ids("c1")].all()
+
+
+def test_an_embedding_lookup_is_a_source() -> None:
+    """Gather(table (vocab, E), token ids): E prunable columns; a removed column is 0 downstream."""
+    n = Net()
+    tok = n.input((1, 4), name="tok", dtype=TensorProto.INT64)
+    emb = n.op("Gather", [n.const(n.rng.standard_normal((10, 6))), tok], name="emb")
+    y = n.op("MatMul", [n.op("Relu", [emb], name="act"), n.const(n.rng.standard_normal((6, 2)))], name="y")
+    c = n.analyse([y])
+    assert c.axes("emb") == (2,) and c.slot("emb", "out")[1] == 1
+    assert c.widths() == [("emb", 6, 3)]
+    removed = c.removed_mask({"emb": [1, 4]})
+    got = c.rule_consts(removed)["act"]
+    np.testing.assert_array_equal(np.isnan(got), [True, False, True, True, False, True])
+    assert got[1] == 0.0 and got[4] == 0.0
+    # a table also read elsewhere (tied input and output embeddings) keeps its columns
+    n2 = Net()
+    table = n2.const(n2.rng.standard_normal((10, 6)))
+    e2 = n2.op("Gather", [table, n2.input((1, 4), name="tok", dtype=TensorProto.INT64)], name="emb")
+    y2 = n2.op("MatMul", [e2, n2.op("Transpose", [table], perm=[1, 0])], name="y")
+    assert n2.analyse([y2]).widths() == []
