@@ -202,4 +202,4 @@ def channels_on_axis1(node: ir.Node, ctx: AnalysisContext, info) -> bool:
 
 
 # Importing the families fills the registry.
-from onnxcompress.channels.rules import blockers, conv, elementwise, layout, linear, norm, spatial  # noqa: E402,F401
+from onnxcompress.channels.rules import attention, blockers, conv, elementwise, layout, linear, norm, spatial  # noqa: E402,F401

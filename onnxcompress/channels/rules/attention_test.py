@@ -1,0 +1,87 @@
+"""onnxruntime's fused Attention: heads are its output channels, exact against zero mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from onnxcompress.channels.rules._testing import Net
+
+#: the registered ops this file tests
+COVERED = {"Attention"}
+
+HEADS, D, TOKENS = 4, 3, 5
+
+
+def fused_block(n: Net, *, tracked_input: bool, **attrs) -> str:
+    """x (1, 5, 12) [-> MatMul to 8 features] -> Attention(4 heads of 3) -> MatMul -> Relu -> MatMul(2)."""
+    n.extra_opsets["com.microsoft"] = 1
+    x = n.input((1, TOKENS, 12))
+    k = 12
+    if tracked_input:
+        x = n.op("Add", [n.op("MatMul", [x, n.const(n.rng.standard_normal((12, 8)) * 0.5)], name="pre"),
+                         n.const(n.rng.uniform(-1, 1, 8))], name="pre_b")
+        k = 8
+    e = HEADS * D
+    att = n.op("Attention", [x, n.const(n.rng.standard_normal((k, 3 * e)) * 0.5), n.const(n.rng.uniform(-1, 1, 3 * e))],
+               name="att", domain="com.microsoft", num_heads=HEADS, **attrs)
+    o = n.op("MatMul", [att, n.const(n.rng.standard_normal((e, e)) * 0.5)], name="out_proj")
+    return n.op("MatMul", [n.op("Relu", [o]), n.const(n.rng.standard_normal((e, 2)))], name="y")
+
+
+def check_fused_attention(tracked_input: bool = False) -> None:
+    n = Net()
+    y = fused_block(n, tracked_input=tracked_input)
+    c = n.analyse([y], check=False)
+    ids = c.ids("att")
+    roots = c.roots[ids].reshape(HEADS, D)
+    assert (roots == roots[:, :1]).all() and len(set(roots[:, 0])) == HEADS  # a head is one element
+    w_slot = c.slot("att", "out")
+    assert w_slot[1] == 1 and list(w_slot[2]) == list(ids) * 3  # its q, k and v columns
+    assert c.blocks_at("att") == []
+    if tracked_input:
+        assert c.slot("att", "in")[1] == 0
+    c.check_const({"att": [3, 4, 5]}, "att")  # head 1 outputs v's bias
+    assert ("att", 36, 18) in c.widths()  # 2 of 4 heads, counted in q, k and v columns
+
+
+@pytest.mark.parametrize("tracked_input", [False, True])
+def test_fused_attention(tracked_input: bool) -> None:
+    check_fused_attention(tracked_input)
+
+
+def test_fused_attention_heads_are_removed_exactly(tmp_path) -> None:
+    """The written model (num_heads 2, sliced q/k/v columns, the removed heads' v bias folded
+    into the next MatMul, the removed input features' constants into the Attention bias)
+    computes what the zero-filter model computes."""
+    from onnxcompress.api import compress
+    from onnxcompress.config import CompressConfig
+
+    n = Net()
+    proto = n.proto([fused_block(n, tracked_input=True)], check=False)
+    proto.graph.output[0].CopyFrom(onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, TOKENS, 2]))
+    onnx.save(proto, tmp_path / "att.onnx")
+    outs = {}
+    for mode in ("remove", "zero"):
+        r = compress(str(tmp_path / "att.onnx"), CompressConfig(ratio=0.5, round_to=1, mode=mode))
+        r.save(tmp_path / f"{mode}.onnx")
+        x = np.random.default_rng(0).standard_normal((1, TOKENS, 12)).astype(np.float32)
+        outs[mode] = ort.InferenceSession(str(tmp_path / f"{mode}.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    m = onnx.load(tmp_path / "remove.onnx")
+    att = next(nd for nd in m.graph.node if nd.op_type == "Attention")
+    assert [a.i for a in att.attribute if a.name == "num_heads"] == [2]
+    np.testing.assert_allclose(outs["remove"], outs["zero"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("attrs,reason", [
+    ({"qkv_hidden_sizes": [12, 12, 6]}, "fused Attention with unequal qkv_hidden_sizes"),
+    ({"do_rotary": 1}, "fused Attention with rotary embeddings"),
+])
+def test_fused_attention_it_cannot_follow_keeps_its_channels(attrs, reason) -> None:
+    n = Net()
+    y = fused_block(n, tracked_input=True, **attrs)
+    c = n.analyse([y], check=False)
+    assert set(c.blocks_at("att")) == {("Attention", reason)}
+    assert not c.tracked("att")
