@@ -116,3 +116,114 @@ class FusedAttentionRule(Rule):
         sizes = node.attributes.get("qkv_hidden_sizes")
         if sizes is not None:
             node.attributes["qkv_hidden_sizes"] = ir.AttrInt64s("qkv_hidden_sizes", [int(kept * d)] * 3)
+
+
+def _projected_macs(node: ir.Node, shapes: dict) -> int:
+    q, k = shapes.get(node.inputs[0].name), shapes.get(node.inputs[1].name)
+    if q is None or k is None or len(q) != 3 or len(k) != 3:
+        return 0
+    return 2 * int(q[0]) * int(q[1]) * int(k[1]) * int(q[2])  # scores and P @ V
+
+
+class ProjectedAttentionRule(Rule):
+    """Attention over q, k and v projected outside the op, (B, S, H*d) each: onnxruntime's
+    ``com.microsoft::MultiHeadAttention`` and ``ai.onnx::Attention`` (opset 23) in its 3-D form.
+
+    Channel h*d+j of q and of k are one element, and a head's channels go whole together with
+    v's head; the output carries v's channels. Removing a head is exact as in the unfused form
+    (constant scores, rows of the softmax summing to 1, output v's constant). The head count
+    attributes are rewritten. Inputs that carry per-head values it does not slice (a per-head
+    bias or mask, a key-value cache) keep the heads whole.
+    """
+
+    #: the attributes that count heads, and the input indices that must be absent or head-free
+    head_attrs: tuple[str, ...] = ()
+    cache_inputs: tuple[int, ...] = ()
+    per_head_inputs: tuple[int, ...] = ()
+
+    def macs(self, node: ir.Node, shapes: dict) -> int:
+        return _projected_macs(node, shapes)
+
+    def _heads(self, node: ir.Node) -> int | None:
+        counts = {_int(node, a) for a in self.head_attrs if node.attributes.get(a) is not None}
+        return counts.pop() if len(counts) == 1 and min(counts | {1}) > 0 else None
+
+    def _unsupported(self, node: ir.Node, ctx: AnalysisContext) -> str | None:
+        qkv = node.inputs[:3]
+        if len(qkv) < 3 or any(v is None or ctx.rank(v) != 3 for v in qkv):
+            return f"{node.op_type} without 3-D q, k and v inputs (packed or 4-D forms are not followed)"
+        if self._heads(node) is None:
+            return f"{node.op_type} with different head counts for q and k/v"
+        for i in self.cache_inputs:
+            if len(node.inputs) > i and node.inputs[i] is not None:
+                return f"{node.op_type} with a key-value cache"
+        for i in self.per_head_inputs:
+            s = ctx.shape(node.inputs[i]) if len(node.inputs) > i and node.inputs[i] is not None else None
+            if s is not None and len(s) == 4 and s[1] != 1:
+                return f"{node.op_type} with a per-head bias or mask"
+            if len(node.inputs) > i and node.inputs[i] is not None and s is None:
+                return f"{node.op_type} with a bias or mask of unknown shape"
+        if any(o.uses() or o.is_graph_output() for o in node.outputs[1:]):
+            return f"{node.op_type} whose cache or scores output is read"
+        return None
+
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
+        reason = self._unsupported(node, ctx)
+        infos = [ctx.get(v) for v in node.inputs[:3]]
+        if reason is None and any(i is None or i.axes != (2,) for i in infos):
+            reason = f"{node.op_type} with q, k or v channels we do not track"
+        if reason is not None:
+            return ctx.block(node, reason)
+        q, k, v = infos
+        heads = self._heads(node)
+        if q.ids.size != k.ids.size or q.ids.size % heads or v.ids.size % heads:
+            return ctx.block(node, f"{node.op_type} with q, k and v widths that do not split into heads")
+        ctx.union(q.ids, k.ids)
+        qh, vh = q.ids.reshape(heads, -1), v.ids.reshape(heads, -1)
+        for h in range(heads):
+            ctx.union(np.full(qh.shape[1], vh[h, 0]), qh[h])
+            ctx.union(np.full(vh.shape[1], vh[h, 0]), vh[h])
+        bias = self._bias(node)
+        if bias is not None:
+            if not ctx.is_const(bias) or ctx.shape(bias) != (q.ids.size + k.ids.size + v.ids.size,):
+                return ctx.block(node, f"{node.op_type} with a bias that is not one q|k|v vector")
+            ctx.add_slot(node, bias, 0, np.concatenate([q.ids, k.ids, v.ids]), "param")
+        ctx.set(node.outputs[0], ChannelInfo((2,), v.ids))
+        return None
+
+    def _bias(self, node: ir.Node) -> ir.Value | None:
+        return None
+
+    def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
+        """A removed head outputs v's constant (plus its part of the bias)."""
+        cv = app.const_of(node.inputs[2])
+        bias = self._bias(node)
+        if bias is not None:
+            b = app.tensor(bias).astype(np.float64)
+            cv = cv + b[b.size - cv.size:]
+        app.set_const(node.outputs[0], cv)
+
+    def rewrite(self, node: ir.Node, app: RewriteContext) -> None:
+        heads = self._heads(node)
+        v_ids = app.channels(node.outputs[0]).ids
+        kept = app.kept_count(node.outputs[0]) // (v_ids.size // heads)
+        for a in self.head_attrs:
+            if node.attributes.get(a) is not None:
+                node.attributes[a] = ir.AttrInt64(a, int(kept))
+
+
+@register("MultiHeadAttention", domain="com.microsoft")
+class MultiHeadAttentionRule(ProjectedAttentionRule):
+    head_attrs = ("num_heads",)
+    cache_inputs = (6, 7, 8, 9)
+    per_head_inputs = (5,)
+
+    def _bias(self, node: ir.Node) -> ir.Value | None:
+        return node.inputs[3] if len(node.inputs) > 3 else None
+
+
+@register("Attention", since=23)
+class OnnxAttentionRule(ProjectedAttentionRule):
+    head_attrs = ("q_num_heads", "kv_num_heads")
+    cache_inputs = (4, 5)
+    per_head_inputs = (3,)

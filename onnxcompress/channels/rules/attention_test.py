@@ -10,7 +10,7 @@ import pytest
 from onnxcompress.channels.rules._testing import Net
 
 #: the registered ops this file tests
-COVERED = {"Attention"}
+COVERED = {"Attention", "MultiHeadAttention"}
 
 HEADS, D, TOKENS = 4, 3, 5
 
@@ -84,4 +84,57 @@ def test_fused_attention_it_cannot_follow_keeps_its_channels(attrs, reason) -> N
     y = fused_block(n, tracked_input=True, **attrs)
     c = n.analyse([y], check=False)
     assert set(c.blocks_at("att")) == {("Attention", reason)}
+    assert not c.tracked("att")
+
+
+def projected_block(n: Net, op: str, *, mask_heads: int = 1) -> str:
+    """x (1, 5, 12) -> q, k, v MatMuls -> MultiHeadAttention (with a q|k|v bias) or ai.onnx
+    Attention (opset 23, with an additive mask of ``mask_heads`` heads) -> MatMul -> Relu -> MatMul(2)."""
+    x = n.input((1, TOKENS, 12))
+    e = HEADS * D
+    q, k, v = (n.op("MatMul", [x, n.const(n.rng.standard_normal((12, e)) * 0.5)], name=nm) for nm in "qkv")
+    if op == "MultiHeadAttention":
+        n.extra_opsets["com.microsoft"] = 1
+        att = n.op(op, [q, k, v, n.const(n.rng.uniform(-1, 1, 3 * e))], name="att", domain="com.microsoft",
+                   num_heads=HEADS)
+    else:
+        mask = n.const(n.rng.standard_normal((1, mask_heads, TOKENS, TOKENS)))
+        att = n.op(op, [q, k, v, mask], name="att", q_num_heads=HEADS, kv_num_heads=HEADS)
+    o = n.op("MatMul", [att, n.const(n.rng.standard_normal((e, e)) * 0.5)], name="out_proj")
+    return n.op("MatMul", [n.op("Relu", [o]), n.const(n.rng.standard_normal((e, 2)))], name="y")
+
+
+@pytest.mark.parametrize("op", ["MultiHeadAttention", "Attention"])
+def test_projected_attention_heads(op: str, tmp_path) -> None:
+    """q, k and v's channels of a head are one element; removing heads is exact and rewrites the head count."""
+    from onnxcompress.api import compress
+    from onnxcompress.config import CompressConfig
+
+    n = Net(23)
+    y = projected_block(n, op)
+    c = n.analyse([y], check=False)
+    roots = c.roots[c.ids("q")].reshape(HEADS, D)
+    assert (roots == roots[:, :1]).all() and len(set(roots[:, 0])) == HEADS
+    assert (c.roots[c.ids("k")] == c.roots[c.ids("q")]).all() and (c.roots[c.ids("v")] == c.roots[c.ids("q")]).all()
+    assert c.blocks_at("att") == []
+    c.check_const({"q": [3, 4, 5]}, "att")  # head 1 outputs v's constant (and its bias)
+    proto = n.proto([y], check=False)
+    proto.graph.output[0].CopyFrom(onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, TOKENS, 2]))
+    onnx.save(proto, tmp_path / "m.onnx")
+    outs = {}
+    for mode in ("remove", "zero"):
+        r = compress(str(tmp_path / "m.onnx"), CompressConfig(ratio=0.5, round_to=1, mode=mode))
+        r.save(tmp_path / f"{mode}.onnx")
+        x = np.random.default_rng(0).standard_normal((1, TOKENS, 12)).astype(np.float32)
+        outs[mode] = ort.InferenceSession(str(tmp_path / f"{mode}.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    att = next(nd for nd in onnx.load(tmp_path / "remove.onnx").graph.node if nd.op_type == op)
+    heads = {a.name: a.i for a in att.attribute if a.name.endswith("num_heads")}
+    assert set(heads.values()) == {2}
+    np.testing.assert_allclose(outs["remove"], outs["zero"], rtol=1e-4, atol=1e-5)
+
+
+def test_a_per_head_mask_keeps_the_heads() -> None:
+    n = Net(23)
+    c = n.analyse([projected_block(n, "Attention", mask_heads=HEADS)], check=False)
+    assert set(c.blocks_at("att")) == {("Attention", "Attention with a per-head bias or mask")}
     assert not c.tracked("att")

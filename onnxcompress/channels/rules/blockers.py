@@ -33,7 +33,6 @@ for _op, _reason in {
     "Loop": "Loop: control flow",
     "Scan": "Scan: control flow",
     "NonMaxSuppression": "NonMaxSuppression consumes boxes",
-    "Attention": "Attention mixes channels",
     "RoiAlign": "RoiAlign (channels kept)",
 }.items():
     block_op(_op, _reason)

@@ -126,13 +126,12 @@ BUILD: dict[str, Callable[[Net], list[str]]] = {
     "Scan": _scan,
     "NonMaxSuppression": lambda n: [n.op("NonMaxSuppression", [n.op("Transpose", [_conv(n, dims=1, cout=4)], perm=[0, 2, 1]),
                                                                n.const(np.ones((1, 1, 5)))], name="op")],
-    "Attention": lambda n: [n.op("Attention", [_conv(n)] * 3, name="op")],
     "RoiAlign": _one("RoiAlign", lambda n: [n.const([[0, 0, 3, 3]]), n.const([0], I64)]),
     "LSTM": _rnn("LSTM", 4),
     "GRU": _rnn("GRU", 3),
     "RNN": _rnn("RNN", 1),
 }
-OPSET = {"Attention": 23, "MeanVarianceNormalization": 17}
+OPSET = {"MeanVarianceNormalization": 17}
 #: graphs onnx's checker rejects though analysis reads them (a tensor as If's condition, a function op's body)
 UNCHECKED = {"If", "GroupNormalization", "Loop", "MeanVarianceNormalization", *_QUANTIZED}
 
