@@ -34,7 +34,7 @@ class Exact:
 @dataclass(frozen=True)
 class Lossy:
     """Channels may be removed here, but not exactly (LayerNorm statistics over the kept
-    channels, a removed head's uniform softmax): calibration must justify it, and recovery
+    channels): calibration must justify it, and recovery
     treats it. Without calibration data the engine keeps these channels, with ``reason``."""
 
     reason: str
