@@ -22,11 +22,12 @@ T, H, D = 6, 4, 3
 E = H * D
 
 
-def _mha_model(path, *, heads_constant: bool = True) -> str:
+def _mha_model(path, *, heads_constant: bool = True, shape_target: bool = False) -> str:
     """x (N, T, E) -> attention -> out_proj -> mean over tokens -> 5 scores.
 
     ``heads_constant`` False spells N*H as Shape(x)[0] * Shape(x)[2] / d, which no rewrite can
-    follow: the heads must then stay.
+    follow: the heads must then stay. ``shape_target`` builds the (N, H, T, d) target as torch's
+    dynamo exporter does, from ``Shape(k)[:-2]`` of k viewed as (N, H, T, d).
     """
     rng = np.random.default_rng(0)
     inits, nodes = [], []
@@ -61,6 +62,11 @@ def _mha_model(path, *, heads_constant: bool = True) -> str:
     s = node("MatMul", [q, node("Transpose", [k], "kt", perm=[0, 2, 1])], "scores")
     o = node("MatMul", [node("Softmax", [s], "p", axis=-1), v], "pv")  # (N*H, T, d)
     t4 = node("Concat", [n1, const("t4", [H, T, D], np.int64)], "target4", axis=0)
+    if shape_target:
+        k4 = node("Reshape", [k, t4], "k4")  # (N, H, T, d)
+        lead = node("Slice", [node("Shape", [k4], "k4_shape"), const("lo", [np.iinfo(np.int64).min], np.int64),
+                              const("hi", [-2], np.int64)], "k4_lead")
+        t4 = node("Concat", [lead, const("td2", [T, D], np.int64)], "target4_dyn", axis=0)
     o = node("Transpose", [node("Reshape", [o, t4], "unmerge")], "o_t", perm=[0, 2, 1, 3])  # (N, T, H, d)
     t2 = node("Concat", [n1, const("t2", [T, E], np.int64)], "target2", axis=0)
     o = node("Reshape", [o, t2], "merge")
@@ -87,8 +93,9 @@ def _heads_group(result) -> dict:
     return next(g for g in groups if g["channels_per_atom"] > 1)
 
 
-def test_whole_heads_are_removed_exactly_at_any_batch(tmp_path):
-    src = _mha_model(tmp_path / "mha.onnx")
+@pytest.mark.parametrize("shape_target", [False, True])
+def test_whole_heads_are_removed_exactly_at_any_batch(tmp_path, shape_target):
+    src = _mha_model(tmp_path / "mha.onnx", shape_target=shape_target)
     cfg = dict(ratio=0.5, input_shapes={"x": (1, T, E)}, round_to=1, simplify=False)  # onnxsim would rewrite N*H as -1
     removed = compress(src, CompressConfig(**cfg))
     removed.save(tmp_path / "removed.onnx")

@@ -333,21 +333,26 @@ def _shape_dim(piece: ir.Value, pos: int, ctx: ConstantReader) -> tuple[ir.Value
         return None
     if node.op_type in ("Slice", "Gather"):
         src = node.inputs[0].producer()
-        if src is None or src.op_type != "Shape":
+        if src is None or src.op_type != "Shape" or ctx.shape(src.outputs[0]) is None:
             return None
+        n = int(ctx.shape(src.outputs[0])[0])  # how many dims Shape returned
         if node.op_type == "Gather":
             idx = ctx.const(node.inputs[1])
             if idx is None or idx.size != 1 or pos != 0:
                 return None
-            pos = int(idx.ravel()[0])
+            pos = int(idx.ravel()[0]) % max(n, 1)
         else:
-            starts = ctx.const(node.inputs[1]) if len(node.inputs) > 1 else None
-            rest = [ctx.const(v) for v in node.inputs[3:5] if v is not None]
-            if starts is None or starts.size != 1 or any(c is None or c.size != 1 for c in rest):
+            bounds = [ctx.const(node.inputs[k]) if len(node.inputs) > k and node.inputs[k] is not None else None
+                      for k in (1, 2, 4)]
+            starts, ends, steps = bounds
+            if starts is None or ends is None or starts.size != 1 or ends.size != 1:
                 return None
-            if len(rest) > 1 and int(rest[1].ravel()[0]) != 1:
+            if steps is not None and (steps.size != 1 or int(steps.ravel()[0]) != 1):
                 return None
-            pos += int(starts.ravel()[0])
+            lo, hi, _ = slice(int(starts.ravel()[0]), int(ends.ravel()[0]), 1).indices(n)
+            if not lo + pos < hi:
+                return None
+            pos += lo
         node = src
     if node.op_type != "Shape":
         return None
@@ -355,7 +360,15 @@ def _shape_dim(piece: ir.Value, pos: int, ctx: ConstantReader) -> tuple[ir.Value
     rank = ctx.shape(node.inputs[0])
     if rank is None or pos < 0:
         return None
-    return node.inputs[0], _norm(pos + (a.as_int() if a is not None else 0), len(rank))
+    start = a.as_int() if a is not None else 0
+    start = start + len(rank) if start < 0 else start
+    return node.inputs[0], pos + start
+
+
+def _along(info, axis: int) -> np.ndarray:
+    """One element per position of a channel axis (the first of each row on split axes)."""
+    ids = np.moveaxis(info.ids, info.axes.index(axis), 0)
+    return ids.reshape(ids.shape[0], -1)[:, 0]
 
 
 def _target_pieces(node: ir.Node, ctx: ConstantReader, axes: tuple[int, ...]):
@@ -386,11 +399,12 @@ class ReshapeRule(LayoutRule):
             count = info.ids.shape[info.axes.index(ax)]
             if ctx.is_const(piece) or _scaled_count(piece, ctx, count) is not None:
                 continue
-            # Shape(t)[k] of a tensor whose channels on axis k are these: it follows by itself
+            # Shape(t)[k] of a tensor with as many channels on axis k: tied to these, it follows
             src = _shape_dim(piece, ax - offset, ctx)
             src_info = ctx.get(src[0]) if src is not None else None
             if src_info is not None and src[1] in src_info.axes and \
                     src_info.ids.shape[src_info.axes.index(src[1])] == count:
+                ctx.union(_along(src_info, src[1]), _along(info, ax))
                 continue
             return ctx.block(node, "Reshape target spells the channel count at run time in a way we cannot rewrite")
         return None
