@@ -202,4 +202,6 @@ def channels_on_axis1(node: ir.Node, ctx: AnalysisContext, info) -> bool:
 
 
 # Importing the families fills the registry.
-from onnxcompress.channels.rules import attention, blockers, conv, elementwise, layout, linear, norm, spatial  # noqa: E402,F401
+from onnxcompress.channels.rules import (  # noqa: E402,F401
+    attention, blockers, conv, einsum, elementwise, layout, linear, norm, spatial,
+)

@@ -23,7 +23,6 @@ for _op, _reason in {
     "ScatterElements": "ScatterElements writes positions we do not track",
     "Expand": "Expand may broadcast the channel axis",
     "Tile": "Tile repeats along axes we do not track",
-    "Einsum": "Einsum contracts axes we do not track",
     "Where": "Where selects between tensors elementwise (not tracked yet)",
     "TopK": "TopK selects along an axis",
     "ArgMax": "ArgMax reduces an axis",
