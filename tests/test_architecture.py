@@ -86,9 +86,11 @@ def test_no_module_is_over_about_400_lines():
 
 def test_registry_keys_by_domain_op_and_opset():
     soft = [e for e in entries() if e.op_type == "Softmax"]
-    assert sorted((e.since, e.until, e.blocker) for e in soft) == [(1, 12, True), (13, None, False)]
-    assert lookup("Softmax", 11).reason.startswith("Softmax before opset 13")
-    assert not hasattr(lookup("Softmax", 13), "reason")
+    assert sorted((e.since, e.until, e.blocker) for e in soft) == [(1, 12, False), (13, None, False)]
+    assert lookup("Softmax", 11).flattens and not lookup("Softmax", 13).flattens  # two rules, by opset
+    att = [(e.domain, e.since, e.blocker) for e in entries() if e.op_type == "Attention"]
+    assert sorted(att) == [("", 23, False), ("com.microsoft", 1, False)]  # same op type, two domains
+    assert lookup("LRN", 13).reason == "LRN normalises across neighbouring channels"
     assert lookup("Relu", 13, domain="com.example") is None  # a custom domain has no rules
     assert lookup("Relu", 13, domain="ai.onnx") is lookup("Relu", 13)
     assert "LRN" in registered_ops(blockers=True) and "LRN" not in registered_ops()

@@ -1,0 +1,262 @@
+"""Reshape: how a channel axis moves, splits into heads or groups, or merges back.
+
+A Reshape pairs runs of input and output dims of equal product (``_segments``). A channel
+axis may only move (``_moved_axes``), split into several dims (heads x d, q/k/v x heads x d,
+a channel shuffle's groups: the split must stay a rectangle, settled by the engine once every
+rule ran), or merge a split back. The target is rewritten to the kept counts: constant
+targets directly, run-time ``Concat`` targets piece by piece (a constant piece, a
+``bsz * num_heads`` piece whose heads constant is rewritten, or ``Shape(t)`` of a tensor
+whose channels are tied to these); any other run-time piece keeps the channels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcompress.channels.protocols import AnalysisContext, ConstantReader, Outcome, RewriteContext
+from onnxcompress.channels.rules import register
+from onnxcompress.channels.rules.layout import LayoutRule, _norm
+
+
+def _segments(a: tuple[int, ...], b: tuple[int, ...]):
+    """Pair up runs of dims of ``a`` and ``b`` with equal products (the reshape's blocks)."""
+    segs, i, j = [], 0, 0
+    while i < len(a) or j < len(b):
+        si, sj, pa, pb = i, j, 1, 1
+        if i < len(a):
+            pa *= a[i]
+            i += 1
+        if j < len(b):
+            pb *= b[j]
+            j += 1
+        while pa != pb:
+            if pa < pb and i < len(a):
+                pa *= a[i]
+                i += 1
+            elif pb < pa and j < len(b):
+                pb *= b[j]
+                j += 1
+            else:
+                return None
+        segs.append((list(range(si, i)), list(range(sj, j))))
+    return segs
+
+
+def _moved_axes(segs, a, b, axes: tuple[int, ...]) -> tuple[int, ...] | None:
+    """Where each channel axis lands when the Reshape only moves it (its block holds no other
+    dim over 1 on either side), or None. Split channel axes (heads) travel this way through the
+    (B*H, T, d) <-> (B, H, T, d) reshapes of unfused attention."""
+    if segs is None:
+        return None
+    new = []
+    for ax in axes:
+        seg = next((s for s in segs if ax in s[0]), None)
+        if seg is None:
+            return None
+        ins_nz = [i for i in seg[0] if a[i] != 1 or i == ax]
+        outs_nz = [o for o in seg[1] if b[o] != 1]
+        if ins_nz != [ax] or len(outs_nz) != 1 or b[outs_nz[0]] != a[ax]:
+            return None
+        new.append(outs_nz[0])
+    return tuple(new)
+
+
+def _scaled_count(piece: ir.Value, ctx: ConstantReader, count: int) -> tuple[ir.Node, int] | None:
+    """A run-time target piece ``dim * count`` (torch's ``bsz * num_heads``), through Unsqueeze
+    or Cast: the Mul and the index of its constant ``count``, which a rewrite can change."""
+    node = piece.producer()
+    while node is not None and node.op_type in ("Unsqueeze", "Cast", "Identity", "Reshape"):
+        node = node.inputs[0].producer()
+    if node is None or node.op_type != "Mul":
+        return None
+    for k, v in enumerate(node.inputs[:2]):
+        c = ctx.const(v)
+        if c is not None and c.size == 1 and int(c.ravel()[0]) == count:
+            return node, k
+    return None
+
+
+def _shape_dim(piece: ir.Value, pos: int, ctx: ConstantReader) -> tuple[ir.Value, int] | None:
+    """(tensor, axis) when element ``pos`` of a run-time target piece is that tensor's size on
+    that axis: ``Shape(t)``, sliced or gathered by constants, through Unsqueeze or Cast."""
+    node = piece.producer()
+    while node is not None and node.op_type in ("Unsqueeze", "Cast", "Identity"):
+        node = node.inputs[0].producer()
+    if node is None:
+        return None
+    if node.op_type in ("Slice", "Gather"):
+        src = node.inputs[0].producer()
+        if src is None or src.op_type != "Shape" or ctx.shape(src.outputs[0]) is None:
+            return None
+        n = int(ctx.shape(src.outputs[0])[0])  # how many dims Shape returned
+        if node.op_type == "Gather":
+            idx = ctx.const(node.inputs[1])
+            if idx is None or idx.size != 1 or pos != 0:
+                return None
+            pos = int(idx.ravel()[0]) % max(n, 1)
+        else:
+            bounds = [ctx.const(node.inputs[k]) if len(node.inputs) > k and node.inputs[k] is not None else None
+                      for k in (1, 2, 4)]
+            starts, ends, steps = bounds
+            if starts is None or ends is None or starts.size != 1 or ends.size != 1:
+                return None
+            if steps is not None and (steps.size != 1 or int(steps.ravel()[0]) != 1):
+                return None
+            lo, hi, _ = slice(int(starts.ravel()[0]), int(ends.ravel()[0]), 1).indices(n)
+            if not lo + pos < hi:
+                return None
+            pos += lo
+        node = src
+    if node.op_type != "Shape":
+        return None
+    a = node.attributes.get("start")
+    rank = ctx.shape(node.inputs[0])
+    if rank is None or pos < 0:
+        return None
+    start = a.as_int() if a is not None else 0
+    start = start + len(rank) if start < 0 else start
+    return node.inputs[0], pos + start
+
+
+def _along(info, axis: int) -> np.ndarray:
+    """One element per position of a channel axis (the first of each row on split axes)."""
+    ids = np.moveaxis(info.ids, info.axes.index(axis), 0)
+    return ids.reshape(ids.shape[0], -1)[:, 0]
+
+
+def _target_pieces(node: ir.Node, ctx: ConstantReader, axes: tuple[int, ...]):
+    """For a run-time (Concat) target: (axis, piece value, its index, its offset) per channel axis."""
+    concat = node.inputs[1].producer()
+    offset = 0
+    found = []
+    for k, piece in enumerate(concat.inputs):
+        c = ctx.const(piece)
+        width = int(c.size) if c is not None else int(np.prod(ctx.shape(piece) or (1,)))
+        for ax in axes:
+            if offset <= ax < offset + width:
+                found.append((ax, piece, k, offset))
+        offset += width
+    return found
+
+
+@register("Reshape")
+class ReshapeRule(LayoutRule):
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
+        outcome = self._track(node, ctx)
+        info = ctx.get(node.outputs[0])
+        if outcome is not None or info is None or ctx.is_const(node.inputs[1]):
+            return outcome
+        # A run-time target: each channel dim must be a constant piece (rewritten), or the
+        # channel count times a run-time dim (the constant is rewritten), never anything else.
+        for ax, piece, _, offset in _target_pieces(node, ctx, info.axes):
+            count = info.ids.shape[info.axes.index(ax)]
+            if ctx.is_const(piece) or _scaled_count(piece, ctx, count) is not None:
+                continue
+            # Shape(t)[k] of a tensor with as many channels on axis k: tied to these, it follows
+            src = _shape_dim(piece, ax - offset, ctx)
+            src_info = ctx.get(src[0]) if src is not None else None
+            if src_info is not None and src[1] in src_info.axes and \
+                    src_info.ids.shape[src_info.axes.index(src[1])] == count:
+                ctx.union(_along(src_info, src[1]), _along(info, ax))
+                continue
+            return ctx.block(node, "Reshape target spells the channel count at run time in a way we cannot rewrite")
+        return None
+
+    def _track(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
+        info = ctx.get(node.inputs[0])
+        a, b = ctx.shape(node.inputs[0]), ctx.shape(node.outputs[0])
+        if a is None or b is None:
+            return ctx.block(node, "Reshape with unknown shapes")
+        if not self._target_adapts(node, ctx):
+            return ctx.block(node, "Reshape target is computed at run time from constants we cannot rewrite")
+        segs = _segments(tuple(a), tuple(b))
+        moved = _moved_axes(segs, a, b, info.axes)
+        if moved is not None:
+            self.apply_recipe(node, ctx, lambda arrays, fill: [arrays[0]], [moved])
+            return
+        seg = next((s for s in segs or [] if info.axes[0] in s[0]), None)
+        if seg is None or not all(ax in seg[0] for ax in info.axes):
+            return ctx.block(node, "Reshape mixes the channels with other dims")
+        ins, outs = seg
+        outs_nz = [o for o in outs if b[o] != 1]
+        ins_nz = [i for i in ins if a[i] != 1 or i in info.axes]
+        if len(info.axes) == 1:
+            ax = info.axes[0]
+            after = [i for i in ins_nz if i > ax]
+            if [i for i in ins_nz if i < ax]:
+                return ctx.block(node, "Reshape merges the channels into an outer dim")
+            if len(outs_nz) == 1 and not after:
+                recipe = lambda arrays, fill: [arrays[0]]  # noqa: E731 - the axis only moves
+                self.apply_recipe(node, ctx, recipe, [(outs_nz[0],)])
+                return
+            if len(outs_nz) == 1:
+                inner = int(np.prod([a[i] for i in after], dtype=np.int64))
+
+                def recipe(arrays, fill, inner=inner):
+                    return [np.repeat(arrays[0], inner)]
+
+                self.apply_recipe(node, ctx, recipe, [(outs_nz[0],)])
+                return
+            if len(outs_nz) >= 2 and not after:
+                dims = tuple(int(b[o]) for o in outs_nz)
+
+                def recipe(arrays, fill, dims=dims):
+                    return [arrays[0].reshape(dims)]
+
+                self.apply_recipe(node, ctx, recipe, [tuple(outs_nz)])
+                # Every row must keep the same width: whole rows go (heads) or the same columns.
+                ctx.keep_rectangular(ctx.get(node.outputs[0]).ids)
+                return
+        elif len(outs_nz) == 1 and sorted(ins_nz) == list(info.axes):
+            recipe = lambda arrays, fill: [arrays[0].reshape(-1)]  # noqa: E731 - shuffle merge
+            self.apply_recipe(node, ctx, recipe, [(outs_nz[0],)])
+            return
+        return ctx.block(node, "Reshape splits or merges channels in a way we do not track")
+
+    def _target_adapts(self, node: ir.Node, ctx: AnalysisContext) -> bool:
+        """A constant target can be rewritten; a run-time one must be built from Shape pieces."""
+        target = node.inputs[1]
+        if ctx.is_const(target):
+            return True
+        prod = target.producer()
+        return prod is not None and prod.op_type == "Concat"
+
+    def rewrite(self, node: ir.Node, app: RewriteContext) -> None:
+        out = node.outputs[0]
+        if app.channels(out) is None:
+            return
+        target = node.inputs[1]
+        counts = app.kept_counts(out)
+        info = app.channels(out)
+        if app.is_const(target):
+            shape = [int(x) for x in app.tensor(target).ravel()]
+            old = app.shape(out)
+            for ax, n in zip(info.axes, counts):
+                if shape[ax] not in (0, -1):
+                    shape[ax] = int(n * (old[ax] // info.ids.shape[info.axes.index(ax)]))
+            app.set_input_const(node, 1, np.array(shape, dtype=np.int64))
+            return
+        # Run-time target built by a Concat: constant pieces that spell a channel count are
+        # rewritten; pieces computed from Shape follow the pruned tensor by themselves.
+        concat = target.producer()
+        old = app.shape(out)
+        offset = 0
+        for k, piece in enumerate(list(concat.inputs)):
+            c = app.tensor(piece) if app.is_const(piece) else None
+            width = int(c.size) if c is not None else int(np.prod(app.shape(piece) or (1,)))
+            for ax, n in zip(info.axes, counts):
+                count = info.ids.shape[info.axes.index(ax)]
+                scaled = _scaled_count(piece, app, count) if c is None and offset <= ax < offset + width else None
+                if scaled is not None:  # bsz * num_heads: the heads constant becomes the kept count
+                    mul, idx = scaled
+                    old_c = app.tensor(mul.inputs[idx])
+                    app.set_input_const(mul, idx, np.full(old_c.shape, n, dtype=old_c.dtype))
+            if c is not None:
+                new_piece = c.astype(np.int64).ravel().copy()
+                for ax, n in zip(info.axes, counts):
+                    if offset <= ax < offset + width and new_piece[ax - offset] not in (0, -1):
+                        new_piece[ax - offset] = int(n * (old[ax] // info.ids.shape[info.axes.index(ax)]))
+                if not np.array_equal(new_piece, c.ravel()):
+                    app.set_input_const(concat, k, new_piece.reshape(c.shape).astype(c.dtype))
+            offset += width
