@@ -90,7 +90,9 @@ def _run(path: str, x: np.ndarray) -> np.ndarray:
 
 def _heads_group(result) -> dict:
     groups = result.report.passes["prune"]["group_details"]
-    return next(g for g in groups if g["channels_per_atom"] > 1)
+    heads = [g for g in groups if g["unit"] == "head"]
+    assert len(heads) == 1 and all(g["channels_per_atom"] == 1 for g in groups if g["unit"] == "channel")
+    return heads[0]
 
 
 @pytest.mark.parametrize("shape_target", [False, True])

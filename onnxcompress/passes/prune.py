@@ -19,7 +19,7 @@ from onnxcompress.importance import AGGREGATION, CRITERIA, GLOBAL_NORMALISATION,
 from onnxcompress.pruning.calibrated import CalibratedPruning
 from onnxcompress.pruning.plan import macs_per_atom
 from onnxcompress.pruning.apply import Applier
-from onnxcompress.pruning.plan import Plan, make_plan, reported_blockers
+from onnxcompress.pruning.plan import Plan, head_roots, make_plan, reported_blockers
 from onnxcompress.passes.base import ReportingPass
 
 logger = logging.getLogger(__name__)
@@ -160,6 +160,7 @@ class PrunePass(ReportingPass):
                     f"measured ratio the model keeps {reached:.1%} of its MACs (blocked channels stay)"
                 )
         plan = make_plan(analysis, tensors, cfg, data_scores=data_scores, keep=keep)
+        heads = head_roots(analysis, plan)
         del tensors  # the filters' arrays: free each original as the applier replaces it
         app = Applier(model, analysis, plan.removed, shapes)
         app.exact_borders = cfg.exact_borders
@@ -204,7 +205,8 @@ class PrunePass(ReportingPass):
             },
             details={
                 "groups": [
-                    {"filters": g.names, "atoms": len(g.atoms), "kept": g.keep, "channels_per_atom": g.channels_per_atom}
+                    {"filters": g.names, "atoms": len(g.atoms), "kept": g.keep, "channels_per_atom": g.channels_per_atom,
+                     "unit": "head" if any(int(a) in heads for a in g.atoms) else "channel"}
                     for g in plan.groups
                 ]
             },

@@ -215,7 +215,7 @@ def describe_groups(model, shapes: dict, block_ops: list[str] | tuple[str, ...] 
     for r in analysis.lossy:
         for root in set(plan.roots[r.ids].tolist()):
             lossy_at.setdefault(root, []).append(r)
-    heads = _head_roots(analysis, plan)
+    heads = head_roots(analysis, plan)
     groups = []
     for g in sorted(plan.groups, key=lambda g: -len(g.atoms) * g.channels_per_atom):
         recs = {id(r): r for a in g.atoms for r in lossy_at.get(int(a), [])}.values()
@@ -228,7 +228,7 @@ def describe_groups(model, shapes: dict, block_ops: list[str] | tuple[str, ...] 
     return groups, reported_blockers(analysis, plan)
 
 
-def _head_roots(analysis: AnalysisResult, plan: Plan) -> set[int]:
+def head_roots(analysis: AnalysisResult, plan: Plan) -> set[int]:
     """Atoms that are attention heads: they flow through a product of two run-time tensors."""
     from onnxcompress._ir_utils import is_const
 
