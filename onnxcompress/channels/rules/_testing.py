@@ -254,3 +254,19 @@ class Case:
         np.testing.assert_allclose(per, np.repeat(per[:, :1], per.shape[1], axis=1), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(got[gone], per[:, 0], rtol=rtol, atol=1e-5)
         return got[gone]
+
+
+def remove_and_zero(model: onnx.ModelProto, tmp_path, feeds: dict[str, np.ndarray], **cfg) -> dict[str, np.ndarray]:
+    """Compress ``model`` in remove mode and in zero mode (``cfg``: ratio 0.5 and round_to 1
+    unless given) and run both on ``feeds``: the first output of each, by mode. The written
+    models stay as ``tmp_path / "remove.onnx"`` and ``tmp_path / "zero.onnx"``."""
+    from onnxcompress.api import compress
+
+    src = tmp_path / "model.onnx"
+    onnx.save(model, src)
+    settings = {"ratio": 0.5, "round_to": 1, **cfg}
+    outs = {}
+    for mode in ("remove", "zero"):
+        path = compress(str(src), CompressConfig(mode=mode, **settings)).save(tmp_path / f"{mode}.onnx")
+        outs[mode] = next(iter(Session(path).run(feeds).values()))
+    return outs

@@ -24,6 +24,7 @@ import onnx_ir as ir
 from onnxcompress.channels.protocols import AnalysisContext, Outcome, RewriteContext
 from onnxcompress.channels.rules import Rule, register
 from onnxcompress.channels.rules.consumer import ConsumerHooks, FoldContext, add_to_bias_input
+from onnxcompress.channels.rules.heads import join_scores, join_weighted, tie_rows
 from onnxcompress.channels.state import ChannelInfo
 
 
@@ -89,8 +90,7 @@ class FusedAttentionRule(Rule):
         heads = _int(node, "num_heads")
         d = ctx.shape(node.inputs[1])[1] // (3 * heads)
         ids = ctx.fresh((heads, d), source=True)
-        for h in range(heads):  # a head goes whole
-            ctx.union(np.full(d - 1, ids[h, 0]), ids[h, 1:])
+        tie_rows(ctx, ids)  # a head goes whole
         if ctx.excluded(node):
             ctx.fix(ids, node, "excluded by --exclude")
         flat = ids.ravel()
@@ -178,11 +178,8 @@ class ProjectedAttentionRule(Rule):
         heads = self._heads(node)
         if q.ids.size != k.ids.size or q.ids.size % heads or v.ids.size % heads:
             return ctx.block(node, f"{node.op_type} with q, k and v widths that do not split into heads")
-        ctx.union(q.ids, k.ids)
-        qh, vh = q.ids.reshape(heads, -1), v.ids.reshape(heads, -1)
-        for h in range(heads):
-            ctx.union(np.full(qh.shape[1], vh[h, 0]), qh[h])
-            ctx.union(np.full(vh.shape[1], vh[h, 0]), vh[h])
+        scores = join_scores(ctx, q.ids.reshape(heads, -1), k.ids.reshape(heads, -1))
+        join_weighted(ctx, scores, v.ids.reshape(heads, -1))
         bias = self._bias(node)
         if bias is not None:
             if not ctx.is_const(bias) or ctx.shape(bias) != (q.ids.size + k.ids.size + v.ids.size,):

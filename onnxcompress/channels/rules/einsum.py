@@ -18,6 +18,7 @@ import onnx_ir as ir
 
 from onnxcompress.channels.protocols import AnalysisContext, Outcome, RewriteContext
 from onnxcompress.channels.rules import Rule, register
+from onnxcompress.channels.rules.heads import join_scores, join_weighted, scores_const, softmax_over, weighted_const
 from onnxcompress.channels.state import ChannelInfo
 
 REASON = "Einsum contracts axes we do not track (only attention's two products are followed)"
@@ -39,10 +40,10 @@ def _labels(info, labels: str) -> list[str]:
     return [labels[a] for a in info.axes]
 
 
-def _by(info, labels: str, order: list[str]) -> np.ndarray:
-    """``info.ids`` with its dims in the label order ``order``."""
+def _by(info, labels: str, order: list[str], arr: np.ndarray | None = None) -> np.ndarray:
+    """``info.ids`` (or ``arr``, laid out like them) with its dims in the label order ``order``."""
     have = _labels(info, labels)
-    return np.transpose(info.ids, [have.index(x) for x in order])
+    return np.transpose(info.ids if arr is None else arr, [have.index(x) for x in order])
 
 
 def _equation(node: ir.Node) -> str:
@@ -68,10 +69,7 @@ class EinsumRule(Rule):
             qa, kb = _by(a, la, [h, d]), _by(b, lb, [h, d])
             if qa.shape != kb.shape:
                 return ctx.block(node, REASON)
-            ctx.union(qa, kb)
-            for r in range(qa.shape[0]):
-                ctx.union(np.full(qa.shape[1] - 1, qa[r, 0]), qa[r, 1:])
-            ctx.set(node.outputs[0], ChannelInfo((lo.index(h),), qa[:, 0].copy()))
+            ctx.set(node.outputs[0], ChannelInfo((lo.index(h),), join_scores(ctx, qa, kb)))
             return None
         if len(ta) == 1 and len(tb) == 2 and ta[0] in tb and ta[0] in lo and all(x in lo for x in tb):
             h = ta[0]
@@ -79,8 +77,7 @@ class EinsumRule(Rule):
             vb = _by(b, lb, [h, e])
             if vb.shape[0] != a.ids.shape[0]:
                 return ctx.block(node, REASON)
-            for r in range(vb.shape[0]):
-                ctx.union(np.full(vb.shape[1], a.ids[r]), vb[r])
+            join_weighted(ctx, a.ids, vb)
             axes = sorted((lo.index(h), lo.index(e)))
             ids = vb if lo.index(h) < lo.index(e) else vb.T
             ctx.set(node.outputs[0], ChannelInfo(tuple(axes), ids.copy()))
@@ -95,23 +92,12 @@ class EinsumRule(Rule):
         if len(out.axes) == 1:  # scores: a head's sum over d of q * k
             h = lo[out.axes[0]]
             d = next(x for x in _labels(ia, la) if x != h)
-            qa = np.transpose(ca, [_labels(ia, la).index(x) for x in (h, d)])
-            kb = np.transpose(cb, [_labels(ib, lb).index(x) for x in (h, d)])
-            app.set_const(node.outputs[0], np.sum(qa * kb, axis=1))
+            app.set_const(node.outputs[0], scores_const(_by(ia, la, [h, d], ca), _by(ib, lb, [h, d], cb)))
             return
         h = _labels(ia, la)[0]
         e = next(x for x in _labels(ib, lb) if x != h)
-        vb = np.transpose(cb, [_labels(ib, lb).index(x) for x in (h, e)])
+        vb = _by(ib, lb, [h, e], cb)
         j = next(x for x in la if x not in lo)  # the label summed over
-        p = node.inputs[0].producer()
-        a_rank = len(la)
-        if p is not None and p.op_type == "Softmax" and self._softmax_axis(p, a_rank) == la.index(j):
-            val = vb  # P's rows sum to 1 over j: out is v's constant
-        else:
-            val = ca[:, None] * float(app.shape(node.inputs[0])[la.index(j)]) * vb
+        val = weighted_const(ca, vb, app.shape(node.inputs[0])[la.index(j)],
+                             softmax_over(node.inputs[0], la.index(j), len(la)))
         app.set_const(node.outputs[0], val if lo.index(h) < lo.index(e) else val.T)
-
-    @staticmethod
-    def _softmax_axis(node: ir.Node, rank: int) -> int:
-        a = node.attributes.get("axis")
-        return (a.as_int() if a is not None else -1) % rank

@@ -18,6 +18,7 @@ from onnxcompress.analysis.macs import gemm_macs, matmul_macs
 from onnxcompress.channels.protocols import AnalysisContext, Outcome, RewriteContext
 from onnxcompress.channels.rules import Rule, register
 from onnxcompress.channels.rules.consumer import ConsumerHooks, FoldContext, bias_matrix, write_bias
+from onnxcompress.channels.rules.heads import join_scores, join_weighted, scores_const, softmax_over, weighted_const
 from onnxcompress.channels.state import ChannelInfo
 
 
@@ -170,10 +171,8 @@ def _attention_matmul(node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
       and K are one element (whole heads go), and the scores carry h;
     - out = P @ V, P tracked on (h,) and V on (h, d): P's head joins V's head.
 
-    Removing a whole head is exact: its q, k, v channels are per-channel constants, so its
-    scores are one constant, its softmax uniform and its output V's constant, which folds into
-    the output projection like any removed channel. A relative position bias added to the
-    scores makes them vary, but the softmax rows still sum to 1: the output is V's constant.
+    Removing a whole head is exact (see ``heads``): its output is V's constant, which folds
+    into the output projection like any removed channel.
     """
     a, b = ctx.get(node.inputs[0]), ctx.get(node.inputs[1])
     ra, rb = ctx.rank(node.inputs[0]), ctx.rank(node.inputs[1])
@@ -183,14 +182,10 @@ def _attention_matmul(node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
     if len(a.axes) == 2 and a.axes[1] == ra - 1 and b.axes == (a.axes[0], rb - 2) and a.axes[0] < ra - 2:
         if a.ids.shape != b.ids.shape:
             return ctx.block(node, ATTENTION_ONLY)
-        ctx.union(a.ids, b.ids)
-        for r in range(a.ids.shape[0]):
-            ctx.union(np.full(a.ids.shape[1] - 1, a.ids[r, 0]), a.ids[r, 1:])
-        ctx.set(node.outputs[0], ChannelInfo((a.axes[0],), a.ids[:, 0].copy()))
+        ctx.set(node.outputs[0], ChannelInfo((a.axes[0],), join_scores(ctx, a.ids, b.ids)))
         return None
     if len(a.axes) == 1 and a.axes[0] < ra - 2 and b.axes == (a.axes[0], rb - 1) and a.ids.shape[0] == b.ids.shape[0]:
-        for r in range(b.ids.shape[0]):
-            ctx.union(np.full(b.ids.shape[1], a.ids[r]), b.ids[r])
+        join_weighted(ctx, a.ids, b.ids)
         ctx.set(node.outputs[0], ChannelInfo(b.axes, b.ids))
         return None
     return ctx.block(node, ATTENTION_ONLY)
@@ -199,16 +194,7 @@ def _attention_matmul(node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
 def _attention_const(node: ir.Node, app: RewriteContext) -> np.ndarray:
     """A removed head's constant after either product (NaN where unknown)."""
     ca, cb = app.const_of(node.inputs[0]), app.const_of(node.inputs[1])
-    if app.channels(node.outputs[0]).ids.ndim == 1:  # scores: sum over the head's d of q * k
-        return np.sum(ca * cb, axis=1)
-    p = node.inputs[0].producer()
-    if p is not None and p.op_type == "Softmax" and _last_axis(p, app):
-        return np.broadcast_to(cb, cb.shape).copy()  # P's rows sum to 1: out is V's constant
-    k = app.shape(node.inputs[0])[-1]  # out: every weight of P times V's constant, S times
-    return ca[:, None] * float(k) * cb
-
-
-def _last_axis(softmax: ir.Node, app: RewriteContext) -> bool:
-    a = softmax.attributes.get("axis")
-    rank = len(app.shape(softmax.inputs[0]) or ())
-    return rank > 0 and (a.as_int() if a is not None else -1) % rank == rank - 1
+    if app.channels(node.outputs[0]).ids.ndim == 1:
+        return scores_const(ca, cb)
+    shape = app.shape(node.inputs[0])
+    return weighted_const(ca, cb, shape[-1], softmax_over(node.inputs[0], -1, len(shape)))
