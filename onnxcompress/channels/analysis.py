@@ -43,6 +43,8 @@ class ChannelContext:
         self.recipes: dict[ir.Node, object] = {}
         #: (rows, cols) id arrays of split channel axes that must stay rectangles
         self.rectangles: list[np.ndarray] = []
+        #: one element per attention head (reports call these groups' units heads)
+        self.heads: list[np.ndarray] = []
 
     # ----- values -----
     def get(self, v: ir.Value | None) -> ChannelInfo | None:
@@ -112,6 +114,10 @@ class ChannelContext:
         the same columns go from every row (a channel shuffle, the q/k/v thirds of a fused projection).
         """
         self.rectangles.append(np.asarray(ids))
+
+    def mark_heads(self, ids: np.ndarray) -> None:
+        """``ids`` are attention heads, one element each (for reports: the unit of their group)."""
+        self.heads.append(np.asarray(ids).ravel())
 
     def settle_rectangles(self) -> None:
         for ids in self.rectangles:
@@ -295,4 +301,5 @@ def analyse_channels(
         recipes=ctx.recipes,
         rules=rules,
         lossy=ctx.lossy,
+        heads=np.concatenate(ctx.heads) if ctx.heads else np.zeros(0, np.int64),
     )

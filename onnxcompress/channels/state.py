@@ -99,3 +99,5 @@ class AnalysisResult:
     rules: dict = field(default_factory=dict)
     #: nodes whose rule returned ``Lossy`` (tracked because calibration data was given)
     lossy: list[BlockRecord] = field(default_factory=list)
+    #: elements that are whole attention heads (marked by the rules that couple them)
+    heads: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))

@@ -229,16 +229,8 @@ def describe_groups(model, shapes: dict, block_ops: list[str] | tuple[str, ...] 
 
 
 def head_roots(analysis: AnalysisResult, plan: Plan) -> set[int]:
-    """Atoms that are attention heads: they flow through a product of two run-time tensors."""
-    from onnxcompress._ir_utils import is_const
-
-    out: set[int] = set()
-    for node in analysis.order:
-        if node.op_type == "MatMul" and not any(is_const(v) for v in node.inputs):
-            info = analysis.info.get(node.outputs[0])
-            if info is not None:
-                out.update(int(r) for r in plan.roots[info.ids.ravel()])
-    return out
+    """Atoms that are attention heads (the rules that couple a head's channels mark them)."""
+    return {int(r) for r in plan.roots[analysis.heads]}
 
 
 def macs_per_atom(analysis: AnalysisResult, plan: Plan, shapes: dict) -> tuple[dict[tuple[int, ...], float], float]:

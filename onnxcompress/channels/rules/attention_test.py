@@ -50,6 +50,7 @@ def check_fused_attention(tracked_input: bool = False) -> None:
     w_slot = c.slot("att", "out")
     assert w_slot[1] == 1 and list(w_slot[2]) == list(ids) * 3  # its q, k and v columns
     assert c.blocks_at("att") == []
+    assert sorted(c.roots[c.analysis.heads]) == sorted(roots[:, 0])  # reported as heads
     if tracked_input:
         assert c.slot("att", "in")[1] == 0
     c.check_const({"att": [3, 4, 5]}, "att")  # head 1 outputs v's bias

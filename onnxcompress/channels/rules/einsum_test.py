@@ -43,6 +43,7 @@ def test_einsum_attention_heads(tmp_path) -> None:
     assert (c.roots[c.out_ids("v")] == c.roots[c.out_ids("q")]).all()
     assert c.axes("scores") == (1,) and c.axes("pv") == (1, 3)
     assert c.blocks_at("scores") == [] and c.blocks_at("pv") == []
+    assert set(c.roots[c.analysis.heads]) == set(roots[:, 0])  # reported as heads
     c.check_const({"q": [3, 4, 5]}, "p")
     c.check_const({"q": [3, 4, 5]}, "merge")
     outs = remove_and_zero(n.proto([y]), tmp_path, {"x": np.random.default_rng(0).standard_normal((1, TOKENS, 12)).astype(np.float32)})

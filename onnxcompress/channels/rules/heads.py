@@ -19,6 +19,7 @@ from onnxcompress.channels.protocols import AnalysisContext
 
 def tie_rows(ctx: AnalysisContext, ids: np.ndarray) -> None:
     """Each row of (heads, width) ids becomes one element: a head goes whole."""
+    ctx.mark_heads(ids[:, 0])
     for row in ids:
         ctx.union(np.full(row.size - 1, row[0]), row[1:])
 
