@@ -22,6 +22,8 @@ fits in one protobuf; the report says which and why (``weights``).
 from __future__ import annotations
 
 import logging
+import sys
+from types import ModuleType
 
 import numpy as np
 import onnx
@@ -112,8 +114,7 @@ class SimplifyPass(ReportingPass):
 
     def _simplify(self, proto: onnx.ModelProto, declared: set[str]) -> tuple[onnx.ModelProto, list[str]]:
         """onnxsim without touching input shapes; frozen interface dims are put back."""
-        import onnxsim
-
+        onnxsim = load_onnxsim()
         # check_n=0: onnxsim's own check prints to stdout; ``_check`` does it instead.
         out, ok = onnxsim.simplify(proto, check_n=0, certify=False)
         if not ok:
@@ -170,9 +171,38 @@ class SimplifyPass(ReportingPass):
         return done
 
 
+def load_onnxsim() -> ModuleType:
+    """The onnxsim package, imported without torch unless torch is loaded already.
+
+    onnxsim's ``__init__`` imports every one of its tools, and torch with them when torch is
+    installed (the finetune extra): 3 to 5 s, on every run, for a simplifier that never
+    touches torch. While onnxsim loads, ``import torch`` fails as if torch were absent, which
+    onnxsim supports; torch imports normally again afterwards. If onnxsim cannot load that
+    way, it is imported the ordinary way.
+    """
+    if "onnxsim" in sys.modules or "torch" in sys.modules:
+        import onnxsim
+
+        return onnxsim
+    sys.modules["torch"] = None  # type: ignore[assignment]  # makes ``import torch`` raise ImportError
+    try:
+        import onnxsim
+
+        return onnxsim
+    except ImportError:
+        for name in [m for m in sys.modules if m == "onnxsim" or m.startswith("onnxsim.")]:
+            del sys.modules[name]
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+    import onnxsim
+
+    return onnxsim
+
+
 def _why_skip(model: ir.Model) -> str | None:
     try:
-        import onnxsim  # noqa: F401
+        load_onnxsim()
     except ImportError:
         return "onnxsim is not installed"
     custom = sorted({n.domain for n in model.graph.all_nodes() if n.domain not in _OK_DOMAINS})

@@ -233,3 +233,24 @@ def test_model_files_keep_their_dims(name):
     assert p.report["status"] == "simplified", p.report
     assert _dims(graph_inputs(model)) == dims_in
     assert _dims(model.graph.outputs) == dims_out
+
+
+def test_onnxsim_loads_without_importing_torch():
+    """onnxsim's package imports torch when installed (seconds per run); the pass loads it without."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, importlib.util\n"
+        "from onnxcompress.passes.simplify import load_onnxsim\n"
+        "m = load_onnxsim()\n"
+        "print(callable(m.simplify), 'torch' in sys.modules, sys.modules.get('torch', 0) is None)\n"
+        "if importlib.util.find_spec('torch') is not None:\n"
+        "    import torch\n"
+        "    print('torch', torch.zeros(2).shape[0])\n"
+        "else:\n"
+        "    print('torch', 2)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "True False False"
+    assert out[1] == "torch 2"

@@ -28,6 +28,7 @@ import onnx_ir as ir
 
 from onnxcompress._ir_utils import const_array
 from onnxcompress.channels.rules import consumer_of
+from onnxcompress.pruning.prefix import PrefixRunner
 from onnxcompress.runtime import Session
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 #: rows (im2col patches or tokens) sampled per layer over the whole fit split, at least
 #: twice the unknowns per output: this bounds the cost of X'X on big feature maps
 MIN_ROWS, MAX_ROWS = 4096, 16384
-#: fit samples the refit reads (each consumer costs one truncated pass over them): rows
+#: fit samples the refit reads (each consumer's input is computed for every one of them): rows
 #: are subsampled to MAX_ROWS anyway, so more samples mostly cost time
 REFIT_SAMPLES = 64
 #: ridge strength, relative to the mean diagonal of X'X
@@ -92,8 +93,8 @@ def refit(
 
     The original outputs of every consumer come from one pass of the reference model;
     the sampled rows are fixed there, so the pruned model's inputs are read at the same
-    positions. Each consumer then needs one pass of the pruned model truncated at its
-    input (onnxruntime drops the nodes after it).
+    positions. Each consumer then needs its actual input in the pruned model, which the
+    ``PrefixRunner`` computes from where the previous consumer's run stopped.
     """
     rows: list[dict] = []
     todo: list[Consumer] = []
@@ -113,8 +114,9 @@ def refit(
     # Every consumer's output is exposed at once in the reference pass: small feeds bound memory.
     batches = [("fit", f) for f in rebatch(fit_batches)] + [("held", f) for f in rebatch(held_batches)]
     targets = _reference_targets(reference, todo, batches, sum(1 for s, _ in batches if s == "fit"), seed)
+    runner = PrefixRunner(model, [f for _, f in batches])
     for i, c in enumerate(todo):
-        rows.append(_refit_one(model, c, batches, targets[i]))
+        rows.append(_refit_one(model, c, batches, targets[i], runner.inputs(c.node)))
         if progress is not None:
             progress(i + 1, len(todo))
     return rows
@@ -151,17 +153,16 @@ def _reference_targets(reference: ir.Model, todo: list[Consumer], batches, n_fit
     return out
 
 
-def _refit_one(model: ir.Model, c: Consumer, batches, targets) -> dict:
+def _refit_one(model: ir.Model, c: Consumer, batches, targets, inputs: list[np.ndarray]) -> dict:
+    """Refit ``c`` from its actual ``inputs`` (one array per batch) against its original outputs."""
     node = c.node
-    x_name = node.inputs[0].name
-    session = Session(truncated(model, x_name))
     hooks = consumer_of(node)
     w = const_array(node.inputs[1])
     mat, b = hooks.matrices(node)
     normal = _NormalEquations(bias=b is not None)
     held: tuple[list, list] = ([], [])
-    for (split, feeds), (idx, t) in zip(batches, targets):
-        p = hooks.as_rows(node, session.run(feeds, [x_name])[x_name], w.shape)[:, idx].astype(np.float64)
+    for (split, _feeds), x, (idx, t) in zip(batches, inputs, targets):
+        p = hooks.as_rows(node, x, w.shape)[:, idx].astype(np.float64)
         t = _by_group(t.astype(np.float64), mat.shape[0])
         if split == "fit":
             normal.add(p, t)
@@ -176,16 +177,6 @@ def _refit_one(model: ir.Model, c: Consumer, batches, targets) -> dict:
         hooks.write(model, node, new_mat, new_b)
     return {"layer": node.name or node.outputs[0].name, "op": node.op_type, "kept": keep,
             "held_out_error_before": before, "held_out_error_after": after}
-
-
-def truncated(model: ir.Model, output: str):
-    """A proto of ``model`` whose only output is ``output``: onnxruntime skips everything after it."""
-    import onnx
-
-    proto = ir.to_proto(model)
-    del proto.graph.output[:]
-    proto.graph.output.append(onnx.ValueInfoProto(name=output))
-    return proto
 
 
 class _NormalEquations:
