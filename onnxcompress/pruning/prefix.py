@@ -39,8 +39,7 @@ class PrefixRunner:
         self._at: ir.Node | None = None
         self._cut: list[dict[str, np.ndarray]] = []
         self.enabled = not any(
-            isinstance(a.value, (ir.Graph, list)) and a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
-            for n in model.graph for a in n.attributes.values()
+            a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for n in model.graph for a in n.attributes.values()
         )
         #: runs that started from the cut (the rest started from the graph inputs)
         self.resumed = 0
@@ -51,18 +50,16 @@ class PrefixRunner:
         end = pos[id(node)]
         start = pos.get(id(self._at), -1) if self._at is not None else -1
         resume = self.enabled and bool(self._cut) and 0 <= start <= end
+        proto = ir.to_proto(self.model)  # its nodes are the graph's, in the same order
         x_name = node.inputs[0].name
-        live = _live_at(self.model, order, end) if self.enabled else []
-        want = [n for n in dict.fromkeys([x_name, *live])]
+        live = live_at(proto.graph, end) if self.enabled else []
+        want = list(dict.fromkeys([x_name, *live]))
         if resume:
             self.resumed += 1
-            available = set(self._cut[0])
-            nodes = _needed(order[start:end], want, available)
-            outs = self._run(nodes, sorted(available), want, self._cut)
+            available = sorted(self._cut[0])
+            outs = run_between(proto, start, end, available, want, self._cut)
         else:
-            feeds_names = [v.name for v in self.model.graph.inputs]
-            nodes = _needed(order[:end], want, set(feeds_names))
-            outs = self._run(nodes, feeds_names, want, self.batches)
+            outs = run_between(proto, 0, end, [v.name for v in proto.graph.input], want, self.batches)
         xs = [o[x_name] for o in outs]
         size = sum(a.nbytes for o in outs for n, a in o.items() if n in live)
         if self.enabled and live and size <= CUT_BYTES and all(isinstance(o.get(n), np.ndarray) for o in outs for n in live):
@@ -71,67 +68,79 @@ class PrefixRunner:
             self._at, self._cut = None, []
         return xs
 
-    def _run(self, nodes: list[ir.Node], inputs: list[str], want: list[str],
-             feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-        """Each batch's ``want`` values: taken straight from its feeds, or computed by ``nodes``."""
-        computed = [n for n in want if n not in inputs]
-        session = Session(_submodel(self.model, nodes, inputs, computed, feeds[0])) if computed else None
-        outs = []
-        for f in feeds:
-            got = session.run(f, computed) if session is not None else {}
-            outs.append({n: (got[n] if n in got else f[n]) for n in want})
-        return outs
+
+def has_subgraphs(graph: onnx.GraphProto) -> bool:
+    """Nodes with subgraphs (If, Loop, Scan) read outer values implicitly: no cut can be taken."""
+    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute)
 
 
-def _live_at(model: ir.Model, order: list[ir.Node], end: int) -> list[str]:
-    """Names of the tensors a node at index >= ``end`` reads that were produced before it
-    (by a node, or fed as a graph input): everything a run from there needs."""
-    before = {v.name for v in model.graph.inputs}
-    for n in order[:end]:
-        before.update(o.name for o in n.outputs if o.name)
+def live_at(graph: onnx.GraphProto, end: int, keep_outputs: bool = False) -> list[str]:
+    """Names of the tensors a node at index >= ``end`` reads that were produced before it, by a
+    node or as a graph input: everything a run from there needs. ``keep_outputs`` adds the graph
+    outputs produced before it (a run from there would not compute them)."""
+    consts = {t.name for t in graph.initializer}
+    before = {v.name for v in graph.input} - consts
+    for n in graph.node[:end]:
+        before.update(o for o in n.output if o)
     live: dict[str, None] = {}
-    for n in order[end:]:
-        for v in n.inputs:
-            if v is not None and v.name in before and not v.is_initializer():
-                live[v.name] = None
+    for n in graph.node[end:]:
+        for name in n.input:
+            if name in before:
+                live[name] = None
+    if keep_outputs:
+        live.update((o.name, None) for o in graph.output if o.name in before)
     return list(live)
 
 
-def _needed(nodes: list[ir.Node], want: list[str], available: set[str]) -> list[ir.Node]:
-    """The nodes of ``nodes`` (in order) that ``want`` depends on, stopping at ``available``."""
-    producer = {o.name: n for n in nodes for o in n.outputs if o.name}
+def needed(graph: onnx.GraphProto, start: int, end: int, want: list[str], available: set[str]) -> list[int]:
+    """Indices in [start, end) of the nodes that ``want`` depends on, stopping at ``available``."""
+    producer = {o: i for i in range(start, end) for o in graph.node[i].output if o}
     keep: set[int] = set()
     stack = [w for w in want if w not in available]
     while stack:
-        name = stack.pop()
-        n = producer.get(name)
-        if n is None or id(n) in keep:
+        i = producer.get(stack.pop())
+        if i is None or i in keep:
             continue
-        keep.add(id(n))
-        stack.extend(v.name for v in n.inputs if v is not None and v.name and v.name not in available)
-    return [n for n in nodes if id(n) in keep]
+        keep.add(i)
+        stack.extend(name for name in graph.node[i].input if name and name not in available)
+    return sorted(keep)
 
 
-def _submodel(model: ir.Model, nodes: list[ir.Node], inputs: list[str], outputs: list[str],
-              sample: dict[str, np.ndarray]) -> onnx.ModelProto:
-    """A model of ``nodes`` alone: ``inputs`` (typed from ``sample``) in, ``outputs`` out."""
-    proto = ir.to_proto(model)
-    by_name = {id(n): i for i, n in enumerate(model.graph)}
-    picked = [proto.graph.node[by_name[id(n)]] for n in nodes]
+def run_between(proto: onnx.ModelProto, start: int, end: int, inputs: list[str], want: list[str],
+                feeds: list[dict[str, np.ndarray]], optimize: bool = True) -> list[dict[str, np.ndarray]]:
+    """Per batch, ``want``: taken from its feeds where given, else computed by the nodes in
+    [start, end) from ``inputs`` (the feeds' names)."""
+    available = set(inputs)
+    computed = [n for n in want if n not in available]
+    session = None
+    if computed:
+        nodes = needed(proto.graph, start, end, computed, available)
+        session = Session(submodel(proto, nodes, inputs, computed, feeds[0]), optimize=optimize)
+    outs = []
+    for f in feeds:
+        got = session.run(f, computed) if session is not None else {}
+        outs.append({n: (got[n] if n in got else f[n]) for n in want})
+    return outs
+
+
+def submodel(proto: onnx.ModelProto, nodes: list[int], inputs: list[str], outputs: list[str],
+             sample: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """A model of ``proto``'s ``nodes`` alone: ``inputs`` (typed as in ``sample``) in, ``outputs`` out."""
+    picked = [proto.graph.node[i] for i in nodes]
     read = {name for p in picked for name in p.input}
     inits = [t for t in proto.graph.initializer if t.name in read]
-    graph_inputs = {v.name: v for v in proto.graph.input}
+    declared = {v.name: v for v in proto.graph.input}
     ins = []
     for name in inputs:
         if name not in read:
             continue
-        if name in graph_inputs:
-            ins.append(graph_inputs[name])
+        if name in declared:
+            ins.append(declared[name])
         else:
             arr = np.asarray(sample[name])
             ins.append(onnx.helper.make_tensor_value_info(
                 name, onnx.helper.np_dtype_to_tensor_dtype(arr.dtype), [None] * arr.ndim))
-    graph = onnx.helper.make_graph(picked, "prefix", ins, [onnx.ValueInfoProto(name=n) for n in outputs], inits)
+    graph = onnx.helper.make_graph(picked, "cut", ins, [onnx.ValueInfoProto(name=n) for n in outputs], inits)
     out = onnx.helper.make_model(graph, opset_imports=list(proto.opset_import), ir_version=proto.ir_version)
     out.functions.extend(proto.functions)
     return out

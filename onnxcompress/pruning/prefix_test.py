@@ -73,9 +73,9 @@ def test_the_cut_holds_what_later_nodes_read():
     """At c3, the run from there needs a (its input), y2 (read by a Mul after it) and the early
     Constant k; c1 is read only before c3 and is not held."""
     model = _model()
-    order = list(model.graph)
-    end = next(i for i, n in enumerate(order) if n.name == "c3")
-    assert sorted(prefix._live_at(model, order, end)) == ["a", "k", "y2"]
+    end = next(i for i, n in enumerate(model.graph) if n.name == "c3")
+    assert sorted(prefix.live_at(ir.to_proto(model).graph, end)) == ["a", "k", "y2"]
+    assert sorted(prefix.live_at(ir.to_proto(model).graph, end, keep_outputs=True)) == ["a", "k", "y2"]
 
 
 def test_a_graph_with_subgraphs_always_runs_from_the_inputs():

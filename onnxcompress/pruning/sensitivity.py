@@ -25,6 +25,7 @@ from onnxcompress.channels.state import AnalysisResult
 from onnxcompress.fidelity import MAP_THRESHOLD, is_probability_map, map_scores
 from onnxcompress.pruning.activations import FeatureStats, consumer_slots
 from onnxcompress.pruning.plan import Group, _round_keep, _step, weakest_atoms
+from onnxcompress.pruning.suffix import SuffixRunner
 from onnxcompress.runtime import Session, np_dtype
 
 #: the fractions of a group's atoms tried by default
@@ -256,29 +257,38 @@ def measure(
     progress=None,
     map_thresholds: dict[str, float] | None = None,
 ) -> list[GroupSensitivity]:
-    """ε per group and ratio (each group pruned alone); ``progress(done, total)`` is called per run."""
-    ref = masked.run(np.zeros(len(roots), dtype=bool), batches)
+    """ε per group and ratio (each group pruned alone); ``progress(done, total)`` is called per run.
+
+    Groups are measured in the order of the first node their masks reach, each candidate from
+    the unmasked model's cut there (``suffix.SuffixRunner``); the results come in ``groups``' order.
+    """
+    none = np.zeros(len(roots), dtype=bool)
+    ref = masked.run(none, batches)
     blind = masked.unmeasured(roots)
-    out = []
+    runner = SuffixRunner(masked.proto, batches, masked.feeds_for(none))
+
+    def outputs(removed: np.ndarray) -> dict[str, np.ndarray]:
+        got = runner.run(masked.feeds_for(removed))
+        return got if got is not None else masked.run(removed, batches)
+
+    order = sorted(range(len(groups)), key=lambda i: runner.start_of(
+        masked.feeds_for(removal_for(groups[i], 1, scores, len(roots), roots))) if groups[i].atoms else 0)
+    out: dict[int, GroupSensitivity] = {}
     total = len(groups) * len(ratios)
     done = 0
-    for g in groups:
+    for i in order:
+        g = groups[i]
         n = len(g.atoms)
         gs = GroupSensitivity(g.key, g.names, n, macs_per_atom.get(g.key, 0.0))
         gs.unmeasured = next((blind[a] for a in g.atoms if a in blind), None)
-        if gs.unmeasured is not None:
-            out.append(gs)
-            done += len(ratios)
-            if progress is not None:
-                progress(done, total)
-            continue
-        gs.curve = group_curve(g, ratios, round_to, lambda k, g=g: drift(
-            ref, masked.run(removal_for(g, k, scores, len(roots), roots), batches), map_thresholds))
+        out[i] = gs
+        if gs.unmeasured is None:
+            gs.curve = group_curve(g, ratios, round_to, lambda k, g=g: drift(
+                ref, outputs(removal_for(g, k, scores, len(roots), roots)), map_thresholds))
         done += len(ratios)
         if progress is not None:
             progress(done, total)
-        out.append(gs)
-    return out
+    return [out[i] for i in range(len(groups))]
 
 
 def group_curve(g: Group, ratios: tuple[float, ...], round_to: int, drift_of_k) -> dict[float, tuple[int, float]]:
