@@ -97,18 +97,19 @@ def _heads(rep: dict) -> list[int]:
     return [sum(g["kept"] for g in heads), sum(g["atoms"] for g in heads)]
 
 
-def one(name: str, ratio: float, calib: Path | None, tmp: Path) -> dict:
+def one(name: str, ratio: float, calib: Path | None, tmp: Path, attention: str = "heads") -> dict:
     from foreign_sweep import export
 
     src = export_bert_like() if name == "bert_like" else export(name)
     out, rep = tmp / f"{name}.onnx", tmp / f"{name}.json"
     cmd = [sys.executable, "-m", "onnxcompress", str(src), "--ratio", str(ratio), "--input-shape",
-           _shape_arg(name), "-o", str(out), "--report", str(rep), "-q", "--force"]
+           _shape_arg(name), "-o", str(out), "--report", str(rep), "-q", "--force", "--attention", attention]
     if calib is not None:
         cmd += ["--calib", str(calib), "--recover", "none"]
     t = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True)
-    row = {"model": name, "ratio": ratio, "calib": calib is not None, "wall_s": round(time.perf_counter() - t, 1)}
+    row = {"model": name, "ratio": ratio, "calib": calib is not None, "attention": attention,
+           "wall_s": round(time.perf_counter() - t, 1)}
     if p.returncode != 0:
         row["error"] = (p.stderr.strip().splitlines() or [str(p.returncode)])[-1]
         return row
@@ -181,13 +182,17 @@ def report(res: dict) -> None:
              "group and prunes; without it the stream stays. Attention heads prune in both. CPU speedup: "
              "`onnxcompress bench`, batch 1, paired against the original, on the 2-core machine while other jobs ran "
              "(a noisy figure). Random weights: structure and speed, not accuracy.", "",
-             "| model | ratio | calibration | MACs kept | params kept | valid | heads | lossy LayerNorms | "
-             "CPU speedup b1 | blockers | wall s |", "|---|---:|---|---:|---:|---|---:|---:|---:|---|---:|"]
+             "`attention`: `--attention heads` (whole heads) or `dims` (every head kept, the same dims removed from "
+             "each); the `heads` column counts attention atoms (heads, or dims across the heads), kept / total.", "",
+             "| model | ratio | calibration | attention | MACs kept | params kept | valid | heads | lossy LayerNorms | "
+             "CPU speedup b1 | blockers | wall s |", "|---|---:|---|---|---:|---:|---|---:|---:|---:|---|---:|"]
     for r in res["rows"]:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['ratio']} | {'yes' if r['calib'] else 'no'} | error: {r['error']} ||||||||")
+            lines.append(f"| {r['model']} | {r['ratio']} | {'yes' if r['calib'] else 'no'} | {r.get('attention', 'heads')} | "
+                         f"error: {r['error']} ||||||||")
             continue
-        lines.append(f"| {r['model']} | {r['ratio']} | {'yes' if r['calib'] else 'no'} | {r['macs_kept']:.1%} | "
+        lines.append(f"| {r['model']} | {r['ratio']} | {'yes' if r['calib'] else 'no'} | {r.get('attention', 'heads')} | "
+                     f"{r['macs_kept']:.1%} | "
                      f"{r['params_kept']:.1%} | {r['valid']} | {_heads_cell(r)} | {r['lossy_nodes']} | "
                      f"{r.get('cpu_speedup_b1', '-')} | "
                      f"{', '.join(r['blockers']) or '-'} | {r['wall_s']} |")
@@ -212,6 +217,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ratio", type=float, default=0.5)
     ap.add_argument("--models", nargs="*", default=["convnext_tiny", "swin_t", "vit_b_16"])
+    ap.add_argument("--attention", choices=("heads", "dims"), default="heads", help="onnxcompress --attention")
+    ap.add_argument("--no-calib", action="store_true", help="only the run without calibration")
     ap.add_argument("--report", action="store_true", help="only rewrite bench/TRANSFORMERS.md from the JSON")
     args = ap.parse_args()
     res = json.loads(OUT.read_text()) if OUT.exists() else {"rows": []}
@@ -221,10 +228,11 @@ def main() -> None:
             for name in args.models:
                 calib = tmp / f"{name}.calib.npz"
                 np.savez(calib, input=_input(name, 32, 0))
-                for c in (None, calib):
-                    row = one(name, args.ratio, c, tmp)
-                    res["rows"] = [x for x in res["rows"] if (x["model"], x["ratio"], x["calib"]) !=
-                                   (name, args.ratio, c is not None)] + [row]
+                for c in (None,) if args.no_calib else (None, calib):
+                    row = one(name, args.ratio, c, tmp, args.attention)
+                    key = (name, args.ratio, c is not None, args.attention)
+                    res["rows"] = [x for x in res["rows"]
+                                   if (x["model"], x["ratio"], x["calib"], x.get("attention", "heads")) != key] + [row]
                     OUT.write_text(json.dumps(res, indent=1))
                     print(json.dumps(row), flush=True)
     report(res)

@@ -24,7 +24,8 @@ def _source_path(src: ModelLike) -> Path | None:
 
 
 def inspect(
-    model_or_path: ModelLike, input_shapes: dict[str, Shape] | None = None, groups: bool = False, block_ops: list[str] | None = None
+    model_or_path: ModelLike, input_shapes: dict[str, Shape] | None = None, groups: bool = False, block_ops: list[str] | None = None,
+    attention: str = "heads"
 ) -> InspectReport:
     """Per-layer params, MACs and receptive fields, with totals.
 
@@ -50,7 +51,8 @@ def inspect(
         # Groups as compress sees them: after its folding passes (Identity-fed weights,
         # shape arithmetic, BatchNorm), which would otherwise show up as blockers here.
         folded = _folded(model, shapes_in)
-        report.groups, report.blockers = describe_groups(folded, infer_static_shapes(folded, shapes_in), block_ops or ())
+        report.groups, report.blockers = describe_groups(folded, infer_static_shapes(folded, shapes_in), block_ops or (),
+                                                         attention=attention)
     return report
 
 

@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from onnxcompress.cli_args import add_block_op_arg, add_common, add_shape_arg, parse_class_axes, parse_map_thresholds
+from onnxcompress.cli_args import add_attention_arg, add_block_op_arg, add_common, add_shape_arg, parse_class_axes, parse_map_thresholds
 from onnxcompress.compress_args import compress_parser
 from onnxcompress.cli_env import (Terminated, clear_signals, command_environment, first_line, no_huge_pages,
                                    note_signal, raise_if_signalled, received_signal, say, signal_exit)
@@ -32,6 +32,7 @@ def inspect_parser() -> argparse.ArgumentParser:
     p.add_argument("--groups", action="store_true",
                    help="also list the channel groups pruning would work on and what blocks the other channels")
     add_block_op_arg(p)
+    add_attention_arg(p)
     add_common(p)
     return p
 
@@ -58,7 +59,8 @@ def run_inspect(argv: list[str]) -> int:
     args = inspect_parser().parse_args(argv)
     _setup_logging(args.debug)
     validate_outputs([], {"--json": args.json}, models=[args.model])
-    report = inspect(args.model, parse_input_shapes(args.input_shape), groups=args.groups, block_ops=args.block_op)
+    report = inspect(args.model, parse_input_shapes(args.input_shape), groups=args.groups, block_ops=args.block_op,
+                     attention=args.attention)
     if args.json == "-":
         print(report.to_json())
         return 0
@@ -109,6 +111,7 @@ def config_from_args(args: argparse.Namespace):
         round_to=args.round_to,
         exclude=args.exclude,
         block_ops=args.block_op,
+        attention=args.attention,
         input_shapes=parse_input_shapes(args.input_shape),
         prune_outputs=args.prune_outputs,
         zero_bias=args.zero_bias,

@@ -23,6 +23,14 @@ def add_block_op_arg(p: argparse.ArgumentParser) -> None:
                    "'blocked by the user'. For models that trip a rule; ONNXCOMPRESS_BLOCK_OPS=Op1,Op2 does the same")
 
 
+def add_attention_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--attention", choices=("heads", "dims"), default="heads",
+                   help="what attention loses: 'heads' removes whole heads (their q, k and v filters and their rows "
+                   "of the output projection); 'dims' keeps every head and removes the same dims from each: q's with "
+                   "k's (exact: the scores only shift by a constant per row, which the softmax drops) and v's with "
+                   "the output projection's rows (default heads)")
+
+
 def add_calib_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("calibration data (real, unlabelled inputs)")
     g.add_argument("--calib", metavar="PATH",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from onnxcompress.cli_args import add_block_op_arg, add_calib_args, add_common, add_shape_arg
+from onnxcompress.cli_args import add_attention_arg, add_block_op_arg, add_calib_args, add_common, add_shape_arg
 
 TOUR = """\
 subcommands:
@@ -61,6 +61,7 @@ def compress_parser() -> argparse.ArgumentParser:
                    help="leave nodes whose name matches untouched (repeatable; applies to pruning and projection)")
     add_shape_arg(p)
     add_block_op_arg(p)
+    add_attention_arg(p)
     p.add_argument("--zero-bias", action="store_true",
                    help="zero the removed filters' biases too (classic magnitude pruning); by default the bias, which "
                    "carries any folded BatchNorm shift, is kept and its constant output folded into the consumers")

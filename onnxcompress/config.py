@@ -39,6 +39,9 @@ class CompressConfig:
     exclude: list[str] = field(default_factory=list)
     #: op types whose channel rule is switched off (each blocks "by the user")
     block_ops: list[str] = field(default_factory=list)
+    #: what attention prunes: "heads" (whole heads) or "dims" (the same dims of every head: q with k,
+    #: v with the output projection)
+    attention: str = "heads"
     input_shapes: dict[str, Shape] = field(default_factory=dict)
     prune_outputs: bool = False
     #: Zero the removed filters' biases too (classic). Off by default: the bias carries the

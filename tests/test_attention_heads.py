@@ -166,3 +166,52 @@ def test_inspect_lists_heads_as_a_group(tmp_path):
     heads = [g for g in rep.groups if g["unit"] == "head"]
     assert [(g["prunable_units"], g["channels_per_unit"], g["outcome"]) for g in heads] == [(H, 3 * D, "exact")]
     assert all(g["unit"] == "channel" for g in rep.groups if g not in heads)
+
+
+@pytest.mark.parametrize("shape_target", [False, True])
+def test_head_dims_are_removed_exactly_with_attention_dims(tmp_path, shape_target):
+    """--attention dims: every head stays, the same dims go from each (q's with k's and, through the
+    fused projection's q/k/v thirds, v's), the head_dim constants of the targets follow, and the
+    written model matches zero mode at any batch."""
+    src = _mha_model(tmp_path / "mha.onnx", shape_target=shape_target)
+    cfg = dict(ratio=0.5, input_shapes={"x": (1, T, E)}, round_to=1, simplify=False, attention="dims")
+    removed = compress(src, CompressConfig(**cfg))
+    removed.save(tmp_path / "removed.onnx")
+    compress(src, CompressConfig(mode="zero", **cfg)).save(tmp_path / "zeroed.onnx")
+    groups = removed.report.passes["prune"]["group_details"]
+    assert not any(g["unit"] == "head" for g in groups)
+    dims = [g for g in groups if g["channels_per_atom"] == 3 * H]  # dim j of q, k and v in every head
+    assert len(dims) == 1 and (dims[0]["atoms"], dims[0]["kept"]) == (D, 2)
+    m = onnx.load(tmp_path / "removed.onnx")
+    shapes = {i.name: list(i.dims) for i in m.graph.initializer}
+    assert shapes["w_in"] == [E, 3 * H * 2] and shapes["w_out"] == [H * 2, E]
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch, T, E)).astype(np.float32)
+        got, ref = _run(str(tmp_path / "removed.onnx"), x), _run(str(tmp_path / "zeroed.onnx"), x)
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+        assert not np.allclose(got, _run(src, x), atol=1e-3)
+    assert removed.report.exactness["exact"] is True
+
+
+def test_head_dims_with_separate_projections_split_qk_from_v(tmp_path):
+    """HF-style q, k, v projections: q's dims go with k's, v's with the output projection, two
+    groups of H channels per dim; the remove-mode model matches zero mode (a per-head position
+    bias is added to the scores before the softmax)."""
+    from onnxcompress.channels.rules._testing import Net
+    from onnxcompress.channels.rules.linear_test import attention_block
+
+    n = Net()
+    out = attention_block(n, n.input((1, 5, 12)), heads=4, d=3, pos_bias=True)
+    out = n.op("MatMul", [n.op("Relu", [out]), n.const(n.rng.standard_normal((12, 2)))], name="y")
+    onnx.save(n.proto([out]), tmp_path / "blk.onnx")
+    cfg = dict(ratio=0.5, round_to=1, attention="dims")
+    r = compress(str(tmp_path / "blk.onnx"), CompressConfig(**cfg))
+    r.save(tmp_path / "r.onnx")
+    compress(str(tmp_path / "blk.onnx"), CompressConfig(mode="zero", **cfg)).save(tmp_path / "z.onnx")
+    per_dim = sorted((g["filters"], g["channels_per_atom"], g["atoms"], g["kept"])
+                     for g in r.report.passes["prune"]["group_details"] if g["channels_per_atom"] > 1)
+    assert per_dim == [(["k", "q"], 4, 3, 2), (["v"], 4, 3, 2)]  # dim j of every one of the 4 heads
+    x = np.random.default_rng(0).standard_normal((1, 5, 12)).astype(np.float32)
+    got, ref = _run(str(tmp_path / "r.onnx"), x), _run(str(tmp_path / "z.onnx"), x)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    assert r.report.exactness["exact"] is True

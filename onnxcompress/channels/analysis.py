@@ -23,8 +23,12 @@ class ChannelContext:
     """What a rule sees: channel info of values, constants, static shapes, and helpers."""
 
     def __init__(self, model: ir.Model, shapes: dict[str, Shape], exclude: list[str] | None = None,
-                 allow_lossy: bool = False):
+                 allow_lossy: bool = False, attention: str = "heads"):
         self.model = model
+        if attention not in ("heads", "dims"):
+            raise ValueError(f"attention must be 'heads' or 'dims', not {attention!r}")
+        #: what attention's rules prune: whole "heads", or the same "dims" of every head
+        self.attention = attention
         #: Lossy outcomes are tracked only when calibration data can justify them
         self.allow_lossy = allow_lossy
         self.lossy: list[BlockRecord] = []
@@ -267,19 +271,21 @@ def analyse_channels(
     block_ops: list[str] | tuple[str, ...] = (),
     strict: bool | None = None,
     allow_lossy: bool = False,
+    attention: str = "heads",
 ) -> AnalysisResult:
     """Propagate channel ids through ``model`` in topological order using the rule registry.
 
     Outside strict mode, an exception inside a rule blocks that node's channels, and the
     report says the rule failed (a warning is logged): a buggy rule never breaks a model.
     ``allow_lossy`` (calibration data is given) lets ``Lossy`` outcomes through; they are
-    listed in ``AnalysisResult.lossy``.
+    listed in ``AnalysisResult.lossy``. ``attention`` ("heads" or "dims") is what attention's
+    rules prune (``ChannelContext.attention``).
     """
     from onnxcompress.channels.rules import user_blocked_ops
 
     strict = strict_rules() if strict is None else strict
     blocked = user_blocked_ops(block_ops)
-    ctx = ChannelContext(model, shapes, exclude, allow_lossy)
+    ctx = ChannelContext(model, shapes, exclude, allow_lossy, attention)
     order = list(model.graph)
     main_nodes = set(order)
     rules = {}

@@ -67,6 +67,8 @@ class AnalysisContext(Protocol):
     """Read and record channels while the graph is analysed."""
 
     opset: int
+    #: what attention's rules prune: "heads" or "dims"
+    attention: str
 
     def get(self, v: ir.Value | None) -> ChannelInfoLike | None: ...
     def set(self, v: ir.Value, info: ChannelInfoLike | None) -> None: ...

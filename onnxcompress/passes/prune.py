@@ -79,7 +79,7 @@ def analyse_for_pruning(model: ir.Model, oracle: ShapeOracle, input_shapes: dict
                 model.graph.inputs.append(v)
     shapes = oracle.shapes(model, input_shapes)
     analysis = analyse_channels(model, shapes, exclude=cfg.exclude, prune_outputs=cfg.prune_outputs, block_ops=cfg.block_ops,
-                                allow_lossy=cfg.calib is not None)
+                                allow_lossy=cfg.calib is not None, attention=cfg.attention)
     tensors = {s.value: const_array(s.value) for s in analysis.slots if s.role == "out"}
     return analysis, shapes, tensors
 

@@ -172,22 +172,15 @@ class SimplifyPass(ReportingPass):
 
 
 def load_onnxsim() -> ModuleType:
-    """The onnxsim package, imported without torch unless torch is loaded already.
-
-    onnxsim's ``__init__`` imports every one of its tools, and torch with them when torch is
-    installed (the finetune extra): 3 to 5 s, on every run, for a simplifier that never
-    touches torch. While onnxsim loads, ``import torch`` fails as if torch were absent, which
-    onnxsim supports; torch imports normally again afterwards. If onnxsim cannot load that
-    way, it is imported the ordinary way.
-    """
+    """onnxsim, imported with ``import torch`` failing as if torch were absent (which onnxsim
+    supports): its ``__init__`` imports torch when installed, 3 to 5 s per run for a simplifier
+    that never uses it. Torch imports normally afterwards; failing that, the ordinary import."""
     if "onnxsim" in sys.modules or "torch" in sys.modules:
         import onnxsim
-
         return onnxsim
     sys.modules["torch"] = None  # type: ignore[assignment]  # makes ``import torch`` raise ImportError
     try:
         import onnxsim
-
         return onnxsim
     except ImportError:
         for name in [m for m in sys.modules if m == "onnxsim" or m.startswith("onnxsim.")]:

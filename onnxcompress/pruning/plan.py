@@ -199,7 +199,8 @@ def reported_blockers(analysis: AnalysisResult, plan: Plan) -> list[dict]:
     return out
 
 
-def describe_groups(model, shapes: dict, block_ops: list[str] | tuple[str, ...] = ()) -> tuple[list[dict], list[dict]]:
+def describe_groups(model, shapes: dict, block_ops: list[str] | tuple[str, ...] = (),
+                    attention: str = "heads") -> tuple[list[dict], list[dict]]:
     """The prunable channel groups of ``model`` and what blocks the rest (nothing is changed).
 
     Lossy groups (a LayerNorm-coupled stream, ...) are listed too, with their outcome: they
@@ -208,7 +209,7 @@ def describe_groups(model, shapes: dict, block_ops: list[str] | tuple[str, ...] 
     from onnxcompress.channels.analysis import analyse_channels
     from onnxcompress._ir_utils import const_array
 
-    analysis = analyse_channels(model, shapes, block_ops=block_ops, allow_lossy=True)
+    analysis = analyse_channels(model, shapes, block_ops=block_ops, allow_lossy=True, attention=attention)
     tensors = {s.value: const_array(s.value) for s in analysis.slots if s.role == "out"}
     plan = make_plan(analysis, tensors, CompressConfig(ratio=0.0))
     lossy_at: dict[int, list] = {}
@@ -278,7 +279,7 @@ def macs_kept(analysis: AnalysisResult, roots: np.ndarray, removed_roots: np.nda
         factor, seen = 1.0, []
         for v in (*node.inputs, *node.outputs[:1]):
             info = analysis.info.get(v) if v is not None else None
-            if info is None or len(info.axes) != 1 or not info.ids.size:
+            if info is None or not info.ids.size:  # several axes: heads x dims, counted as one set
                 continue
             r = roots[info.ids.ravel()]
             key = frozenset(np.unique(r).tolist())

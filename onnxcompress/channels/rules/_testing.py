@@ -92,8 +92,8 @@ class Net:
         return model
 
     def analyse(self, outputs: list[str], *, check: bool = True, block_ops: tuple[str, ...] = (),
-                allow_lossy: bool = False) -> Case:
-        return Case.of(self.proto(outputs, check=check), block_ops=block_ops, allow_lossy=allow_lossy)
+                allow_lossy: bool = False, attention: str = "heads") -> Case:
+        return Case.of(self.proto(outputs, check=check), block_ops=block_ops, allow_lossy=allow_lossy, attention=attention)
 
 
 @dataclass
@@ -108,11 +108,13 @@ class Case:
     notes: list[str] = field(default_factory=list)
 
     @classmethod
-    def of(cls, proto: onnx.ModelProto, block_ops: tuple[str, ...] = (), allow_lossy: bool = False) -> Case:
+    def of(cls, proto: onnx.ModelProto, block_ops: tuple[str, ...] = (), allow_lossy: bool = False,
+           attention: str = "heads") -> Case:
         model = ir.serde.deserialize_model(proto)
         sizes = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in proto.graph.input}
         shapes = infer_static_shapes(model, sizes)
-        return cls(proto, model, shapes, analyse_channels(model, shapes, block_ops=block_ops, allow_lossy=allow_lossy))
+        return cls(proto, model, shapes, analyse_channels(model, shapes, block_ops=block_ops, allow_lossy=allow_lossy,
+                                                          attention=attention))
 
     # ----- lookups -----
     def value(self, name: str) -> ir.Value:

@@ -7,6 +7,11 @@ helpers couple the elements and carry a removed head's constants.
 
 A removed head's q, k and v are per-channel constants, so its scores are one constant and,
 after a softmax (whose rows sum to 1 whatever is added to the scores), its output is v's.
+
+With ``--attention dims`` every head stays and the same dims go from each: q's dim j with
+k's (``join_dims``): q_j k_j is then one constant added to every score of a row, which the
+softmax drops (``scores_meet_softmax`` checks that nothing between them could not pass a
+constant shift); and v's dims with the output projection, since P's rows sum to 1.
 """
 
 from __future__ import annotations
@@ -29,6 +34,46 @@ def join_scores(ctx: AnalysisContext, q: np.ndarray, k: np.ndarray) -> np.ndarra
     ctx.union(q, k)
     tie_rows(ctx, q)
     return q[:, 0].copy()
+
+
+def join_dims(ctx: AnalysisContext, q: np.ndarray, k: np.ndarray) -> None:
+    """Couple (heads, d) ids of q and k dim by dim: q's dim j of a head goes with k's."""
+    ctx.union(q, k)
+
+
+def scores_meet_softmax(ctx: AnalysisContext, scores: ir.Value) -> bool:
+    """The scores reach a Softmax over their last axis through ops that keep a constant added
+    to every score of a row a per-row constant: Add or Sub of anything, Mul or Div by a constant
+    scalar, Where with a fill that no softmax weight survives (<= -1e4), a Reshape that keeps
+    the last axis. Then removing one of q's dims with k's is exact."""
+    v = scores
+    for _ in range(16):
+        uses = list(v.uses())
+        rank = ctx.rank(v)
+        if len(uses) != 1 or v.is_graph_output() or rank is None:
+            return False
+        node, slot = uses[0].node, uses[0].idx
+        op = node.op_type if node.domain in ("", "ai.onnx") else ""
+        if op == "Softmax":
+            a = node.attributes.get("axis")
+            axis = a.as_int() if a is not None else (-1 if ctx.opset >= 13 else 1)
+            return axis % rank == rank - 1
+        if op in ("Mul", "Div") and not (op == "Div" and slot == 1):
+            other = ctx.const(node.inputs[1 - slot])
+            if other is None or other.size != 1:
+                return False
+        elif op == "Where" and slot in (1, 2):
+            fill = ctx.const(node.inputs[3 - slot])
+            if fill is None or fill.size != 1 or not float(fill.ravel()[0]) <= -1e4:
+                return False
+        elif op == "Reshape" and slot == 0:
+            before, after = ctx.shape(v), ctx.shape(node.outputs[0])
+            if not before or not after or before[-1] != after[-1] or not isinstance(after[-1], int):
+                return False
+        elif op not in ("Add", "Sub"):
+            return False
+        v = node.outputs[0]
+    return False
 
 
 def join_weighted(ctx: AnalysisContext, p: np.ndarray, v: np.ndarray) -> None:

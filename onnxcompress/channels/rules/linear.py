@@ -18,7 +18,8 @@ from onnxcompress.analysis.macs import gemm_macs, matmul_macs
 from onnxcompress.channels.protocols import AnalysisContext, Outcome, RewriteContext
 from onnxcompress.channels.rules import Rule, register
 from onnxcompress.channels.rules.consumer import ConsumerHooks, FoldContext, bias_matrix, write_bias
-from onnxcompress.channels.rules.heads import join_scores, join_weighted, scores_const, softmax_over, weighted_const
+from onnxcompress.channels.rules.heads import (join_dims, join_scores, join_weighted, scores_const, scores_meet_softmax,
+                                               softmax_over, weighted_const)
 from onnxcompress.channels.state import ChannelInfo
 
 
@@ -168,8 +169,11 @@ def _attention_matmul(node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
     """The two products of unfused attention, with the heads on a batch axis h.
 
     - scores = Q @ K^T, Q tracked on (h, d) and K^T on (h, d): each head's d channels of Q
-      and K are one element (whole heads go), and the scores carry h;
-    - out = P @ V, P tracked on (h,) and V on (h, d): P's head joins V's head.
+      and K are one element (whole heads go), and the scores carry h. With ``--attention dims``,
+      where the scores reach a softmax over keys, Q's dim j goes with K's instead and the
+      scores carry nothing (see ``heads``);
+    - out = P @ V, P tracked on (h,) and V on (h, d): P's head joins V's head. Where P carries
+      nothing but is a softmax over S (its rows sum to 1), V's channels pass through.
 
     Removing a whole head is exact (see ``heads``): its output is V's constant, which folds
     into the output projection like any removed channel.
@@ -177,23 +181,33 @@ def _attention_matmul(node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
     a, b = ctx.get(node.inputs[0]), ctx.get(node.inputs[1])
     ra, rb = ctx.rank(node.inputs[0]), ctx.rank(node.inputs[1])
     ro = ctx.rank(node.outputs[0])
-    if a is None or b is None or ra is None or ra != rb or ra != ro or ra < 3:
+    if b is None or ra is None or ra != rb or ra != ro or ra < 3:
         return ctx.block(node, ATTENTION_ONLY)
-    if len(a.axes) == 2 and a.axes[1] == ra - 1 and b.axes == (a.axes[0], rb - 2) and a.axes[0] < ra - 2:
+    if a is not None and len(a.axes) == 2 and a.axes[1] == ra - 1 and b.axes == (a.axes[0], rb - 2) and a.axes[0] < ra - 2:
         if a.ids.shape != b.ids.shape:
             return ctx.block(node, ATTENTION_ONLY)
+        if ctx.attention == "dims" and scores_meet_softmax(ctx, node.outputs[0]):
+            join_dims(ctx, a.ids, b.ids)
+            return None
         ctx.set(node.outputs[0], ChannelInfo((a.axes[0],), join_scores(ctx, a.ids, b.ids)))
         return None
-    if len(a.axes) == 1 and a.axes[0] < ra - 2 and b.axes == (a.axes[0], rb - 1) and a.ids.shape[0] == b.ids.shape[0]:
-        join_weighted(ctx, a.ids, b.ids)
-        ctx.set(node.outputs[0], ChannelInfo(b.axes, b.ids))
-        return None
+    if len(b.axes) == 2 and b.axes[1] == rb - 1 and b.axes[0] < rb - 2:
+        if a is not None and a.axes == (b.axes[0],) and a.ids.shape[0] == b.ids.shape[0]:
+            join_weighted(ctx, a.ids, b.ids)
+            ctx.set(node.outputs[0], ChannelInfo(b.axes, b.ids))
+            return None
+        if a is None and softmax_over(node.inputs[0], -1, ra):
+            ctx.set(node.outputs[0], ChannelInfo(b.axes, b.ids))
+            return None
     return ctx.block(node, ATTENTION_ONLY)
 
 
 def _attention_const(node: ir.Node, app: RewriteContext) -> np.ndarray:
     """A removed head's constant after either product (NaN where unknown)."""
-    ca, cb = app.const_of(node.inputs[0]), app.const_of(node.inputs[1])
+    cb = app.const_of(node.inputs[1])
+    if app.channels(node.inputs[0]) is None:
+        return cb.copy()  # P (a softmax over S) carries nothing: its rows sum to 1
+    ca = app.const_of(node.inputs[0])
     if app.channels(node.outputs[0]).ids.ndim == 1:
         return scores_const(ca, cb)
     shape = app.shape(node.inputs[0])

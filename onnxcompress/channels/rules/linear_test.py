@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from onnxcompress.channels.rules.linear import ATTENTION_ONLY
-from onnxcompress.channels.rules._testing import Net
+from onnxcompress.channels.rules._testing import Case, Net
 
 
 #: the registered ops this file tests
@@ -181,3 +181,40 @@ def test_attention_products_that_are_not_heads_block() -> None:
     s = n.op("MatMul", [q, kt], name="scores")
     c = n.analyse([s])
     assert set(c.blocks_at("scores")) == {("MatMul", ATTENTION_ONLY)}
+
+
+def _dims_block(between) -> Case:
+    """HF-style attention whose scores pass through ``between(n, scores)`` to the softmax."""
+    n = Net()
+    x = n.input((1, 5, 12))
+    rng = n.rng
+
+    def heads_of(name: str, perm: list[int]) -> str:
+        mm = n.op("MatMul", [x, n.const(rng.standard_normal((12, 12)))], name=name)
+        return n.op("Transpose", [n.op("Reshape", [mm, n.const([1, 5, 4, 3], np.int64)])], perm=perm)
+
+    q, kt, v = heads_of("q", [0, 2, 1, 3]), heads_of("k", [0, 2, 3, 1]), heads_of("v", [0, 2, 1, 3])
+    s = between(n, n.op("MatMul", [q, kt], name="scores"))
+    o = n.op("MatMul", [n.op("Softmax", [s], axis=-1), v], name="pv")
+    o = n.op("Reshape", [n.op("Transpose", [o], perm=[0, 2, 1, 3]), n.const([1, 5, 12], np.int64)])
+    return n.analyse([n.op("MatMul", [o, n.const(rng.standard_normal((12, 12)))], name="out_proj")], attention="dims")
+
+
+@pytest.mark.parametrize("between,dims", [
+    (lambda n, s: n.op("Div", [s, n.const(np.array(2.0))]), True),
+    (lambda n, s: n.op("Where", [n.const(np.tril(np.ones((5, 5), bool))), s, n.const(np.array(-1e9))]), True),
+    (lambda n, s: n.op("Where", [n.const(np.tril(np.ones((5, 5), bool))), s, n.const(np.array(0.0))]), False),
+    (lambda n, s: n.op("Mul", [s, n.const(np.linspace(0.5, 1.5, 5))]), False),
+    (lambda n, s: n.op("Relu", [s]), False),
+], ids=["scaled", "causal-mask", "mask-filled-with-0", "scaled-per-key", "relu"])
+def test_head_dims_only_where_a_score_shift_cannot_reach_the_output(between, dims: bool) -> None:
+    """--attention dims: q's dim j joins k's only where a constant added to a row of scores is
+    dropped by the softmax; elsewhere the attention falls back to whole heads."""
+    c = _dims_block(between)
+    q, k, v = (c.roots[c.out_ids(name)].reshape(4, 3) for name in ("q", "k", "v"))
+    assert (q == k).all()
+    if dims:  # each dim of a head its own element, the same dim tied across heads; v apart
+        assert len(set(q[0])) == 3 and (q == q[:1]).all() and not set(v.ravel()) & set(q.ravel())
+        assert (v == v[:1]).all() and len(set(v[0])) == 3
+    else:  # whole heads for q and k (what follows the scores decides whether v joins them)
+        assert (q == q[:, :1]).all() and len(set(q[:, 0])) == 4
