@@ -66,12 +66,13 @@ def score(name: str, path: Path, split: str) -> float | None:
 
 
 def run(name: str, target: float, method: str, tmp: Path, seconds: float, samples: int | None,
-        augment: float = 0.0, calib_augment: float = 0.0) -> dict:
+        augment: float = 0.0, calib_augment: float = 0.0, attention: str = "heads") -> dict:
     m = meta(name)
     src = CACHE / f"{name}.onnx"
     KEPT.mkdir(parents=True, exist_ok=True)
     tag = f"{method}+aug{augment:g}" if augment and method == "distill" else method
     tag += f"+caug{calib_augment:g}" if calib_augment else ""
+    tag += "+dims" if attention == "dims" else ""
     out, rep = KEPT / f"{name}.{target:g}.{tag}.{samples or 128}.onnx", tmp / f"{name}.{method}.json"
     shape = ",".join(map(str, (1, *m["input_shape"])))
     calib = CACHE / (f"{name}.calib{samples}.npz" if samples and samples > 128 else f"{name}.calib.npz")
@@ -84,6 +85,8 @@ def run(name: str, target: float, method: str, tmp: Path, seconds: float, sample
         cmd += ["--distill-augment", str(augment)]
     if calib_augment:
         cmd += ["--calib-augment", str(calib_augment)]
+    if attention != "heads":
+        cmd += ["--attention", attention]
     method = tag
     t = time.perf_counter()
     proc = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True)
@@ -116,7 +119,8 @@ def measure(args) -> None:
             results["original"][name] = {"eval": score(name, src, "eval"), "shift": score(name, src, "shift")}
             for target in args.targets:
                 for method in args.methods:
-                    row = run(name, target, method, tmp, args.seconds, args.samples, args.augment, args.calib_augment)
+                    row = run(name, target, method, tmp, args.seconds, args.samples, args.augment, args.calib_augment,
+                              args.attention)
                     key = (name, target, method, row["samples"])
                     results["rows"] = [x for x in results["rows"]
                                        if (x["model"], x["target"], x["method"], x["samples"]) != key] + [row]
@@ -280,6 +284,8 @@ def main() -> None:
                     "distill+augS in the results)")
     ap.add_argument("--calib-augment", type=float, default=0.0, help="--calib-augment of every run (method "
                     "METHOD+caugS in the results)")
+    ap.add_argument("--attention", choices=("heads", "dims"), default="heads",
+                    help="--attention of every run (method tagged +dims)")
     ap.add_argument("--report", action="store_true", help="only write bench/DISTILL_REAL.md and the plot")
     ap.add_argument("--speed", action="store_true", help="only time each model's smallest within-1-point output "
                     "against its original (CPU EP, paired)")
