@@ -7,6 +7,10 @@ the order of that first node, the unmasked model's *cut* there (every tensor pro
 it that a later node reads) is kept for the sweep's samples and moved forward from group to
 group, and each candidate runs only the nodes from the cut to the outputs.
 
+The suffix runs with onnxruntime's graph optimisations on (the whole masked model runs without,
+so that no fusion swallows a mask): on a 416x416 detector the sweep took 121 s instead of 171 s,
+with the same allocation and drifts within 1e-6 of the unoptimised runs.
+
 The cut is bounded by ``prefix.CUT_BYTES``; past it, or where nodes carry subgraphs, ``run``
 returns None and the caller runs the whole masked model as before.
 """
@@ -61,7 +65,7 @@ class SuffixRunner:
             todo = [o for o in self.outputs if o not in self._cut[0]]
             nodes = needed(self.proto.graph, p, self.n_nodes, todo, set(available))
             sample = {**self._cut[0], **self.identity}
-            self._suffix = (p, Session(submodel(self.proto, nodes, available, todo, sample), optimize=False), todo)
+            self._suffix = (p, Session(submodel(self.proto, nodes, available, todo, sample), optimize=True), todo)
         _, session, todo = self._suffix
         switch = {n: feeds.get(n, a) for n, a in self.identity.items()}
         outs = []

@@ -60,7 +60,7 @@ def test_candidates_from_the_cut_equal_whole_runs(order):
         want = whole.run_all([{**b, **feeds} for b in batches])
         assert set(got) == {"out", "early"} and got["out"].shape == (6, 4, 6, 6)
         for k in want:
-            np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6)
     assert runner.start_of(_identity()) == len(proto.graph.node)
     assert runner.resumed == len(order)
 
@@ -116,4 +116,4 @@ def test_the_sweep_measures_the_same_curves_from_cuts(monkeypatch):
     assert sum(len(c) for _, c in with_cuts) >= 5 and max(c[2] for _, cs in with_cuts for c in cs) > 0
     for (_, a), (_, b) in zip(with_cuts, whole):
         assert [c[:2] for c in a] == [c[:2] for c in b]
-        np.testing.assert_allclose([c[2] for c in a], [c[2] for c in b], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose([c[2] for c in a], [c[2] for c in b], rtol=1e-4, atol=1e-6)
