@@ -130,7 +130,7 @@ def plot(report: SensitivityReport, path: str | Path, top: int = 12) -> None:
 
 
 def sensitivity_parser() -> argparse.ArgumentParser:
-    from onnxcompress.cli_args import add_block_op_arg, add_calib_args, add_common, add_shape_arg
+    from onnxcompress.cli_args import add_attention_arg, add_block_op_arg, add_calib_args, add_common, add_shape_arg
 
     p = argparse.ArgumentParser(
         prog="onnxcompress sensitivity",
@@ -150,6 +150,7 @@ def sensitivity_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE.png", help="plot drift against ratio for the most sensitive groups")
     add_shape_arg(p)
     add_block_op_arg(p)
+    add_attention_arg(p)
     add_calib_args(p)
     add_common(p)
     return p
@@ -180,7 +181,7 @@ def run_sensitivity(argv: list[str]) -> int:
         raise InputError(f"--ratios must be in (0, 1), got {args.ratios!r}")
     config = CompressConfig(
         criterion=args.criterion, round_to=args.round_to, input_shapes=parse_input_shapes(args.input_shape),
-        block_ops=args.block_op, calib=args.calib, calib_samples=args.calib_samples,
+        block_ops=args.block_op, attention=args.attention, calib=args.calib, calib_samples=args.calib_samples,
         calib_image=ImageSpec.parse(args.calib_image) if args.calib_image else None,
         map_thresholds=parse_map_thresholds(args.map_threshold),
     )

@@ -215,3 +215,21 @@ def test_head_dims_with_separate_projections_split_qk_from_v(tmp_path):
     got, ref = _run(str(tmp_path / "r.onnx"), x), _run(str(tmp_path / "z.onnx"), x)
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
     assert r.report.exactness["exact"] is True
+
+
+@pytest.mark.parametrize("attention,atoms", [("heads", H), ("dims", D)])
+def test_sensitivity_command_measures_heads_or_dims(tmp_path, attention, atoms):
+    """`onnxcompress sensitivity --attention`: the attention group's atoms are its H heads, or its
+    d dims (each across every head), and each is measured."""
+    import json
+
+    from onnxcompress.cli import main
+
+    src = _mha_model(tmp_path / "mha.onnx")
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).standard_normal((16, T, E)).astype(np.float32))
+    out = tmp_path / "s.json"
+    assert main(["sensitivity", src, "--calib", str(tmp_path / "calib.npz"), "--input-shape", f"x:1,{T},{E}",
+                 "--ratios", "0.25,0.5", "--round-to", "1", "--attention", attention, "--json", str(out), "-q"]) == 0
+    groups = json.loads(out.read_text())["groups"]
+    attn = [g for g in groups if "in_proj" in " ".join(g["filters"])]
+    assert len(attn) == 1 and attn[0]["atoms"] == atoms and attn[0]["curve"]
