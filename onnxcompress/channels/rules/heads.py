@@ -55,9 +55,7 @@ def scores_meet_softmax(ctx: AnalysisContext, scores: ir.Value) -> bool:
         node, slot = uses[0].node, uses[0].idx
         op = node.op_type if node.domain in ("", "ai.onnx") else ""
         if op == "Softmax":
-            a = node.attributes.get("axis")
-            axis = a.as_int() if a is not None else (-1 if ctx.opset >= 13 else 1)
-            return axis % rank == rank - 1
+            return softmax_over(node.outputs[0], rank - 1, rank, ctx.opset)
         if op in ("Mul", "Div") and not (op == "Div" and slot == 1):
             other = ctx.const(node.inputs[1 - slot])
             if other is None or other.size != 1:
@@ -93,10 +91,12 @@ def weighted_const(cp: np.ndarray, cv: np.ndarray, summed: int, rows_sum_to_one:
     return cv.copy() if rows_sum_to_one else cp[:, None] * float(summed) * cv
 
 
-def softmax_over(v: ir.Value, axis: int, rank: int) -> bool:
-    """``v`` is a Softmax output normalised over ``axis`` (its rows there sum to 1)."""
+def softmax_over(v: ir.Value, axis: int, rank: int, opset: int = 13) -> bool:
+    """``v`` is a Softmax output normalised over ``axis`` (its rows there sum to 1). Without an
+    ``axis`` attribute a Softmax normalises over the last axis from opset 13, and over all the
+    axes from 1 on before it (the last one alone only at rank 2)."""
     p = v.producer()
     if p is None or p.op_type != "Softmax" or rank < 1:
         return False
     a = p.attributes.get("axis")
-    return (a.as_int() if a is not None else -1) % rank == axis % rank
+    return (a.as_int() if a is not None else (-1 if opset >= 13 else 1)) % rank == axis % rank

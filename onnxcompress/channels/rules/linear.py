@@ -196,7 +196,7 @@ def _attention_matmul(node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
             join_weighted(ctx, a.ids, b.ids)
             ctx.set(node.outputs[0], ChannelInfo(b.axes, b.ids))
             return None
-        if a is None and softmax_over(node.inputs[0], -1, ra):
+        if a is None and softmax_over(node.inputs[0], -1, ra, ctx.opset):
             ctx.set(node.outputs[0], ChannelInfo(b.axes, b.ids))
             return None
     return ctx.block(node, ATTENTION_ONLY)

@@ -183,9 +183,9 @@ def test_attention_products_that_are_not_heads_block() -> None:
     assert set(c.blocks_at("scores")) == {("MatMul", ATTENTION_ONLY)}
 
 
-def _dims_block(between) -> Case:
+def _dims_block(between, opset: int = 17, axis: int | None = -1) -> Case:
     """HF-style attention whose scores pass through ``between(n, scores)`` to the softmax."""
-    n = Net()
+    n = Net(opset)
     x = n.input((1, 5, 12))
     rng = n.rng
 
@@ -195,7 +195,8 @@ def _dims_block(between) -> Case:
 
     q, kt, v = heads_of("q", [0, 2, 1, 3]), heads_of("k", [0, 2, 3, 1]), heads_of("v", [0, 2, 1, 3])
     s = between(n, n.op("MatMul", [q, kt], name="scores"))
-    o = n.op("MatMul", [n.op("Softmax", [s], axis=-1), v], name="pv")
+    p = n.op("Softmax", [s]) if axis is None else n.op("Softmax", [s], axis=axis)
+    o = n.op("MatMul", [p, v], name="pv")
     o = n.op("Reshape", [n.op("Transpose", [o], perm=[0, 2, 1, 3]), n.const([1, 5, 12], np.int64)])
     return n.analyse([n.op("MatMul", [o, n.const(rng.standard_normal((12, 12)))], name="out_proj")], attention="dims")
 
@@ -218,3 +219,23 @@ def test_head_dims_only_where_a_score_shift_cannot_reach_the_output(between, dim
         assert (v == v[:1]).all() and len(set(v[0])) == 3
     else:  # whole heads for q and k (what follows the scores decides whether v joins them)
         assert (q == q[:, :1]).all() and len(set(q[:, 0])) == 4
+
+
+def test_head_dims_need_the_softmax_over_keys_before_opset_13() -> None:
+    """Before opset 13 a Softmax without ``axis`` normalises over every axis from 1 on: a row of
+    scores is not what it sums over, so q and k keep whole heads."""
+    q = _dims_block(lambda n, s: s, opset=11, axis=None)
+    roots = q.roots[q.out_ids("q")].reshape(4, 3)
+    assert (roots == roots[:, :1]).all() and len(set(roots[:, 0])) == 4
+    d = _dims_block(lambda n, s: s, opset=11, axis=3)
+    roots = d.roots[d.out_ids("q")].reshape(4, 3)
+    assert (roots == roots[:1]).all() and len(set(roots[0])) == 3
+
+
+@pytest.mark.parametrize("axis,passes", [(3, True), (None, False)])
+def test_v_passes_an_untracked_softmax_only_when_its_rows_sum_to_one(axis, passes: bool) -> None:
+    """P carries nothing (a 0-filled mask blocks the scores): V's channels go through P @ V only
+    where the softmax normalises over keys; an opset-11 Softmax without ``axis`` flattens."""
+    mask0 = lambda n, s: n.op("Where", [n.const(np.tril(np.ones((5, 5), bool))), s, n.const(np.array(0.0))])  # noqa: E731
+    c = _dims_block(mask0, opset=11, axis=axis)
+    assert (c.blocks_at("pv") == []) is passes
