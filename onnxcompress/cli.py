@@ -134,6 +134,7 @@ def config_from_args(args: argparse.Namespace):
         distill_steps=args.distill_steps,
         distill_lr=args.distill_lr,
         distill_augment=args.distill_augment,
+        distill_mix=args.distill_mix,
         calib_augment=args.calib_augment,
         device=args.device,
         train_labels=args.train_labels,

@@ -28,7 +28,7 @@ examples:
 
 
 def compress_parser() -> argparse.ArgumentParser:
-    from onnxcompress.config import DEFAULT_RATIO, DEFAULT_ROUND_TO, DEFAULT_TARGET_MACS
+    from onnxcompress.config import DEFAULT_RATIO, DEFAULT_ROUND_TO, DEFAULT_TARGET_MACS, DISTILL_MIX
 
     p = argparse.ArgumentParser(
         prog="onnxcompress",
@@ -91,13 +91,19 @@ def compress_parser() -> argparse.ArgumentParser:
                    help="distillation's time budget in seconds (default 300); it also stops when the held-out drift has "
                    "not improved for 6 evaluations")
     g.add_argument("--distill-steps", type=int, default=2000, metavar="N", help="distillation's step limit (default 2000)")
-    g.add_argument("--distill-lr", type=float, default=3e-4, metavar="LR",
-                   help="distillation's Adam learning rate (default 3e-4: on the PP-OCR classifier at 0.5x MACs, 150 "
-                   "steps at 3e-4 reached 0.990 and at 1e-3 0.988 from the refit's 0.944)")
+    g.add_argument("--distill-lr", type=float, default=1e-4, metavar="LR",
+                   help="distillation's Adam learning rate, reached after a 10-step linear warm-up (default 1e-4: on "
+                   "PP-OCRv4 rec at 0.6x MACs with blended minibatches, 3e-4 knocked the refit model off for dozens of "
+                   "steps while 1e-4 and 3e-5 improved it steadily; bench/DISTILL_MIX.md)")
     g.add_argument("--distill-augment", type=float, default=0.0, metavar="SHARE",
                    help="perturb this share of each distillation minibatch (contrast, inverted colours, noise, blur, "
                    "kept in the calibration data's range) before the original and the pruned model see it, so the "
                    "pruned model follows the original off the calibration data (default 0: off)")
+    g.add_argument("--distill-mix", type=float, default=DISTILL_MIX, metavar="SHARE",
+                   help="blend this share of each distillation minibatch with another of its samples (weight uniform "
+                   "in [0, 1]) before the original and the pruned model see it: every step then trains on new inputs "
+                   "the original labels, and the pruned model stops memorising a few hundred calibration samples "
+                   f"(default {DISTILL_MIX:g}; 0 trains on the samples as given; measured in bench/DISTILL_MIX.md)")
     g.add_argument("--calib-augment", type=float, default=0.0, metavar="SHARE",
                    help="perturb this share of the calibration fit samples the same way (contrast, inversion, noise, "
                    "blur) before statistics, sensitivity and refit, so filters that matter a little off the calibration "

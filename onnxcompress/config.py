@@ -23,6 +23,8 @@ DEFAULT_TARGET_MACS = 0.8
 #: Channel counts are kept at multiples of this (measured: non-multiples of 8 lose up
 #: to half the onnxruntime CPU speedup).
 DEFAULT_ROUND_TO = 8
+#: Share of each distillation minibatch blended with another of its samples (bench/DISTILL_MIX.md).
+DISTILL_MIX = 1.0
 
 
 @dataclass
@@ -76,10 +78,12 @@ class CompressConfig:
     #: distillation: wall-clock budget (s), step limit, learning rate and device
     distill_seconds: float = 300.0
     distill_steps: int = 2000
-    distill_lr: float = 3e-4
+    distill_lr: float = 1e-4
     #: share of each distillation minibatch perturbed (contrast, inversion, noise, blur; see
     #: ``finetune.augment``), so the pruned model follows the original off the calibration data
     distill_augment: float = 0.0
+    #: share of each distillation minibatch blended with another of its samples (``augment.mix``)
+    distill_mix: float = DISTILL_MIX
     #: share of the calibration fit samples perturbed the same way before statistics, the
     #: sensitivity sweep and the refit (the held-out split stays as given)
     calib_augment: float = 0.0
@@ -172,6 +176,8 @@ class CompressConfig:
                 raise InputError(f"--sensitivity-estimate taylor needs the finetune extra (torch): {EXTRA_HINT}")
         if not 0.0 <= self.distill_augment <= 1.0:
             raise InputError(f"--distill-augment must be a share in [0, 1], got {self.distill_augment}")
+        if not 0.0 <= self.distill_mix <= 1.0:
+            raise InputError(f"--distill-mix must be a share in [0, 1], got {self.distill_mix}")
         if not 0.0 <= self.calib_augment <= 1.0:
             raise InputError(f"--calib-augment must be a share in [0, 1], got {self.calib_augment}")
         if self.distill_seconds <= 0 or self.distill_steps < 1 or self.distill_lr <= 0:

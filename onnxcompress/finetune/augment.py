@@ -14,6 +14,13 @@ models see it:
 and the result is clipped to the range the calibration data spans for that input, so a
 normalised input stays in its range. Only float inputs of rank 3 or more (images, feature
 maps, spectrograms) are perturbed; token ids, masks and other integer inputs never are.
+
+``mix`` blends samples of one minibatch (``lam * x_i + (1 - lam) * x_j``, ``lam`` uniform in
+[0, 1]), as function matching does (Beyer et al. 2022, "Knowledge distillation: a good teacher
+is patient and consistent"): the teacher labels the blend, so a few hundred calibration inputs
+give a new training input every step and the student stops memorising them. On PP-OCRv4 rec
+at 0.6x MACs, without it 60 steps brought the training loss from 0.087 to 0.006 while the
+held-out loss rose again after step 30; with it the held-out loss kept falling (0.097 -> 0.046).
 """
 
 from __future__ import annotations
@@ -74,4 +81,25 @@ def perturb(feeds: dict[str, np.ndarray], rng: np.random.Generator, share: float
             s = s + rng.normal(0.0, rng.uniform(0.0, 0.15) * sd, s.shape).astype(np.float32)
             x[i] = np.clip(s, lo, hi).astype(x.dtype)
         out[k] = x
+    return out
+
+
+def mix(feeds: dict[str, np.ndarray], rng: np.random.Generator, share: float,
+        ranges: dict[str, tuple[float, float]]) -> dict[str, np.ndarray]:
+    """``feeds`` with about ``share`` of its samples blended with another sample of the minibatch.
+
+    Only the perturbable inputs (``ranges``) are blended, every one with the same partner and
+    weight; a blend of two in-range samples stays in range. A copy; the input is not changed.
+    """
+    n = len(next(iter(feeds.values())))
+    if share <= 0 or not ranges or n < 2:
+        return feeds
+    partner = (np.arange(n) + rng.integers(1, n, n)) % n  # never the sample itself
+    lam = rng.uniform(0.0, 1.0, n).astype(np.float32)
+    lam[rng.random(n) >= share] = 1.0
+    out = dict(feeds)
+    for k in ranges:
+        x = feeds[k]
+        w = lam.reshape((n,) + (1,) * (x.ndim - 1))
+        out[k] = (w * x + (1.0 - w) * x[partner]).astype(x.dtype)
     return out

@@ -45,7 +45,7 @@ class DistillConfig:
     steps: int = 2000
     #: samples per step (fewer when the input is big: see ``INPUT_BYTES``)
     batch: int = 16
-    lr: float = 3e-4
+    lr: float = 1e-4
     feature_weight: float = 1.0
     #: held-out evaluation period (steps), and evaluations without improvement before stopping
     eval_every: int = 25
@@ -59,6 +59,10 @@ class DistillConfig:
     label_weight: float = 1.0
     #: share of each training minibatch perturbed before teacher and student see it (``augment``)
     augment: float = 0.0
+    #: share of each training minibatch blended with another of its samples (``augment.mix``)
+    mix: float = 0.0
+    #: steps over which the learning rate ramps up linearly from lr / warmup to lr
+    warmup: int = 10
 
 
 #: input bytes of one training step: a 640x640 detector trains a couple of samples at a time
@@ -291,11 +295,11 @@ class Distiller:
         history = [{"step": 0, "held_out_drift": best_drift, "held_out_loss": best_loss, "seconds": 0.0}]
         order = rng.permutation(len(self.fit))
         cursor = 0
-        from onnxcompress.finetune.augment import input_ranges, perturb
+        from onnxcompress.finetune.augment import input_ranges, mix, perturb
 
-        ranges = input_ranges(self.fit.batches) if cfg.augment > 0 else {}
+        ranges = input_ranges(self.fit.batches) if cfg.augment > 0 or cfg.mix > 0 else {}
         aug_rng = np.random.default_rng([cfg.seed, 1])
-        take = lambda r: perturb(self.fit.take(r), aug_rng, cfg.augment, ranges)  # noqa: E731
+        take = lambda r: perturb(mix(self.fit.take(r), aug_rng, cfg.mix, ranges), aug_rng, cfg.augment, ranges)  # noqa: E731
         running = None
         try:
             while step < cfg.steps and time.perf_counter() - t0 < cfg.seconds:
@@ -304,10 +308,13 @@ class Distiller:
                 rows = order[cursor : cursor + self.batch]
                 cursor += self.batch
                 opt.zero_grad(set_to_none=True)
+                for group in opt.param_groups:  # Adam's first steps, at full rate, knock a refit model off
+                    group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+                feeds = take(rows)
                 if self.fixed and self.batch_axes is None:
-                    loss = sum(self._backward(take(rows[i : i + 1]), len(rows)) for i in range(len(rows)))
+                    loss = sum(self._backward({k: v[i : i + 1] for k, v in feeds.items()}, len(rows)) for i in range(len(rows)))
                 else:
-                    loss = self._backward(take(rows), 1)
+                    loss = self._backward(feeds, 1)
                 if self.labelled is not None:
                     loss += self._label_loss(step)
                 opt.step()
@@ -346,6 +353,8 @@ class Distiller:
             "lr": cfg.lr,
             "feature_weight": cfg.feature_weight,
             "augment": cfg.augment,
+            "mix": cfg.mix,
+            "warmup": cfg.warmup,
             "features": [f.student for f in self.features],
             "losses": {o: k for o, (k, _a) in self.kinds.items()},
             "distilled_instead": {o: v or "(nothing differentiable)" for o, v in self.swapped.items()},

@@ -77,6 +77,20 @@ def test_distill_is_deterministic_for_a_seed(runs, digits):
         assert np.array_equal(onh.to_array(x), onh.to_array(y)), x.name
 
 
+def test_minibatches_are_blended_by_default_and_distill_mix_0_turns_it_off(runs, digits, capsys):
+    _, distill = runs
+    d = distill["report"]["recovery"]["distill"]
+    assert d["mix"] == 1.0 and d["warmup"] == 10
+    plain = _run(digits, "distill_nomix", "--recover", "distill", "--distill-steps", "100", "--distill-lr", "1e-3",
+                 "--distill-mix", "0")
+    assert plain["report"]["recovery"]["distill"]["mix"] == 0.0
+    a, b = onnx.load(distill["path"]), onnx.load(plain["path"])
+    assert any(not np.array_equal(onh.to_array(x), onh.to_array(y)) for x, y in zip(a.graph.initializer, b.graph.initializer))
+    assert main([DIGITS, "--calib", digits["calib"], "--recover", "distill", "--distill-mix", "1.5", "-o",
+                 str(digits["dir"] / "bad.onnx")]) == 2
+    assert "--distill-mix must be a share in [0, 1]" in capsys.readouterr().err
+
+
 def test_an_op_the_backend_cannot_run_keeps_the_refit_with_a_warning(digits, monkeypatch):
     import onnxcompress.finetune as ft
 
