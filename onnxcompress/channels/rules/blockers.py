@@ -11,7 +11,6 @@ from onnxcompress.channels.rules import block_op
 
 for _op, _reason in {
     "LRN": "LRN normalises across neighbouring channels",
-    "GroupNormalization": "GroupNormalization normalises groups of channels together",
     "MeanVarianceNormalization": "MeanVarianceNormalization may reduce over channels",
     "LpNormalization": "LpNormalization may normalise across channels",
     "Hardmax": "Hardmax may run over the channel axis",

@@ -103,7 +103,6 @@ _QUANTIZED: dict[str, Callable[[Net], list[str]]] = {
 BUILD: dict[str, Callable[[Net], list[str]]] = {
     **_QUANTIZED,
     "LRN": _one("LRN", size=3),
-    "GroupNormalization": _one("GroupNormalization", lambda n: [n.const(np.ones(C)), n.const(np.zeros(C))], num_groups=2),
     "MeanVarianceNormalization": _one("MeanVarianceNormalization"),
     "LpNormalization": _one("LpNormalization", axis=1),
     "Hardmax": _one("Hardmax", axis=-1),
@@ -132,7 +131,7 @@ BUILD: dict[str, Callable[[Net], list[str]]] = {
 }
 OPSET = {"MeanVarianceNormalization": 17}
 #: graphs onnx's checker rejects though analysis reads them (a tensor as If's condition, a function op's body)
-UNCHECKED = {"If", "GroupNormalization", "Loop", "MeanVarianceNormalization", *_QUANTIZED}
+UNCHECKED = {"If", "Loop", "MeanVarianceNormalization", *_QUANTIZED}
 
 
 def check_blocker(op: str) -> None:

@@ -1,6 +1,6 @@
-"""Normalisations: per channel (BN, InstanceNorm: exact) and over the channel axis
-(LayerNormalization, RMSNorm: lossy, since their statistics cover only the kept channels);
-the rest block."""
+"""Normalisations: per channel (BN, InstanceNorm: exact), per group of channels (GroupNorm:
+exact when groups go whole) and over the channel axis (LayerNormalization, RMSNorm: lossy,
+since their statistics cover only the kept channels); the rest block."""
 
 from __future__ import annotations
 
@@ -59,6 +59,64 @@ class InstanceNormRule(Rule):
         x = app.const_of(node.inputs[0])
         bias = app.tensor(node.inputs[2]).astype(np.float64)
         app.set_const(node.outputs[0], np.where(np.isnan(x), np.nan, bias))
+
+
+def _num_groups(node: ir.Node) -> int:
+    a = node.attributes.get("num_groups")
+    return a.as_int() if a is not None else 0
+
+
+@register("GroupNormalization", since=18)
+class GroupNormRule(Rule):
+    """GroupNormalization: C channels normalised in ``num_groups`` groups of C/G, each over its
+    channels and positions together.
+
+    A group goes whole: its channels are one element, so a kept group is normalised exactly as
+    before. A removed group's channels carry per-channel constants c, and its statistics are
+    then c's alone: its outputs are ``scale * (c - mean(c)) / sqrt(var(c) + eps) + bias``,
+    constants again, so removal is exact. ``num_groups`` is rewritten to the groups kept; the
+    scale and bias shrink with the channels (opset 21: one per channel) or with the groups
+    (opset 18: one per group).
+    """
+
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
+        info = _channel_info(node, ctx)
+        if info is None:
+            return None
+        groups, c = _num_groups(node), info.ids.shape[0]
+        if groups <= 0 or c % groups:
+            return ctx.block(node, f"GroupNormalization with {c} channels in {groups} groups")
+        rows = info.ids.reshape(groups, c // groups)
+        per_channel = ctx.opset >= 21
+        for p in node.inputs[1:3]:
+            v = ctx.const(p)
+            if v is None or ctx.get(p) is not None:
+                return ctx.block(node, "GroupNormalization with a run-time scale or bias")
+            if v.shape != ((c,) if per_channel else (groups,)):
+                return ctx.block(node, f"GroupNormalization scale or bias of shape {v.shape}")
+        for row in rows:
+            ctx.union(np.full(row.size - 1, row[0]), row[1:])
+        for p in node.inputs[1:3]:
+            ctx.add_slot(node, p, 0, info.ids if per_channel else rows[:, 0].copy(), "param")
+        ctx.set(node.outputs[0], info)
+        return None
+
+    def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
+        x = app.const_of(node.inputs[0]).astype(np.float64)
+        groups = _num_groups(node)
+        rows = x.reshape(groups, -1)
+        eps = node.attributes["epsilon"].as_float() if "epsilon" in node.attributes else 1e-5
+        mean = rows.mean(axis=1, keepdims=True)
+        normed = ((rows - mean) / np.sqrt(((rows - mean) ** 2).mean(axis=1, keepdims=True) + eps)).ravel()
+        scale, bias = (app.tensor(v).astype(np.float64) for v in node.inputs[1:3])
+        if scale.size == groups and x.size != groups:  # opset 18: one per group
+            scale, bias = np.repeat(scale, x.size // groups), np.repeat(bias, x.size // groups)
+        app.set_const(node.outputs[0], scale * normed + bias)
+
+    def rewrite(self, node: ir.Node, app: RewriteContext) -> None:
+        c = app.channels(node.inputs[0]).ids.shape[0]
+        kept = app.kept_count(node.inputs[0]) // (c // _num_groups(node))
+        node.attributes["num_groups"] = ir.AttrInt64("num_groups", int(kept))
 
 
 LAYERNORM_LOSS = "its mean and variance cover only the kept channels"

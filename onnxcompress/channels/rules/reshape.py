@@ -212,6 +212,10 @@ class ReshapeRule(LayoutRule):
             recipe = lambda arrays, fill: [arrays[0].reshape(-1)]  # noqa: E731 - shuffle merge
             self.apply_recipe(node, ctx, recipe, [(outs_nz[0],)])
             return
+        uses = list(node.outputs[0].uses())
+        if len(uses) == 1 and uses[0].node.op_type == "InstanceNormalization":
+            return ctx.block(node, "Reshape merges groups of channels with the positions before an "
+                             "InstanceNormalization (GroupNorm as torch exports it before opset 21): not tracked yet")
         return ctx.block(node, "Reshape splits or merges channels in a way we do not track")
 
     def _target_adapts(self, node: ir.Node, ctx: AnalysisContext) -> bool:
