@@ -244,15 +244,64 @@ def test_masked_simulations_normalise_over_the_kept_channels_only() -> None:
                                rtol=1e-5, atol=1e-5)
 
 
-def test_groupnorm_as_torch_exports_it_before_opset_21_blocks_with_its_reason() -> None:
-    """Reshape (N, G, -1) -> InstanceNormalization -> Reshape back: the channels stay, and the report says why."""
+def _torch_groupnorm(n: Net, a: str, target_back: str = "shape") -> str:
+    """GroupNorm(4 groups) of an (1, 8, 6, 6) tensor as torch exports it before opset 21."""
+    r = n.op("Reshape", [a, n.const(np.array([0, 4, -1]), np.int64)], name="split")
+    inorm = n.op("InstanceNormalization", [r, n.const(np.ones(4)), n.const(np.zeros(4))], name="in", epsilon=1e-5)
+    shape = n.op("Shape", [a]) if target_back == "shape" else n.const(np.array([1, 8, 6, 6]), np.int64)
+    back = n.op("Reshape", [inorm, shape], name="back")
+    gamma, beta = n.const(np.linspace(0.5, 1.5, 8).reshape(8, 1, 1)), n.const(np.linspace(-1, 1, 8).reshape(8, 1, 1))
+    return n.op("Add", [n.op("Mul", [back, gamma], name="gamma"), beta], name="beta")
+
+
+def test_groupnorm_as_torch_exports_it_before_opset_21_prunes_whole_groups() -> None:
+    n = Net(17)
+    a = n.conv(n.input(), 3, 8, bias=BIAS, name="c1")
+    n.conv(_torch_groupnorm(n, a), 8, 4, name="c2")
+    c = n.analyse(["c2"])
+    ids = c.ids("c1")
+    np.testing.assert_array_equal(c.ids("back"), ids)
+    for g in range(4):
+        assert c.same_atoms(ids[2 * g : 2 * g + 1], ids[2 * g + 1 : 2 * g + 2])
+    assert not c.same_atoms(ids[1:2], ids[2:3])
+    assert len(c.slots("in", "param")) == 2 and len(c.slots("gamma", "param")) == 1
+    c.assert_only_output_blocks()
+    assert c.widths() == [("c1", 8, 4)]
+    # group 1 (channels 2, 3) removed: their constants normalise over the group, then gamma and beta
+    got = c.check_const({"c1": [2, 3]}, "beta")
+    assert got.shape == (2,) and abs(got[0] - got[1]) > 0.5
+
+
+def test_torch_groupnorm_removal_is_exact_and_rewrites_the_targets(tmp_path) -> None:
+    import onnx
+
+    from onnxcompress.channels.rules._testing import remove_and_zero
+
+    for back in ("shape", "const"):
+        n = Net(17)
+        a = n.conv(n.input(), 3, 8, bias=BIAS, name="c1")
+        n.conv(n.op("Relu", [_torch_groupnorm(n, a, back)]), 8, 4, name="c2")
+        d = tmp_path / back
+        d.mkdir()
+        feeds = {"x": np.random.default_rng(2).standard_normal((1, 3, 6, 6)).astype(np.float32)}
+        outs = remove_and_zero(n.proto(["c2"]), d, feeds)
+        np.testing.assert_allclose(outs["remove"], outs["zero"], rtol=1e-4, atol=1e-5)
+        m = onnx.load(d / "remove.onnx")
+        inits = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
+        split = next(x for x in m.graph.node if x.op_type == "Reshape")
+        assert inits[split.input[1]].tolist() == [0, 2, -1]
+        norm = next(x for x in m.graph.node if x.op_type == "InstanceNormalization")
+        assert inits[norm.input[1]].shape == (2,)
+        if back == "const":
+            back_node = [x for x in m.graph.node if x.op_type == "Reshape"][1]
+            assert inits[back_node.input[1]].tolist() == [1, 4, 6, 6]
+
+
+def test_groupnorm_split_read_by_anything_else_blocks() -> None:
     n = Net(17)
     a = n.conv(n.input(), 3, 8, name="c1")
     r = n.op("Reshape", [a, n.const(np.array([0, 4, -1]), np.int64)], name="split")
-    inorm = n.op("InstanceNormalization", [r, n.const(np.ones(4)), n.const(np.zeros(4))], name="in")
-    back = n.op("Reshape", [inorm, n.op("Shape", [a])], name="back")
-    n.conv(back, 8, 4, name="c2")
+    n.conv(n.op("Reshape", [n.op("Relu", [r]), n.op("Shape", [a])]), 8, 4, name="c2")
     c = n.analyse(["c2"])
-    assert c.blocks_at("split") == [("Reshape", "Reshape merges groups of channels with the positions before an "
-                                     "InstanceNormalization (GroupNorm as torch exports it before opset 21): not tracked yet")]
+    assert c.blocks_at("split") == [("Reshape", "Reshape splits or merges channels in a way we do not track")]
     assert c.widths() == []

@@ -17,6 +17,7 @@ import onnx_ir as ir
 from onnxcompress.channels.protocols import AnalysisContext, ConstantReader, Outcome, RewriteContext
 from onnxcompress.channels.rules import register
 from onnxcompress.channels.rules.layout import LayoutRule, _norm
+from onnxcompress.channels.state import ChannelInfo
 
 
 def _segments(a: tuple[int, ...], b: tuple[int, ...]):
@@ -140,9 +141,76 @@ def _target_pieces(node: ir.Node, ctx: ConstantReader, axes: tuple[int, ...]):
     return found
 
 
+def _shape_of(target: ir.Value) -> ir.Value | None:
+    """t when a Reshape target is ``Shape(t)`` (whole), else None."""
+    prod = target.producer()
+    if prod is None or prod.op_type != "Shape" or "start" in prod.attributes or "end" in prod.attributes:
+        return None
+    return prod.inputs[0]
+
+
+def _per_group(groups: int):
+    """The recipe of GroupNorm's split: one element per group (its rows are tied), and a constant
+    only where every channel of the group carries the same one."""
+
+    def recipe(arrays, fill):
+        rows = arrays[0].reshape(groups, -1)
+        if rows.dtype.kind != "f":
+            return [rows[:, 0].copy()]
+        return [np.where(np.all(rows == rows[:, :1], axis=1), rows[:, 0], np.nan)]
+
+    return recipe
+
+
+def _group_norm_split(node: ir.Node, ctx: ConstantReader) -> int:
+    """G when ``node`` is GroupNorm's first Reshape as torch exports it before opset 21: (N, C, *S)
+    -> (N, G, C/G * prod(S)), read only by an InstanceNormalization with constant per-group scale
+    and bias, whose output only a Reshape back to (N, C, *S) reads; else 0."""
+    a, b = ctx.shape(node.inputs[0]), ctx.shape(node.outputs[0])
+    if a is None or b is None or len(a) < 3 or len(b) != 3 or a[0] != b[0]:
+        return 0
+    c, g = a[1], b[1]
+    if not (isinstance(c, int) and isinstance(g, int)) or g <= 0 or c % g or b[2] != c // g * int(np.prod(a[2:])):
+        return 0
+    uses = list(node.outputs[0].uses())
+    if len(uses) != 1 or uses[0].idx != 0 or uses[0].node.op_type != "InstanceNormalization":
+        return 0
+    norm = uses[0].node
+    params = [ctx.const(v) for v in norm.inputs[1:3]]
+    if any(p is None or p.shape != (g,) for p in params):
+        return 0
+    after = list(norm.outputs[0].uses())
+    if len(after) != 1 or after[0].idx != 0 or after[0].node.op_type != "Reshape":
+        return 0
+    back = after[0].node
+    return g if ctx.shape(back.outputs[0]) == a and _back_target_ok(back, node.inputs[0], ctx) else 0
+
+
+def _back_target_ok(back: ir.Node, x: ir.Value, ctx: ConstantReader) -> bool:
+    """The Reshape back to x's shape spells it as ``Shape(x)`` or as constants (rewritten)."""
+    return _shape_of(back.inputs[1]) is x or ctx.const(back.inputs[1]) is not None
+
+
+def _group_norm_merge(node: ir.Node, ctx: ConstantReader) -> ir.Node | None:
+    """GroupNorm's first Reshape when ``node`` is the Reshape back to channels (see above)."""
+    norm = node.inputs[0].producer()
+    if norm is None or norm.op_type != "InstanceNormalization":
+        return None
+    split = norm.inputs[0].producer()
+    if split is None or split.op_type != "Reshape" or not _group_norm_split(split, ctx):
+        return None
+    return split if list(norm.outputs[0].uses())[0].node is node else None
+
+
 @register("Reshape")
 class ReshapeRule(LayoutRule):
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
+        split = _group_norm_merge(node, ctx)
+        x_info = ctx.get(split.inputs[0]) if split is not None else None
+        if split is not None and x_info is not None and ctx.get(node.inputs[0]) is not None:
+            # GroupNorm's groups back to channels: x's own elements, tied per group by the split
+            ctx.set(node.outputs[0], ChannelInfo((1,), x_info.ids.copy()))
+            return None
         outcome = self._track(node, ctx)
         info = ctx.get(node.outputs[0])
         if outcome is not None or info is None or ctx.is_const(node.inputs[1]):
@@ -212,10 +280,13 @@ class ReshapeRule(LayoutRule):
             recipe = lambda arrays, fill: [arrays[0].reshape(-1)]  # noqa: E731 - shuffle merge
             self.apply_recipe(node, ctx, recipe, [(outs_nz[0],)])
             return
-        uses = list(node.outputs[0].uses())
-        if len(uses) == 1 and uses[0].node.op_type == "InstanceNormalization":
-            return ctx.block(node, "Reshape merges groups of channels with the positions before an "
-                             "InstanceNormalization (GroupNorm as torch exports it before opset 21): not tracked yet")
+        groups = _group_norm_split(node, ctx) if info.axes == (1,) and info.ids.ndim == 1 else 0
+        if groups:
+            rows = info.ids.reshape(groups, -1)
+            for row in rows:  # a group goes whole
+                ctx.union(np.full(row.size - 1, row[0]), row[1:])
+            self.apply_recipe(node, ctx, _per_group(groups), [(1,)])
+            return None
         return ctx.block(node, "Reshape splits or merges channels in a way we do not track")
 
     def _target_adapts(self, node: ir.Node, ctx: AnalysisContext) -> bool:
@@ -226,11 +297,27 @@ class ReshapeRule(LayoutRule):
         prod = target.producer()
         return prod is not None and prod.op_type == "Concat"
 
+    def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
+        split = _group_norm_merge(node, app)
+        if split is None or app.channels(node.outputs[0]) is None:
+            return super().const_eval(node, app)
+        # Each removed group's channels carry constants c: InstanceNorm gives s_g (c - mean c) / sd c + b_g.
+        norm = node.inputs[0].producer()
+        x = app.const_of(split.inputs[0]).astype(np.float64)
+        groups = int(app.shape(split.outputs[0])[1])
+        rows = x.reshape(groups, -1)
+        eps = norm.attributes["epsilon"].as_float() if "epsilon" in norm.attributes else 1e-5
+        d = rows - rows.mean(axis=1, keepdims=True)
+        scale, bias = (app.tensor(v).astype(np.float64).reshape(groups, 1) for v in norm.inputs[1:3])
+        app.set_const(node.outputs[0], (scale * d / np.sqrt((d * d).mean(axis=1, keepdims=True) + eps) + bias).ravel())
+
     def rewrite(self, node: ir.Node, app: RewriteContext) -> None:
         out = node.outputs[0]
         if app.channels(out) is None:
             return
         target = node.inputs[1]
+        if _shape_of(target) is not None:
+            return  # Shape(t): follows the pruned tensor by itself
         counts = app.kept_counts(out)
         info = app.channels(out)
         if app.is_const(target):
