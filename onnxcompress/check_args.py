@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 
+from onnxcompress.options_parser import OptionsParser
 from onnxcompress.speedgate import DEFAULT_CONFIDENCE, FAIL
 
 DEFAULT_MAX_SECONDS = 60.0
 
 
-def check_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def check_parser() -> OptionsParser:
+    p = OptionsParser(
         prog="onnxcompress check",
         description="CI gate: COMPRESSED must load and run; its fidelity against MODEL on the same inputs, and both "
         "models' params, MACs and size, are always reported, and each threshold you give is a gate. "

@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from onnxcompress.options_parser import OptionsParser
 from onnxcompress.cli_args import add_attention_arg, add_block_op_arg, add_common, add_shape_arg, parse_class_axes, parse_map_thresholds
 from onnxcompress.compress_args import compress_parser
 from onnxcompress.cli_env import (Terminated, clear_signals, command_environment, first_line, no_huge_pages,
@@ -19,8 +20,8 @@ from onnxcompress.errors import BudgetError, InputError, OnnxCompressError
 # The heavy imports (numpy, onnx, onnx-ir, onnxruntime) happen inside ``main``, so a Ctrl-C
 # while they load is still one line and exit 130.
 
-def inspect_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def inspect_parser() -> OptionsParser:
+    p = OptionsParser(
         prog="onnxcompress inspect",
         description="Show per-layer params, MACs, output shapes and receptive fields (size, jump on the input).",
         epilog="MACs: Conv = out elements x C_in/group x prod(kernel); ConvTranspose = in elements x C_out/group x "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from onnxcompress.options_parser import OptionsParser
 from onnxcompress.cli_args import add_attention_arg, add_block_op_arg, add_calib_args, add_common, add_shape_arg
 
 TOUR = """\
@@ -27,10 +28,10 @@ examples:
 """
 
 
-def compress_parser() -> argparse.ArgumentParser:
+def compress_parser() -> OptionsParser:
     from onnxcompress.config import DEFAULT_RATIO, DEFAULT_ROUND_TO, DEFAULT_TARGET_MACS, DISTILL_MIX
 
-    p = argparse.ArgumentParser(
+    p = OptionsParser(
         prog="onnxcompress",
         description="Prune conv filters of any ONNX model structurally, fold weights, verify, and save. "
         "The input file is never modified.",

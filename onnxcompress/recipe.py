@@ -10,8 +10,8 @@ max_accuracy_drop = 0.01
 min_speedup = 1.2
 ```
 
-The allowed keys are read from the command's argparse parser, so a recipe accepts exactly
-what the command line does, with the same types and choices. Paths are relative to the
+The allowed keys are the options the command's parser (an ``OptionsParser``) was given, so a
+recipe accepts exactly what the command line does, with the same types and choices. Paths are relative to the
 recipe file. Options given on the command line win over the recipe. An unknown table or
 key is an error naming the closest known one: a typo must not silently drop a gate.
 """
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxcompress.errors import InputError
+from onnxcompress.options_parser import Declared, OptionsParser, given_dests
 
 try:
     import tomllib
@@ -57,16 +58,16 @@ class Recipe:
         return {"path": self.path, "sha256": self.sha256}
 
 
-def recipe_keys(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    """Recipe key -> argparse action, for every long option of ``parser``."""
-    out: dict[str, argparse.Action] = {}
-    for action in parser._actions:
-        longs = [s for s in action.option_strings if s.startswith("--")]
+def recipe_keys(parser: OptionsParser) -> dict[str, Declared]:
+    """Recipe key -> the option as declared, for every long option of ``parser``."""
+    out: dict[str, Declared] = {}
+    for option in parser.declared:
+        longs = [s for s in option.action.option_strings if s.startswith("--")]
         if not longs:
             continue
         key = longs[0][2:].replace("-", "_")
         if key not in _EXCLUDED:
-            out[key] = action
+            out[key] = option
     return out
 
 
@@ -75,7 +76,7 @@ def _closest(word: str, known: list[str]) -> str:
     return f" (did you mean {m[0]!r}?)" if m else ""
 
 
-def load_recipe(path: str | os.PathLike, parsers: dict[str, argparse.ArgumentParser]) -> Recipe:
+def load_recipe(path: str | os.PathLike, parsers: dict[str, OptionsParser]) -> Recipe:
     """Read a recipe; every table must be one of ``TABLES``, and each key known to its table's parser.
 
     ``parsers`` maps tables to their command's parser; a table without one is not checked
@@ -119,31 +120,19 @@ def load_recipe(path: str | os.PathLike, parsers: dict[str, argparse.ArgumentPar
     return Recipe(path=str(p), sha256=hashlib.sha256(data).hexdigest(), tables=tables)
 
 
-def _given_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
-    """The options ``argv`` sets explicitly: parse again with every default suppressed."""
-    saved = [(a, a.default) for a in parser._actions]
-    try:
-        for a in parser._actions:
-            a.default = argparse.SUPPRESS
-        ns, _ = parser.parse_known_args(argv)
-    finally:
-        for a, d in saved:
-            a.default = d
-    return set(vars(ns))
-
-
 def _is_path(action: argparse.Action) -> bool:
     meta = str(action.metavar or "").upper()
     return action.dest == "output" or "PATH" in meta or "FILE" in meta
 
 
-def _convert(action: argparse.Action, key: str, value: Any, recipe: Recipe, table: str) -> Any:
+def _convert(option: Declared, key: str, value: Any, recipe: Recipe, table: str) -> Any:
+    action = option.action
     where = f"recipe {recipe.path}: [{table}] {key}"
     if action.nargs == 0:  # a flag
         if not isinstance(value, bool):
             raise InputError(f"{where}: expected true or false, got {value!r}")
         return action.const if value else action.default
-    if isinstance(action, argparse._AppendAction):
+    if option.append:
         items = value if isinstance(value, list) else [value]
         return [_scalar(action, where, v, recipe) for v in items]
     if isinstance(value, (list, dict)):
@@ -175,7 +164,7 @@ def _scalar(action: argparse.Action, where: str, value: Any, recipe: Recipe) -> 
     return value
 
 
-def parse_args(parser: argparse.ArgumentParser, argv: list[str], table: str) -> tuple[argparse.Namespace, Recipe | None]:
+def parse_args(parser: OptionsParser, argv: list[str], table: str) -> tuple[argparse.Namespace, Recipe | None]:
     """Parse ``argv``; with ``--recipe``, the recipe's ``[table]`` fills what ``argv`` leaves unset."""
     from onnxcompress.check_args import check_parser
     from onnxcompress.compress_args import compress_parser
@@ -186,11 +175,11 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str], table: str) -> 
     # Every table is checked, whichever command reads the recipe: a typo anywhere stops the first step.
     recipe = load_recipe(args.recipe, {"check": check_parser(), "compress": compress_parser(), table: parser})
     keys = recipe_keys(parser)
-    given = _given_dests(parser, argv)
+    given = given_dests(parser, argv)
     defaults = {}
     for key, value in recipe.tables.get(table, {}).items():
-        action = keys[key]
-        if action.dest not in given:
-            defaults[action.dest] = _convert(action, key, value, recipe, table)
+        option = keys[key]
+        if option.action.dest not in given:
+            defaults[option.action.dest] = _convert(option, key, value, recipe, table)
     parser.set_defaults(**defaults)
     return parser.parse_args(argv), recipe

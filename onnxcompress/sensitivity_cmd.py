@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from onnxcompress.options_parser import OptionsParser
 from onnxcompress.config import DEFAULT_ROUND_TO, CompressConfig
 from onnxcompress.pruning.sensitivity import RATIOS
 
@@ -129,10 +130,10 @@ def plot(report: SensitivityReport, path: str | Path, top: int = 12) -> None:
     plt.close(fig)
 
 
-def sensitivity_parser() -> argparse.ArgumentParser:
+def sensitivity_parser() -> OptionsParser:
     from onnxcompress.cli_args import add_attention_arg, add_block_op_arg, add_calib_args, add_common, add_shape_arg
 
-    p = argparse.ArgumentParser(
+    p = OptionsParser(
         prog="onnxcompress sensitivity",
         description="Measure how much pruning each channel group alone costs the model's outputs on real inputs "
         "(relative L2 drift per group and ratio), and rank the groups. Needs --calib. Nothing is written but reports.",
