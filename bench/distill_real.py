@@ -66,7 +66,8 @@ def score(name: str, path: Path, split: str) -> float | None:
 
 
 def run(name: str, target: float, method: str, tmp: Path, seconds: float, samples: int | None,
-        augment: float = 0.0, calib_augment: float = 0.0, attention: str = "heads", mix: float | None = None) -> dict:
+        augment: float = 0.0, calib_augment: float = 0.0, attention: str = "heads", mix: float | None = None,
+        lr: float | None = None) -> dict:
     m = meta(name)
     src = CACHE / f"{name}.onnx"
     KEPT.mkdir(parents=True, exist_ok=True)
@@ -74,6 +75,7 @@ def run(name: str, target: float, method: str, tmp: Path, seconds: float, sample
     tag += f"+caug{calib_augment:g}" if calib_augment else ""
     tag += "+dims" if attention == "dims" else ""
     tag += f"+mix{mix:g}" if mix is not None and method == "distill" else ""
+    tag += f"+lr{lr:g}" if lr is not None and method == "distill" else ""
     out, rep = KEPT / f"{name}.{target:g}.{tag}.{samples or 128}.onnx", tmp / f"{name}.{method}.json"
     shape = ",".join(map(str, (1, *m["input_shape"])))
     calib = CACHE / (f"{name}.calib{samples}.npz" if samples and samples > 128 else f"{name}.calib.npz")
@@ -90,6 +92,8 @@ def run(name: str, target: float, method: str, tmp: Path, seconds: float, sample
         cmd += ["--attention", attention]
     if mix is not None and method == "distill":
         cmd += ["--distill-mix", str(mix)]
+    if lr is not None and method == "distill":
+        cmd += ["--distill-lr", str(lr)]
     method = tag
     t = time.perf_counter()
     proc = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True)
@@ -109,7 +113,10 @@ def run(name: str, target: float, method: str, tmp: Path, seconds: float, sample
     if d:
         row["distill"] = {k: d.get(k) for k in ("kept", "steps", "best_step", "seconds", "batch",
                                                  "held_out_drift_refit", "held_out_drift_distill", "warning",
-                                                 "trained_tensors")}
+                                                 "trained_tensors", "mix", "lr", "held_out_loss_refit",
+                                                 "held_out_loss_distill")}
+        row["distill"]["history"] = [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in h.items()
+                                      if k in ("step", "held_out_drift", "held_out_loss")} for h in d.get("history", [])]
     return row
 
 
@@ -123,7 +130,7 @@ def measure(args) -> None:
             for target in args.targets:
                 for method in args.methods:
                     row = run(name, target, method, tmp, args.seconds, args.samples, args.augment, args.calib_augment,
-                              args.attention, args.mix)
+                              args.attention, args.mix, args.lr)
                     key = (name, target, method, row["samples"])
                     results["rows"] = [x for x in results["rows"]
                                        if (x["model"], x["target"], x["method"], x["samples"]) != key] + [row]
@@ -254,7 +261,7 @@ def report() -> None:
     models = sorted({r["model"] for r in res["rows"]})
     fig, axes = plt.subplots(1, len(models), figsize=(4 * len(models), 3.2), squeeze=False)
     for ax, name in zip(axes[0], models):
-        for method, colour in (("refit", "tab:blue"), ("distill+mix0", "tab:gray"), ("distill", "tab:orange")):
+        for method, colour in (("refit", "tab:blue"), ("distill-v1", "tab:gray"), ("distill", "tab:orange")):
             rows = sorted((r for r in res["rows"] if r["model"] == name and r["method"] == method and "error" not in r
                            and r["samples"] == base_samples(res, name)), key=lambda r: r["macs_kept"])
             for split, style in (("eval", "o-"), ("shift", "s:")):
@@ -291,6 +298,7 @@ def main() -> None:
                     help="--attention of every run (method tagged +dims)")
     ap.add_argument("--mix", type=float, default=None, help="--distill-mix of the distill runs (method tagged "
                     "+mixS); default: the CLI's default")
+    ap.add_argument("--lr", type=float, default=None, help="--distill-lr of the distill runs (method tagged +lrX)")
     ap.add_argument("--report", action="store_true", help="only write bench/DISTILL_REAL.md and the plot")
     ap.add_argument("--speed", action="store_true", help="only time each model's smallest within-1-point output "
                     "against its original (CPU EP, paired)")

@@ -89,8 +89,8 @@ def compress_parser() -> OptionsParser:
                    "inputs, no labels (needs pip install 'onnxcompress[finetune]'), and keeps it only if the held-out "
                    "drift improves. auto = distill with --calib where the extra is installed, else refit; none without --calib")
     g.add_argument("--distill-seconds", type=float, default=300.0, metavar="S",
-                   help="distillation's time budget in seconds (default 300); it also stops when the held-out drift has "
-                   "not improved for 6 evaluations")
+                   help="distillation's time budget in seconds (default 300); it also stops, after step 250, when the held-out "
+                   "drift has not improved for 6 evaluations (25 steps apart)")
     g.add_argument("--distill-steps", type=int, default=2000, metavar="N", help="distillation's step limit (default 2000)")
     g.add_argument("--distill-lr", type=float, default=1e-4, metavar="LR",
                    help="distillation's Adam learning rate, reached after a 10-step linear warm-up (default 1e-4: on "
