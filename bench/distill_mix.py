@@ -7,7 +7,8 @@ held-out task drift and loss every 10 steps, with no early stop. One row per var
 
 - ``none``: the calibration samples as given;
 - ``perturb``: every sample perturbed (``--distill-augment 1``: contrast, inversion, noise, blur);
-- ``mix``: every sample blended with another of its minibatch (``--distill-mix 1``).
+- ``mix``: every sample blended with another of its minibatch (``--distill-mix 1``);
+  ``mixS``: that share of them (``--distill-mix S``).
 
 The weights after the last step (not the distiller's choice) are then written and scored on
 the labelled ``eval`` and ``shift`` splits (``bench/real/evaluate.py``), beside the refit's.
@@ -47,7 +48,8 @@ def run(model: str, pruned: Path, variant: str, lr: float, steps: int, warmup: i
     fit = [{name: x[i:i + 16]} for i in range(0, 96, 16)]
     held = [{name: x[i:i + 16]} for i in range(96, 128, 16)]
     cfg = DistillConfig(seconds=1e9, steps=steps, lr=lr, eval_every=10, patience=10**6, warmup=warmup,
-                        augment=1.0 if variant == "perturb" else 0.0, mix=1.0 if variant == "mix" else 0.0)
+                        augment=1.0 if variant == "perturb" else 0.0,
+                        mix=float(variant[3:] or 1.0) if variant.startswith("mix") else 0.0)
     class KeepLast(Distiller):
         def evaluate(self, reference):
             self.last = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
@@ -104,7 +106,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="ppocr_rec")
     ap.add_argument("--pruned", type=Path, help="a model --recover refit wrote from bench/.cache/real/MODEL.onnx")
-    ap.add_argument("--variants", nargs="*", default=["none", "mix"])
+    ap.add_argument("--variants", nargs="*", default=["none", "mix0.5", "mix"])
     ap.add_argument("--lr", nargs="*", type=float, default=[1e-4])
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--warmup", type=int, default=10)
