@@ -261,7 +261,7 @@ def report() -> None:
     models = sorted({r["model"] for r in res["rows"]})
     fig, axes = plt.subplots(1, len(models), figsize=(4 * len(models), 3.2), squeeze=False)
     for ax, name in zip(axes[0], models):
-        for method, colour in (("refit", "tab:blue"), ("distill-v1", "tab:gray"), ("distill", "tab:orange")):
+        for method, colour in (("refit", "tab:blue"), ("distill-v1", "tab:gray"), ("distill+mix0.5", "tab:orange")):
             rows = sorted((r for r in res["rows"] if r["model"] == name and r["method"] == method and "error" not in r
                            and r["samples"] == base_samples(res, name)), key=lambda r: r["macs_kept"])
             for split, style in (("eval", "o-"), ("shift", "s:")):

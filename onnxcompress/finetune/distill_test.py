@@ -77,13 +77,13 @@ def test_distill_is_deterministic_for_a_seed(runs, digits):
         assert np.array_equal(onh.to_array(x), onh.to_array(y)), x.name
 
 
-def test_half_of_each_minibatch_is_blended_by_default_and_distill_mix_0_turns_it_off(runs, digits, capsys):
+def test_distill_mix_blends_minibatches_and_is_off_by_default(runs, digits, capsys):
     _, distill = runs
     d = distill["report"]["recovery"]["distill"]
-    assert d["mix"] == 0.5 and d["warmup"] == 10
-    plain = _run(digits, "distill_nomix", "--recover", "distill", "--distill-steps", "100", "--distill-lr", "1e-3",
-                 "--distill-mix", "0")
-    assert plain["report"]["recovery"]["distill"]["mix"] == 0.0
+    assert d["mix"] == 0.0 and d["warmup"] == 10
+    plain = _run(digits, "distill_mix", "--recover", "distill", "--distill-steps", "100", "--distill-lr", "1e-3",
+                 "--distill-mix", "0.5")
+    assert plain["report"]["recovery"]["distill"]["mix"] == 0.5
     a, b = onnx.load(distill["path"]), onnx.load(plain["path"])
     assert any(not np.array_equal(onh.to_array(x), onh.to_array(y)) for x, y in zip(a.graph.initializer, b.graph.initializer))
     assert main([DIGITS, "--calib", digits["calib"], "--recover", "distill", "--distill-mix", "1.5", "-o",
