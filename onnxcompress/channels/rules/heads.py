@@ -22,11 +22,16 @@ import onnx_ir as ir
 from onnxcompress.channels.protocols import AnalysisContext
 
 
+def tie_each_row(ctx: AnalysisContext, ids: np.ndarray) -> None:
+    """Each row of (rows, width) ids becomes one element: a head or a channel group goes whole."""
+    for row in ids:
+        ctx.union(np.full(row.size - 1, row[0]), row[1:])
+
+
 def tie_rows(ctx: AnalysisContext, ids: np.ndarray) -> None:
     """Each row of (heads, width) ids becomes one element: a head goes whole."""
     ctx.mark_heads(ids[:, 0])
-    for row in ids:
-        ctx.union(np.full(row.size - 1, row[0]), row[1:])
+    tie_each_row(ctx, ids)
 
 
 def join_scores(ctx: AnalysisContext, q: np.ndarray, k: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ from onnx import helper as oh
 
 from onnxcompress.channels.protocols import AnalysisContext, Lossy, Outcome, RewriteContext
 from onnxcompress.channels.rules import Rule, channels_on_axis1, register
+from onnxcompress.channels.rules.heads import tie_each_row
 from onnxcompress.channels.rules.simulate import masked_mean, scalar
 
 
@@ -61,6 +62,15 @@ class InstanceNormRule(Rule):
         app.set_const(node.outputs[0], np.where(np.isnan(x), np.nan, bias))
 
 
+def normalise_groups(x: np.ndarray, groups: int, node: ir.Node) -> np.ndarray:
+    """(groups, C/G): per-channel constants ``x`` normalised over each group (``node``'s epsilon),
+    what a group norm makes of channels that are spatially constant."""
+    rows = x.astype(np.float64).reshape(groups, -1)
+    eps = node.attributes["epsilon"].as_float() if "epsilon" in node.attributes else 1e-5
+    d = rows - rows.mean(axis=1, keepdims=True)
+    return d / np.sqrt((d * d).mean(axis=1, keepdims=True) + eps)
+
+
 def _num_groups(node: ir.Node) -> int:
     a = node.attributes.get("num_groups")
     return a.as_int() if a is not None else 0
@@ -94,20 +104,16 @@ class GroupNormRule(Rule):
                 return ctx.block(node, "GroupNormalization with a run-time scale or bias")
             if v.shape != ((c,) if per_channel else (groups,)):
                 return ctx.block(node, f"GroupNormalization scale or bias of shape {v.shape}")
-        for row in rows:
-            ctx.union(np.full(row.size - 1, row[0]), row[1:])
+        tie_each_row(ctx, rows)
         for p in node.inputs[1:3]:
             ctx.add_slot(node, p, 0, info.ids if per_channel else rows[:, 0].copy(), "param")
         ctx.set(node.outputs[0], info)
         return None
 
     def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
-        x = app.const_of(node.inputs[0]).astype(np.float64)
+        x = app.const_of(node.inputs[0])
         groups = _num_groups(node)
-        rows = x.reshape(groups, -1)
-        eps = node.attributes["epsilon"].as_float() if "epsilon" in node.attributes else 1e-5
-        mean = rows.mean(axis=1, keepdims=True)
-        normed = ((rows - mean) / np.sqrt(((rows - mean) ** 2).mean(axis=1, keepdims=True) + eps)).ravel()
+        normed = normalise_groups(x, groups, node).ravel()
         scale, bias = (app.tensor(v).astype(np.float64) for v in node.inputs[1:3])
         if scale.size == groups and x.size != groups:  # opset 18: one per group
             scale, bias = np.repeat(scale, x.size // groups), np.repeat(bias, x.size // groups)

@@ -16,7 +16,9 @@ import onnx_ir as ir
 
 from onnxcompress.channels.protocols import AnalysisContext, ConstantReader, Outcome, RewriteContext
 from onnxcompress.channels.rules import register
+from onnxcompress.channels.rules.heads import tie_each_row
 from onnxcompress.channels.rules.layout import LayoutRule, _norm
+from onnxcompress.channels.rules.norm import normalise_groups
 from onnxcompress.channels.state import ChannelInfo
 
 
@@ -282,9 +284,7 @@ class ReshapeRule(LayoutRule):
             return
         groups = _group_norm_split(node, ctx) if info.axes == (1,) and info.ids.ndim == 1 else 0
         if groups:
-            rows = info.ids.reshape(groups, -1)
-            for row in rows:  # a group goes whole
-                ctx.union(np.full(row.size - 1, row[0]), row[1:])
+            tie_each_row(ctx, info.ids.reshape(groups, -1))  # a group goes whole
             self.apply_recipe(node, ctx, _per_group(groups), [(1,)])
             return None
         return ctx.block(node, "Reshape splits or merges channels in a way we do not track")
@@ -303,13 +303,10 @@ class ReshapeRule(LayoutRule):
             return super().const_eval(node, app)
         # Each removed group's channels carry constants c: InstanceNorm gives s_g (c - mean c) / sd c + b_g.
         norm = node.inputs[0].producer()
-        x = app.const_of(split.inputs[0]).astype(np.float64)
         groups = int(app.shape(split.outputs[0])[1])
-        rows = x.reshape(groups, -1)
-        eps = norm.attributes["epsilon"].as_float() if "epsilon" in norm.attributes else 1e-5
-        d = rows - rows.mean(axis=1, keepdims=True)
+        normed = normalise_groups(app.const_of(split.inputs[0]), groups, norm)
         scale, bias = (app.tensor(v).astype(np.float64).reshape(groups, 1) for v in norm.inputs[1:3])
-        app.set_const(node.outputs[0], (scale * d / np.sqrt((d * d).mean(axis=1, keepdims=True) + eps) + bias).ravel())
+        app.set_const(node.outputs[0], (scale * normed + bias).ravel())
 
     def rewrite(self, node: ir.Node, app: RewriteContext) -> None:
         out = node.outputs[0]
