@@ -105,7 +105,12 @@ def run(name: str, target: float, method: str, tmp: Path, seconds: float, sample
             or proc.returncode
         return row
     row["peak_rss_mb"] = round(int(proc.stderr.strip().splitlines()[-1]) / 1024)
-    r = json.loads(rep.read_text())
+    return scored(row, name, out, json.loads(rep.read_text()))
+
+
+def scored(row: dict, name: str, out: Path, r: dict) -> dict:
+    """``row`` with the written model's MACs kept, its scores on eval and shift, and the distillation record
+    of its report ``r``."""
     row["macs_kept"] = round(r["after"]["macs"] / r["before"]["macs"], 4)
     row["eval"] = score(name, out, "eval")
     row["shift"] = score(name, out, "shift")
