@@ -6,7 +6,6 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
 import onnx_ir as ir
 
 from onnxcompress.analysis.shapes import Shape, ShapeOracle
@@ -20,6 +19,13 @@ if TYPE_CHECKING:
 
 @dataclass
 class CompressContext:
+    """Settings, shapes, real inputs and the report, the same for every pass of one compression.
+
+    A pass's own findings are not parked here: ``ReferencePass`` hands its ``Reference`` to
+    ``VerifyPass``, and prune's plan, exactness and recovery reach the passes after it through
+    the report, published as soon as it has run (``pipeline.run_pipeline``).
+    """
+
     config: CompressConfig
     input_shapes: dict[str, Shape]
     report: CompressReport
@@ -30,16 +36,6 @@ class CompressContext:
     #: real inputs: ``calib`` fits decisions, ``held_out`` judges them (None without --calib)
     calib: CalibrationSet | None = None
     held_out: CalibrationSet | None = None
-    #: the verification feeds (batches) and the original model's outputs on them
-    verify_feeds: list[dict[str, np.ndarray]] = field(default_factory=list)
-    #: what the verification feeds are: "calibration" (held-out real inputs) or "random"
-    report_inputs: str = "random"
-    reference: dict[str, np.ndarray] | None = None
-    second_sizing: dict[str, Shape] | None = None
-    second_feeds: dict[str, np.ndarray] | None = None
-    second_reference: dict[str, np.ndarray] | None = None
-    #: a copy of the input taken before any pass, for the zero-mode exactness measurement
-    snapshot: ir.Model | None = None
     #: measurements shared by the probes of a target search
     search_cache: object | None = None
 

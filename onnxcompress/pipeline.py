@@ -33,8 +33,9 @@ def build_passes(ctx: CompressContext, *, verify: bool | None = None) -> list[Re
     config = ctx.config
     verify = config.verify if verify is None else verify
     passes: list[ReportingPass] = []
-    if verify:
-        passes.append(ReferencePass(ctx))
+    reference = ReferencePass(ctx) if verify else None
+    if reference is not None:
+        passes.append(reference)
     if config.fold:
         passes += [FoldConstantWeightsPass(), FoldShapeComputationsPass(ctx.input_shapes, ctx.oracle), FoldBatchNormPass()]
     if config.max_norm is not None or config.spectral_clip is not None:
@@ -44,9 +45,9 @@ def build_passes(ctx: CompressContext, *, verify: bool | None = None) -> list[Re
     passes.append(TidyPass())
     if config.simplify:
         passes.append(SimplifyPass(ctx.input_shapes))
-    if verify:
+    if reference is not None:
         zero = (lambda: _zero_mode(ctx)) if config.measure_exactness and config.mode == "remove" else None
-        passes.append(VerifyPass(ctx, zero_mode_pipeline=zero))
+        passes.append(VerifyPass(ctx, reference, zero_mode_pipeline=zero))
     for p in passes:
         p.progress = ctx.progress
     return passes

@@ -15,6 +15,7 @@ everything else here, by holding a second, reordered copy of the weights.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -50,37 +51,59 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+@dataclass
+class Reference:
+    """What ``ReferencePass`` measured on the untouched input, handed to ``VerifyPass``."""
+
+    #: the verification feeds (batches), and what they are: "calibration" (held-out real inputs) or "random"
+    feeds: list[dict[str, np.ndarray]]
+    inputs: str
+    #: the input model's outputs on ``feeds``
+    outputs: dict[str, np.ndarray]
+    #: a second sizing of the symbolic spatial dims, its feeds and the input's outputs there (None: not checked)
+    second_sizing: dict | None = None
+    second_feeds: dict[str, np.ndarray] | None = None
+    second_outputs: dict[str, np.ndarray] | None = None
+    #: a copy of the input before any pass, for the zero-mode exactness measurement
+    snapshot: ir.Model | None = None
+
+
 class ReferencePass(ReportingPass):
-    """Run the untouched input once on the verification inputs; nothing is changed."""
+    """Run the untouched input once on the verification inputs; nothing is changed.
+
+    Its finding is ``result`` (a ``Reference``), which the pipeline hands to ``VerifyPass``.
+    """
 
     name = "reference_run"
 
     def __init__(self, ctx: CompressContext) -> None:
         super().__init__()
         self.ctx = ctx
+        self.result: Reference | None = None
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         ctx = self.ctx
         if ctx.held_out is not None:
-            ctx.verify_feeds, ctx.report_inputs = list(ctx.held_out.batches()), "calibration"
+            feeds, inputs = list(ctx.held_out.batches()), "calibration"
         else:
-            ctx.verify_feeds, ctx.report_inputs = [random_feeds(model, ctx.input_shapes, ctx.config.seed)], "random"
+            feeds, inputs = [random_feeds(model, ctx.input_shapes, ctx.config.seed)], "random"
         try:
             session = Session(ctx.source, optimize=False)
-            ctx.reference = session.run_all(ctx.verify_feeds)
+            ref = Reference(feeds, inputs, session.run_all(feeds))
         except Exception as exc:  # noqa: BLE001
             raise InputError(f"onnxruntime cannot run the input model: {_first_line(exc)}") from exc
         # Dynamic spatial dims are checked at a second sizing too (batch + 1, the others doubled).
-        ctx.second_sizing = second_sizing(model, ctx.input_shapes, spatial_only=True)
-        if ctx.second_sizing is not None:
-            ctx.second_feeds = random_feeds(model, ctx.second_sizing, ctx.config.seed + 1)
+        sizing = second_sizing(model, ctx.input_shapes, spatial_only=True)
+        if sizing is not None:
+            second = random_feeds(model, sizing, ctx.config.seed + 1)
             try:
-                ctx.second_reference = session.run(ctx.second_feeds)
+                ref.second_outputs = session.run(second)
+                ref.second_sizing, ref.second_feeds = sizing, second
             except Exception:  # noqa: BLE001 - the input itself does not take that size; nothing to compare
-                self.warnings.append(f"the input model does not run at {ctx.second_sizing}; verified at the analysis shapes only")
-                ctx.second_sizing = None
+                self.warnings.append(f"the input model does not run at {sizing}; verified at the analysis shapes only")
         if ctx.config.measure_exactness and ctx.config.mode == "remove":
-            ctx.snapshot = model.clone()
+            ref.snapshot = model.clone()
+        self.result = ref
         return ir.passes.PassResult(model, False)
 
 
@@ -93,30 +116,39 @@ class VerifyPass(ReportingPass):
 
     name = "verify"
 
-    def __init__(self, ctx: CompressContext, zero_mode_pipeline: Callable[[], ir.passes.PassBase] | None = None) -> None:
+    def __init__(self, ctx: CompressContext, reference: ReferencePass,
+                 zero_mode_pipeline: Callable[[], ir.passes.PassBase] | None = None) -> None:
         super().__init__()
         self.ctx = ctx
+        self.reference_pass = reference
         self.zero_mode_pipeline = zero_mode_pipeline
 
+    @property
+    def reference(self) -> Reference:
+        ref = self.reference_pass.result
+        if ref is None:
+            raise RuntimeError("VerifyPass ran before its ReferencePass")
+        return ref
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        ctx, cfg = self.ctx, self.ctx.config
+        ctx, cfg, ref = self.ctx, self.ctx.config, self.reference
         ser = Serialized(model)
         check_model(ser)
         try:
             session = Session(ser, optimize=False)
-            got = session.run_all(ctx.verify_feeds)
+            got = session.run_all(ref.feeds)
         except Exception as exc:  # noqa: BLE001
             raise VerificationError(f"onnxruntime cannot run the output: {_first_line(exc)}") from exc
         fid = compare_outputs(
-            ctx.reference, got, allow_shape_change=cfg.prune_outputs, class_axes=cfg.class_axes, inputs=ctx.report_inputs,
+            ref.outputs, got, allow_shape_change=cfg.prune_outputs, class_axes=cfg.class_axes, inputs=ref.inputs,
             map_thresholds=cfg.map_thresholds,
         )
         ctx.report.fidelity = fid.to_dict()
         self._floor(fid)
-        if ctx.second_sizing is not None:
+        if ref.second_sizing is not None:
             ctx.report.fidelity["second_sizing"] = self._second_sizing(session)
         exact = ctx.report.exactness
-        if self.zero_mode_pipeline is not None and ctx.snapshot is not None and exact and not exact.get("exact", True):
+        if self.zero_mode_pipeline is not None and ref.snapshot is not None and exact and not exact.get("exact", True):
             exact["measured_vs_zero_mode"] = self._against_zero_mode(got)
         return ir.passes.PassResult(model, False)
 
@@ -137,19 +169,19 @@ class VerifyPass(ReportingPass):
 
     def _second_sizing(self, session: Session) -> dict:
         """The output must also run at the second sizing, with the input's output shapes."""
-        ctx = self.ctx
+        ref, cfg = self.reference, self.ctx.config
         try:
-            got = session.run(ctx.second_feeds)
+            got = session.run(ref.second_feeds)
         except Exception as exc:  # noqa: BLE001
             raise VerificationError(
-                f"the output runs at the analysis shapes but not at {ctx.second_sizing}: {_first_line(exc)}"
+                f"the output runs at the analysis shapes but not at {ref.second_sizing}: {_first_line(exc)}"
             ) from exc
-        fid = compare_outputs(ctx.second_reference, got, allow_shape_change=ctx.config.prune_outputs,
-                              map_thresholds=ctx.config.map_thresholds)
-        return {"input_shapes": {k: list(v) for k, v in ctx.second_sizing.items()}, **fid.to_dict()}
+        fid = compare_outputs(ref.second_outputs, got, allow_shape_change=cfg.prune_outputs,
+                              map_thresholds=cfg.map_thresholds)
+        return {"input_shapes": {k: list(v) for k, v in ref.second_sizing.items()}, **fid.to_dict()}
 
     def _against_zero_mode(self, removed_outputs: dict[str, np.ndarray]) -> dict:
         """Run the same plan in zero mode and compare: how far remove mode is from it, in numbers."""
-        zero = self.zero_mode_pipeline()(self.ctx.snapshot).model
-        fid: Fidelity = compare_outputs(Session(zero, optimize=False).run_all(self.ctx.verify_feeds), removed_outputs)
+        zero = self.zero_mode_pipeline()(self.reference.snapshot).model
+        fid: Fidelity = compare_outputs(Session(zero, optimize=False).run_all(self.reference.feeds), removed_outputs)
         return {"cosine_min": fid.cosine_min, "max_abs_diff": fid.max_abs_diff}

@@ -51,7 +51,7 @@ FONTS = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSeri
 
 # seed streams: (model id, split id, sample index) -> independent, disjoint generators
 SPLIT_CALIB, SPLIT_EVAL, SPLIT_SHIFT = 1, 2, 3
-MODEL_IDS = {"ppocr_rec": 11, "ppocr_cls": 12, "ddddocr_common": 21, "ddddocr_common_old": 22}
+MODEL_IDS = {"ppocr_rec": 11, "ppocr_cls": 12, "ppocrv6_rec": 13, "ddddocr_common": 21, "ddddocr_common_old": 22}
 
 
 def rng_for(name: str, split: int, i: int) -> np.random.Generator:
@@ -196,11 +196,12 @@ def ppocr_norm(img_bgr: np.ndarray, H: int, Wmax: int) -> np.ndarray | None:
 class PPOCRRec:
     name, task = "ppocr_rec", "ctc"
     H, W = 48, 320
+    #: (import name, file under its models/, distribution name)
+    source = ("rapidocr_onnxruntime", "ch_PP-OCRv4_rec_infer.onnx", "rapidocr-onnxruntime")
 
     def __init__(self):
-        d = pkg_dir("rapidocr_onnxruntime")
-        self.src = os.path.join(d, "models", "ch_PP-OCRv4_rec_infer.onnx")
-        self.package = "rapidocr-onnxruntime"
+        mod, file, self.package = self.source
+        self.src = os.path.join(pkg_dir(mod), "models", file)
         import onnxruntime as ort
         s = ort.InferenceSession(self.src, providers=["CPUExecutionProvider"])
         chars = s.get_modelmeta().custom_metadata_map["character"].splitlines()
@@ -215,6 +216,16 @@ class PPOCRRec:
             x = ppocr_norm(render_line(text, rng, shift=shift)[:, :, ::-1], self.H, self.W)  # RGB->BGR
             if x is not None:
                 return x, [self.index[c] for c in text]
+
+
+class PPOCRv6Rec(PPOCRRec):
+    """PP-OCRv6 small recognizer (rapidocr 3.10.0): PP-LCNet-style convs, then transformer blocks
+    with decomposed LayerNorms (opset 11) and attention, CTC over 18710 classes. rapidocr 3.x
+    preprocesses and decodes it exactly as 1.4.4 does the v4 model (height 48, [-1, 1], BGR, zero
+    right-pad; blank at 0, the model's ``character`` list, then " "), so the v4 sampler serves."""
+
+    name = "ppocrv6_rec"
+    source = ("rapidocr", "PP-OCRv6_rec_small.onnx", "rapidocr")
 
 
 class PPOCRCls:
@@ -313,6 +324,8 @@ class DdddOCR:
 def build(name: str):
     if name == "ppocr_rec":
         return PPOCRRec()
+    if name == "ppocrv6_rec":
+        return PPOCRv6Rec()
     if name == "ppocr_cls":
         return PPOCRCls()
     if name == "ddddocr_common":

@@ -1,0 +1,59 @@
+"""The reference run's findings travel to the verify pass as its own result, not through the context."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import onnx_ir as ir
+import pytest
+
+from onnxcompress.config import CompressConfig
+from onnxcompress.context import CompressContext
+from onnxcompress.pipeline import build_passes
+from onnxcompress.report import CompressReport, ModelStats
+from onnxcompress.verify import Reference, ReferencePass, VerifyPass
+
+MODEL = Path(__file__).resolve().parent.parent / "models" / "resnet_small.onnx"
+
+
+def _ctx(**config) -> CompressContext:
+    report = CompressReport(input=None, output=None, config={}, before=ModelStats(0, 0, 0), after=ModelStats(0, 0, 0))
+    shapes = {v.name: tuple(d if isinstance(d, int) else 2 for d in v.shape) for v in ir.load(str(MODEL)).graph.inputs}
+    return CompressContext(config=CompressConfig(**config), input_shapes=shapes, report=report, source=str(MODEL))
+
+
+def test_the_context_holds_no_pass_results():
+    names = {f.name for f in fields(CompressContext)}
+    assert names == {"config", "input_shapes", "report", "source", "oracle", "progress", "calib", "held_out",
+                     "search_cache"}
+
+
+def test_build_passes_hands_the_reference_pass_to_verify():
+    passes = build_passes(_ctx(ratio=0.5))
+    ref, verify = passes[0], passes[-1]
+    assert isinstance(ref, ReferencePass) and isinstance(verify, VerifyPass)
+    assert verify.reference_pass is ref
+    assert all(not isinstance(p, (ReferencePass, VerifyPass)) for p in build_passes(_ctx(ratio=0.5), verify=False))
+
+
+def test_reference_result_and_verify_reading_it():
+    ctx = _ctx(ratio=0.5, measure_exactness=True)
+    model = ir.load(str(MODEL))
+    ref = ReferencePass(ctx)
+    ref(model)
+    r = ref.result
+    assert isinstance(r, Reference) and r.inputs == "random" and len(r.feeds) == 1
+    (out,) = r.outputs.values()
+    assert out.shape[0] == next(iter(r.feeds[0].values())).shape[0] == 2
+    assert r.snapshot is not None and r.snapshot is not model  # a copy, for the zero-mode measurement
+    verify = VerifyPass(ctx, ref)
+    verify(model)  # the untouched model against its own reference
+    assert ctx.report.fidelity["cosine_min"] == pytest.approx(1.0, abs=1e-6)
+    assert ctx.report.fidelity["max_abs_diff"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_verify_before_its_reference_run_is_an_error():
+    ctx = _ctx(ratio=0.5)
+    with pytest.raises(Exception, match="before its ReferencePass"):
+        VerifyPass(ctx, ReferencePass(ctx))(ir.load(str(MODEL)))
