@@ -6,7 +6,9 @@ a channel shuffle's groups: the split must stay a rectangle, settled by the engi
 rule ran), or merge a split back. The target is rewritten to the kept counts: constant
 targets directly, run-time ``Concat`` targets piece by piece (a constant piece, a
 ``bsz * num_heads`` piece whose heads constant is rewritten, or ``Shape(t)`` of a tensor
-whose channels are tied to these); any other run-time piece keeps the channels.
+whose channels are tied to these, alone, times batch dims by ``ReduceProd``, or the ``Max``
+of two such, as tf2onnx spells its batched MatMuls); any other run-time piece keeps the
+channels.
 """
 
 from __future__ import annotations
@@ -80,14 +82,25 @@ def _scaled_count(piece: ir.Value, ctx: ConstantReader, count: int) -> tuple[ir.
     return None
 
 
-def _shape_dim(piece: ir.Value, pos: int, ctx: ConstantReader) -> tuple[ir.Value, int] | None:
-    """(tensor, axis) when element ``pos`` of a run-time target piece is that tensor's size on
-    that axis: ``Shape(t)``, sliced or gathered by constants, through Unsqueeze or Cast."""
+def _shape_dims(piece: ir.Value, pos: int, ctx: ConstantReader) -> list[tuple[ir.Value, int]] | None:
+    """The (tensor, axis) dims whose product is element ``pos`` of a run-time target piece, or None.
+
+    ``Shape(t)``, sliced or gathered by constants, through Unsqueeze or Cast, gives one dim;
+    ``ReduceProd`` over such a piece (tf2onnx's batch axes merged with the heads) gives several.
+    """
     node = piece.producer()
     while node is not None and node.op_type in ("Unsqueeze", "Cast", "Identity"):
         node = node.inputs[0].producer()
     if node is None:
         return None
+    if node.op_type == "ReduceProd":
+        out = ctx.shape(node.outputs[0])
+        axes = ctx.const(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
+        if pos != 0 or out is None or int(np.prod(out)) != 1 or (axes is not None and axes.size > 1):
+            return None
+        width = int(np.prod(ctx.shape(node.inputs[0]) or (0,)))
+        dims = [_shape_dims(node.inputs[0], k, ctx) for k in range(width)]
+        return None if not width or any(d is None for d in dims) else [x for d in dims for x in d]
     if node.op_type in ("Slice", "Gather"):
         src = node.inputs[0].producer()
         if src is None or src.op_type != "Shape" or ctx.shape(src.outputs[0]) is None:
@@ -95,9 +108,9 @@ def _shape_dim(piece: ir.Value, pos: int, ctx: ConstantReader) -> tuple[ir.Value
         n = int(ctx.shape(src.outputs[0])[0])  # how many dims Shape returned
         if node.op_type == "Gather":
             idx = ctx.const(node.inputs[1])
-            if idx is None or idx.size != 1 or pos != 0:
+            if idx is None or not 0 <= pos < max(idx.size, 1) or (idx.ndim == 0 and pos != 0):
                 return None
-            pos = int(idx.ravel()[0]) % max(n, 1)
+            pos = int(idx.ravel()[pos]) % max(n, 1)
         else:
             bounds = [ctx.const(node.inputs[k]) if len(node.inputs) > k and node.inputs[k] is not None else None
                       for k in (1, 2, 4)]
@@ -119,7 +132,33 @@ def _shape_dim(piece: ir.Value, pos: int, ctx: ConstantReader) -> tuple[ir.Value
         return None
     start = a.as_int() if a is not None else 0
     start = start + len(rank) if start < 0 else start
-    return node.inputs[0], pos + start
+    return [(node.inputs[0], pos + start)]
+
+
+def _alternatives(piece: ir.Value, pos: int, ctx: ConstantReader) -> list[list[tuple[ir.Value, int]]] | None:
+    """Element ``pos`` of a run-time piece as one product of dims, or the elementwise Max of several
+    (tf2onnx broadcasts two operands' batch dims that way): a list of products, or None."""
+    node = piece.producer()
+    if node is not None and node.op_type == "Max":
+        each = [_shape_dims(v, pos, ctx) for v in node.inputs]
+        return None if not each or any(d is None for d in each) else each  # type: ignore[return-value]
+    dims = _shape_dims(piece, pos, ctx)
+    return None if dims is None else [dims]
+
+
+def _follows(product: list[tuple[ir.Value, int]], count: int, ctx: AnalysisContext) -> np.ndarray | None:
+    """The channel positions that a product of dims carries, when exactly one of them is a channel
+    axis with ``count`` channels and the others carry none (a batch dim): after pruning the product
+    is the kept count times the same other dims, so the target follows by itself."""
+    found = None
+    for t, k in product:
+        info = ctx.get(t)
+        if info is None or k not in info.axes:
+            continue
+        if found is not None or info.ids.shape[info.axes.index(k)] != count:
+            return None
+        found = _along(info, k)
+    return found
 
 
 def _along(info, axis: int) -> np.ndarray:
@@ -128,9 +167,17 @@ def _along(info, axis: int) -> np.ndarray:
     return ids.reshape(ids.shape[0], -1)[:, 0]
 
 
+def _target_concat(target: ir.Value) -> ir.Node | None:
+    """The Concat that builds a run-time target, through Cast or Identity (tf2onnx casts it)."""
+    prod = target.producer()
+    while prod is not None and prod.op_type in ("Cast", "Identity"):
+        prod = prod.inputs[0].producer()
+    return prod if prod is not None and prod.op_type == "Concat" else None
+
+
 def _target_pieces(node: ir.Node, ctx: ConstantReader, axes: tuple[int, ...]):
     """For a run-time (Concat) target: (axis, piece value, its index, its offset) per channel axis."""
-    concat = node.inputs[1].producer()
+    concat = _target_concat(node.inputs[1])
     offset = 0
     found = []
     for k, piece in enumerate(concat.inputs):
@@ -223,12 +270,13 @@ class ReshapeRule(LayoutRule):
             count = info.ids.shape[info.axes.index(ax)]
             if ctx.is_const(piece) or _scaled_count(piece, ctx, count) is not None:
                 continue
-            # Shape(t)[k] of a tensor with as many channels on axis k: tied to these, it follows
-            src = _shape_dim(piece, ax - offset, ctx)
-            src_info = ctx.get(src[0]) if src is not None else None
-            if src_info is not None and src[1] in src_info.axes and \
-                    src_info.ids.shape[src_info.axes.index(src[1])] == count:
-                ctx.union(_along(src_info, src[1]), _along(info, ax))
+            # Shape(t)[k] of a tensor with as many channels on axis k (times batch dims, or the Max
+            # of two such): tied to these, it follows the pruned tensors by itself
+            alts = _alternatives(piece, ax - offset, ctx)
+            tied = [_follows(p, count, ctx) for p in alts] if alts else None
+            if tied and all(t is not None for t in tied):
+                for t in tied:
+                    ctx.union(t, _along(info, ax))
                 continue
             return ctx.block(node, "Reshape target spells the channel count at run time in a way we cannot rewrite")
         return None
@@ -292,10 +340,7 @@ class ReshapeRule(LayoutRule):
     def _target_adapts(self, node: ir.Node, ctx: AnalysisContext) -> bool:
         """A constant target can be rewritten; a run-time one must be built from Shape pieces."""
         target = node.inputs[1]
-        if ctx.is_const(target):
-            return True
-        prod = target.producer()
-        return prod is not None and prod.op_type == "Concat"
+        return ctx.is_const(target) or _target_concat(target) is not None
 
     def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
         split = _group_norm_merge(node, app)
@@ -327,7 +372,7 @@ class ReshapeRule(LayoutRule):
             return
         # Run-time target built by a Concat: constant pieces that spell a channel count are
         # rewritten; pieces computed from Shape follow the pruned tensor by themselves.
-        concat = target.producer()
+        concat = _target_concat(target)
         old = app.shape(out)
         offset = 0
         for k, piece in enumerate(list(concat.inputs)):
