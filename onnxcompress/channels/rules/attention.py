@@ -127,33 +127,41 @@ def _projected_macs(node: ir.Node, shapes: dict) -> int:
 
 class ProjectedAttentionRule(Rule):
     """Attention over q, k and v projected outside the op, (B, S, H*d) each: onnxruntime's
-    ``com.microsoft::MultiHeadAttention`` and ``ai.onnx::Attention`` (opset 23) in its 3-D form.
+    ``com.microsoft::MultiHeadAttention`` and ``GroupQueryAttention``, and ``ai.onnx::Attention``
+    (opset 23) in its 3-D form.
 
     Channel h*d+j of q and of k are one element, and a head's channels go whole together with
     v's head; the output carries v's channels. Removing a head is exact as in the unfused form
-    (constant scores, rows of the softmax summing to 1, output v's constant). The head count
+    (constant scores, rows of the softmax summing to 1, output v's constant). With grouped
+    queries (H_q = g * H_kv heads; q head h attends with k and v head h // g) a kv head goes
+    whole with its g q heads, and the output carries each v head g times. The head count
     attributes are rewritten. Inputs that carry per-head values it does not slice (a per-head
-    bias or mask, a key-value cache) keep the heads whole.
+    bias or mask, a key-value cache) keep the heads whole. Rotary embeddings turn dims within a
+    head, so whole heads still go exactly.
     """
 
-    #: the attributes that count heads, and the input indices that must be absent or head-free
-    head_attrs: tuple[str, ...] = ()
+    #: the attributes that count q's heads and k's and v's (the same one without grouped queries),
+    #: and the input indices that must be absent or head-free
+    q_heads_attr: str = "num_heads"
+    kv_heads_attr: str = "num_heads"
     cache_inputs: tuple[int, ...] = ()
     per_head_inputs: tuple[int, ...] = ()
 
     def macs(self, node: ir.Node, shapes: dict) -> int:
         return _projected_macs(node, shapes)
 
-    def _heads(self, node: ir.Node) -> int | None:
-        counts = {_int(node, a) for a in self.head_attrs if node.attributes.get(a) is not None}
-        return counts.pop() if len(counts) == 1 and min(counts | {1}) > 0 else None
+    def _heads(self, node: ir.Node) -> tuple[int, int] | None:
+        """(q heads, kv heads), or None when they are missing or q's are not a multiple of kv's."""
+        q = _int(node, self.q_heads_attr)
+        kv = _int(node, self.kv_heads_attr) if node.attributes.get(self.kv_heads_attr) is not None else q
+        return (q, kv) if q > 0 and kv > 0 and q % kv == 0 else None
 
     def _unsupported(self, node: ir.Node, ctx: AnalysisContext) -> str | None:
         qkv = node.inputs[:3]
         if len(qkv) < 3 or any(v is None or ctx.rank(v) != 3 for v in qkv):
             return f"{node.op_type} without 3-D q, k and v inputs (packed or 4-D forms are not followed)"
         if self._heads(node) is None:
-            return f"{node.op_type} with different head counts for q and k/v"
+            return f"{node.op_type} with head counts we cannot group (q's not a multiple of k's and v's)"
         for i in self.cache_inputs:
             if len(node.inputs) > i and node.inputs[i] is not None:
                 return f"{node.op_type} with a key-value cache"
@@ -175,43 +183,46 @@ class ProjectedAttentionRule(Rule):
         if reason is not None:
             return ctx.block(node, reason)
         q, k, v = infos
-        heads = self._heads(node)
-        if q.ids.size != k.ids.size or q.ids.size % heads or v.ids.size % heads:
+        hq, hkv = self._heads(node)
+        g = hq // hkv
+        if q.ids.size != g * k.ids.size or q.ids.size % hq or k.ids.size % hkv or v.ids.size % hkv:
             return ctx.block(node, f"{node.op_type} with q, k and v widths that do not split into heads")
-        scores = join_scores(ctx, q.ids.reshape(heads, -1), k.ids.reshape(heads, -1))
-        join_weighted(ctx, scores, v.ids.reshape(heads, -1))
+        # each kv head serves g q heads: repeated, it joins each of them (a group goes whole)
+        v_rows = np.repeat(v.ids.reshape(hkv, -1), g, axis=0)
+        scores = join_scores(ctx, q.ids.reshape(hq, -1), np.repeat(k.ids.reshape(hkv, -1), g, axis=0))
+        join_weighted(ctx, scores, v_rows)
         bias = self._bias(node)
         if bias is not None:
-            if not ctx.is_const(bias) or ctx.shape(bias) != (q.ids.size + k.ids.size + v.ids.size,):
+            if g != 1 or not ctx.is_const(bias) or ctx.shape(bias) != (q.ids.size + k.ids.size + v.ids.size,):
                 return ctx.block(node, f"{node.op_type} with a bias that is not one q|k|v vector")
             ctx.add_slot(node, bias, 0, np.concatenate([q.ids, k.ids, v.ids]), "param")
-        ctx.set(node.outputs[0], ChannelInfo((2,), v.ids))
+        ctx.set(node.outputs[0], ChannelInfo((2,), v_rows.ravel()))
         return None
 
     def _bias(self, node: ir.Node) -> ir.Value | None:
         return None
 
     def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
-        """A removed head outputs v's constant (plus its part of the bias)."""
+        """A removed head outputs v's constant (plus its part of the bias), once per q head it serves."""
         cv = app.const_of(node.inputs[2])
         bias = self._bias(node)
         if bias is not None:
             b = app.tensor(bias).astype(np.float64)
             cv = cv + b[b.size - cv.size:]
-        app.set_const(node.outputs[0], cv)
+        hq, hkv = self._heads(node)
+        app.set_const(node.outputs[0], np.repeat(cv.reshape(hkv, -1), hq // hkv, axis=0).ravel())
 
     def rewrite(self, node: ir.Node, app: RewriteContext) -> None:
-        heads = self._heads(node)
-        v_ids = app.channels(node.outputs[0]).ids
-        kept = app.kept_count(node.outputs[0]) // (v_ids.size // heads)
-        for a in self.head_attrs:
-            if node.attributes.get(a) is not None:
-                node.attributes[a] = ir.AttrInt64(a, int(kept))
+        hq, hkv = self._heads(node)
+        d_v = app.channels(node.outputs[0]).ids.size // hq
+        kept_q = app.kept_count(node.outputs[0]) // d_v
+        node.attributes[self.q_heads_attr] = ir.AttrInt64(self.q_heads_attr, int(kept_q))
+        if node.attributes.get(self.kv_heads_attr) is not None:
+            node.attributes[self.kv_heads_attr] = ir.AttrInt64(self.kv_heads_attr, int(kept_q // (hq // hkv)))
 
 
 @register("MultiHeadAttention", domain="com.microsoft")
 class MultiHeadAttentionRule(ProjectedAttentionRule):
-    head_attrs = ("num_heads",)
     cache_inputs = (6, 7, 8, 9)
     per_head_inputs = (5,)
 
@@ -219,8 +230,31 @@ class MultiHeadAttentionRule(ProjectedAttentionRule):
         return node.inputs[3] if len(node.inputs) > 3 else None
 
 
+@register("GroupQueryAttention", domain="com.microsoft")
+class GroupQueryAttentionRule(ProjectedAttentionRule):
+    """onnxruntime's grouped-query attention (LLM exports): query (B, S, H_q*d), key and value
+    (B, S, H_kv*d), optional past key and value, sequence lengths, rotary caches. Without a past
+    cache, whole kv groups go; with one (or a read present cache, a per-head bias or head sink)
+    the heads stay, since a cache's heads are the caller's to feed."""
+
+    kv_heads_attr = "kv_num_heads"
+    cache_inputs = (3, 4)
+    per_head_inputs = (10,)
+
+    def _unsupported(self, node: ir.Node, ctx: AnalysisContext) -> str | None:
+        if len(node.inputs) > 11 and node.inputs[11] is not None:
+            return "GroupQueryAttention with a per-head sink"
+        return super()._unsupported(node, ctx)
+
+    def rewrite(self, node: ir.Node, app: RewriteContext) -> None:
+        super().rewrite(node, app)
+        for present in node.outputs[1:]:  # unread, and now with fewer kv heads
+            present.shape = None
+
+
 @register("Attention", since=23)
 class OnnxAttentionRule(ProjectedAttentionRule):
-    head_attrs = ("q_num_heads", "kv_num_heads")
+    q_heads_attr = "q_num_heads"
+    kv_heads_attr = "kv_num_heads"
     cache_inputs = (4, 5)
     per_head_inputs = (3,)

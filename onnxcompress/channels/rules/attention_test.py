@@ -7,9 +7,10 @@ import onnx
 import pytest
 
 from onnxcompress.channels.rules._testing import Net, remove_and_zero
+from onnxcompress.runtime import Session
 
 #: the registered ops this file tests
-COVERED = {"Attention", "MultiHeadAttention"}
+COVERED = {"Attention", "MultiHeadAttention", "GroupQueryAttention"}
 
 HEADS, D, TOKENS = 4, 3, 5
 
@@ -125,4 +126,65 @@ def test_a_per_head_mask_keeps_the_heads() -> None:
     n = Net(23)
     c = n.analyse([projected_block(n, "Attention", mask_heads=HEADS)], check=False)
     assert set(c.blocks_at("att")) == {("Attention", "Attention with a per-head bias or mask")}
+    assert not c.tracked("att")
+
+
+HQ, HKV, DG = 4, 2, 16  # grouped queries: 4 q heads share 2 kv heads; onnxruntime's CPU rotary wants d % 16 == 0
+
+
+def gqa_block(n: Net, op: str, *, past: bool = False, rotary: bool = False) -> str:
+    """x (1, 5, 12) -> q (4 heads of 8), k and v (2 heads of 8) MatMuls -> GroupQueryAttention or
+    ai.onnx Attention with grouped queries -> MatMul(12) -> Relu -> MatMul(2)."""
+    x = n.input((1, TOKENS, 12))
+    q = n.op("MatMul", [x, n.const(n.rng.standard_normal((12, HQ * DG)) * 0.5)], name="q")
+    k, v = (n.op("MatMul", [x, n.const(n.rng.standard_normal((12, HKV * DG)) * 0.5)], name=nm) for nm in "kv")
+    if op == "GroupQueryAttention":
+        n.extra_opsets["com.microsoft"] = 1
+        cache = [n.const(np.zeros((1, HKV, 0, DG))), n.const(np.zeros((1, HKV, 0, DG)))] if past else ["", ""]
+        lengths = [n.const([TOKENS - 1], np.int32), n.const(TOKENS, np.int32)]
+        extra = {}
+        if rotary:
+            angles = np.arange(TOKENS)[:, None] * 0.1 * (1 + np.arange(DG // 2))[None, :]
+            lengths += [n.const(np.cos(angles)), n.const(np.sin(angles))]
+            extra["do_rotary"] = 1
+        att = n.op(op, [q, k, v, *cache, *lengths], name="att", n_out=3, domain="com.microsoft", num_heads=HQ,
+                   kv_num_heads=HKV, **extra)[0]
+    else:
+        att = n.op(op, [q, k, v], name="att", q_num_heads=HQ, kv_num_heads=HKV)
+    o = n.op("MatMul", [att, n.const(n.rng.standard_normal((HQ * DG, 12)) * 0.5)], name="out_proj")
+    return n.op("MatMul", [n.op("Relu", [o]), n.const(n.rng.standard_normal((12, 2)))], name="y")
+
+
+@pytest.mark.parametrize("op,rotary", [("GroupQueryAttention", False), ("GroupQueryAttention", True),
+                                       ("Attention", False)])
+def test_grouped_query_attention_removes_whole_kv_groups(op: str, rotary: bool, tmp_path) -> None:
+    """A kv head goes with the q heads that read it (q head h reads kv head h // 2): one element per
+    group; removing a group is exact, and both head counts are rewritten."""
+    n = Net(23)
+    y = gqa_block(n, op, rotary=rotary)
+    c = n.analyse([y], check=False)
+    assert c.blocks_at("att") == []
+    q = c.roots[c.ids("q")].reshape(HQ, DG)[:, 0]
+    k = c.roots[c.ids("k")].reshape(HKV, DG)[:, 0]
+    assert (q == np.repeat(k, HQ // HKV)).all() and len(set(k)) == HKV
+    assert (c.roots[c.ids("v")].reshape(HKV, DG)[:, 0] == k).all()
+    c.check_const({"k": list(range(DG, 2 * DG))}, "att")  # group 1 (q heads 2, 3) outputs v's constant
+    outs = remove_and_zero(_with_output_shape(n.proto([y], check=False)), tmp_path, _feeds())
+    m = onnx.load(tmp_path / "remove.onnx")
+    att = next(nd for nd in m.graph.node if nd.op_type == op)
+    heads = {a.name: a.i for a in att.attribute if a.name.endswith("num_heads")}
+    assert heads == ({"num_heads": 2, "kv_num_heads": 1} if op == "GroupQueryAttention"
+                     else {"q_num_heads": 2, "kv_num_heads": 1})
+    weights = {nd.output[0]: nd.input[1] for nd in m.graph.node if nd.op_type == "MatMul"}
+    dims = {i.name: list(i.dims) for i in m.graph.initializer}
+    assert [dims[weights[p]] for p in ("q", "k", "v", "out_proj")] == [[12, 2 * DG], [12, DG], [12, DG], [2 * DG, 6]]  # out_proj is a group too
+    np.testing.assert_allclose(outs["remove"], outs["zero"], rtol=1e-4, atol=1e-5)
+    original = next(iter(Session(str(tmp_path / "model.onnx")).run(_feeds()).values()))
+    assert not np.allclose(outs["remove"], original, atol=1e-3)  # a group was really removed
+
+
+def test_a_key_value_cache_keeps_the_groups() -> None:
+    n = Net(23)
+    c = n.analyse([gqa_block(n, "GroupQueryAttention", past=True)], check=False)
+    assert set(c.blocks_at("att")) == {("GroupQueryAttention", "GroupQueryAttention with a key-value cache")}
     assert not c.tracked("att")
