@@ -166,8 +166,9 @@ CASES = {
                        {"x": X4}, {"ax": i64(0, 2)}, 13, ["a", "b", "c", "d", "e", "f"]),
     "reduce_input_18": ([N("ReduceMean", ["x", "ax"], ["a"]), N("ReduceMax", ["x", "ax"], ["b"], keepdims=0),
                          N("ReduceL2", ["x", "ax"], ["c"]), N("ReduceSum", ["x"], ["d"]),
-                         N("ReduceMin", ["x", "ax"], ["e"])],
-                        {"x": X4}, {"ax": i64(1, -1)}, 18, ["a", "b", "c", "d", "e"]),
+                         N("ReduceMin", ["x", "ax"], ["e"]), N("ReduceProd", ["x", "ax"], ["f"], keepdims=0),
+                         N("ReduceProd", ["x"], ["g"])],
+                        {"x": X4}, {"ax": i64(1, -1)}, 18, ["a", "b", "c", "d", "e", "f", "g"]),
     "argmax": ([N("ArgMax", ["x"], ["a"], axis=1), N("ArgMax", ["x"], ["b"], axis=-1, keepdims=0, select_last_index=1)],
                {"x": np.round(X4 * 2)}, {}, 13, ["a", "b"]),
     # ---- shape and tensor ops

@@ -288,6 +288,16 @@ OPS["ReduceSumSquare"] = _reduction(lambda x, ax, k: torch.sum(x * x, dim=ax, ke
 OPS["ReduceLogSumExp"] = _reduction(lambda x, ax, k: torch.logsumexp(x, dim=ax, keepdim=k))
 
 
+def _prod(x, axes, keep):
+    """torch.prod takes one dim at a time (tf2onnx multiplies shape dims with ReduceProd)."""
+    for a in axes:
+        x = torch.prod(x, dim=a, keepdim=True)
+    return x if keep else x.squeeze(tuple(axes))
+
+
+OPS["ReduceProd"] = _reduction(_prod)
+
+
 @op("ArgMax", "ArgMin")
 def _argmax(n, x):
     axis = norm_axis(n.a("axis", 0), x.dim())
