@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.distill_real import CACHE, KEPT, OUT, meta, scored  # noqa: E402
+from bench.distill_real import KEPT, OUT, command, scored  # noqa: E402
 
 
 def tag(args) -> str:
@@ -48,19 +48,11 @@ def run(args) -> None:
         gpu = "no torch"
     method = tag(args)
     for name in args.models:
-        m = meta(name)
-        shape = ",".join(map(str, (1, *m["input_shape"])))
         for target in args.targets:
             stem = f"{name}.{target:g}.{method}".replace("+", "_")  # file names travel back in letters, digits, . _ -
             out, rep = args.out / f"{stem}.onnx", args.out / f"{stem}.report.json"
-            cmd = [sys.executable, "-m", "onnxcompress", str(CACHE / f"{name}.onnx"), "--calib",
-                   str(CACHE / f"{name}.calib.npz"), "--target-macs", str(target), "--recover", "distill",
-                   "--device", args.device, "--distill-seconds", str(args.seconds),
-                   "--input-shape", f"{m['input_name']}:{shape}", "-o", str(out), "--report", str(rep), "-q"]
-            if args.mix is not None:
-                cmd += ["--distill-mix", str(args.mix)]
-            if args.lr is not None:
-                cmd += ["--distill-lr", str(args.lr)]
+            cmd = command(name, target, "distill", out, rep, args.seconds, None, mix=args.mix, lr=args.lr,
+                          device=args.device)
             before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             t = time.perf_counter()
             p = subprocess.run(cmd, capture_output=True, text=True)

@@ -65,21 +65,14 @@ def score(name: str, path: Path, split: str) -> float | None:
     return float(evaluate(str(path), npz, js)["accuracy"]) if Path(npz).exists() else None
 
 
-def run(name: str, target: float, method: str, tmp: Path, seconds: float, samples: int | None,
-        augment: float = 0.0, calib_augment: float = 0.0, attention: str = "heads", mix: float | None = None,
-        lr: float | None = None) -> dict:
+def command(name: str, target: float, method: str, out: Path, rep: Path, seconds: float, samples: int | None,
+            augment: float = 0.0, calib_augment: float = 0.0, attention: str = "heads", mix: float | None = None,
+            lr: float | None = None, device: str | None = None) -> list[str]:
+    """The CLI run of one row: ``--calib`` (``--calib-samples``), ``--target-macs``, ``--recover`` and its options."""
     m = meta(name)
-    src = CACHE / f"{name}.onnx"
-    KEPT.mkdir(parents=True, exist_ok=True)
-    tag = f"{method}+aug{augment:g}" if augment and method == "distill" else method
-    tag += f"+caug{calib_augment:g}" if calib_augment else ""
-    tag += "+dims" if attention == "dims" else ""
-    tag += f"+mix{mix:g}" if mix is not None and method == "distill" else ""
-    tag += f"+lr{lr:g}" if lr is not None and method == "distill" else ""
-    out, rep = KEPT / f"{name}.{target:g}.{tag}.{samples or 128}.onnx", tmp / f"{name}.{method}.json"
     shape = ",".join(map(str, (1, *m["input_shape"])))
     calib = CACHE / (f"{name}.calib{samples}.npz" if samples and samples > 128 else f"{name}.calib.npz")
-    cmd = [sys.executable, "-m", "onnxcompress", str(src), "--calib", str(calib),
+    cmd = [sys.executable, "-m", "onnxcompress", str(CACHE / f"{name}.onnx"), "--calib", str(calib),
            "--target-macs", str(target), "--recover", method, "--input-shape", f"{m['input_name']}:{shape}",
            "-o", str(out), "--report", str(rep), "-q", "--distill-seconds", str(seconds)]
     if samples:
@@ -94,6 +87,22 @@ def run(name: str, target: float, method: str, tmp: Path, seconds: float, sample
         cmd += ["--distill-mix", str(mix)]
     if lr is not None and method == "distill":
         cmd += ["--distill-lr", str(lr)]
+    if device is not None:
+        cmd += ["--device", device]
+    return cmd
+
+
+def run(name: str, target: float, method: str, tmp: Path, seconds: float, samples: int | None,
+        augment: float = 0.0, calib_augment: float = 0.0, attention: str = "heads", mix: float | None = None,
+        lr: float | None = None) -> dict:
+    KEPT.mkdir(parents=True, exist_ok=True)
+    tag = f"{method}+aug{augment:g}" if augment and method == "distill" else method
+    tag += f"+caug{calib_augment:g}" if calib_augment else ""
+    tag += "+dims" if attention == "dims" else ""
+    tag += f"+mix{mix:g}" if mix is not None and method == "distill" else ""
+    tag += f"+lr{lr:g}" if lr is not None and method == "distill" else ""
+    out, rep = KEPT / f"{name}.{target:g}.{tag}.{samples or 128}.onnx", tmp / f"{name}.{method}.json"
+    cmd = command(name, target, method, out, rep, seconds, samples, augment, calib_augment, attention, mix, lr)
     method = tag
     t = time.perf_counter()
     proc = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True)

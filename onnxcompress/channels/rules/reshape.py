@@ -67,12 +67,18 @@ def _moved_axes(segs, a, b, axes: tuple[int, ...]) -> tuple[int, ...] | None:
     return tuple(new)
 
 
+def _producer_past(value: ir.Value, skipped: tuple[str, ...]) -> ir.Node | None:
+    """The first node behind ``value`` that is not one of ``skipped`` (ops that pass a shape piece on)."""
+    node = value.producer()
+    while node is not None and node.op_type in skipped:
+        node = node.inputs[0].producer()
+    return node
+
+
 def _scaled_count(piece: ir.Value, ctx: ConstantReader, count: int) -> tuple[ir.Node, int] | None:
     """A run-time target piece ``dim * count`` (torch's ``bsz * num_heads``), through Unsqueeze
     or Cast: the Mul and the index of its constant ``count``, which a rewrite can change."""
-    node = piece.producer()
-    while node is not None and node.op_type in ("Unsqueeze", "Cast", "Identity", "Reshape"):
-        node = node.inputs[0].producer()
+    node = _producer_past(piece, ("Unsqueeze", "Cast", "Identity", "Reshape"))
     if node is None or node.op_type != "Mul":
         return None
     for k, v in enumerate(node.inputs[:2]):
@@ -88,9 +94,7 @@ def _shape_dims(piece: ir.Value, pos: int, ctx: ConstantReader) -> list[tuple[ir
     ``Shape(t)``, sliced or gathered by constants, through Unsqueeze or Cast, gives one dim;
     ``ReduceProd`` over such a piece (tf2onnx's batch axes merged with the heads) gives several.
     """
-    node = piece.producer()
-    while node is not None and node.op_type in ("Unsqueeze", "Cast", "Identity"):
-        node = node.inputs[0].producer()
+    node = _producer_past(piece, ("Unsqueeze", "Cast", "Identity"))
     if node is None:
         return None
     if node.op_type == "ReduceProd":
@@ -169,9 +173,7 @@ def _along(info, axis: int) -> np.ndarray:
 
 def _target_concat(target: ir.Value) -> ir.Node | None:
     """The Concat that builds a run-time target, through Cast or Identity (tf2onnx casts it)."""
-    prod = target.producer()
-    while prod is not None and prod.op_type in ("Cast", "Identity"):
-        prod = prod.inputs[0].producer()
+    prod = _producer_past(target, ("Cast", "Identity"))
     return prod if prod is not None and prod.op_type == "Concat" else None
 
 
