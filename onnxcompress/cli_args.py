@@ -28,7 +28,9 @@ def add_attention_arg(p: argparse.ArgumentParser) -> None:
                    help="what attention loses: 'heads' removes whole heads (their q, k and v filters and their rows "
                    "of the output projection); 'dims' keeps every head and removes the same dims from each: q's with "
                    "k's (exact: the scores only shift by a constant per row, which the softmax drops) and v's with "
-                   "the output projection's rows (default heads)")
+                   "the output projection's rows (default heads). Fused ops follow too: com.microsoft Attention and "
+                   "MultiHeadAttention and ai.onnx Attention keep their head count and get smaller heads; "
+                   "GroupQueryAttention keeps whole heads")
 
 
 def add_calib_args(p: argparse.ArgumentParser) -> None:

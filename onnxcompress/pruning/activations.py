@@ -76,6 +76,23 @@ def rebatch(batches, size: int = EXPOSED_BATCH):
                 break
 
 
+def unread_outputs(analysis: AnalysisResult) -> dict[str, int]:
+    """Outputs of filter layers whose channels no consumer slot reads (name -> channel axis).
+
+    q's and k's channels in unfused attention under ``--attention dims`` meet only the scores
+    product: the sensitivity model masks them where they are made (``MaskedModel``).
+    """
+    roots = analysis.uf.all_roots()
+    read = {int(r) for s in consumer_slots(analysis) for r in np.unique(roots[s.ids])}
+    out: dict[str, int] = {}
+    for s in analysis.slots:
+        v = s.node.outputs[0] if s.role == "out" and s.node.outputs else None
+        info = analysis.info.get(v) if v is not None else None
+        if info is not None and len(info.axes) == 1 and not read & {int(r) for r in np.unique(roots[info.ids])}:
+            out[v.name] = info.axes[0]
+    return out
+
+
 def collect_stats(model: ir.Model | onnx.ModelProto, batches, values: dict[str, int]) -> dict[str, FeatureStats]:
     """Stream ``batches`` through ``model`` and reduce each named value to per-feature moments."""
     names = list(values)

@@ -22,7 +22,7 @@ import onnx_ir as ir
 
 from onnxcompress._ir_utils import is_const
 from onnxcompress.channels.state import AnalysisResult
-from onnxcompress.pruning.activations import FeatureStats, collect_stats, consumer_slots, data_aware_scores
+from onnxcompress.pruning.activations import FeatureStats, collect_stats, consumer_slots, data_aware_scores, unread_outputs
 from onnxcompress.pruning.plan import Group, Plan, macs_kept, weakest_atoms
 from onnxcompress.channels.rules import consumer_of
 from onnxcompress.pruning.recover import Consumer, first_samples, refit
@@ -76,6 +76,7 @@ class CalibratedPruning:
         self.reference = self.model.clone()
         self.out_names = {id(n): n.outputs[0].name for n in self.model.graph if n.outputs}
         values = {s.node.inputs[0].name: self.analysis.info[s.node.inputs[0]].axes[0] for s in consumer_slots(self.analysis)}
+        values.update(unread_outputs(self.analysis))
         self.stats = collect_stats(self.reference, self.fit, values) if values else {}
         self.report["statistics_s"] = time.perf_counter() - t
         self.report["consumers_measured"] = len(self.stats)

@@ -23,7 +23,7 @@ import onnx_ir as ir
 
 from onnxcompress.channels.state import AnalysisResult
 from onnxcompress.fidelity import MAP_THRESHOLD, is_probability_map, map_scores
-from onnxcompress.pruning.activations import FeatureStats, consumer_slots
+from onnxcompress.pruning.activations import FeatureStats, consumer_slots, unread_outputs
 from onnxcompress.pruning.plan import Group, _round_keep, _step, weakest_atoms
 from onnxcompress.pruning.suffix import SuffixRunner
 from onnxcompress.runtime import Session, np_dtype
@@ -107,12 +107,39 @@ class MaskedModel:
                 pnode.input[0] = y
                 self.covered.add(id(s))
             self.slots.append((slots[0], m, b, shape, st.mean, np.dtype(np_dtype(slots[0].node.inputs[0].dtype))))
+        self.outputs = self._mask_unread_outputs(proto, stats, shapes, new_nodes)
         self.lossy_slots, self.unsimulated = self._simulate_lossy(proto, nodes, shapes, new_nodes)
         # The Mul/Add pairs go first: their inputs are graph inputs or earlier nodes' outputs,
         # so a topological sort after insertion keeps the graph valid.
         _insert_sorted(proto, new_nodes)
         self.proto = proto
         self._session: Session | None = None
+
+    def _mask_unread_outputs(self, proto, stats: dict[str, FeatureStats], shapes, new_nodes: list) -> list:
+        """Mask and shift, where they are made, the channels no consumer reads (q's and k's dims
+        under ``--attention dims``): a removed one becomes its calibrated mean, a constant, as
+        the pruned model's channel is. Returns (ids, mask name, shift name, shape, mean, dtype)."""
+        out = []
+        by_name = {v.name: v for v in self.analysis.info}
+        for k, name in enumerate(unread_outputs(self.analysis)):
+            st, v = stats.get(name), by_name.get(name)
+            ids = self.analysis.info[v].ids if v is not None else None
+            if st is None or ids is None or len(ids) != len(st.mean) or name not in shapes:
+                continue
+            rank = len(shapes[name])
+            shape = [1] * rank
+            shape[st.axis % rank] = len(st.mean)
+            m, b, y = f"__oc_out_mask_{k}", f"__oc_out_shift_{k}", f"__oc_out_masked_{k}"
+            dtype = np.dtype(np_dtype(v.dtype))
+            elem = onnx.helper.np_dtype_to_tensor_dtype(dtype)
+            proto.graph.input.extend([oh.make_tensor_value_info(m, elem, shape), oh.make_tensor_value_info(b, elem, shape)])
+            for node in proto.graph.node:
+                for i, x in enumerate(node.input):
+                    if x == name:
+                        node.input[i] = y
+            new_nodes += [oh.make_node("Mul", [name, m], [y + "_m"]), oh.make_node("Add", [y + "_m", b], [y])]
+            out.append((ids, m, b, shape, st.mean, dtype))
+        return out
 
     def _simulate_lossy(self, proto, nodes: dict[int, int], shapes, new_nodes: list) -> tuple[list, list]:
         """Replace each lossy node by its rule's masked simulation, fed its own mask and factor.
@@ -170,12 +197,26 @@ class MaskedModel:
                 why = f"read by {s.node.op_type} {s.node.name or ''}".rstrip() + ", which calibration cannot simulate"
                 for r in np.unique(roots[s.ids]):
                     out.setdefault(int(r), why)
+        # A group that no mask reaches (q and k dims, read only by the scores product) would
+        # measure as free, and the allocation would empty it.
+        reached = {int(r) for s in self.analysis.slots if id(s) in self.covered for r in np.unique(roots[s.ids])}
+        reached |= {int(r) for ids, *_ in self.lossy_slots + self.outputs for r in np.unique(roots[ids])}
+        for s in self.analysis.slots:
+            if s.role == "out":
+                why = f"filters of {s.node.op_type} {s.node.name or ''}".rstrip() + " that no weight layer reads, so calibration cannot measure their removal"
+                for r in np.unique(roots[s.ids]):
+                    if int(r) not in reached:
+                        out.setdefault(int(r), why)
         return out
 
     def feeds_for(self, removed: np.ndarray) -> dict[str, np.ndarray]:
         out = {}
         for s, m, b, shape, mean, dtype in self.slots:
             gone = removed[s.ids]
+            out[m] = (~gone).astype(dtype).reshape(shape)
+            out[b] = np.where(gone, mean, 0.0).astype(dtype).reshape(shape)
+        for ids, m, b, shape, mean, dtype in self.outputs:
+            gone = removed[ids]
             out[m] = (~gone).astype(dtype).reshape(shape)
             out[b] = np.where(gone, mean, 0.0).astype(dtype).reshape(shape)
         for ids, m, f, shape, dtype in self.lossy_slots:

@@ -71,3 +71,52 @@ def test_sensitivity_samples_are_bounded_by_input_bytes():
     page = [{"x": np.zeros((4, 3, 640, 640), np.float32)}]  # 4.9 MB a sample: 6 by bytes, floored at 8
     mid = [{"x": np.zeros((4, 3, 320, 320), np.float32)}]  # 1.2 MB a sample: 26
     assert [sensitivity_sample_count(b) for b in (small, page, mid)] == [32, 8, 27]
+
+
+def test_q_and_k_dims_are_masked_where_they_are_made(tmp_path):
+    """--attention dims on unfused attention: q's and k's dims are read only by the scores
+    product, which no consumer mask reaches. Unmasked, their removal measured as free (and an
+    empty suffix session crashed); masked at the q and k projections, it costs what it costs."""
+    import onnx
+
+    import onnxcompress as oc
+    from onnxcompress.channels.rules._testing import Net
+
+    n = Net(17)
+    x = n.input((1, 5, 12))
+
+    def heads_of(name: str, perm: list[int]) -> str:
+        mm = n.op("MatMul", [x, n.const(n.rng.standard_normal((12, 12)))], name=name)
+        return n.op("Transpose", [n.op("Reshape", [mm, n.const([1, 5, 4, 3], np.int64)])], perm=perm)
+
+    q, kt, v = heads_of("q", [0, 2, 1, 3]), heads_of("k", [0, 2, 3, 1]), heads_of("v", [0, 2, 1, 3])
+    p = n.op("Softmax", [n.op("Div", [n.op("MatMul", [q, kt]), n.const(np.array(2.0))])], axis=-1)
+    o = n.op("Reshape", [n.op("Transpose", [n.op("MatMul", [p, v])], perm=[0, 2, 1, 3]), n.const([1, 5, 12], np.int64)])
+    y = n.op("MatMul", [o, n.const(n.rng.standard_normal((12, 12)))], name="out_proj")
+    onnx.save(n.proto([y]), tmp_path / "m.onnx")
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).standard_normal((64, 5, 12)).astype(np.float32))
+    cfg = oc.CompressConfig(target_macs=0.6, calib=str(tmp_path / "calib.npz"), attention="dims", round_to=1, force=True)
+    groups = {tuple(g["filters"]): g for g in oc.compress(str(tmp_path / "m.onnx"), cfg).report.search["groups"]}
+    qk, v_dims = groups[("k", "q")], groups[("v",)]
+    assert "unmeasured" not in qk and [c["removed"] for c in qk["curve"]] == [1, 1, 2]
+    assert all(c["drift"] > 0.1 for c in qk["curve"]) and qk["curve"][-1]["drift"] > qk["curve"][0]["drift"]
+    assert v_dims["curve"] and all(c["drift"] > 0.01 for c in v_dims["curve"]) and v_dims["removed"] > 0
+
+
+def test_a_group_no_mask_reaches_is_unmeasured_not_free(tmp_path):
+    """--attention dims on a fused Attention: q's and k's dims live only inside the op's weight,
+    where no mask reaches. They are reported as unmeasured and kept, never measured as free."""
+    import onnx
+
+    import onnxcompress as oc
+    from onnxcompress.channels.rules._testing import Net
+    from onnxcompress.channels.rules.attention_test import _with_output_shape, fused_block
+
+    n = Net(17)
+    onnx.save(_with_output_shape(n.proto([fused_block(n, tracked_input=True)], check=False)), tmp_path / "m.onnx")
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).standard_normal((64, 5, 12)).astype(np.float32))
+    cfg = oc.CompressConfig(target_macs=0.7, calib=str(tmp_path / "calib.npz"), attention="dims", round_to=1, force=True)
+    groups = oc.compress(str(tmp_path / "m.onnx"), cfg).report.search["groups"]
+    blind = [g for g in groups if g.get("unmeasured")]
+    assert len(blind) == 1 and blind[0]["removed"] == 0 and blind[0]["curve"] == []
+    assert "no weight layer reads" in blind[0]["unmeasured"] and blind[0]["atoms"] == 3  # dims of q and k

@@ -12,6 +12,12 @@ side by side, (B, S, H*d). onnxruntime's transformer optimizer writes it for BER
 - Input side: like MatMul, it reads its input channels through the weight's rows; a removed
   input channel's constant folds into the bias. It is not refit (its output is not x @ W).
 
+With ``--attention dims`` every head stays and the same dims go from each (the op keeps one
+head size): q's dim j with k's, which shifts every score of a row by one constant that the
+softmax drops, and v's dims apart, which the output carries. ``qkv_hidden_sizes`` is rewritten
+to the new q, k and v widths, and ``scale`` is pinned to the original 1/sqrt(d), which the op
+would otherwise recompute from the smaller head.
+
 What the rule does not follow, and keeps whole: unequal ``qkv_hidden_sizes``, rotary
 embeddings, a per-head attention bias, and past/present key-value caches.
 """
@@ -24,7 +30,7 @@ import onnx_ir as ir
 from onnxcompress.channels.protocols import AnalysisContext, Outcome, RewriteContext
 from onnxcompress.channels.rules import Rule, register
 from onnxcompress.channels.rules.consumer import ConsumerHooks, FoldContext, add_to_bias_input
-from onnxcompress.channels.rules.heads import join_scores, join_weighted, tie_rows
+from onnxcompress.channels.rules.heads import join_scores, join_weighted, tie_dims_across_heads, tie_rows
 from onnxcompress.channels.state import ChannelInfo
 
 
@@ -48,8 +54,9 @@ def _attention_macs(node: ir.Node, shapes: dict) -> int:
     if x is None or w is None or len(x) != 3:
         return 0
     b, s, k = (int(v) for v in x)
-    hidden = int(w[1]) // 3
-    return b * s * k * 3 * hidden + 2 * b * s * s * hidden  # projections, then scores and P @ V
+    sizes = node.attributes.get("qkv_hidden_sizes")
+    q, _, v = sizes.as_ints() if sizes is not None else [int(w[1]) // 3] * 3
+    return b * s * k * int(w[1]) + b * s * s * (q + v)  # projections, then scores and P @ V
 
 
 @register("Attention", domain="com.microsoft")
@@ -89,14 +96,19 @@ class FusedAttentionRule(Rule):
             ctx.add_slot(node, node.inputs[1], 0, info.ids, "in")
         heads = _int(node, "num_heads")
         d = ctx.shape(node.inputs[1])[1] // (3 * heads)
-        ids = ctx.fresh((heads, d), source=True)
-        tie_rows(ctx, ids)  # a head goes whole
+        if ctx.attention == "dims":
+            qk, v = ctx.fresh((heads, d), source=True), ctx.fresh((heads, d), source=True)
+            tie_dims_across_heads(ctx, qk)
+            tie_dims_across_heads(ctx, v)
+        else:
+            qk = v = ctx.fresh((heads, d), source=True)
+            tie_rows(ctx, qk)  # a head goes whole
         if ctx.excluded(node):
-            ctx.fix(ids, node, "excluded by --exclude")
-        flat = ids.ravel()
-        ctx.add_slot(node, node.inputs[1], 1, np.concatenate([flat, flat, flat]), "out")
-        ctx.add_slot(node, node.inputs[2], 0, np.concatenate([flat, flat, flat]), "bias")
-        ctx.set(node.outputs[0], ChannelInfo((2,), flat.copy()))
+            ctx.fix(np.concatenate([qk.ravel(), v.ravel()]), node, "excluded by --exclude")
+        columns = np.concatenate([qk.ravel(), qk.ravel(), v.ravel()])  # q | k | v
+        ctx.add_slot(node, node.inputs[1], 1, columns, "out")
+        ctx.add_slot(node, node.inputs[2], 0, columns.copy(), "bias")
+        ctx.set(node.outputs[0], ChannelInfo((2,), v.ravel().copy()))
         return None
 
     def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
@@ -108,21 +120,34 @@ class FusedAttentionRule(Rule):
         app.set_const(out, np.where(app.removed(ids), v_bias, np.nan))
 
     def rewrite(self, node: ir.Node, app: RewriteContext) -> None:
-        ids = app.channels(node.outputs[0]).ids
+        """Whole heads: fewer heads. Dims: every head, smaller (q and k from the cut weight's width)."""
         heads = _int(node, "num_heads")
-        d = ids.size // heads
-        kept = app.kept_count(node.outputs[0]) // d
-        node.attributes["num_heads"] = ir.AttrInt64("num_heads", int(kept))
-        sizes = node.attributes.get("qkv_hidden_sizes")
-        if sizes is not None:
-            node.attributes["qkv_hidden_sizes"] = ir.AttrInt64s("qkv_hidden_sizes", [int(kept * d)] * 3)
+        keep = app.keep_mask(node.outputs[0]).reshape(heads, -1)
+        d = keep.shape[1]
+        kept = int(keep[:, 0].sum()) if (keep == keep[:, :1]).all() else heads
+        d_v = int(keep.sum()) // kept
+        d_qk = (int(app.tensor(node.inputs[1]).shape[1]) - kept * d_v) // (2 * kept)
+        node.attributes["num_heads"] = ir.AttrInt64("num_heads", kept)
+        if node.attributes.get("qkv_hidden_sizes") is not None or (d_qk, d_v) != (d, d):
+            sizes = [kept * d_qk, kept * d_qk, kept * d_v]
+            node.attributes["qkv_hidden_sizes"] = ir.AttrInt64s("qkv_hidden_sizes", sizes)
+        pin_scale(node, d, d_qk)
+
+
+def pin_scale(node: ir.Node, d: int, d_qk: int) -> None:
+    """Keep the scores' scale 1/sqrt(d) where q's and k's head size shrank from d to ``d_qk``:
+    the op's default scale would follow the new size."""
+    scale = node.attributes.get("scale")
+    if d_qk != d and (scale is None or scale.as_float() == 0.0):
+        node.attributes["scale"] = ir.AttrFloat32("scale", float(1.0 / np.sqrt(d)))
 
 
 def _projected_macs(node: ir.Node, shapes: dict) -> int:
-    q, k = shapes.get(node.inputs[0].name), shapes.get(node.inputs[1].name)
+    q, k, out = (shapes.get(v.name) if v is not None else None for v in (node.inputs[0], node.inputs[1], node.outputs[0]))
     if q is None or k is None or len(q) != 3 or len(k) != 3:
         return 0
-    return 2 * int(q[0]) * int(q[1]) * int(k[1]) * int(q[2])  # scores and P @ V
+    out_width = int(out[2]) if out is not None and len(out) == 3 else int(q[2])
+    return int(q[0]) * int(q[1]) * int(k[1]) * (int(q[2]) + out_width)  # scores, then P @ V
 
 
 class ProjectedAttentionRule(Rule):
@@ -138,6 +163,10 @@ class ProjectedAttentionRule(Rule):
     attributes are rewritten. Inputs that carry per-head values it does not slice (a per-head
     bias or mask, a key-value cache) keep the heads whole. Rotary embeddings turn dims within a
     head, so whole heads still go exactly.
+
+    With ``--attention dims`` (not GroupQueryAttention, whose q, k and v share one head size, nor
+    a softcap) every head stays: dim j of every q and k head is one element, and v's dims another
+    set; the head counts stay and ``scale`` is pinned to the original 1/sqrt(d).
     """
 
     #: the attributes that count q's heads and k's and v's (the same one without grouped queries),
@@ -189,8 +218,12 @@ class ProjectedAttentionRule(Rule):
             return ctx.block(node, f"{node.op_type} with q, k and v widths that do not split into heads")
         # each kv head serves g q heads: repeated, it joins each of them (a group goes whole)
         v_rows = np.repeat(v.ids.reshape(hkv, -1), g, axis=0)
-        scores = join_scores(ctx, q.ids.reshape(hq, -1), np.repeat(k.ids.reshape(hkv, -1), g, axis=0))
-        join_weighted(ctx, scores, v_rows)
+        if ctx.attention == "dims" and self._dims_reason(node, ctx) is None:
+            tie_dims_across_heads(ctx, q.ids.reshape(hq, -1), k.ids.reshape(hkv, -1))
+            tie_dims_across_heads(ctx, v.ids.reshape(hkv, -1))
+        else:
+            scores = join_scores(ctx, q.ids.reshape(hq, -1), np.repeat(k.ids.reshape(hkv, -1), g, axis=0))
+            join_weighted(ctx, scores, v_rows)
         bias = self._bias(node)
         if bias is not None:
             if g != 1 or not ctx.is_const(bias) or ctx.shape(bias) != (q.ids.size + k.ids.size + v.ids.size,):
@@ -200,6 +233,13 @@ class ProjectedAttentionRule(Rule):
         return None
 
     def _bias(self, node: ir.Node) -> ir.Value | None:
+        return None
+
+    def _dims_reason(self, node: ir.Node, ctx: AnalysisContext) -> str | None:
+        """Why ``--attention dims`` falls back to whole heads here (None: it does not)."""
+        softcap = node.attributes.get("softcap")
+        if softcap is not None and softcap.as_float() != 0.0:
+            return "a softcap (tanh) between the scores and the softmax does not pass a constant shift"
         return None
 
     def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
@@ -213,12 +253,14 @@ class ProjectedAttentionRule(Rule):
         app.set_const(node.outputs[0], np.repeat(cv.reshape(hkv, -1), hq // hkv, axis=0).ravel())
 
     def rewrite(self, node: ir.Node, app: RewriteContext) -> None:
+        """Whole heads: fewer heads. Dims: every head, with q's and k's head size pinned in ``scale``."""
         hq, hkv = self._heads(node)
-        d_v = app.channels(node.outputs[0]).ids.size // hq
-        kept_q = app.kept_count(node.outputs[0]) // d_v
-        node.attributes[self.q_heads_attr] = ir.AttrInt64(self.q_heads_attr, int(kept_q))
+        keep = app.keep_mask(node.inputs[0]).reshape(hq, -1)
+        kept_q = int(keep[:, 0].sum()) if (keep == keep[:, :1]).all() else hq
+        node.attributes[self.q_heads_attr] = ir.AttrInt64(self.q_heads_attr, kept_q)
         if node.attributes.get(self.kv_heads_attr) is not None:
-            node.attributes[self.kv_heads_attr] = ir.AttrInt64(self.kv_heads_attr, int(kept_q // (hq // hkv)))
+            node.attributes[self.kv_heads_attr] = ir.AttrInt64(self.kv_heads_attr, kept_q // (hq // hkv))
+        pin_scale(node, keep.shape[1], int(keep.sum()) // kept_q)
 
 
 @register("MultiHeadAttention", domain="com.microsoft")
@@ -245,6 +287,9 @@ class GroupQueryAttentionRule(ProjectedAttentionRule):
         if len(node.inputs) > 11 and node.inputs[11] is not None:
             return "GroupQueryAttention with a per-head sink"
         return super()._unsupported(node, ctx)
+
+    def _dims_reason(self, node: ir.Node, ctx: AnalysisContext) -> str | None:
+        return "GroupQueryAttention has one head size for q, k and v (and its CPU kernel wants multiples of 16)"
 
     def rewrite(self, node: ir.Node, app: RewriteContext) -> None:
         super().rewrite(node, app)

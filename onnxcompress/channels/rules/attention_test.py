@@ -188,3 +188,54 @@ def test_a_key_value_cache_keeps_the_groups() -> None:
     c = n.analyse([gqa_block(n, "GroupQueryAttention", past=True)], check=False)
     assert set(c.blocks_at("att")) == {("GroupQueryAttention", "GroupQueryAttention with a key-value cache")}
     assert not c.tracked("att")
+
+
+def _dims_of(c, name: str, heads: int) -> np.ndarray:
+    return c.roots[c.ids(name)].reshape(heads, -1)
+
+
+@pytest.mark.parametrize("op", ["FusedAttention", "MultiHeadAttention", "Attention", "GroupedAttention"])
+def test_attention_dims_in_fused_ops_are_removed_exactly(op: str, tmp_path) -> None:
+    """--attention dims: every head stays and the same dims go from each, q's with k's and v's
+    apart. The written op keeps its head count, gets the new widths (qkv_hidden_sizes where it
+    has one) and its scale pinned to 1/sqrt(d) of the original head; it equals zero mode."""
+    n = Net(23)
+    if op == "FusedAttention":
+        y, heads, d = fused_block(n, tracked_input=True), HEADS, D
+    elif op == "GroupedAttention":
+        y, heads, d = gqa_block(n, "Attention"), HQ, DG
+    else:
+        y, heads, d = projected_block(n, op), HEADS, D
+    c = n.analyse([y], check=False, attention="dims")
+    assert c.blocks_at("att") == []
+    if op == "FusedAttention":
+        w = c.slot("att", "out")[2].reshape(3, heads, d)
+        qk, v = c.roots[w[0]], c.roots[w[2]]
+        assert (c.roots[w[1]] == qk).all()
+    else:
+        qk, v = _dims_of(c, "q", heads), _dims_of(c, "v", HKV if op == "GroupedAttention" else heads)
+        k = _dims_of(c, "k", HKV if op == "GroupedAttention" else heads)
+        assert (k == qk[: len(k)]).all()
+    assert (qk == qk[:1]).all() and len(set(qk[0])) == d  # dim j of every head is one element
+    assert (v == v[:1]).all() and len(set(v[0])) == d and not set(v.ravel()) & set(qk.ravel())
+    settings = {"attention": "dims"} if op != "GroupedAttention" else {"attention": "dims", "ratio": 0.25}
+    outs = remove_and_zero(_with_output_shape(n.proto([y], check=False)), tmp_path, _feeds(), **settings)
+    m = onnx.load(tmp_path / "remove.onnx")
+    att = next(nd for nd in m.graph.node if nd.op_type in ("Attention", "MultiHeadAttention"))
+    attrs = {a.name: (a.ints if a.ints else (a.i if a.type == onnx.AttributeProto.INT else a.f)) for a in att.attribute}
+    assert {v for k_, v in attrs.items() if k_.endswith("num_heads")} == {heads} | ({HKV} if op == "GroupedAttention" else set())
+    if op == "FusedAttention":
+        q_w, _, v_w = attrs["qkv_hidden_sizes"]
+        assert q_w < heads * d and q_w % heads == 0 and v_w % heads == 0
+    assert attrs["scale"] == pytest.approx(1 / np.sqrt(d))  # the smaller head keeps the original scale
+    np.testing.assert_allclose(outs["remove"], outs["zero"], rtol=1e-4, atol=1e-5)
+    original = next(iter(Session(str(tmp_path / "model.onnx")).run(_feeds()).values()))
+    assert not np.allclose(outs["remove"], original, atol=1e-3)  # dims were really removed
+
+
+def test_grouped_query_attention_keeps_whole_heads_under_dims() -> None:
+    """One head size for q, k and v: --attention dims falls back to whole kv groups."""
+    n = Net(23)
+    c = n.analyse([gqa_block(n, "GroupQueryAttention")], check=False, attention="dims")
+    k = c.roots[c.ids("k")].reshape(HKV, DG)
+    assert (k == k[:, :1]).all() and len(set(k[:, 0])) == HKV

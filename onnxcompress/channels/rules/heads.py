@@ -105,3 +105,12 @@ def softmax_over(v: ir.Value, axis: int, rank: int, opset: int = 13) -> bool:
         return False
     a = p.attributes.get("axis")
     return (a.as_int() if a is not None else (-1 if opset >= 13 else 1)) % rank == axis % rank
+
+
+def tie_dims_across_heads(ctx: AnalysisContext, *rows: np.ndarray) -> None:
+    """Dim j of every head (of every (heads, d) array given) becomes one element: a fused op keeps
+    one head size, so the same dims go from each head."""
+    first = rows[0][0]
+    for ids in rows:
+        for row in ids:
+            ctx.union(first, row)
