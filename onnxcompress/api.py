@@ -45,6 +45,12 @@ def inspect(
         layers=cost.layers,
         input_shapes={k: list(v) for k, v in shapes_in.items()},
     )
+    unsized = [layer.name for layer in cost.layers if layer.params and layer.out_shape is None]
+    if unsized:
+        report.warnings.append(
+            f"MACs not counted for {len(unsized)} weight layer(s) ({', '.join(unsized[:3])}{', ...' if len(unsized) > 3 else ''}): "
+            "their shapes could not be inferred, nor measured by running the model on random inputs; the MACs total "
+            "leaves them out (pin the input sizes with --input-shape)")
     if groups:
         from onnxcompress.pruning.plan import describe_groups
 

@@ -91,6 +91,28 @@ def map_scores(ref: np.ndarray, got: np.ndarray, threshold: float) -> tuple[floa
 MAX_SEQUENCE_POSITIONS = 256
 
 
+#: ops whose output is a feature vector, never class scores (normalised or squashed hidden
+#: states: BERT's last_hidden_state and pooler_output, a sentence embedding)
+FEATURE_OPS = {"LayerNormalization", "SkipLayerNormalization", "SkipSimplifiedLayerNormalization",
+               "SimplifiedLayerNormalization", "RMSNormalization", "EmbedLayerNormalization", "LpNormalization", "Tanh"}
+_PASS_THROUGH = {"Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Cast"}
+
+
+def feature_outputs(model) -> frozenset[str]:
+    """Graph outputs of an onnx-ir model made by a ``FEATURE_OPS`` op (past reshapes): judged by
+    cosine, not by the argmax of a class axis they do not have. Random-weight BERT's
+    last_hidden_state read as a sequence of 768-way class scores agreed nowhere, and the floor
+    refused every compressed model."""
+    out = set()
+    for v in model.graph.outputs:
+        node = v.producer()
+        while node is not None and node.op_type in _PASS_THROUGH and node.inputs and node.inputs[0] is not None:
+            node = node.inputs[0].producer()
+        if node is not None and node.op_type in FEATURE_OPS:
+            out.add(v.name)
+    return frozenset(out)
+
+
 def guess_class_axis(a: np.ndarray) -> int | None:
     """The axis of class scores in a float output, or None when it has none."""
     if not np.issubdtype(a.dtype, np.floating) or a.ndim < 2:
@@ -208,12 +230,13 @@ def _cosines(a64: np.ndarray, b64: np.ndarray) -> np.ndarray:
 
 def compare_output(
     a: np.ndarray, b: np.ndarray, class_axis: int | None = None, map_threshold: float | None = None,
-    confident: np.ndarray | None = None,
+    confident: np.ndarray | None = None, feature: bool = False,
 ) -> OutputFidelity:
     """Fidelity of one output ``b`` against the reference ``a`` (same shape).
 
     ``confident`` (a boolean (N, A) mask) marks ``a`` as box regression beside a score map:
-    it is judged by the cosine of its rows at those anchors only.
+    it is judged by the cosine of its rows at those anchors only. A ``feature`` output (hidden
+    states, embeddings) is judged by cosine alone, unless ``class_axis`` is given.
     """
     if not np.issubdtype(a.dtype, np.floating):
         same = bool(np.array_equal(a, b))
@@ -231,6 +254,8 @@ def compare_output(
         cosine_mean=float(cos.mean()) if cos.size else 1.0,
         rank=a.ndim,
     )
+    if feature and class_axis is None:
+        return out
     if confident is not None:
         ra = a.astype(np.float64)[confident]
         rb = b.astype(np.float64)[confident]
@@ -284,10 +309,12 @@ def compare_outputs(
     class_axes: dict[str, int] | None = None,
     inputs: str = "random",
     map_thresholds: dict[str, float] | None = None,
+    features: frozenset[str] = frozenset(),
 ) -> Fidelity:
     """Per-output and overall fidelity of ``got`` against ``ref``.
 
     With ``allow_shape_change`` (pruned graph outputs) outputs that changed shape are skipped.
+    ``features``: outputs judged by cosine only (``feature_outputs``).
     """
     class_axes = class_axes or {}
     map_thresholds = map_thresholds or {}
@@ -300,7 +327,8 @@ def compare_outputs(
             if allow_shape_change:
                 continue
             raise VerificationError(f"output {name!r} changed shape: {a.shape} -> {b.shape}")
-        per[name] = compare_output(a, b, class_axes.get(name), map_thresholds.get(name), confident.get(name))
+        per[name] = compare_output(a, b, class_axes.get(name), map_thresholds.get(name), confident.get(name),
+                                   feature=name in features)
         samples = max(samples, a.shape[0] if a.ndim else 1)
     agreements = [o.agreement for o in per.values() if o.agreement is not None]
     top1 = [o.agreement for n, o in per.items() if o.agreement is not None and ref[n].ndim == 2]

@@ -82,6 +82,8 @@ def render_inspect(report: InspectReport, console: Console) -> None:
         for bl in report.blockers or []:
             console.print(f"  blocked at {bl['node']} ({bl['op']}): {bl['reason']}")
     shapes = ", ".join(f"{k}:{'x'.join(map(str, v))}" for k, v in report.input_shapes.items())
+    for w in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
     console.print(
         f"[bold]total[/bold]  params {human(report.params)} ({report.params:,})  "
         f"MACs {human(report.macs)} ({report.macs:,})  file {human(report.file_bytes, 'B')}  inputs {shapes}"

@@ -31,6 +31,8 @@ class InspectReport:
     #: with ``groups=True``: prunable channel groups and the blockers of the rest
     groups: list[dict] | None = None
     blockers: list[dict] | None = None
+    #: what the figures above leave out (weight layers whose shapes, so MACs, are unknown)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = {
@@ -40,6 +42,8 @@ class InspectReport:
             "input_shapes": self.input_shapes,
             "layers": [layer.to_dict() for layer in self.layers],
         }
+        if self.warnings:
+            d["warnings"] = self.warnings
         if self.groups is not None:
             d["groups"] = self.groups
             d["blockers"] = self.blockers

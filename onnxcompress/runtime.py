@@ -67,8 +67,73 @@ def graph_inputs(model: ir.Model) -> list[ir.Value]:
 
 
 # ----------------------------------------------------------------------------- feeds
-def random_array(rng: np.random.Generator, shape, dtype) -> np.ndarray:
-    """Standard normal floats, 0/1 booleans, small non-negative ints.
+#: ops that index a constant table with an input: (op, domain) -> {index input: table input}
+INDEX_TABLES = {("Gather", ""): {1: 0},
+                ("EmbedLayerNormalization", "com.microsoft"): {0: 2, 1: 4, 7: 3}}
+#: ops an index passes through on its way to the table
+_INDEX_PASS = {"Cast", "Identity", "Unsqueeze", "Squeeze", "Reshape", "Flatten"}
+#: random ints are drawn from [0, SMALL_INTS) unless a table they index is smaller
+SMALL_INTS = 4
+
+
+def index_bounds(nodes, rows) -> dict[str, int]:
+    """Value name -> the smallest table it indexes (its ints must stay below), for random feeds.
+
+    ``nodes``: (op, domain, input names, axis attribute or None) of every node; ``rows(name,
+    axis)``: a constant table's size along ``axis``, or None. BERT's token types index a
+    2-row table: a random 3 made onnxruntime refuse the model ("input index out of range").
+    """
+    uses: dict[str, list] = {}
+    for op, domain, inputs, outputs, axis in nodes:
+        for i, name in enumerate(inputs):
+            uses.setdefault(name, []).append((op, domain or "", i, inputs, outputs, axis))
+
+    def bound(name: str, depth: int = 0) -> int | None:
+        found = []
+        for op, domain, i, inputs, outputs, axis in uses.get(name, []):
+            table = INDEX_TABLES.get((op, domain), {}).get(i)
+            if table is not None and table < len(inputs) and inputs[table]:
+                found.append(rows(inputs[table], axis if op == "Gather" else 0))
+            elif op in _INDEX_PASS and i == 0 and depth < 4 and outputs:
+                found.append(bound(outputs[0], depth + 1))
+        sizes = [f for f in found if f]
+        return min(sizes) if sizes else None
+
+    return {name: b for name in list(uses) if (b := bound(name)) is not None}
+
+
+def model_index_bounds(model: ir.Model) -> dict[str, int]:
+    """``index_bounds`` of an onnx-ir model, for its graph inputs only."""
+    nodes = [(n.op_type, n.domain, [v.name if v is not None else "" for v in n.inputs], [v.name for v in n.outputs],
+              n.attributes["axis"].as_int() if "axis" in n.attributes else 0) for n in model.graph]
+    consts = {v.name: v for v in model.graph.initializers.values()}
+
+    def rows(name: str, axis: int) -> int | None:
+        v = consts.get(name)
+        dims = list(v.shape) if v is not None and v.shape is not None else []
+        return int(dims[axis]) if dims and -len(dims) <= axis < len(dims) and isinstance(dims[axis], int) else None
+
+    inputs = {v.name for v in graph_inputs(model)}
+    return {k: b for k, b in index_bounds(nodes, rows).items() if k in inputs}
+
+
+def proto_index_bounds(proto: onnx.ModelProto) -> dict[str, int]:
+    """``index_bounds`` of a ``ModelProto`` (tensor data is not read), for its graph inputs only."""
+    nodes = [(n.op_type, n.domain, list(n.input), list(n.output),
+              next((a.i for a in n.attribute if a.name == "axis"), 0)) for n in proto.graph.node]
+    dims = {t.name: list(t.dims) for t in proto.graph.initializer}
+
+    def rows(name: str, axis: int) -> int | None:
+        d = dims.get(name)
+        return int(d[axis]) if d and -len(d) <= axis < len(d) else None
+
+    inputs = {vi.name for vi in proto.graph.input}
+    return {k: b for k, b in index_bounds(nodes, rows).items() if k in inputs}
+
+
+def random_array(rng: np.random.Generator, shape, dtype, high: int | None = None) -> np.ndarray:
+    """Standard normal floats, 0/1 booleans, small non-negative ints (below ``high`` when given:
+    the size of a table the input indexes).
 
     Raises ``InputError``, not numpy's ``MemoryError``, when the array does not fit.
     """
@@ -79,7 +144,7 @@ def random_array(rng: np.random.Generator, shape, dtype) -> np.ndarray:
             return rng.standard_normal(shape).astype(dtype)
         if dtype == np.bool_:
             return rng.integers(0, 2, shape).astype(bool)
-        return rng.integers(0, 4, shape).astype(dtype)
+        return rng.integers(0, max(1, min(SMALL_INTS, high or SMALL_INTS)), shape).astype(dtype)
     except MemoryError as exc:
         raise InputError(f"not enough memory for random inputs of shape {tuple(shape)}: {exc}") from None
 
@@ -118,17 +183,19 @@ def random_feeds(model: ir.Model, input_shapes: dict[str, Shape], seed: int = 0)
             )
         inputs.append((v.name, tuple(dims), dtype))
     rng = np.random.default_rng(seed)
-    return {name: random_array(rng, shape, dtype) for name, shape, dtype in inputs}
+    bounds = model_index_bounds(model) if any(not np.issubdtype(d, np.floating) for _, _, d in inputs) else {}
+    return {name: random_array(rng, shape, dtype, bounds.get(name)) for name, shape, dtype in inputs}
 
 
 def proto_random_feeds(proto: onnx.ModelProto, shapes: dict[str, Shape], seed: int) -> dict[str, np.ndarray]:
     """``random_feeds`` for a ``ModelProto`` (inputs without a given shape are skipped)."""
     rng = np.random.default_rng(seed)
     feeds = {}
+    bounds = proto_index_bounds(proto)
     for vi in proto.graph.input:
         if vi.name in shapes:
             dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
-            feeds[vi.name] = random_array(rng, shapes[vi.name], dtype)
+            feeds[vi.name] = random_array(rng, shapes[vi.name], dtype, bounds.get(vi.name))
     return feeds
 
 

@@ -24,7 +24,7 @@ import onnx_ir as ir
 
 from onnxcompress.context import CompressContext
 from onnxcompress.errors import CollapseError, InputError, VerificationError
-from onnxcompress.fidelity import Fidelity, compare_outputs
+from onnxcompress.fidelity import Fidelity, compare_outputs, feature_outputs
 from onnxcompress.passes.base import ReportingPass
 from onnxcompress.runtime import Serialized, Session, random_feeds, second_sizing
 
@@ -141,7 +141,7 @@ class VerifyPass(ReportingPass):
             raise VerificationError(f"onnxruntime cannot run the output: {_first_line(exc)}") from exc
         fid = compare_outputs(
             ref.outputs, got, allow_shape_change=cfg.prune_outputs, class_axes=cfg.class_axes, inputs=ref.inputs,
-            map_thresholds=cfg.map_thresholds,
+            map_thresholds=cfg.map_thresholds, features=feature_outputs(model),
         )
         ctx.report.fidelity = fid.to_dict()
         self._floor(fid)

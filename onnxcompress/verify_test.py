@@ -57,3 +57,34 @@ def test_verify_before_its_reference_run_is_an_error():
     ctx = _ctx(ratio=0.5)
     with pytest.raises(Exception, match="before its ReferencePass"):
         VerifyPass(ctx, ReferencePass(ctx))(ir.load(str(MODEL)))
+
+
+def test_hidden_states_are_judged_by_cosine_not_as_class_scores():
+    """BERT's last_hidden_state (a LayerNorm's output, (N, T, 768)) read as a sequence of 768-way
+    class scores agreed at no position after pruning, and the floor refused every model. An output
+    made by a normalisation (past reshapes) or a Tanh is a feature: judged by cosine alone."""
+    import numpy as np
+    import onnx
+    import onnx.helper as h
+    from onnx import TensorProto, numpy_helper
+
+    from onnxcompress.fidelity import compare_outputs, feature_outputs
+    from onnxcompress.io import load_model
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.ones(8, np.float32), "g"), numpy_helper.from_array(np.zeros(8, np.float32), "b")]
+    nodes = [h.make_node("MatMul", ["x", "w"], ["logits"]), h.make_node("LayerNormalization", ["logits", "g", "b"], ["ln"]),
+             h.make_node("Identity", ["ln"], ["hidden"]), h.make_node("Tanh", ["logits"], ["pooled"])]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, 8])],
+                     [h.make_tensor_value_info(n, TensorProto.FLOAT, [2, 5, 8]) for n in ("logits", "hidden", "pooled")], inits)
+    model = load_model(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]))
+    assert feature_outputs(model) == {"hidden", "pooled"}
+    a = rng.standard_normal((2, 5, 8)).astype(np.float32)
+    b = a + 0.3 * rng.standard_normal(a.shape).astype(np.float32)  # flips some argmaxes, keeps the direction
+    as_scores = compare_outputs({"hidden": a}, {"hidden": b}, inputs="calibration")
+    as_features = compare_outputs({"hidden": a}, {"hidden": b}, inputs="calibration", features=frozenset({"hidden"}))
+    assert as_scores.per_output["hidden"].task_figure()[1] == "sequence agreement"
+    figure, name = as_features.per_output["hidden"].task_figure()
+    assert name == "mean cosine" and figure > 0.9 and as_features.collapsed() is None
+    assert as_features.per_output["hidden"].sequence_agreement is None

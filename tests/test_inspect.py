@@ -96,3 +96,58 @@ def test_inspect_groups_lists_coupled_filters_and_blockers():
     assert not any(b["op"] == "LayerNormalization" for b in rep2.blockers)
     # inspect changes nothing
     assert oc.inspect(MODELS / "yolo_c2f.onnx").macs == rep.macs
+
+
+def _embedding_model(tmp_path, rows: int):
+    """token ids (1, 6) int64 and token types (1, 6) -> two Gathers -> Add -> MatMul(8 -> 4)."""
+    import onnx
+    import onnx.helper as h
+    from onnx import TensorProto, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((50, 8)).astype(np.float32), "words"),
+             numpy_helper.from_array(rng.standard_normal((rows, 8)).astype(np.float32), "types"),
+             numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "w")]
+    nodes = [h.make_node("Gather", ["words", "ids"], ["e1"]), h.make_node("Cast", ["tt"], ["tt64"], to=TensorProto.INT64),
+             h.make_node("Gather", ["types", "tt64"], ["e2"]), h.make_node("Add", ["e1", "e2"], ["e"]),
+             h.make_node("MatMul", ["e", "w"], ["y"])]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("ids", TensorProto.INT64, [1, 6]),
+                                  h.make_tensor_value_info("tt", TensorProto.INT32, [1, 6])],
+                     [h.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 4])], inits)
+    path = tmp_path / "emb.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_random_ints_stay_inside_the_tables_they_index(tmp_path):
+    """BERT's token types index a 2-row table: random ints from [0, 4) made onnxruntime refuse the
+    model ("input index out of range"). They are drawn below the smallest table they reach,
+    through a Cast."""
+    from onnxcompress.io import load_model
+    from onnxcompress.runtime import Session, model_index_bounds, random_feeds
+
+    model = load_model(str(_embedding_model(tmp_path, rows=2)))
+    assert model_index_bounds(model) == {"ids": 50, "tt": 2}
+    feeds = random_feeds(model, {"ids": (1, 6), "tt": (1, 6)}, seed=3)
+    assert feeds["tt"].max() <= 1 and feeds["tt"].dtype == np.int32 and feeds["ids"].max() <= 3
+    out = Session(str(tmp_path / "emb.onnx")).run(feeds)
+    assert next(iter(out.values())).shape == (1, 6, 4)
+
+
+def test_inspect_warns_when_it_cannot_size_a_weight_layer(tmp_path):
+    """A Reshape to a run-time shape given as an input leaves the MatMul after it unsized (random
+    ints are no valid shape): the MACs total leaves it out, and says so instead of printing 0."""
+    import onnx
+    import onnx.helper as h
+    from onnx import TensorProto, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((12, 4), np.float32), "w")
+    g = h.make_graph([h.make_node("Reshape", ["x", "shape"], ["r"]), h.make_node("MatMul", ["r", "w"], ["y"])], "g",
+                     [h.make_tensor_value_info("x", TensorProto.FLOAT, [2, 12]),
+                      h.make_tensor_value_info("shape", TensorProto.INT64, [2])],
+                     [h.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    rep = oc.inspect(tmp_path / "m.onnx", {"x": (2, 12), "shape": (2,)})
+    assert rep.macs == 0 and len(rep.warnings) == 1 and "1 weight layer(s)" in rep.warnings[0]
+    assert "warnings" in rep.to_dict()
+    assert oc.inspect(_embedding_model(tmp_path, rows=2), {"ids": (1, 6), "tt": (1, 6)}).warnings == []

@@ -31,7 +31,7 @@ import onnx_ir as ir
 import torch
 import torch.nn.functional as F
 
-from onnxcompress.fidelity import compare_outputs, drift_of, guess_class_axis, is_probability_map
+from onnxcompress.fidelity import compare_outputs, drift_of, feature_outputs, guess_class_axis, is_probability_map
 from onnxcompress.finetune.graph_module import GraphModule
 from onnxcompress.runtime import Session, concat_outputs
 
@@ -99,14 +99,17 @@ class _Samples:
         return {k: np.concatenate([self.batches[b][k][i : i + 1] for b, i in picks]) for k in keys}
 
 
-def _loss_kinds(teacher: dict[str, np.ndarray], cfg: DistillConfig) -> dict[str, tuple[str, int | None]]:
-    """Per output: (kind, class axis). kind: probs | logits | map | mse | skip."""
+def _loss_kinds(teacher: dict[str, np.ndarray], cfg: DistillConfig, features: frozenset[str] = frozenset()) -> dict:
+    """Per output: (kind, class axis). kind: probs | logits | map | mse (features too) | skip."""
     out = {}
     for name, t in teacher.items():
         if not np.issubdtype(t.dtype, np.floating):
             out[name] = ("skip", None)
             continue
         axis = cfg.class_axes.get(name)
+        if axis is None and name in features:  # hidden states, embeddings (fidelity.feature_outputs)
+            out[name] = ("mse", None)
+            continue
         if axis is None and (name in cfg.map_thresholds or is_probability_map(t)):
             out[name] = ("map", None)
             continue
@@ -150,7 +153,8 @@ class Distiller:
         per_sample = sum(v.nbytes for v in one.values())
         self.batch = max(1, min(cfg.batch, int(INPUT_BYTES // max(per_sample, 1)), len(self.fit)))
         first = self.teacher.run(one, self.outputs)
-        self.kinds = _loss_kinds(first, cfg)
+        self.feature_outputs = feature_outputs(student)
+        self.kinds = _loss_kinds(first, cfg, self.feature_outputs)
         # A fixed-batch graph often runs batched in torch all the same: then the student takes a
         # whole minibatch per run and only the teacher (onnxruntime) goes one sample at a time.
         self.batch_axes = self._student_batch_axes() if self.fixed else None
@@ -269,7 +273,7 @@ class Distiller:
                 losses.append(float(self._loss_of(targets, out)) * sizes[-1])
         got = concat_outputs(chunks, sizes)
         fid = compare_outputs(reference, got, class_axes=self.cfg.class_axes, inputs="calibration",
-                              map_thresholds=self.cfg.map_thresholds)
+                              map_thresholds=self.cfg.map_thresholds, features=self.feature_outputs)
         d, _ = drift_of(fid.to_dict())
         return d, sum(losses) / max(sum(sizes), 1), fid.to_dict()
 

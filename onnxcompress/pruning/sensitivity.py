@@ -152,8 +152,10 @@ class MaskedModel:
         unsimulated: list = []
         replaced: set[int] = set()
         for k, r in enumerate(self.analysis.lossy):
-            sim = getattr(self.analysis.rules.get(r.at), "simulate", None)
-            x = r.at.inputs[0] if r.at is not None else None
+            rule = self.analysis.rules.get(r.at)
+            sim = getattr(rule, "simulate", None)
+            # the value whose channels the mask covers: the input, or (a stream's source) the output
+            x = getattr(rule, "simulated_value", lambda n: n.inputs[0])(r.at) if r.at is not None else None
             info = self.analysis.info.get(x) if x is not None else None
             if sim is None or info is None or len(info.axes) != 1 or x.name not in shapes or id(r.at) not in nodes:
                 unsimulated.append(r)

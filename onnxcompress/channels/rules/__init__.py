@@ -203,5 +203,5 @@ def channels_on_axis1(node: ir.Node, ctx: AnalysisContext, info) -> bool:
 
 # Importing the families fills the registry.
 from onnxcompress.channels.rules import (  # noqa: E402,F401
-    attention, blockers, conv, einsum, elementwise, layout, linear, norm, reshape, spatial,
+    attention, blockers, conv, einsum, elementwise, fused_norm, layout, linear, norm, reshape, spatial,
 )

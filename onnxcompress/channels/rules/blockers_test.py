@@ -151,11 +151,12 @@ def test_blocker(op: str) -> None:
 
 
 def test_every_registry_entry_has_a_test() -> None:
-    from onnxcompress.channels.rules import (attention_test, conv_test, einsum_test, elementwise_test, layout_test,
-                                             linear_test, norm_test, spatial_test)
+    from onnxcompress.channels.rules import (attention_test, conv_test, einsum_test, elementwise_test, fused_norm_test,
+                                             layout_test, linear_test, norm_test, spatial_test)
 
     assert sorted(BUILD) == registered_ops(blockers=True)
-    families = (attention_test, conv_test, einsum_test, elementwise_test, layout_test, linear_test, norm_test, spatial_test)
+    families = (attention_test, conv_test, einsum_test, elementwise_test, fused_norm_test, layout_test, linear_test,
+                norm_test, spatial_test)
     covered = set().union(*(m.COVERED for m in families))
     assert sorted(covered) == registered_ops()
 

@@ -117,6 +117,35 @@ class PReluRule(Rule):
         app.set_const(node.outputs[0], np.where(x >= 0, x, slope * x))
 
 
+@register("BiasGelu", "FastGelu", domain="com.microsoft")
+class BiasGeluRule(Rule):
+    """onnxruntime's fused Gelu(x + bias) over the last axis (BiasGelu: erf; FastGelu: the tanh
+    approximation, bias optional), which its transformer optimizer writes for BERT's MLPs.
+    Channel i of the output is channel i of x plus bias i: the bias is a per-channel slot."""
+
+    def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
+        info = ctx.get(node.inputs[0])
+        rank = ctx.rank(node.inputs[0])
+        bias = node.inputs[1] if len(node.inputs) > 1 else None
+        if bias is not None:
+            if ctx.get(bias) is not None or rank is None:
+                return ctx.block(node, f"{node.op_type} with a channel tensor as its bias")
+            if ctx.channel_const(node, bias, rank, info) == "blocked":
+                return None
+        ctx.set(node.outputs[0], info)
+        return None
+
+    def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
+        x = app.const_of(node.inputs[0])
+        if len(node.inputs) > 1 and node.inputs[1] is not None:
+            x = x + app.channel_vector(node.inputs[1], node.inputs[0])
+        if node.op_type == "FastGelu":
+            y = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+        else:
+            y = 0.5 * x * (1 + _erf(x / np.sqrt(2)))
+        app.set_const(node.outputs[0], y)
+
+
 _BINARY = {
     "Add": np.add,
     "Sub": np.subtract,

@@ -29,7 +29,7 @@ UNARY_ATTRS: dict[str, dict] = {
 
 
 #: the registered ops this file tests
-COVERED = set(_UNARY) | set(_BINARY) | {"PRelu"}
+COVERED = set(_UNARY) | set(_BINARY) | {"PRelu", "BiasGelu", "FastGelu"}
 
 
 def _unary(n: Net, op: str, a: str) -> str:
@@ -155,3 +155,33 @@ def test_per_element_and_channel_broadcast_constants() -> None:
     n2.conv(n2.op("Add", [a, k], name="op"), 8, 4, name="c2")
     c2 = n2.analyse(["c2"])
     assert c2.slots("op") == [] and c2.blocks_at("op") == []  # size 1 on the channel axis
+
+
+@pytest.mark.parametrize("op,with_bias", [("BiasGelu", True), ("FastGelu", True), ("FastGelu", False)])
+def test_fused_bias_gelu_keeps_each_channel(op: str, with_bias: bool, tmp_path) -> None:
+    """x (1, 5, 12) -> MatMul(8) -> BiasGelu / FastGelu (onnxruntime's fused MLP activation) -> MatMul:
+    the 8 features are one free group, the bias is a per-channel slot, a removed feature carries
+    Gelu(its constant + its bias), and remove mode equals zero mode."""
+    from onnxcompress.channels.rules._testing import remove_and_zero
+
+    n = Net(17)
+    n.extra_opsets["com.microsoft"] = 1
+    x = n.input((1, 5, 12))
+    h = n.op("MatMul", [x, n.const(n.rng.standard_normal((12, 8)) * 0.5)], name="fc1")
+    ins = [h, n.const(BIAS)] if with_bias else [h]
+    g = n.op(op, ins, name="op", domain="com.microsoft")
+    y = n.op("MatMul", [g, n.const(n.rng.standard_normal((8, 3)))], name="fc2")
+    c = n.analyse([y], check=False)
+    ids = c.ids("fc1")
+    np.testing.assert_array_equal(c.ids("op"), ids)
+    assert c.blocks_at("op") == []
+    c.assert_free(ids)
+    if with_bias:
+        assert c.slot("op", "param")[1] == 0
+    got = c.check_const({"fc1": [0, 2, 5]}, "op")  # checked against onnxruntime in zero mode
+    assert got.shape == (3,) and np.isfinite(got).all()
+    proto = n.proto([y], check=False)
+    proto.graph.output[0].CopyFrom(__import__("onnx").helper.make_tensor_value_info(y, 1, [1, 5, 3]))
+    feeds = {"x": np.random.default_rng(0).standard_normal((1, 5, 12)).astype(np.float32)}
+    outs = remove_and_zero(proto, tmp_path, feeds)
+    np.testing.assert_allclose(outs["remove"], outs["zero"], rtol=1e-4, atol=1e-5)

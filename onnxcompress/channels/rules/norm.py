@@ -176,30 +176,37 @@ class ChannelStatisticsRule(Rule):
     def simulate(self, pnode: onnx.NodeProto, mask: str, factor: str, axis: int, opset: int,
                  dtype: np.dtype) -> list[onnx.NodeProto]:
         """The norm over the kept channels only: masked mean and variance, then its scale and bias."""
+        ins = list(pnode.input) + ["", ""]
         eps = next((a.f for a in pnode.attribute if a.name == "epsilon"), 1e-5)
-        x, out = pnode.input[0], pnode.output[0]
-        p = f"{out}__sim"
-        nodes: list[onnx.NodeProto] = [scalar(f"{p}_eps", eps, dtype)]
-        if self.centred:
-            nodes += masked_mean(x, mask, factor, axis, opset, f"{p}_mu")
-            nodes.append(oh.make_node("Sub", [x, f"{p}_mu"], [f"{p}_d"]))
-        else:
-            nodes.append(oh.make_node("Identity", [x], [f"{p}_d"]))
-        nodes += [oh.make_node("Mul", [f"{p}_d", f"{p}_d"], [f"{p}_sq"]),
-                  *masked_mean(f"{p}_sq", mask, factor, axis, opset, f"{p}_var"),
-                  oh.make_node("Add", [f"{p}_var", f"{p}_eps"], [f"{p}_ve"]),
-                  oh.make_node("Sqrt", [f"{p}_ve"], [f"{p}_sd"]),
-                  oh.make_node("Div", [f"{p}_d", f"{p}_sd"], [f"{p}_n"])]
-        y = f"{p}_n"
-        ins = list(pnode.input)
-        if len(ins) > 1 and ins[1]:
-            nodes.append(oh.make_node("Mul", [y, ins[1]], [f"{p}_s"]))
-            y = f"{p}_s"
-        if self.centred and len(ins) > 2 and ins[2]:
-            nodes.append(oh.make_node("Add", [y, ins[2]], [f"{p}_b"]))
-            y = f"{p}_b"
-        nodes.append(oh.make_node("Identity", [y], [out]))
-        return nodes
+        return norm_over_kept(ins[0], ins[1], ins[2] if self.centred else "", pnode.output[0], eps, self.centred,
+                              mask, factor, axis, opset, dtype)
+
+
+def norm_over_kept(x: str, scale: str, shift: str, out: str, eps: float, centred: bool, mask: str, factor: str,
+                   axis: int, opset: int, dtype: np.dtype) -> list[onnx.NodeProto]:
+    """Nodes computing ``out`` = LayerNorm (``centred``) or RMSNorm of ``x`` over the kept channels
+    on ``axis`` (``mask``, ``factor``: see ``simulate``), times ``scale``, plus ``shift`` ("" for none)."""
+    p = f"{out}__sim"
+    nodes: list[onnx.NodeProto] = [scalar(f"{p}_eps", eps, dtype)]
+    if centred:
+        nodes += masked_mean(x, mask, factor, axis, opset, f"{p}_mu")
+        nodes.append(oh.make_node("Sub", [x, f"{p}_mu"], [f"{p}_d"]))
+    else:
+        nodes.append(oh.make_node("Identity", [x], [f"{p}_d"]))
+    nodes += [oh.make_node("Mul", [f"{p}_d", f"{p}_d"], [f"{p}_sq"]),
+              *masked_mean(f"{p}_sq", mask, factor, axis, opset, f"{p}_var"),
+              oh.make_node("Add", [f"{p}_var", f"{p}_eps"], [f"{p}_ve"]),
+              oh.make_node("Sqrt", [f"{p}_ve"], [f"{p}_sd"]),
+              oh.make_node("Div", [f"{p}_d", f"{p}_sd"], [f"{p}_n"])]
+    y = f"{p}_n"
+    if scale:
+        nodes.append(oh.make_node("Mul", [y, scale], [f"{p}_s"]))
+        y = f"{p}_s"
+    if shift:
+        nodes.append(oh.make_node("Add", [y, shift], [f"{p}_b"]))
+        y = f"{p}_b"
+    nodes.append(oh.make_node("Identity", [y], [out]))
+    return nodes
 
 
 @register("LayerNormalization", domain="com.microsoft")
