@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from onnxcompress.fidelity import compare_outputs, drift_of, feature_outputs, guess_class_axis, is_probability_map
 from onnxcompress.finetune.graph_module import GraphModule
+from onnxcompress.finetune.targets import differentiable_targets
 from onnxcompress.runtime import Session, concat_outputs
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,9 @@ class DistillConfig:
 INPUT_BYTES = 16 << 20
 #: boundary features distilled at most (evenly spaced over the graph)
 MAX_FEATURES = 12
+#: the teacher's targets on the held-out split are kept between evaluations up to this size;
+#: past it they are recomputed (PP-OCRv4 rec's boundary features for 256 samples took gigabytes)
+HELD_TARGET_BYTES = 256 << 20
 
 
 @dataclass
@@ -263,10 +267,12 @@ class Distiller:
     def evaluate(self, reference: dict[str, np.ndarray]) -> tuple[float, float, dict]:
         """(task drift, held-out loss, fidelity) of the current weights on the held-out split."""
         chunks, sizes, losses = [], [], []
-        if self._held_targets is None:  # the teacher's side of the held-out split never changes
-            self._held_targets = [self._targets(feeds) for feeds in self.held]
+        if self._held_targets is None:  # the teacher's side never changes: kept if it fits HELD_TARGET_BYTES
+            first = self._targets(self.held[0])
+            fits = sum(a.nbytes for a in first.values()) * len(self.held) <= HELD_TARGET_BYTES
+            self._held_targets = [first, *(self._targets(f) for f in self.held[1:])] if fits else []
         with torch.no_grad():
-            for feeds, targets in zip(self.held, self._held_targets):
+            for feeds, targets in zip(self.held, self._held_targets or (self._targets(f) for f in self.held)):
                 out = self._student(feeds)
                 chunks.append({k: out[k].detach().cpu().numpy() for k in self.outputs})
                 sizes.append(len(next(iter(feeds.values()))))
@@ -385,36 +391,9 @@ class Distiller:
             set_weight(values[name], arr)
 
 
-#: ops an output is followed back through to a differentiable (float) tensor
-_PASS_BACK = ("ArgMax", "ArgMin", "TopK", "Cast", "Squeeze", "Unsqueeze", "Reshape", "Transpose", "Identity", "Flatten")
-
-
-def differentiable_targets(model: ir.Model) -> tuple[list[str], dict[str, str]]:
-    """The values to distill on: each graph output, or, where it is not a float (an ArgMax or
-    TopK inside the graph), the last float tensor before it. Returns them and the substitutions made."""
-    targets, swapped = [], {}
-    for out in model.graph.outputs:
-        v = out
-        while v.dtype not in (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16):
-            node = v.producer()
-            if node is None or node.op_type not in _PASS_BACK or not node.inputs or node.inputs[0] is None:
-                v = None
-                break
-            v = node.inputs[0]
-        if v is None:
-            swapped[out.name] = ""
-            continue
-        if v is not out:
-            swapped[out.name] = v.name
-        if v.name not in targets:
-            targets.append(v.name)
-    return targets, swapped
-
-
 def evenly(items: list, n: int) -> list:
     """At most ``n`` of ``items``, evenly spaced, the last one always included."""
     if len(items) <= n:
         return items
     idx = sorted({int(round(i)) for i in np.linspace(0, len(items) - 1, n)})
     return [items[i] for i in idx]
-

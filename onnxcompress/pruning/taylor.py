@@ -59,7 +59,7 @@ def estimate(
     try:
         import torch
 
-        from onnxcompress.finetune.distill import differentiable_targets
+        from onnxcompress.finetune.targets import differentiable_targets
         from onnxcompress.finetune.graph_module import GraphModule, unsupported_ops
     except ImportError as exc:
         raise TaylorUnavailable("the finetune extra (torch) is not installed") from exc
