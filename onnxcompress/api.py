@@ -45,7 +45,8 @@ def inspect(
         layers=cost.layers,
         input_shapes={k: list(v) for k, v in shapes_in.items()},
     )
-    unsized = [layer.name for layer in cost.layers if layer.params and layer.out_shape is None]
+    unsized = [layer.name for layer in cost.layers if layer.params and layer.out_shape is None and not layer.macs
+               and layer.op not in ("Add", "Sub", "Mul", "Div", "Gather")]
     if unsized:
         report.warnings.append(
             f"MACs not counted for {len(unsized)} weight layer(s) ({', '.join(unsized[:3])}{', ...' if len(unsized) > 3 else ''}): "

@@ -99,18 +99,32 @@ _PASS_THROUGH = {"Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Fl
 
 
 def feature_outputs(model) -> frozenset[str]:
-    """Graph outputs of an onnx-ir model made by a ``FEATURE_OPS`` op (past reshapes): judged by
-    cosine, not by the argmax of a class axis they do not have. Random-weight BERT's
-    last_hidden_state read as a sequence of 768-way class scores agreed nowhere, and the floor
-    refused every compressed model."""
+    """Graph outputs of an onnx-ir model made by a ``FEATURE_OPS`` op or a decomposed LayerNorm
+    (past reshapes): judged by cosine, not by the argmax of a class axis they do not have.
+    Random-weight BERT's last_hidden_state read as a sequence of 768-way class scores agreed
+    nowhere, and the floor refused every compressed model."""
     out = set()
     for v in model.graph.outputs:
         node = v.producer()
         while node is not None and node.op_type in _PASS_THROUGH and node.inputs and node.inputs[0] is not None:
             node = node.inputs[0].producer()
-        if node is not None and node.op_type in FEATURE_OPS:
+        if node is not None and (node.op_type in FEATURE_OPS or _decomposed_layernorm(node)):
             out.add(v.name)
     return frozenset(out)
+
+
+def _decomposed_layernorm(node) -> bool:
+    """``node`` ends an opset < 17 LayerNorm: Add(Mul(Div(Sub(x, ReduceMean(x)), ...), gamma), beta)
+    (the Mul or the Add may be missing)."""
+    for op in ("Add", "Mul"):
+        if node is not None and node.op_type == op:
+            node = next((i.producer() for i in node.inputs if i is not None and i.producer() is not None
+                         and i.producer().op_type in ("Mul", "Div")), None)
+    if node is None or node.op_type != "Div" or node.inputs[0] is None:
+        return False
+    sub = node.inputs[0].producer()
+    return sub is not None and sub.op_type == "Sub" and len(sub.inputs) > 1 and sub.inputs[1] is not None \
+        and sub.inputs[1].producer() is not None and sub.inputs[1].producer().op_type == "ReduceMean"
 
 
 def guess_class_axis(a: np.ndarray) -> int | None:

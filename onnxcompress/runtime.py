@@ -69,7 +69,7 @@ def graph_inputs(model: ir.Model) -> list[ir.Value]:
 # ----------------------------------------------------------------------------- feeds
 #: ops that index a constant table with an input: (op, domain) -> {index input: table input}
 INDEX_TABLES = {("Gather", ""): {1: 0},
-                ("EmbedLayerNormalization", "com.microsoft"): {0: 2, 1: 4, 7: 3}}
+                ("EmbedLayerNormalization", "com.microsoft"): {0: 2, 1: 4, 8: 3}}  # ids, segment ids, position ids
 #: ops an index passes through on its way to the table
 _INDEX_PASS = {"Cast", "Identity", "Unsqueeze", "Squeeze", "Reshape", "Flatten"}
 #: random ints are drawn from [0, SMALL_INTS) unless a table they index is smaller

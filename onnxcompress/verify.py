@@ -66,6 +66,8 @@ class Reference:
     second_outputs: dict[str, np.ndarray] | None = None
     #: a copy of the input before any pass, for the zero-mode exactness measurement
     snapshot: ir.Model | None = None
+    #: the input's outputs that are features, judged by cosine (``fidelity.feature_outputs``)
+    features: frozenset[str] = frozenset()
 
 
 class ReferencePass(ReportingPass):
@@ -89,7 +91,7 @@ class ReferencePass(ReportingPass):
             feeds, inputs = [random_feeds(model, ctx.input_shapes, ctx.config.seed)], "random"
         try:
             session = Session(ctx.source, optimize=False)
-            ref = Reference(feeds, inputs, session.run_all(feeds))
+            ref = Reference(feeds, inputs, session.run_all(feeds), features=feature_outputs(model))
         except Exception as exc:  # noqa: BLE001
             raise InputError(f"onnxruntime cannot run the input model: {_first_line(exc)}") from exc
         # Dynamic spatial dims are checked at a second sizing too (batch + 1, the others doubled).
@@ -141,7 +143,7 @@ class VerifyPass(ReportingPass):
             raise VerificationError(f"onnxruntime cannot run the output: {_first_line(exc)}") from exc
         fid = compare_outputs(
             ref.outputs, got, allow_shape_change=cfg.prune_outputs, class_axes=cfg.class_axes, inputs=ref.inputs,
-            map_thresholds=cfg.map_thresholds, features=feature_outputs(model),
+            map_thresholds=cfg.map_thresholds, features=ref.features,
         )
         ctx.report.fidelity = fid.to_dict()
         self._floor(fid)
@@ -177,7 +179,7 @@ class VerifyPass(ReportingPass):
                 f"the output runs at the analysis shapes but not at {ref.second_sizing}: {_first_line(exc)}"
             ) from exc
         fid = compare_outputs(ref.second_outputs, got, allow_shape_change=cfg.prune_outputs,
-                              map_thresholds=cfg.map_thresholds)
+                              map_thresholds=cfg.map_thresholds, features=ref.features)
         return {"input_shapes": {k: list(v) for k, v in ref.second_sizing.items()}, **fid.to_dict()}
 
     def _against_zero_mode(self, removed_outputs: dict[str, np.ndarray]) -> dict:

@@ -75,11 +75,17 @@ def test_hidden_states_are_judged_by_cosine_not_as_class_scores():
     inits = [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w"),
              numpy_helper.from_array(np.ones(8, np.float32), "g"), numpy_helper.from_array(np.zeros(8, np.float32), "b")]
     nodes = [h.make_node("MatMul", ["x", "w"], ["logits"]), h.make_node("LayerNormalization", ["logits", "g", "b"], ["ln"]),
-             h.make_node("Identity", ["ln"], ["hidden"]), h.make_node("Tanh", ["logits"], ["pooled"])]
+             h.make_node("Identity", ["ln"], ["hidden"]), h.make_node("Tanh", ["logits"], ["pooled"]),
+             # the decomposed LayerNorm of opset < 17 exports
+             h.make_node("ReduceMean", ["logits"], ["mu"], axes=[-1]), h.make_node("Sub", ["logits", "mu"], ["d"]),
+             h.make_node("Mul", ["d", "d"], ["sq"]), h.make_node("ReduceMean", ["sq"], ["var"], axes=[-1]),
+             h.make_node("Sqrt", ["var"], ["sd"]), h.make_node("Div", ["d", "sd"], ["n"]),
+             h.make_node("Mul", ["n", "g"], ["s"]), h.make_node("Add", ["s", "b"], ["decomposed"])]
     g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, 8])],
-                     [h.make_tensor_value_info(n, TensorProto.FLOAT, [2, 5, 8]) for n in ("logits", "hidden", "pooled")], inits)
+                     [h.make_tensor_value_info(n, TensorProto.FLOAT, [2, 5, 8])
+                      for n in ("logits", "hidden", "pooled", "decomposed")], inits)
     model = load_model(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]))
-    assert feature_outputs(model) == {"hidden", "pooled"}
+    assert feature_outputs(model) == {"hidden", "pooled", "decomposed"}
     a = rng.standard_normal((2, 5, 8)).astype(np.float32)
     b = a + 0.3 * rng.standard_normal(a.shape).astype(np.float32)  # flips some argmaxes, keeps the direction
     as_scores = compare_outputs({"hidden": a}, {"hidden": b}, inputs="calibration")

@@ -267,12 +267,13 @@ class Distiller:
     def evaluate(self, reference: dict[str, np.ndarray]) -> tuple[float, float, dict]:
         """(task drift, held-out loss, fidelity) of the current weights on the held-out split."""
         chunks, sizes, losses = [], [], []
-        if self._held_targets is None:  # the teacher's side never changes: kept if it fits HELD_TARGET_BYTES
-            first = self._targets(self.held[0])
+        first = self._targets(self.held[0]) if self.held and self._held_targets is None else None
+        if first is not None:  # the teacher's side never changes: kept if it fits HELD_TARGET_BYTES
             fits = sum(a.nbytes for a in first.values()) * len(self.held) <= HELD_TARGET_BYTES
             self._held_targets = [first, *(self._targets(f) for f in self.held[1:])] if fits else []
         with torch.no_grad():
-            for feeds, targets in zip(self.held, self._held_targets or (self._targets(f) for f in self.held)):
+            recomputed = (first if i == 0 and first is not None else self._targets(f) for i, f in enumerate(self.held))
+            for feeds, targets in zip(self.held, self._held_targets or recomputed):
                 out = self._student(feeds)
                 chunks.append({k: out[k].detach().cpu().numpy() for k in self.outputs})
                 sizes.append(len(next(iter(feeds.values()))))

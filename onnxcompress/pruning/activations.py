@@ -77,18 +77,24 @@ def rebatch(batches, size: int = EXPOSED_BATCH):
 
 
 def unread_outputs(analysis: AnalysisResult) -> dict[str, int]:
-    """Outputs of filter layers whose channels no consumer slot reads (name -> channel axis).
+    """Outputs of filter layers with channels that no consumer slot reads (name -> channel axis).
 
     q's and k's channels in unfused attention under ``--attention dims`` meet only the scores
     product: the sensitivity model masks them where they are made (``MaskedModel``).
     """
     roots = analysis.uf.all_roots()
     read = {int(r) for s in consumer_slots(analysis) for r in np.unique(roots[s.ids])}
+    fixed = {int(r) for r in np.unique(roots[np.flatnonzero(analysis.fixed)])}  # groups that never go
     out: dict[str, int] = {}
     for s in analysis.slots:
         v = s.node.outputs[0] if s.role == "out" and s.node.outputs else None
         info = analysis.info.get(v) if v is not None else None
-        if info is not None and len(info.axes) == 1 and not read & {int(r) for r in np.unique(roots[info.ids])}:
+        if info is None or len(info.axes) != 1:
+            continue
+        # a group no consumer reads and that may go (a fixed one, a graph output's, never does); the
+        # read channels of the same output (v's beside q's and k's in a packed projection) are
+        # masked here too, which repeats their consumers' masks harmlessly
+        if {int(r) for r in np.unique(roots[info.ids])} - read - fixed:
             out[v.name] = info.axes[0]
     return out
 

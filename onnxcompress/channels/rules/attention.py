@@ -18,7 +18,7 @@ softmax drops, and v's dims apart, which the output carries. ``qkv_hidden_sizes`
 to the new q, k and v widths, and ``scale`` is pinned to the original 1/sqrt(d), which the op
 would otherwise recompute from the smaller head.
 
-What the rule does not follow, and keeps whole: unequal ``qkv_hidden_sizes``, rotary
+What the rule does not follow, and keeps whole: q and k of different widths, rotary
 embeddings, a per-head attention bias, and past/present key-value caches.
 """
 
@@ -30,7 +30,7 @@ import onnx_ir as ir
 from onnxcompress.channels.protocols import AnalysisContext, Outcome, RewriteContext
 from onnxcompress.channels.rules import Rule, register
 from onnxcompress.channels.rules.consumer import ConsumerHooks, FoldContext, add_to_bias_input
-from onnxcompress.channels.rules.heads import join_scores, join_weighted, tie_dims_across_heads, tie_rows
+from onnxcompress.channels.rules.heads import join_scores, join_weighted, tie_dims_across_heads, tie_each_row, tie_rows
 from onnxcompress.channels.state import ChannelInfo
 
 
@@ -70,20 +70,28 @@ class FusedAttentionRule(Rule):
     def _unsupported(self, node: ir.Node, ctx: AnalysisContext) -> str | None:
         if not ctx.is_const(node.inputs[1]) or len(node.inputs) < 3 or not ctx.is_const(node.inputs[2]):
             return "fused Attention with run-time weights or no bias"
-        sizes = node.attributes.get("qkv_hidden_sizes")
-        if sizes is not None and len(set(sizes.as_ints())) > 1:
-            return "fused Attention with unequal qkv_hidden_sizes"
         if _int(node, "do_rotary"):
             return "fused Attention with rotary embeddings"
         if any(v is not None for v in node.inputs[4:]):
             return "fused Attention with a key-value cache or a per-head attention bias"
         if any(o.uses() or o.is_graph_output() for o in node.outputs[1:]):
             return "fused Attention whose key-value cache is read"
-        w = ctx.shape(node.inputs[1])
-        heads = _int(node, "num_heads")
-        if w is None or len(w) != 2 or heads < 1 or w[1] % (3 * heads):
-            return "fused Attention with weights we cannot split into heads"
+        if self._head_sizes(node, ctx) is None:
+            return "fused Attention with weights we cannot split into heads (or q's and k's widths differ)"
         return None
+
+    @staticmethod
+    def _head_sizes(node: ir.Node, ctx: AnalysisContext) -> tuple[int, int] | None:
+        """(q's and k's head size, v's), from ``qkv_hidden_sizes`` (q = k, v may differ: a model
+        written by ``--attention dims``) or a third of the weight's width each."""
+        w, heads = ctx.shape(node.inputs[1]), _int(node, "num_heads")
+        if w is None or len(w) != 2 or heads < 1:
+            return None
+        a = node.attributes.get("qkv_hidden_sizes")
+        q, k, v = a.as_ints() if a is not None else [w[1] // 3] * 3
+        if q != k or q + k + v != w[1] or q % heads or v % heads:
+            return None
+        return q // heads, v // heads
 
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
         info = ctx.get(node.inputs[0])
@@ -95,14 +103,15 @@ class FusedAttentionRule(Rule):
                 return ctx.block(node, "fused Attention input channels are not on its last axis")
             ctx.add_slot(node, node.inputs[1], 0, info.ids, "in")
         heads = _int(node, "num_heads")
-        d = ctx.shape(node.inputs[1])[1] // (3 * heads)
+        d_qk, d_v = self._head_sizes(node, ctx)
+        qk, v = ctx.fresh((heads, d_qk), source=True), ctx.fresh((heads, d_v), source=True)
         if ctx.attention == "dims":
-            qk, v = ctx.fresh((heads, d), source=True), ctx.fresh((heads, d), source=True)
             tie_dims_across_heads(ctx, qk)
             tie_dims_across_heads(ctx, v)
-        else:
-            qk = v = ctx.fresh((heads, d), source=True)
-            tie_rows(ctx, qk)  # a head goes whole
+        else:  # a head goes whole: its q, k and v columns are one element
+            tie_rows(ctx, qk)
+            tie_each_row(ctx, v)
+            ctx.union(qk[:, 0], v[:, 0])
         if ctx.excluded(node):
             ctx.fix(np.concatenate([qk.ravel(), v.ravel()]), node, "excluded by --exclude")
         columns = np.concatenate([qk.ravel(), qk.ravel(), v.ravel()])  # q | k | v
@@ -116,19 +125,20 @@ class FusedAttentionRule(Rule):
         out = node.outputs[0]
         ids = app.channels(out).ids
         bias = app.tensor(node.inputs[2]).astype(np.float64)
-        v_bias = bias[2 * ids.size:] if not app.zero_bias else np.zeros(ids.size)
+        v_bias = bias[bias.size - ids.size:] if not app.zero_bias else np.zeros(ids.size)
         app.set_const(out, np.where(app.removed(ids), v_bias, np.nan))
 
     def rewrite(self, node: ir.Node, app: RewriteContext) -> None:
         """Whole heads: fewer heads. Dims: every head, smaller (q and k from the cut weight's width)."""
         heads = _int(node, "num_heads")
         keep = app.keep_mask(node.outputs[0]).reshape(heads, -1)
-        d = keep.shape[1]
+        old = node.attributes.get("qkv_hidden_sizes")
+        d = (old.as_ints()[0] if old is not None else keep.size) // heads  # q's and k's head size before
         kept = int(keep[:, 0].sum()) if (keep == keep[:, :1]).all() else heads
         d_v = int(keep.sum()) // kept
         d_qk = (int(app.tensor(node.inputs[1]).shape[1]) - kept * d_v) // (2 * kept)
         node.attributes["num_heads"] = ir.AttrInt64("num_heads", kept)
-        if node.attributes.get("qkv_hidden_sizes") is not None or (d_qk, d_v) != (d, d):
+        if old is not None or (d_qk, d_v) != (d, keep.shape[1]):
             sizes = [kept * d_qk, kept * d_qk, kept * d_v]
             node.attributes["qkv_hidden_sizes"] = ir.AttrInt64s("qkv_hidden_sizes", sizes)
         pin_scale(node, d, d_qk)

@@ -73,9 +73,9 @@ class SkipLayerNormRule(_StreamNorm):
         a, b = ctx.get(node.inputs[0]), ctx.get(node.inputs[1])
         if a is None and b is None:
             return None
-        rank = ctx.rank(node.outputs[0])
-        if a is None or b is None or rank is None or a.axes != (rank - 1,) or b.axes != (ctx.rank(node.inputs[1]) - 1,) \
-                or a.ids.shape != b.ids.shape:
+        rank, skip_rank = ctx.rank(node.outputs[0]), ctx.rank(node.inputs[1])
+        if a is None or b is None or rank is None or skip_rank is None or a.axes != (rank - 1,) \
+                or b.axes != (skip_rank - 1,) or a.ids.shape != b.ids.shape:
             return ctx.block(node, f"{node.op_type} whose input and skip do not both carry the stream's channels "
                                    "on their last axis")
         ctx.union(a.ids, b.ids)

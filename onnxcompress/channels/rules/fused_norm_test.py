@@ -126,3 +126,20 @@ def test_fused_stream_prunes_with_calibration(tmp_path) -> None:
     out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
         None, {"ids": np.zeros((1, T), np.int32) + 3, "seg": np.zeros((1, T), np.int32)})[0]
     assert out.shape == (1, T, 3) and np.isfinite(out).all()
+
+
+def test_random_ids_stay_inside_the_tables_embed_layernorm_reads() -> None:
+    """Random feeds for token ids, segment ids (input 1) and position ids (input 8, past the mask
+    at 7) stay below the rows of the table each indexes."""
+    from onnxcompress.io import load_model
+    from onnxcompress.runtime import model_index_bounds
+
+    r = np.random.default_rng(0)
+    tables = {"w": (VOCAB, H), "pos": (16, H), "st": (2, H), "g": (H,), "b": (H,)}
+    inits = [nh.from_array(r.standard_normal(s).astype(np.float32), k) for k, s in tables.items()]
+    ins = [oh.make_tensor_value_info(k, onnx.TensorProto.INT32, [1, T]) for k in ("ids", "seg", "mask", "pos_ids")]
+    node = oh.make_node("EmbedLayerNormalization", ["ids", "seg", "w", "pos", "st", "g", "b", "mask", "pos_ids"],
+                        ["y", "mask_index"], domain="com.microsoft")
+    g = oh.make_graph([node], "g", ins, [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], inits)
+    m = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17), oh.make_opsetid("com.microsoft", 1)])
+    assert model_index_bounds(load_model(m)) == {"ids": VOCAB, "seg": 2, "pos_ids": 16}
