@@ -151,8 +151,8 @@ NOTES = [
     "768 with 12 heads, 128 tokens, random weights): 50.0% without calibration (heads and MLPs), 25.7% with it "
     "(the stream too, from the embedding tables' columns on). onnxruntime's transformer optimizer "
     "(`optimize_model(model_type='bert')`) does not fuse this export's attention (it fused 12 BiasGelu and no "
-    "Attention), so no fused row is measured here; the fused ops (`com.microsoft::Attention`, `MultiHeadAttention`, "
-    "`ai.onnx::Attention`) are covered by exact remove-vs-zero tests in `channels/rules/attention_test.py`.",
+    "Attention), so no fused row is measured here. Hugging Face's BertModel export does fuse (12 Attention, 24 "
+    "SkipLayerNormalization): that model is measured against onnxsim's head pruning in bench/FUSED_BERT.md.",
     "- **Torch-Pruning**, configured as its own torchvision example (head dims pruned alike in every head, no head "
     "removal), keeps 26.2% of ViT-B/16's MACs: the same as onnxcompress with calibration. onnxcompress removes whole "
     "heads instead (72 of 144 kept, head dim 64), Torch-Pruning halves every head (144 heads of dim 32).",
