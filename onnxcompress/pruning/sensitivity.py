@@ -91,22 +91,17 @@ class MaskedModel:
             if st is None or len(s.ids) != len(st.mean):
                 continue
             consumers_of.setdefault(x.name, []).append(s)
-        new_nodes = []
+        new_nodes: list = []
         for k, (xname, slots) in enumerate(consumers_of.items()):
             st = stats[xname]
-            rank = len(shapes[xname])
-            shape = [1] * rank
-            shape[st.axis % rank] = len(st.mean)
-            m, b, y = f"__oc_mask_{k}", f"__oc_shift_{k}", f"__oc_masked_{k}"
-            self.axis[m] = st.axis % rank
-            elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(np_dtype(slots[0].node.inputs[0].dtype)))
-            proto.graph.input.extend([oh.make_tensor_value_info(m, elem, shape), oh.make_tensor_value_info(b, elem, shape)])
-            new_nodes += [oh.make_node("Mul", [xname, m], [y + "_m"]), oh.make_node("Add", [y + "_m", b], [y])]
+            dtype = np.dtype(np_dtype(slots[0].node.inputs[0].dtype))
+            m, b, y, shape = _mask_and_shift(proto, xname, st, len(shapes[xname]), dtype, f"{k}", new_nodes)
+            self.axis[m] = st.axis % len(shapes[xname])
             for s in slots:
                 pnode = proto.graph.node[nodes[id(s.node)]]
                 pnode.input[0] = y
                 self.covered.add(id(s))
-            self.slots.append((slots[0], m, b, shape, st.mean, np.dtype(np_dtype(slots[0].node.inputs[0].dtype))))
+            self.slots.append((slots[0], m, b, shape, st.mean, dtype))
         self.outputs = self._mask_unread_outputs(proto, stats, shapes, new_nodes)
         self.lossy_slots, self.unsimulated = self._simulate_lossy(proto, nodes, shapes, new_nodes)
         # The Mul/Add pairs go first: their inputs are graph inputs or earlier nodes' outputs,
@@ -119,26 +114,19 @@ class MaskedModel:
         """Mask and shift, where they are made, the channels no consumer reads (q's and k's dims
         under ``--attention dims``): a removed one becomes its calibrated mean, a constant, as
         the pruned model's channel is. Returns (ids, mask name, shift name, shape, mean, dtype)."""
-        out = []
+        out, renamed = [], {}
         by_name = {v.name: v for v in self.analysis.info}
         for k, name in enumerate(unread_outputs(self.analysis)):
             st, v = stats.get(name), by_name.get(name)
             ids = self.analysis.info[v].ids if v is not None else None
             if st is None or ids is None or len(ids) != len(st.mean) or name not in shapes:
                 continue
-            rank = len(shapes[name])
-            shape = [1] * rank
-            shape[st.axis % rank] = len(st.mean)
-            m, b, y = f"__oc_out_mask_{k}", f"__oc_out_shift_{k}", f"__oc_out_masked_{k}"
             dtype = np.dtype(np_dtype(v.dtype))
-            elem = onnx.helper.np_dtype_to_tensor_dtype(dtype)
-            proto.graph.input.extend([oh.make_tensor_value_info(m, elem, shape), oh.make_tensor_value_info(b, elem, shape)])
-            for node in proto.graph.node:
-                for i, x in enumerate(node.input):
-                    if x == name:
-                        node.input[i] = y
-            new_nodes += [oh.make_node("Mul", [name, m], [y + "_m"]), oh.make_node("Add", [y + "_m", b], [y])]
+            m, b, renamed[name], shape = _mask_and_shift(proto, name, st, len(shapes[name]), dtype, f"out_{k}", new_nodes)
             out.append((ids, m, b, shape, st.mean, dtype))
+        for node in proto.graph.node:  # the graph's readers take the masked values (the new Mul/Adds are not in it yet)
+            for i, x in enumerate(node.input):
+                node.input[i] = renamed.get(x, x)
         return out
 
     def _simulate_lossy(self, proto, nodes: dict[int, int], shapes, new_nodes: list) -> tuple[list, list]:
@@ -213,11 +201,7 @@ class MaskedModel:
 
     def feeds_for(self, removed: np.ndarray) -> dict[str, np.ndarray]:
         out = {}
-        for s, m, b, shape, mean, dtype in self.slots:
-            gone = removed[s.ids]
-            out[m] = (~gone).astype(dtype).reshape(shape)
-            out[b] = np.where(gone, mean, 0.0).astype(dtype).reshape(shape)
-        for ids, m, b, shape, mean, dtype in self.outputs:
+        for ids, m, b, shape, mean, dtype in [(s.ids, *rest) for s, *rest in self.slots] + self.outputs:
             gone = removed[ids]
             out[m] = (~gone).astype(dtype).reshape(shape)
             out[b] = np.where(gone, mean, 0.0).astype(dtype).reshape(shape)
@@ -230,6 +214,19 @@ class MaskedModel:
     def run(self, removed: np.ndarray, batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         extra = self.feeds_for(removed)
         return self.session.run_all([{**f, **extra} for f in batches])
+
+
+def _mask_and_shift(proto: onnx.ModelProto, x: str, st: FeatureStats, rank: int, dtype: np.dtype, tag: str,
+                    new_nodes: list) -> tuple[str, str, str, list[int]]:
+    """``x * mask + shift`` over ``x``'s channel axis: the two graph inputs, the Mul/Add appended
+    to ``new_nodes``; returns the mask and shift names, the masked value's name and their shape."""
+    shape = [1] * rank
+    shape[st.axis % rank] = len(st.mean)
+    m, b, y = f"__oc_mask_{tag}", f"__oc_shift_{tag}", f"__oc_masked_{tag}"
+    elem = onnx.helper.np_dtype_to_tensor_dtype(dtype)
+    proto.graph.input.extend([oh.make_tensor_value_info(m, elem, shape), oh.make_tensor_value_info(b, elem, shape)])
+    new_nodes += [oh.make_node("Mul", [x, m], [y + "_m"]), oh.make_node("Add", [y + "_m", b], [y])]
+    return m, b, y, shape
 
 
 def _insert_sorted(proto: onnx.ModelProto, new_nodes: list) -> None:

@@ -22,21 +22,8 @@ from onnx import helper as oh
 
 from onnxcompress.channels.protocols import AnalysisContext, Lossy, Outcome
 from onnxcompress.channels.rules import register
-from onnxcompress.channels.rules.norm import LAYERNORM_LOSS, ChannelStatisticsRule, norm_over_kept
+from onnxcompress.channels.rules.norm import LAYERNORM_LOSS, ChannelStatisticsRule, norm_over_kept, per_channel_params
 from onnxcompress.channels.state import ChannelInfo
-
-
-def _per_channel(node: ir.Node, ctx: AnalysisContext, indices: tuple[int, ...], ids: np.ndarray) -> str | None:
-    """Register the constant per-channel vectors at ``indices`` as slots; why not, if they are not."""
-    for i in indices:
-        p = node.inputs[i] if len(node.inputs) > i else None
-        if p is None:
-            continue
-        c = ctx.const(p)
-        if c is None or ctx.get(p) is not None or c.ndim != 1 or c.shape[0] != ids.size:
-            return f"{node.op_type} with a scale, shift or bias that is not one constant per channel"
-        ctx.add_slot(node, p, 0, ids, "param")
-    return None
 
 
 def _used(v: ir.Value | None) -> bool:
@@ -80,7 +67,7 @@ class SkipLayerNormRule(_StreamNorm):
                                    "on their last axis")
         ctx.union(a.ids, b.ids)
         centred = node.op_type == "SkipLayerNormalization"  # the simplified form has no shift: (gamma, bias)
-        why = _per_channel(node, ctx, (2, 3, 4) if centred else (2, 3), a.ids)
+        why = per_channel_params(node, ctx, (2, 3, 4) if centred else (2, 3), a.ids)
         if why is not None:
             return ctx.block(node, why)
         return self._finish(node, ctx, a.ids, rank, sum_output=3)
@@ -125,7 +112,7 @@ class EmbedLayerNormRule(_StreamNorm):
             if c is None or c.ndim != 2 or c.shape[1] != ids.size:
                 return ctx.block(node, "EmbedLayerNormalization with a table that is not a constant (rows, width)")
             ctx.add_slot(node, t, 1, ids, "out")
-        why = _per_channel(node, ctx, (5, 6), ids)
+        why = per_channel_params(node, ctx, (5, 6), ids)
         if why is not None:
             return ctx.block(node, why)
         return self._finish(node, ctx, ids, 3, sum_output=2)

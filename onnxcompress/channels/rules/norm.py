@@ -128,6 +128,24 @@ class GroupNormRule(Rule):
 LAYERNORM_LOSS = "its mean and variance cover only the kept channels"
 
 
+def per_channel_params(node: ir.Node, ctx: AnalysisContext, indices: tuple[int, ...], ids: np.ndarray) -> str | None:
+    """Register the constant scale, shift or bias inputs at ``indices`` (one value per channel, or
+    one for all) as slots over ``ids``; why not, where one is not such a constant."""
+    for i in indices:
+        p = node.inputs[i] if len(node.inputs) > i else None
+        if p is None:
+            continue
+        c = ctx.const(p)
+        if c is None or ctx.get(p) is not None:
+            return f"{node.op_type} with a run-time scale or bias"
+        if c.size == 1:
+            continue
+        if c.shape[-1] != ids.shape[0] or c.size != c.shape[-1]:
+            return f"{node.op_type} scale or bias is not one value per channel"
+        ctx.add_slot(node, p, c.ndim - 1, ids, "param")
+    return None
+
+
 class ChannelStatisticsRule(Rule):
     """A norm over the channel axis alone (LayerNorm, RMSNorm) of a channels-last tensor.
 
@@ -154,18 +172,9 @@ class ChannelStatisticsRule(Rule):
                                    "(channels are tracked only when it normalises the last axis, and they lie there)")
         if any(ctx.get(o) is not None or o.uses() for o in node.outputs[1:]):
             return ctx.block(node, f"{node.op_type}'s mean or inverse-deviation output is used")
-        for i in self.params:
-            p = node.inputs[i] if len(node.inputs) > i else None
-            if p is None:
-                continue
-            c = ctx.const(p)
-            if c is None or ctx.get(p) is not None:
-                return ctx.block(node, f"{node.op_type} with a run-time scale or bias")
-            if c.size == 1:
-                continue
-            if c.shape[-1] != info.ids.shape[0] or c.size != c.shape[-1]:
-                return ctx.block(node, f"{node.op_type} scale or bias is not one value per channel")
-            ctx.add_slot(node, p, c.ndim - 1, info.ids, "param")
+        why = per_channel_params(node, ctx, self.params, info.ids)
+        if why is not None:
+            return ctx.block(node, why)
         ctx.set(node.outputs[0], info)
         return Lossy(f"{node.op_type}: {LAYERNORM_LOSS}")
 
