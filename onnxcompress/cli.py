@@ -141,6 +141,7 @@ def config_from_args(args: argparse.Namespace):
         train_labels=args.train_labels,
         target_macs=_default_target(args),
         sensitivity_estimate=args.sensitivity_estimate,
+        allocation_rounds=args.allocation_rounds,
         max_drift=args.max_drift,
         eval=args.eval,
         max_accuracy_drop=args.max_accuracy_drop,

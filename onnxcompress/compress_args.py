@@ -125,6 +125,11 @@ def compress_parser() -> OptionsParser:
                    help="how --target-macs (and the searches) get each group's drift curve: sweep runs the model once "
                    "per group and ratio; taylor estimates every curve to first order from one forward and 8 backward "
                    "passes per sample (needs the finetune extra; bench/TAYLOR.md compares them). Default sweep")
+    g.add_argument("--allocation-rounds", type=int, default=1, metavar="N",
+                   help="with --calib: reach --target-macs in N prune-and-refit rounds (targets T^(1/N), T^(2/N) .. T), "
+                   "measuring every group again on the model the earlier rounds pruned, since groups pruned together "
+                   "hurt more than each alone; refit and distillation still match the original. Costs N sweeps "
+                   "(bench/ALLOCATION_ROUNDS.md). Default 1")
     g.add_argument("--target-speedup", type=float, metavar="S",
                    help="prune until the model runs S times as fast as the original, measured: candidate MACs targets "
                    "are allocated like --target-macs and timed in onnxruntime against the original (paired, "

@@ -131,8 +131,11 @@ def render_compress(report: CompressReport, console: Console) -> None:
                           f": {won}" + ("; interrupted" if d.get("interrupted") else ""))
     if report.search and report.search.get("target_macs") is not None:
         s = report.search
+        rounds = s.get("rounds") or []
         console.print(f"allocation: target MACs {s['target_macs']:.0%}, per-group ratios from measured drift "
-                      f"({len(s.get('groups', []))} groups, {s.get('sensitivity_s', 0):.1f} s)")
+                      f"({len(s.get('groups', []))} groups, {s.get('sensitivity_s', 0):.1f} s"
+                      + (f"; {len(rounds)} rounds: " + ", ".join(f"{r['target_macs']:.0%}" for r in rounds) if rounds else "")
+                      + ")")
     if report.search and report.search.get("target_speedup") is not None:
         s = report.search
         m = s["measured_speedup"]

@@ -238,3 +238,21 @@ def test_held_out_targets_too_big_to_keep_are_recomputed_alike(runs, digits, mon
     assert [h["held_out_drift"] for h in b["history"]] == [h["held_out_drift"] for h in a["history"]]
     assert (b["kept"], b["best_step"]) == (a["kept"], a["best_step"])
     assert len(seen) > b["steps"] + len(b["history"])  # held-out targets recomputed at every evaluation
+
+
+def test_distillation_after_allocation_rounds_learns_from_the_original(tmp_path):
+    """Two rounds: the first only refits, the last distills against the original (its features
+    with both rounds' removed channels dropped), and the written model runs."""
+    import json
+
+    calib = tmp_path / "c.npz"
+    np.savez(calib, input=np.load(MODELS / "digits_eval.npz")["x"][:64])
+    out, rep = tmp_path / "o.onnx", tmp_path / "r.json"
+    rc = main([str(MODELS / "digits_cnn.onnx"), "--calib", str(calib), "--target-macs", "0.5", "--recover", "distill",
+               "--allocation-rounds", "2", "--distill-steps", "6", "-o", str(out), "--report", str(rep), "-q"])
+    assert rc == 0
+    r = json.loads(rep.read_text())
+    assert len(r["search"]["rounds"]) == 2 and r["after"]["macs"] <= 0.5 * r["before"]["macs"]
+    d = r["recovery"]["distill"]
+    assert d["steps"] == 6 and d["kept"] in ("refit", "distill") and "warning" not in d
+    assert len(d["features"]) >= 1

@@ -16,7 +16,8 @@ from onnxcompress.config import CompressConfig
 from onnxcompress._ir_utils import const_array
 from onnxcompress._parallel import parallel_map
 from onnxcompress.importance import AGGREGATION, CRITERIA, GLOBAL_NORMALISATION, l1_kept
-from onnxcompress.pruning.calibrated import CalibratedPruning
+from onnxcompress.pruning.calibrated import CalibratedPruning, SearchCache
+from onnxcompress.pruning.rounds import round_targets
 from onnxcompress.pruning.plan import macs_per_atom
 from onnxcompress.pruning.apply import Applier
 from onnxcompress.pruning.plan import Plan, head_roots, make_plan, reported_blockers
@@ -36,6 +37,21 @@ class PruneResult:
     exactness: dict
     details: dict = field(default_factory=dict)
     calibration: dict | None = None
+
+
+@dataclass
+class _Round:
+    """What one prune round leaves: the last round's fill the report (see ``PrunePass.call``)."""
+
+    analysis: object
+    plan: Plan
+    app: Applier
+    calibrated: CalibratedPruning | None
+    layers: list[dict]
+    mass: float
+    total: float | None
+    criterion: str
+    heads: set
 
 
 def lossy_removals(analysis, removed: np.ndarray) -> list[dict]:
@@ -137,48 +153,44 @@ class PrunePass(ReportingPass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         cfg = self.config
-        analysis, shapes, tensors = analyse_for_pruning(model, self.oracle, self.input_shapes, cfg)
-        calibrated = self._calibrated(model, analysis, shapes)
-        criterion = cfg.resolved_criterion(calibrated is not None)
-        data_scores = calibrated.scores(analysis.uf.all_roots()) if criterion == "activation" else None
-        keep = None
-        if cfg.target_macs is not None:
-            base = make_plan(analysis, tensors, replace(cfg, ratio=0.0), data_scores=data_scores)
-            per_atom, total = macs_per_atom(analysis, base, shapes)
-            keep = calibrated.allocate(base.groups, base.scores, base.roots, per_atom, total, cfg.target_macs, cfg.round_to,
-                                       progress=self._progress("sensitivity"))
-            blind = [g for g in calibrated.report["allocation"]["groups"] if g.get("unmeasured")]
-            if blind:
-                self.warnings.append(
-                    f"{len(blind)} group(s) kept whole: their removal cannot be simulated on calibration data "
-                    f"(first: {blind[0]['filters'][0]}, {blind[0]['unmeasured']})"
-                )
-            reached = calibrated.report["allocation"]["estimated_macs_kept"]
-            if reached > cfg.target_macs + 1e-9:
-                self.warnings.append(
-                    f"--target-macs {cfg.target_macs} is out of reach: with every prunable group at its largest "
-                    f"measured ratio the model keeps {reached:.1%} of its MACs (blocked channels stay)"
-                )
-        plan = make_plan(analysis, tensors, cfg, data_scores=data_scores, keep=keep)
-        heads = head_roots(analysis, plan)
-        del tensors  # the filters' arrays: free each original as the applier replaces it
-        app = Applier(model, analysis, plan.removed, shapes)
-        app.exact_borders = cfg.exact_borders
-        layers = self._layers(analysis, plan)
-        mass = self._l1_mass(model, analysis, app, plan, zero=cfg.mode == "zero")
-        if calibrated is not None and cfg.mode == "remove":
-            calibrated.compensate(app)
-        if plan.removed.any():
-            if cfg.mode == "remove":
-                app.release_external()  # the cut reads kept rows from the file, not the pages scoring mapped
-            app.zero(cfg.zero_bias) if cfg.mode == "zero" else app.remove(cfg.zero_bias)
-            if calibrated is not None and cfg.mode == "remove":
-                calibrated.finish(model, plan, progress=self._progress("refit"), distill_progress=self._progress("distill"))
-                self.warnings.extend(calibrated.warnings)
+        targets: list[float | None] = [cfg.target_macs]
+        if cfg.target_macs is not None and cfg.allocation_rounds > 1 and cfg.mode == "remove" and self._has_calib():
+            targets = round_targets(cfg.target_macs, cfg.allocation_rounds)
+        teacher, total0, rounds, first_layers, changed, mass_kept = None, None, [], None, False, 1.0
+        lossy, exact_notes = [], []  # over every round
+        for i, target in enumerate(targets):
+            last = i == len(targets) - 1
+            r = self._round(model, target, teacher, total0, final=last, first=i == 0)
+            total0 = r.total if total0 is None else total0
+            first_layers = first_layers or {row["name"]: row["before"] for row in r.layers}
+            changed = changed or bool(r.plan.removed.any())
+            mass_kept *= 1.0 - r.mass
+            lossy += [x for x in lossy_removals(r.analysis, r.plan.removed) if x not in lossy]
+            exact_notes += r.app.notes if cfg.mode == "remove" else []
+            if len(targets) > 1:
+                alloc = r.calibrated.report.get("allocation") or {}
+                scale = (r.total or 0.0) / total0 if total0 else 1.0  # the round's model against the original
+                rounds.append({"target_macs": target, "estimated_macs_kept": alloc.get("estimated_macs_kept", 1.0) * scale,
+                               "sensitivity_s": alloc.get("sensitivity_s"),
+                               "groups_pruned": sum(1 for g in r.plan.groups if g.keep < len(g.atoms))})
+            teacher = r.calibrated.teacher if r.calibrated is not None else None
+            if not last:
+                for s in r.analysis.slots:
+                    if s.role == "out":
+                        teacher.record(s.node, ~r.plan.removed[s.ids])
+                self.oracle.clear()
+        analysis, plan, app, calibrated, layers, criterion, heads = (
+            r.analysis, r.plan, r.app, r.calibrated, r.layers, r.criterion, r.heads)
+        mass = 1.0 - mass_kept
+        for row in layers:
+            row["before"] = first_layers.get(row["name"], row["before"])
+        if rounds:
+            # the MACs targets of every round, as fractions of the original (the groups are the last round's)
+            calibrated.report["allocation"].update(target_macs=cfg.target_macs, rounds=rounds,
+                                                   sensitivity_s=sum(x["sensitivity_s"] or 0.0 for x in rounds))
+        self.warnings[:] = list(dict.fromkeys(self.warnings))
         blockers = reported_blockers(analysis, plan)
         pruned = sum(1 for g in plan.groups if g.keep < len(g.atoms))
-        exact_notes = app.notes if cfg.mode == "remove" else []
-        lossy = lossy_removals(analysis, plan.removed)
         self.result = PruneResult(
             groups={"total": len(plan.groups) + plan.blocked_groups, "pruned": pruned, "blocked": plan.blocked_groups},
             blockers=blockers,
@@ -212,14 +224,65 @@ class PrunePass(ReportingPass):
             },
         )
         self.report = {"groups": self.result.groups, "group_details": self.result.details["groups"]}
-        if plan.removed.any():
+        if changed:
             self.oracle.clear()  # channel counts changed
-        return ir.passes.PassResult(model, bool(plan.removed.any()))
+        return ir.passes.PassResult(model, changed)
 
-    def _calibrated(self, model: ir.Model, analysis, shapes) -> CalibratedPruning | None:
-        """The calibration helper when real inputs were given (None otherwise)."""
+    def _round(self, model: ir.Model, target: float | None, teacher, total0: float | None, final: bool, first: bool) -> _Round:
+        """One analysis, allocation, cut and recovery. ``target``: MACs fraction of the original
+        (``total0`` MACs, None in the first round); ``teacher``: the original, after the first round."""
+        cfg = self.config
+        analysis, shapes, tensors = analyse_for_pruning(model, self.oracle, self.input_shapes, cfg)
+        calibrated = self._calibrated(model, analysis, shapes, teacher, final, first)
+        criterion = cfg.resolved_criterion(calibrated is not None)
+        data_scores = calibrated.scores(analysis.uf.all_roots()) if criterion == "activation" else None
+        keep = None
+        total = None
+        if target is not None:
+            base = make_plan(analysis, tensors, replace(cfg, ratio=0.0), data_scores=data_scores)
+            per_atom, total = macs_per_atom(analysis, base, shapes)
+            goal = min(target * (total0 or total) / total, 1.0) if total else target
+            keep = calibrated.allocate(base.groups, base.scores, base.roots, per_atom, total, goal, cfg.round_to,
+                                       progress=self._progress("sensitivity"))
+            blind = [g for g in calibrated.report["allocation"]["groups"] if g.get("unmeasured")]
+            if blind:
+                self.warnings.append(
+                    f"{len(blind)} group(s) kept whole: their removal cannot be simulated on calibration data "
+                    f"(first: {blind[0]['filters'][0]}, {blind[0]['unmeasured']})"
+                )
+            reached = calibrated.report["allocation"]["estimated_macs_kept"]
+            if reached > goal + 1e-9:
+                self.warnings.append(
+                    f"--target-macs {cfg.target_macs} is out of reach: with every prunable group at its largest "
+                    f"measured ratio the model keeps {reached:.1%} of its MACs (blocked channels stay)"
+                )
+        plan = make_plan(analysis, tensors, cfg, data_scores=data_scores, keep=keep)
+        heads = head_roots(analysis, plan)
+        del tensors  # the filters' arrays: free each original as the applier replaces it
+        app = Applier(model, analysis, plan.removed, shapes)
+        app.exact_borders = cfg.exact_borders
+        layers = self._layers(analysis, plan)
+        mass = self._l1_mass(model, analysis, app, plan, zero=cfg.mode == "zero")
+        if calibrated is not None and cfg.mode == "remove":
+            calibrated.compensate(app)
+        if plan.removed.any():
+            if cfg.mode == "remove":
+                app.release_external()  # the cut reads kept rows from the file, not the pages scoring mapped
+            app.zero(cfg.zero_bias) if cfg.mode == "zero" else app.remove(cfg.zero_bias)
+            if calibrated is not None and cfg.mode == "remove":
+                calibrated.finish(model, plan, progress=self._progress("refit"), distill_progress=self._progress("distill"))
+                self.warnings.extend(calibrated.warnings)
+        return _Round(analysis, plan, app, calibrated, layers, mass, total, criterion, heads)
+
+    def _has_calib(self) -> bool:
+        return self.ctx is not None and self.ctx.calib is not None
+
+    def _calibrated(self, model: ir.Model, analysis, shapes, teacher=None, final=True, first=True) -> CalibratedPruning | None:
+        """The calibration helper when real inputs were given (None otherwise). Rounds after the
+        first measure a new model (their own sensitivity cache) against the first's ``teacher``;
+        rounds before the last refit, and only the last distills."""
         ctx, cfg = self.ctx, self.config
-        if ctx is None or ctx.calib is None:
+        if not self._has_calib():
             return None
         fit = list(ctx.calib.batches())
         if cfg.calib_augment > 0:
@@ -227,10 +290,13 @@ class PrunePass(ReportingPass):
 
             rng, ranges = np.random.default_rng(cfg.seed), input_ranges(fit)
             fit = [perturb(f, rng, cfg.calib_augment, ranges) for f in fit]
+        recover = cfg.resolved_recover(True)
+        recover = "refit" if recover == "distill" and not final else recover
         cal = CalibratedPruning(
             model, analysis, shapes, fit=fit, held=list(ctx.held_out.batches()),
-            recover=cfg.resolved_recover(True), cache=ctx.search_cache, map_thresholds=cfg.map_thresholds,
-            distill=_distill_config(cfg, model), estimate=cfg.sensitivity_estimate,
+            recover=recover, cache=ctx.search_cache if first else SearchCache(), map_thresholds=cfg.map_thresholds,
+            distill=_distill_config(cfg, model) if recover == "distill" else None, estimate=cfg.sensitivity_estimate,
+            teacher=teacher,
         )
         cal.prepare()
         return cal

@@ -26,6 +26,7 @@ from onnxcompress.pruning.activations import FeatureStats, collect_stats, consum
 from onnxcompress.pruning.plan import Group, Plan, macs_kept, weakest_atoms
 from onnxcompress.channels.rules import consumer_of
 from onnxcompress.pruning.recover import Consumer, first_samples, refit
+from onnxcompress.pruning.rounds import Teacher
 from onnxcompress.pruning.sensitivity import (
     GroupSensitivity,
     MaskedModel,
@@ -60,8 +61,10 @@ class CalibratedPruning:
     cache: SearchCache = field(default_factory=SearchCache)
     stats: dict[str, FeatureStats] = field(default_factory=dict)
     reference: ir.Model | None = None
+    #: what the refit, the drift and distillation compare with: the original model, which is the
+    #: ``reference`` in a single round (``pruning.rounds``)
+    teacher: Teacher | None = None
     report: dict = field(default_factory=dict)
-    out_names: dict = field(default_factory=dict)
     #: output name -> binarization threshold of a probability map (see ``fidelity``)
     map_thresholds: dict[str, float] = field(default_factory=dict)
     #: settings of ``recover="distill"`` (a ``finetune.distill.DistillConfig``)
@@ -74,7 +77,8 @@ class CalibratedPruning:
     def prepare(self) -> None:
         t = time.perf_counter()
         self.reference = self.model.clone()
-        self.out_names = {id(n): n.outputs[0].name for n in self.model.graph if n.outputs}
+        if self.teacher is None:
+            self.teacher = Teacher.of(self.reference, self.model)
         values = {s.node.inputs[0].name: self.analysis.info[s.node.inputs[0]].axes[0] for s in consumer_slots(self.analysis)}
         values.update(unread_outputs(self.analysis))
         self.stats = collect_stats(self.reference, self.fit, values) if values else {}
@@ -142,13 +146,14 @@ class CalibratedPruning:
 
     def finish(self, model: ir.Model, plan: Plan, progress=None, distill_progress=None) -> None:
         """Refit (``recover="refit"``) and measure end-to-end drift on the held-out split."""
-        ref = Session(self.reference).run_all(self.held)
+        teacher = self.teacher.model
+        ref = Session(teacher).run_all(self.held)
         before = drift(ref, Session(model).run_all(self.held), self.map_thresholds)
         layers: list[dict] = []
         consumers = self._consumers(model, plan)
         if self.recover in ("refit", "distill"):
             t = time.perf_counter()
-            layers = refit(model, self.reference, consumers, self.fit, self.held, progress=progress)
+            layers = refit(model, teacher, consumers, self.fit, self.held, progress=progress)
             self.report["refit_s"] = time.perf_counter() - t
         after = drift(ref, Session(model).run_all(self.held), self.map_thresholds) if layers else before
         self.report["recovery"] = {
@@ -163,7 +168,7 @@ class CalibratedPruning:
             from onnxcompress.pruning.distill_step import run_distillation
 
             t = time.perf_counter()
-            outcome = run_distillation(model, self.reference, consumers, self.fit, self.held, self.distill, distill_progress)
+            outcome = run_distillation(model, teacher, consumers, self.fit, self.held, self.distill, distill_progress)
             self.report["distill_s"] = time.perf_counter() - t
             self.report["recovery"]["distill"] = outcome
             if outcome.get("warning"):
@@ -174,7 +179,8 @@ class CalibratedPruning:
     def _consumers(self, model: ir.Model, plan: Plan) -> list[Consumer]:
         """Layers to refit, in order: every consumer of removed channels, and every later weight
         layer too, since the drift reaches them through what was not pruned (each is kept only
-        where it lowers its held-out error)."""
+        where it lowers its held-out error). Each is matched to the teacher (the original), with
+        the output channels removed in this and every earlier round dropped from its target."""
         touched = {id(s.node) for s in self.analysis.slots if s.role == "in" and plan.removed[s.ids].any()}
         out_keep = {id(s.node): ~plan.removed[s.ids] for s in self.analysis.slots if s.role == "out"}
         out, started = [], False
@@ -182,6 +188,10 @@ class CalibratedPruning:
             started = started or id(n) in touched
             hooks = consumer_of(n)
             weight = hooks is not None and hooks.refit_reason(n) is None and len(n.inputs) > 1 and is_const(n.inputs[1])
-            if id(n) in touched or (started and weight and id(n) in self.out_names):
-                out.append(Consumer(n, out_keep.get(id(n)), self.out_names[id(n)]))
+            name = self.teacher.name(n)
+            if name is not None and (id(n) in touched or (started and weight)):
+                try:
+                    out.append(Consumer(n, self.teacher.keep(n, out_keep.get(id(n))), name))
+                except ValueError:
+                    continue  # its channels no longer line up with the original's: not refit
         return out

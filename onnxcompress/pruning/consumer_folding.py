@@ -14,6 +14,7 @@ import onnx_ir as ir
 
 from typing import TYPE_CHECKING
 
+from onnxcompress._ir_utils import unique_name
 from onnxcompress.channels.state import Slot
 
 if TYPE_CHECKING:
@@ -109,11 +110,13 @@ class ConsumerFolding:
         uses = [u for u in out.uses() if u.node is not node]  # before the Add exists
         base = target.name or target.op_type
         bias = node.outputs[0] if const is None else self.new_initializer(f"{base}_{label}", const)
-        add = ir.Node("", "Add", inputs=[out, bias], name=f"{base}_{label}_add")
+        # Unique names: a graph compressed before (or an earlier prune round) has these already.
+        nodes = {n.name for n in self.graph}
+        add = ir.Node("", "Add", inputs=[out, bias], name=unique_name(self.graph, f"{base}_{label}_add", nodes))
         new_out = add.outputs[0]
         # The Add takes over the name: graph outputs keep their names.
         original_name = out.name
-        out.name = f"{original_name}_before_{label}"
+        out.name = unique_name(self.graph, f"{original_name}_before_{label}")
         new_out.name = original_name
         info = self.analysis.info.get(out)
         shrinks = info is not None and bool(self._removed[info.ids].any())
