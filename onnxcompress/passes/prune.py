@@ -164,6 +164,8 @@ class PrunePass(ReportingPass):
         del tensors  # the filters' arrays: free each original as the applier replaces it
         app = Applier(model, analysis, plan.removed, shapes)
         app.exact_borders = cfg.exact_borders
+        if calibrated is None and self.ctx is not None:
+            app.sink = self.ctx.data_sink  # nothing rewrites the cut weights after this pass
         layers = self._layers(analysis, plan)
         mass = self._l1_mass(model, analysis, app, plan, zero=cfg.mode == "zero")
         if calibrated is not None and cfg.mode == "remove":

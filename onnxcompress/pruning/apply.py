@@ -20,6 +20,7 @@ from onnxcompress.channels.state import AnalysisResult, ChannelInfo
 from onnxcompress._ir_utils import const_array, default_opset, is_const
 from onnxcompress._parallel import parallel_map, windows
 from onnxcompress.pruning.consumer_folding import ConsumerFolding
+from onnxcompress.spill import Region
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class Applier(ConsumerFolding):
         self.exact_borders = False
         self._border_maps: list[tuple[ir.Node, np.ndarray]] = []
         self._ones: dict[tuple, ir.Value] = {}
+        #: where cut weights are written (``spill.DataSink``: the output's data file), or None: memory
+        self.sink = None
 
     # ----- what rules use -----
     def channels(self, v: ir.Value | None) -> ChannelInfo | None:
@@ -185,7 +188,7 @@ class Applier(ConsumerFolding):
             cuts.setdefault(value, []).append((axis, keep))
         # A window's results are held beside every source tensor until written: bound them by bytes.
         for window in windows(cuts.items(), weight=lambda item: self.tensor(item[0]).nbytes, max_weight=WINDOW_BYTES):
-            jobs = [(self.tensor(value), masks, _file_rows(value, masks)) for value, masks in window]
+            jobs = [(self.tensor(value), masks, _file_rows(value, masks), self.sink) for value, masks in window]
             for (value, _), arr in zip(window, parallel_map(_cut, jobs)):
                 self._write(value, arr)
         for node in self.analysis.rewrites:
@@ -223,9 +226,14 @@ class Applier(ConsumerFolding):
                 self.graph.remove(prod, safe=True)
             return
         old = value.const_value
+        value.shape = ir.Shape(arr.shape)
+        if isinstance(arr, Region):
+            # Written into the output's data file: the model refers to it there (read back by map).
+            value.const_value = arr.seal(old.name)
+            self._tensors[value] = value.const_value.numpy()
+            return
         # Every caller hands over a fresh array (a slice by np.compress, a new bias): no copy needed.
         value.const_value = ir.tensor(np.ascontiguousarray(arr), name=old.name)
-        value.shape = ir.Shape(arr.shape)
         self._tensors[value] = arr
 
     def _propagate_constants(self) -> None:
@@ -274,6 +282,17 @@ def _file_rows(value: ir.Value, masks: list[tuple[int, np.ndarray]]) -> tuple[st
     return (str(t.path), int(t.offset or 0))
 
 
+def _runs(idx: np.ndarray):
+    """(first, count) of each run of consecutive indices."""
+    j = 0
+    while j < len(idx):
+        k = j
+        while k + 1 < len(idx) and idx[k + 1] == idx[k] + 1:
+            k += 1
+        yield j, k + 1 - j
+        j = k + 1
+
+
 def _read_rows(arr: np.ndarray, keep: np.ndarray, path: str, offset: int) -> np.ndarray:
     """The kept rows of an external tensor, read from its file into the result: the source is never
     mapped whole (a 1.5 GB weight cut in half peaked at source + result, 1.6x the model)."""
@@ -282,20 +301,15 @@ def _read_rows(arr: np.ndarray, keep: np.ndarray, path: str, offset: int) -> np.
     flat = out.reshape(len(idx), -1).view(np.uint8)
     row = flat.shape[1]
     with open(path, "rb") as f:
-        j = 0
-        while j < len(idx):
-            k = j
-            while k + 1 < len(idx) and idx[k + 1] == idx[k] + 1:
-                k += 1  # a run of consecutive rows: one read
+        for j, count in _runs(idx):  # a run of consecutive rows: one read
             f.seek(offset + int(idx[j]) * row)
-            view = memoryview(flat[j:k + 1]).cast("B")  # type: ignore[arg-type]  # numpy arrays are buffers
+            view = memoryview(flat[j:j + count]).cast("B")  # type: ignore[arg-type]  # numpy arrays are buffers
             got = 0
             while got < len(view):
                 n = f.readinto(view[got:])
                 if not n:
                     raise OSError(f"{path}: external data ends early")
                 got += n
-            j = k + 1
     return out
 
 
@@ -303,9 +317,22 @@ def _read_rows(arr: np.ndarray, keep: np.ndarray, path: str, offset: int) -> np.
 CUT_BLOCK_BYTES = 4 << 20
 
 
-def _cut(job: tuple[np.ndarray, list[tuple[int, np.ndarray]], tuple[str, int] | None]) -> np.ndarray:
-    """The array kept by every (axis, mask) of one tensor (a fresh array: ``np.compress`` copies)."""
-    arr, masks, source = job
+def _cut(job: tuple) -> np.ndarray | Region:
+    """The array kept by every (axis, mask) of one tensor (a fresh array: ``np.compress`` copies),
+    or, given a sink (``spill.DataSink``) and a big result, its region of the output's data file.
+
+    ``job`` is (source array, [(axis, keep mask)], (file, offset) to read rows from or None[, sink]).
+    """
+    arr, masks, source, *rest = job
+    sink = rest[0] if rest else None
+    if sink is not None:
+        shape = list(arr.shape)
+        for axis, keep in masks:
+            shape[axis] = int(np.count_nonzero(keep))
+        region = sink.region(tuple(shape), arr.dtype)
+        if region is not None:
+            _cut_into(region, arr, masks, source)
+            return region
     if source is not None:
         return _read_rows(arr, masks[0][1], *source)
     if len(masks) == 1:
@@ -332,3 +359,23 @@ def _cut(job: tuple[np.ndarray, list[tuple[int, np.ndarray]], tuple[str, int] | 
             block = np.compress(keep, block, axis=axis)
         out[j:j + len(block)] = block
     return out
+
+
+def _cut_into(region: Region, arr: np.ndarray, masks: list[tuple[int, np.ndarray]], source: tuple[str, int] | None) -> None:
+    """Write the cut of ``arr`` into ``region`` in C order: runs of kept rows copied from the input's
+    file in the kernel, or blocks of a few kept rows cut on the other axes (the same values as ``_cut``)."""
+    keep_by_axis = dict(masks)
+    if source is not None:
+        idx = np.flatnonzero(keep_by_axis[0])
+        row = arr[:1].nbytes
+        for j, count in _runs(idx):
+            region.copy_from(source[0], source[1] + int(idx[j]) * row, count * row)
+        return
+    rows = np.flatnonzero(keep_by_axis.pop(0)) if 0 in keep_by_axis else None
+    n = arr.shape[0] if rows is None else len(rows)
+    step = max(1, CUT_BLOCK_BYTES // max(arr[:1].nbytes, 1))
+    for j in range(0, n, step):
+        block = arr[j:j + step] if rows is None else arr.take(rows[j:j + step], axis=0)
+        for axis, keep in sorted(keep_by_axis.items()):
+            block = np.compress(keep, block, axis=axis)
+        region.write(block)

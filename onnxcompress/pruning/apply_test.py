@@ -34,3 +34,28 @@ def test_multi_axis_cut_equals_cutting_one_axis_after_another(monkeypatch):
     k2 = rng.random(3) < 0.6
     np.testing.assert_array_equal(_cut((w, [(1, k1), (2, k2)], None)), w[:, k1][:, :, k2])
     np.testing.assert_array_equal(_cut((w, [(1, k1)], None)), w[:, k1])
+
+
+def test_cut_into_the_output_data_file_equals_the_in_memory_cut(tmp_path, monkeypatch):
+    from onnxcompress import spill
+
+    monkeypatch.setattr(spill, "MIN_BYTES", 64)
+    monkeypatch.setattr(apply, "CUT_BLOCK_BYTES", 500)  # several blocks per tensor
+    rng = np.random.default_rng(2)
+    w = rng.normal(size=(40, 12, 3)).astype(np.float32)
+    path = tmp_path / "w.data"
+    path.write_bytes(b"\0" * 64 + w.tobytes())
+    k0, k1, k2 = rng.random(40) < 0.5, rng.random(12) < 0.5, rng.random(3) < 0.7
+    k0[[5, 6, 7, 39]] = True
+    sink = spill.DataSink(lambda: tmp_path / "out", "out.data")
+    (tmp_path / "out").mkdir()
+    cases = [([(0, k0)], (str(path), 64)), ([(0, k0)], None), ([(1, k1)], None), ([(0, k0), (1, k1)], None),
+             ([(2, k2), (1, k1)], None)]
+    for masks, source in cases:
+        region = _cut((w, masks, source, sink))
+        assert isinstance(region, spill.Region), masks
+        want = _cut((w, masks, source))
+        got = region.seal("w").numpy()
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+    assert not isinstance(_cut((w[:1, :1], [(2, k2)], None, sink)), spill.Region)  # small: in memory
