@@ -172,3 +172,39 @@ def test_cli_writes_the_cut_weights_once_into_the_output_data_file(external_mode
     run = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
            for p in (out, ref_out)]
     np.testing.assert_array_equal(*run)
+
+
+@pytest.mark.parametrize("sink", [False, True], ids=["memory", "output-data-file"])
+def test_l1_mass_is_taken_from_the_scores_and_the_cut(external_model, tmp_path, monkeypatch, sink):
+    """The report's L1 mass without a second read of the weights: a scored weight's total is the sum of
+    its L1 filter norms and its kept part is summed by the cut. The figure is the one a full read gives."""
+    import onnxcompress.passes.prune as prune
+    from onnxcompress import spill
+    from onnxcompress.io import data_path
+    from onnxcompress.paths import Staging
+
+    monkeypatch.setattr(spill, "MIN_BYTES", 16 << 10)
+    reads = []
+    real_l1 = prune.l1_kept
+    monkeypatch.setattr(prune, "l1_kept", lambda w, keep: reads.append(w.shape) or real_l1(w, keep))
+
+    def run(**kw):
+        with Staging() as staging:
+            out = tmp_path / f"o{len(reads)}" / "m.onnx"
+            ds = spill.DataSink(lambda: staging.temp_dir(out), data_path(out).name) if sink else None
+            return compress(str(external_model), CompressConfig(ratio=0.5, simplify=False), data_sink=ds, **kw)
+
+    fast = run().report.pruned_l1_mass
+    assert reads == [], reads  # every weight here is scored (the head too, its filters all kept)
+    real_plan = prune.make_plan
+
+    def unscored(*a, **k):  # no totals from the scores: every weight is read, as before
+        plan = real_plan(*a, **k)
+        plan.l1_totals = {}
+        return plan
+
+    monkeypatch.setattr(prune, "make_plan", unscored)
+    reads.clear()
+    full = run().report.pruned_l1_mass
+    assert len(reads) == 6
+    assert 0.4 < fast < 0.9 and fast == pytest.approx(full, rel=1e-12)

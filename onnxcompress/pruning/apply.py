@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 
-import sys
-
 import numpy as np
 import onnx_ir as ir
 
@@ -20,6 +18,7 @@ from onnxcompress.channels.state import AnalysisResult, ChannelInfo
 from onnxcompress._ir_utils import const_array, default_opset, is_const
 from onnxcompress._parallel import parallel_map, windows
 from onnxcompress.pruning.consumer_folding import ConsumerFolding
+from onnxcompress.pruning.cut import cut_and_sum, file_rows
 from onnxcompress.spill import Region
 
 logger = logging.getLogger(__name__)
@@ -50,6 +49,9 @@ class Applier(ConsumerFolding):
         self._ones: dict[tuple, ir.Value] = {}
         #: where cut weights are written (``spill.DataSink``: the output's data file), or None: memory
         self.sink = None
+        #: the tensors whose kept |w| the cut sums as it goes (``kept_l1``), for the report's L1 mass
+        self.sum_l1: set[ir.Value] = set()
+        self.kept_l1: dict[ir.Value, float] = {}
 
     # ----- what rules use -----
     def channels(self, v: ir.Value | None) -> ChannelInfo | None:
@@ -183,13 +185,13 @@ class Applier(ConsumerFolding):
         self._propagate_constants()
         self._fold_into_consumers()
         # Each tensor is cut along all its masked axes on a thread, a window at a time, then written.
-        cuts: dict[ir.Value, list[tuple[int, np.ndarray]]] = {}
-        for (value, axis), keep in self._slot_masks().items():
-            cuts.setdefault(value, []).append((axis, keep))
         # A window's results are held beside every source tensor until written: bound them by bytes.
-        for window in windows(cuts.items(), weight=lambda item: self.tensor(item[0]).nbytes, max_weight=WINDOW_BYTES):
-            jobs = [(self.tensor(value), masks, _file_rows(value, masks), self.sink) for value, masks in window]
-            for (value, _), arr in zip(window, parallel_map(_cut, jobs)):
+        for window in windows(self.cuts().items(), weight=lambda item: self.tensor(item[0]).nbytes, max_weight=WINDOW_BYTES):
+            jobs = [(self.tensor(value), masks, file_rows(value, masks), self.sink, value in self.sum_l1)
+                    for value, masks in window]
+            for (value, _), (arr, kept) in zip(window, parallel_map(cut_and_sum, jobs)):
+                if kept is not None:
+                    self.kept_l1[value] = kept
                 self._write(value, arr)
         for node in self.analysis.rewrites:
             rule = self.analysis.rules.get(node)
@@ -197,6 +199,17 @@ class Applier(ConsumerFolding):
                 rule.rewrite(node, self)
         self._insert_border_maps()
         self._clear_stale_shapes()
+
+    def cuts(self) -> dict[ir.Value, list[tuple[int, np.ndarray]]]:
+        """The (axis, keep mask) pairs each tensor loses channels along in remove mode."""
+        cuts: dict[ir.Value, list[tuple[int, np.ndarray]]] = {}
+        for (value, axis), keep in self._slot_masks().items():
+            cuts.setdefault(value, []).append((axis, keep))
+        return cuts
+
+    def sums_kept_l1(self, value: ir.Value, masks: list[tuple[int, np.ndarray]]) -> bool:
+        """Whether the cut of ``value`` can sum its kept |w| (not when its rows are copied in the kernel)."""
+        return self.sink is None or file_rows(value, masks) is None
 
     # ----- internals -----
     def _slot_masks(self, roles: tuple[str, ...] | None = None) -> dict[tuple[ir.Value, int], np.ndarray]:
@@ -265,117 +278,3 @@ class Applier(ConsumerFolding):
                         v.shape = ir.Shape(dims)
                 else:
                     v.shape = None
-
-
-def _file_rows(value: ir.Value, masks: list[tuple[int, np.ndarray]]) -> tuple[str, int] | None:
-    """(data file, offset) when ``value``'s rows can be read straight from its external data file:
-    an untouched external tensor cut on axis 0 only, in native little-endian layout."""
-    t = value.const_value
-    if (not isinstance(t, ir.ExternalTensor) or len(masks) != 1 or masks[0][0] != 0 or sys.byteorder != "little"
-            or len(t.shape) < 2):
-        return None
-    try:
-        if np.dtype(t.dtype.numpy()).kind not in "fiub":
-            return None
-    except Exception:  # noqa: BLE001 - a dtype numpy has no native form for
-        return None
-    return (str(t.path), int(t.offset or 0))
-
-
-def _runs(idx: np.ndarray):
-    """(first, count) of each run of consecutive indices."""
-    j = 0
-    while j < len(idx):
-        k = j
-        while k + 1 < len(idx) and idx[k + 1] == idx[k] + 1:
-            k += 1
-        yield j, k + 1 - j
-        j = k + 1
-
-
-def _read_rows(arr: np.ndarray, keep: np.ndarray, path: str, offset: int) -> np.ndarray:
-    """The kept rows of an external tensor, read from its file into the result: the source is never
-    mapped whole (a 1.5 GB weight cut in half peaked at source + result, 1.6x the model)."""
-    idx = np.flatnonzero(keep)
-    out = np.empty((len(idx),) + arr.shape[1:], arr.dtype)
-    flat = out.reshape(len(idx), -1).view(np.uint8)
-    row = flat.shape[1]
-    with open(path, "rb") as f:
-        for j, count in _runs(idx):  # a run of consecutive rows: one read
-            f.seek(offset + int(idx[j]) * row)
-            view = memoryview(flat[j:j + count]).cast("B")  # type: ignore[arg-type]  # numpy arrays are buffers
-            got = 0
-            while got < len(view):
-                n = f.readinto(view[got:])
-                if not n:
-                    raise OSError(f"{path}: external data ends early")
-                got += n
-    return out
-
-
-#: source bytes cut per block when a tensor loses channels on several axes (rows of the first axis)
-CUT_BLOCK_BYTES = 4 << 20
-
-
-def _cut(job: tuple) -> np.ndarray | Region:
-    """The array kept by every (axis, mask) of one tensor (a fresh array: ``np.compress`` copies),
-    or, given a sink (``spill.DataSink``) and a big result, its region of the output's data file.
-
-    ``job`` is (source array, [(axis, keep mask)], (file, offset) to read rows from or None[, sink]).
-    """
-    arr, masks, source, *rest = job
-    sink = rest[0] if rest else None
-    if sink is not None:
-        shape = list(arr.shape)
-        for axis, keep in masks:
-            shape[axis] = int(np.count_nonzero(keep))
-        region = sink.region(tuple(shape), arr.dtype)
-        if region is not None:
-            _cut_into(region, arr, masks, source)
-            return region
-    if source is not None:
-        return _read_rows(arr, masks[0][1], *source)
-    if len(masks) == 1:
-        axis, keep = masks[0]
-        return np.compress(keep, arr, axis=axis)
-    # Several axes at once. Cutting them one after another over the whole tensor would hold the
-    # source, an intermediate and the result together (a 1 GB Gemm cut on both axes peaked at
-    # 2.9x): a few kept rows at a time are cut on the other axes straight into the result.
-    keep_by_axis = dict(masks)
-    if 0 not in keep_by_axis:
-        index = [np.arange(n) for n in arr.shape]
-        for axis, keep in masks:
-            index[axis] = np.flatnonzero(keep)
-        return arr[np.ix_(*index)]
-    rows = np.flatnonzero(keep_by_axis.pop(0))
-    shape = [len(rows), *arr.shape[1:]]
-    for axis, keep in keep_by_axis.items():
-        shape[axis] = int(np.count_nonzero(keep))
-    out = np.empty(shape, arr.dtype)
-    step = max(1, CUT_BLOCK_BYTES // max(arr[:1].nbytes, 1))
-    for j in range(0, len(rows), step):
-        block = arr.take(rows[j:j + step], axis=0)
-        for axis, keep in sorted(keep_by_axis.items()):
-            block = np.compress(keep, block, axis=axis)
-        out[j:j + len(block)] = block
-    return out
-
-
-def _cut_into(region: Region, arr: np.ndarray, masks: list[tuple[int, np.ndarray]], source: tuple[str, int] | None) -> None:
-    """Write the cut of ``arr`` into ``region`` in C order: runs of kept rows copied from the input's
-    file in the kernel, or blocks of a few kept rows cut on the other axes (the same values as ``_cut``)."""
-    keep_by_axis = dict(masks)
-    if source is not None:
-        idx = np.flatnonzero(keep_by_axis[0])
-        row = arr[:1].nbytes
-        for j, count in _runs(idx):
-            region.copy_from(source[0], source[1] + int(idx[j]) * row, count * row)
-        return
-    rows = np.flatnonzero(keep_by_axis.pop(0)) if 0 in keep_by_axis else None
-    n = arr.shape[0] if rows is None else len(rows)
-    step = max(1, CUT_BLOCK_BYTES // max(arr[:1].nbytes, 1))
-    for j in range(0, n, step):
-        block = arr[j:j + step] if rows is None else arr.take(rows[j:j + step], axis=0)
-        for axis, keep in sorted(keep_by_axis.items()):
-            block = np.compress(keep, block, axis=axis)
-        region.write(block)

@@ -1,11 +1,12 @@
-"""Cutting weights: rows read straight from external data, several axes in one gather."""
+"""Cutting weights: rows read straight from external data, several axes a block at a time, into memory
+or into the output's data file."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from onnxcompress.pruning import apply
-from onnxcompress.pruning.apply import _cut, _read_rows
+from onnxcompress.pruning import cut
 
 
 def test_rows_read_from_the_data_file_equal_the_in_memory_cut(tmp_path):
@@ -15,7 +16,7 @@ def test_rows_read_from_the_data_file_equal_the_in_memory_cut(tmp_path):
     path.write_bytes(b"\0" * 123 + w.tobytes())  # the tensor sits at an offset, as in a shared data file
     keep = rng.random(37) < 0.5
     keep[[3, 4, 5, 36]] = True  # runs of consecutive rows and the last row
-    got = _read_rows(w, keep, str(path), 123)
+    got = cut.read_rows(w, keep, str(path), 123)
     np.testing.assert_array_equal(got, w[keep])
     assert got.flags["C_CONTIGUOUS"] and got.dtype == np.float32
 
@@ -25,22 +26,22 @@ def test_multi_axis_cut_equals_cutting_one_axis_after_another(monkeypatch):
     w = rng.normal(size=(8, 6, 3, 3)).astype(np.float32)
     k0, k1 = rng.random(8) < 0.6, rng.random(6) < 0.6
     for block in (1, 3 * w[:1].nbytes, 1 << 20):  # one row per block, a few, all at once
-        monkeypatch.setattr(apply, "CUT_BLOCK_BYTES", block)
-        got = _cut((w, [(0, k0), (1, k1)], None))
+        monkeypatch.setattr(cut, "CUT_BLOCK_BYTES", block)
+        got = cut.cut((w, [(0, k0), (1, k1)], None))
         np.testing.assert_array_equal(got, w[k0][:, k1])
         assert got.flags["C_CONTIGUOUS"] and got.dtype == np.float32
         # the order the masks come in does not matter, nor masks that skip axis 0
-        np.testing.assert_array_equal(_cut((w, [(1, k1), (0, k0)], None)), w[k0][:, k1])
+        np.testing.assert_array_equal(cut.cut((w, [(1, k1), (0, k0)], None)), w[k0][:, k1])
     k2 = rng.random(3) < 0.6
-    np.testing.assert_array_equal(_cut((w, [(1, k1), (2, k2)], None)), w[:, k1][:, :, k2])
-    np.testing.assert_array_equal(_cut((w, [(1, k1)], None)), w[:, k1])
+    np.testing.assert_array_equal(cut.cut((w, [(1, k1), (2, k2)], None)), w[:, k1][:, :, k2])
+    np.testing.assert_array_equal(cut.cut((w, [(1, k1)], None)), w[:, k1])
 
 
 def test_cut_into_the_output_data_file_equals_the_in_memory_cut(tmp_path, monkeypatch):
     from onnxcompress import spill
 
     monkeypatch.setattr(spill, "MIN_BYTES", 64)
-    monkeypatch.setattr(apply, "CUT_BLOCK_BYTES", 500)  # several blocks per tensor
+    monkeypatch.setattr(cut, "CUT_BLOCK_BYTES", 500)  # several blocks per tensor
     rng = np.random.default_rng(2)
     w = rng.normal(size=(40, 12, 3)).astype(np.float32)
     path = tmp_path / "w.data"
@@ -52,10 +53,15 @@ def test_cut_into_the_output_data_file_equals_the_in_memory_cut(tmp_path, monkey
     cases = [([(0, k0)], (str(path), 64)), ([(0, k0)], None), ([(1, k1)], None), ([(0, k0), (1, k1)], None),
              ([(2, k2), (1, k1)], None)]
     for masks, source in cases:
-        region = _cut((w, masks, source, sink))
+        region, kept = cut.cut_and_sum((w, masks, source, sink, True))
         assert isinstance(region, spill.Region), masks
-        want = _cut((w, masks, source))
+        want, kept_in_memory = cut.cut_and_sum((w, masks, source, None, True))
         got = region.seal("w").numpy()
         assert got.shape == want.shape
         np.testing.assert_array_equal(got, want)
-    assert not isinstance(_cut((w[:1, :1], [(2, k2)], None, sink)), spill.Region)  # small: in memory
+        # the kept |w|, summed as the blocks go (none for rows copied in the kernel: never read)
+        exact = np.abs(want.astype(np.float64)).sum()
+        assert kept_in_memory == pytest.approx(exact, rel=1e-12)
+        assert kept is None if source is not None else kept == pytest.approx(exact, rel=1e-12)
+        assert cut.cut_and_sum((w, masks, source, None, False))[1] is None
+    assert not isinstance(cut.cut((w[:1, :1], [(2, k2)], None, sink)), spill.Region)  # small: in memory
