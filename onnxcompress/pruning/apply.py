@@ -225,9 +225,12 @@ class Applier(ConsumerFolding):
             masks[key] = keep
         return {k: m for k, m in masks.items() if not m.all()}
 
-    def _write(self, value: ir.Value, arr: np.ndarray) -> None:
+    def _write(self, value: ir.Value, arr: np.ndarray | Region) -> None:
         if value.const_value is None:
-            # A Constant node's output: lift it to an initializer first.
+            # A Constant node's output: lift it to an initializer first (the save then finds the
+            # region unused and writes a fresh data file: rare, Constants are lifted before this).
+            if isinstance(arr, Region):
+                arr = np.array(arr.seal(value.name or "const").numpy())
             prod = value.producer()
             new = self.new_initializer(value.name or "const", np.array(arr, order="C", copy=True))
             value.replace_all_uses_with(new)

@@ -28,6 +28,7 @@ def test_multi_axis_cut_equals_cutting_one_axis_after_another(monkeypatch):
     for block in (1, 3 * w[:1].nbytes, 1 << 20):  # one row per block, a few, all at once
         monkeypatch.setattr(cut, "CUT_BLOCK_BYTES", block)
         got = cut.cut((w, [(0, k0), (1, k1)], None))
+        assert isinstance(got, np.ndarray)  # without a sink, always in memory
         np.testing.assert_array_equal(got, w[k0][:, k1])
         assert got.flags["C_CONTIGUOUS"] and got.dtype == np.float32
         # the order the masks come in does not matter, nor masks that skip axis 0
@@ -56,6 +57,7 @@ def test_cut_into_the_output_data_file_equals_the_in_memory_cut(tmp_path, monkey
         region, kept = cut.cut_and_sum((w, masks, source, sink, True))
         assert isinstance(region, spill.Region), masks
         want, kept_in_memory = cut.cut_and_sum((w, masks, source, None, True))
+        assert isinstance(region, spill.Region) and isinstance(want, np.ndarray)
         got = region.seal("w").numpy()
         assert got.shape == want.shape
         np.testing.assert_array_equal(got, want)
