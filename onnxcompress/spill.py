@@ -99,6 +99,16 @@ def _copy(src: int, dst: int, count: int, src_offset: int, dst_offset: int) -> i
     return len(data)
 
 
+def _raw(dtype: np.dtype) -> bool:
+    """Whether an array of ``dtype`` is stored as its own bytes (not 4-bit types, packed two to a byte)."""
+    if not dtype.isnative or dtype.hasobject:
+        return False
+    try:
+        return ir.DataType.from_numpy(dtype).bitwidth == dtype.itemsize * 8
+    except Exception:  # noqa: BLE001 - a dtype ONNX has no type for
+        return False
+
+
 class DataSink:
     """Regions of one data file, handed out to be written and sealed as external tensors."""
 
@@ -119,8 +129,8 @@ class DataSink:
         """A region of the data file for an array of ``shape`` (None when it is small: make it in memory)."""
         dtype = np.dtype(dtype)
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if nbytes < MIN_BYTES or not dtype.isnative or dtype.hasobject:
-            return None
+        if nbytes < MIN_BYTES or not _raw(dtype) or not hasattr(os, "pwrite"):
+            return None  # (no os.pwrite/pread: Windows)
         with self._lock:
             if self.dir is None:
                 self.dir = self._make_dir()

@@ -32,11 +32,17 @@ def _values(path) -> dict[str, bytes]:
     return {n: v.const_value.tobytes() for n, v in m.graph.initializers.items()}
 
 
-def test_small_arrays_get_no_region(tmp_path):
+def test_small_arrays_and_packed_types_get_no_region(tmp_path, monkeypatch):
+    import ml_dtypes
+
     made = []
     sink = DataSink(lambda: made.append(1) or tmp_path, "out.onnx.data")
     assert sink.region((16, 16), np.float32) is None
+    monkeypatch.setattr(spill, "MIN_BYTES", 16)
+    # int4 is one value per numpy byte but two per byte in a data file; big-endian is not the file's order
+    assert sink.region((64, 64), ml_dtypes.int4) is None and sink.region((64, 64), np.dtype(">f4")) is None
     assert made == [] and sink.path is None
+    assert sink.region((64, 64), ml_dtypes.bfloat16) is not None
 
 
 def test_a_region_holds_exactly_what_was_written(tmp_path, monkeypatch):
