@@ -100,7 +100,7 @@ def _stats(model: ir.Model, input_shapes: dict[str, Shape], size: int, oracle: S
 
 
 def compress(model_or_path: ModelLike, config: CompressConfig | None = None, on_stage=None, *,
-             search_cache=None) -> Result:
+             search_cache=None, data_sink=None) -> Result:
     """Fold, project, prune, tidy and simplify a model, then verify it against the input.
 
     The input is never modified (an ``ir.Model`` argument is cloned). Raises
@@ -109,6 +109,9 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None, on_
     With ``config.calib`` the decisions and the fidelity figures use real inputs.
     ``search_cache`` (a ``pruning.calibrated.SearchCache``) lets several compressions of one
     model share the calibration data and the sensitivity sweep (budget and speed searches).
+    ``data_sink`` (a ``spill.DataSink`` for the output's data file, used only when the input
+    has external data) receives the weights the prune pass cuts; ``io.stage_model`` then keeps
+    that file as the output's.
     """
     from onnxcompress.context import CompressContext
     from onnxcompress.io import has_external_data
@@ -151,6 +154,8 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None, on_
             ctx.search_cache = search_cache
         _load_calibration(ctx, model)
     input_external = has_external_data(model)
+    if input_external:
+        ctx.data_sink = data_sink
     model = run_pipeline(model, ctx)
     ctx.report.after = _stats(model, input_shapes, model_bytes(model), ctx.oracle)
     progress.timings["total_s"] = time.perf_counter() - t0

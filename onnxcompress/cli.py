@@ -156,8 +156,9 @@ def run_compress(argv: list[str]) -> int:
 
     args, recipe = parse_args(compress_parser(), argv, "compress")  # --help and usage errors stop here, before onnx loads
     from onnxcompress.api import compress
-    from onnxcompress.io import EXTERNAL_DATA_THRESHOLD, file_bytes, has_external_data, stage_model, tensor_bytes
+    from onnxcompress.io import EXTERNAL_DATA_THRESHOLD, data_path, file_bytes, has_external_data, stage_model, tensor_bytes
     from onnxcompress.paths import Staging
+    from onnxcompress.spill import DataSink
     from onnxcompress.render import compress_markdown, render_compress
 
     _setup_logging(args.debug)
@@ -166,20 +167,23 @@ def run_compress(argv: list[str]) -> int:
     out = _validate_compress_paths(args)
     config = config_from_args(args)
     console = _console(args.quiet)
-    if args.quiet:
-        result = compress(args.model, config)
-    else:
-        with console.status("compressing: load", spinner="dots") as status:
-            result = compress(args.model, config, on_stage=lambda name: status.update(f"compressing: {name}"))
-    if recipe is not None:
-        result.report.config["recipe"] = recipe.record()
-    _keep_interrupted_distillation(result.report)
     # Everything is staged beside its destination and renamed into place at the end, so a
-    # failure or an interruption anywhere leaves no output at all.
+    # failure or an interruption anywhere leaves no output at all. Staging starts before the
+    # compression: the pruned weights are written straight into the output's data file.
     with Staging() as staging:
+        sink = DataSink(lambda: staging.temp_dir(out), data_path(out).name)
+        if args.quiet:
+            result = compress(args.model, config, data_sink=sink)
+        else:
+            with console.status("compressing: load", spinner="dots") as status:
+                result = compress(args.model, config, on_stage=lambda name: status.update(f"compressing: {name}"),
+                                  data_sink=sink)
+        if recipe is not None:
+            result.report.config["recipe"] = recipe.record()
+        _keep_interrupted_distillation(result.report)
         model = result.model
         external = result.external_data or has_external_data(model) or tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
-        staged = stage_model(staging, model, out, input_path=args.model, external_data=external)
+        staged = stage_model(staging, model, out, input_path=args.model, external_data=external, sink=sink)
         result.report.output = str(out)
         result.report.after.file_bytes = file_bytes(staged)
         if args.bench:

@@ -38,6 +38,8 @@ class CompressContext:
     held_out: CalibrationSet | None = None
     #: measurements shared by the probes of a target search
     search_cache: object | None = None
+    #: the output's data file (``spill.DataSink``), where the prune pass writes the weights it cuts
+    data_sink: object | None = None
 
     def __post_init__(self) -> None:
         if self.search_cache is None:

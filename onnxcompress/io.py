@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import onnx
@@ -20,6 +20,9 @@ from google.protobuf.message import DecodeError
 
 from onnxcompress.errors import InputError
 from onnxcompress.paths import OutputError, Staging, require_regular_file, validate_outputs, write_error
+
+if TYPE_CHECKING:
+    from onnxcompress.spill import DataSink
 
 logger = logging.getLogger(__name__)
 
@@ -124,13 +127,16 @@ def stage_model(
     *,
     input_path: str | os.PathLike | None = None,
     external_data: bool | None = None,
+    sink: DataSink | None = None,
 ) -> Path:
     """Write ``model`` into a temporary folder beside ``path``; ``staging.commit()`` moves it into place.
 
     Returns the temporary model file (loadable as is: its data file sits beside it under
     its final name). The paths are validated first: neither the model nor its data file may
     be ``input_path``, one of its external data files, or a file ``model`` reads weights
-    from. A model with external tensors is always saved with its own data file.
+    from. A model with external tensors is always saved with its own data file. With a
+    ``sink`` (``spill.DataSink``) whose file already holds the pruned weights, that file
+    becomes the output's data file: only the other tensors are appended to it.
     """
     path = Path(path)
     if external_data is None:
@@ -144,6 +150,12 @@ def stage_model(
     for label, p in outputs.items():
         if Path(os.path.realpath(p)) in reads:
             raise OutputError(f"refusing to overwrite the input: the {label} {p} holds weights the model reads")
+    if external_data and sink is not None and sink.name == data_path(path).name:
+        tmp = _stage_with_sink(model, path, sink)
+        if tmp is not None:
+            staging.add(data_path(tmp), data_path(path))
+            staging.add(tmp, path)
+            return tmp
     tmp_dir = staging.temp_dir(path)
     tmp = tmp_dir / path.name
     try:
@@ -156,6 +168,25 @@ def stage_model(
     if external_data and data_path(tmp).exists():
         staging.add(data_path(tmp), data_path(path))  # the data first: the graph never points at nothing
     staging.add(tmp, path)
+    return tmp
+
+
+def _stage_with_sink(model: ir.Model, path: Path, sink: DataSink) -> Path | None:
+    """Save the graph beside the sink's data file, which already holds the cut weights (None:
+    the sink cannot be used as it is, see ``DataSink.complete``)."""
+    from onnxcompress.spill import restore
+
+    try:
+        swapped = sink.complete(model)
+        if swapped is None:
+            return None
+        try:
+            tmp = sink.dir / path.name
+            ir.save(model, tmp)
+        finally:
+            restore(swapped)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
     return tmp
 
 

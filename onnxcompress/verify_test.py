@@ -25,8 +25,9 @@ def _ctx(**config) -> CompressContext:
 
 def test_the_context_holds_no_pass_results():
     names = {f.name for f in fields(CompressContext)}
+    # data_sink is where the output's weights are written (the CLI's staged data file), not a result
     assert names == {"config", "input_shapes", "report", "source", "oracle", "progress", "calib", "held_out",
-                     "search_cache"}
+                     "search_cache", "data_sink"}
 
 
 def test_build_passes_hands_the_reference_pass_to_verify():

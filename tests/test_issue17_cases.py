@@ -180,17 +180,20 @@ _CHILD = textwrap.dedent("""
             if mode == "then-error":
                 raise OSError(errno.EINTR, "Interrupted system call")
         ir.save = save
+    if os.environ.get("SPILL_MIN_BYTES"):  # cut weights go to the output's data file from this size on
+        import onnxcompress.spill
+        onnxcompress.spill.MIN_BYTES = int(os.environ["SPILL_MIN_BYTES"])
     from onnxcompress.cli import main
     sys.exit(main(sys.argv[1:]))
 """)
 
 
-def _interrupt(ext: Path, sig: str, **env) -> tuple[subprocess.CompletedProcess, Path]:
+def _interrupt(ext: Path, sig: str, *args: str, **env) -> tuple[subprocess.CompletedProcess, Path]:
     tmp = ext.parent / "tmp"
     tmp.mkdir()
     out = ext.parent / "out"
     proc = subprocess.run([sys.executable, "-c", _CHILD, str(ext), "-o", str(out / "c.onnx"), "--report",
-                           str(ext.parent / "r.json"), "-q"], capture_output=True, text=True, cwd=REPO, timeout=300,
+                           str(ext.parent / "r.json"), "-q", *args], capture_output=True, text=True, cwd=REPO, timeout=300,
                           env={**os.environ, "SIG": sig, "TMPDIR": str(tmp), **env})
     return proc, tmp
 
@@ -210,8 +213,19 @@ def test_signal_in_a_finaliser_during_the_staged_write(ext, sig, code, word, mod
     assert _left(ext, tmp) == []
 
 
+#: with --ratio 0.5 and every cut weight written into the output's staged data file as the prune
+#: pass goes (``spill``): a signal then, or while the rest is appended to it, leaves nothing either
+SPILL_STAGES = [
+    "onnxcompress.spill:Region.write",
+    "onnxcompress.spill:Region.seal",
+    "onnxcompress.verify:VerifyPass.call",
+    "onnxcompress.spill:DataSink.complete",
+    "onnxcompress.io:_stage_with_sink",
+]
+
+
 @pytest.mark.parametrize("sig,code,word", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
-@pytest.mark.parametrize("stage", [
+@pytest.mark.parametrize("stage,spill", [(s, False) for s in [
     "onnxcompress.io:load_model",
     "onnxcompress.verify:ReferencePass.call",
     "onnxcompress.passes.prune:PrunePass.call",
@@ -221,9 +235,11 @@ def test_signal_in_a_finaliser_during_the_staged_write(ext, sig, code, word, mod
     "onnx_ir:save",
     "onnxcompress.paths:Staging.text",
     "onnxcompress.paths:Staging.commit",
-])
-def test_signal_at_every_stage(ext, stage, sig, code, word):
-    proc, tmp = _interrupt(ext, sig, AT=stage)
+]] + [(s, True) for s in SPILL_STAGES])
+def test_signal_at_every_stage(ext, stage, spill, sig, code, word):
+    """(Exit 130/143 also shows that the run reached the named step: the signal is sent from it.)"""
+    args, env = (["--ratio", "0.5"], {"SPILL_MIN_BYTES": "1"}) if spill else ([], {})
+    proc, tmp = _interrupt(ext, sig, *args, AT=stage, **env)
     assert proc.returncode == code, proc.stderr
     one_line(proc.stderr, word)
     assert _left(ext, tmp) == []

@@ -136,3 +136,75 @@ def test_compress_output_does_not_depend_on_threads(external_model, tmp_path, mo
     assert results[0].keys() == results[1].keys()
     for name, arr in results[0].items():
         assert np.array_equal(arr, results[1][name]), name
+
+
+@pytest.mark.parametrize("args", [[], ["--no-simplify"]], ids=["simplify", "no-simplify"])
+def test_cli_writes_the_cut_weights_once_into_the_output_data_file(external_model, tmp_path, monkeypatch, args):
+    """The CLI cuts the big weights straight into the output's data file (``spill.DataSink``), and
+    saving keeps that file: the written model holds the same values as the API's ordinary save."""
+    from onnxcompress import spill
+    from onnxcompress.cli import main
+
+    monkeypatch.setattr(spill, "MIN_BYTES", 16 << 10)  # the fixture's convs are 147 kB
+    kept = []
+    real = spill.DataSink.complete
+
+    def complete(self, model):
+        swapped = real(self, model)
+        kept.append((len(self.regions), swapped is not None))
+        return swapped
+
+    monkeypatch.setattr(spill.DataSink, "complete", complete)
+    out = tmp_path / "cli" / "out.onnx"
+    assert main([str(external_model), "-o", str(out), "--ratio", "0.5", "-q", *args]) == 0
+    ((regions, used),) = kept
+    assert regions >= 4 and used, "the cut weights were not written into the output's data file"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out.onnx", "out.onnx.data"]  # no staging left
+
+    reference = compress(str(external_model), CompressConfig(ratio=0.5, simplify=not args))
+    ref_out = reference.save(tmp_path / "api" / "out.onnx")
+    got, want = ir.load(out), ir.load(ref_out)
+    assert list(got.graph.initializers) == list(want.graph.initializers)
+    for name, v in want.graph.initializers.items():
+        assert got.graph.initializers[name].const_value.tobytes() == v.const_value.tobytes(), name
+    assert [n.op_type for n in got.graph] == [n.op_type for n in want.graph]
+    x = np.random.default_rng(0).standard_normal((2, 64, 4, 4)).astype(np.float32)
+    run = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+           for p in (out, ref_out)]
+    np.testing.assert_array_equal(*run)
+
+
+@pytest.mark.parametrize("sink", [False, True], ids=["memory", "output-data-file"])
+def test_l1_mass_is_taken_from_the_scores_and_the_cut(external_model, tmp_path, monkeypatch, sink):
+    """The report's L1 mass without a second read of the weights: a scored weight's total is the sum of
+    its L1 filter norms and its kept part is summed by the cut. The figure is the one a full read gives."""
+    import onnxcompress.passes.prune as prune
+    from onnxcompress import spill
+    from onnxcompress.io import data_path
+    from onnxcompress.paths import Staging
+
+    monkeypatch.setattr(spill, "MIN_BYTES", 16 << 10)
+    reads = []
+    real_l1 = prune.l1_kept
+    monkeypatch.setattr(prune, "l1_kept", lambda w, keep: reads.append(w.shape) or real_l1(w, keep))
+
+    def run(**kw):
+        with Staging() as staging:
+            out = tmp_path / f"o{len(reads)}" / "m.onnx"
+            ds = spill.DataSink(lambda: staging.temp_dir(out), data_path(out).name) if sink else None
+            return compress(str(external_model), CompressConfig(ratio=0.5, simplify=False), data_sink=ds, **kw)
+
+    fast = run().report.pruned_l1_mass
+    assert reads == [], reads  # every weight here is scored (the head too, its filters all kept)
+    real_plan = prune.make_plan
+
+    def unscored(*a, **k):  # no totals from the scores: every weight is read, as before
+        plan = real_plan(*a, **k)
+        plan.l1_totals = {}
+        return plan
+
+    monkeypatch.setattr(prune, "make_plan", unscored)
+    reads.clear()
+    full = run().report.pruned_l1_mass
+    assert len(reads) == 6
+    assert 0.4 < fast < 0.9 and fast == pytest.approx(full, rel=1e-12)

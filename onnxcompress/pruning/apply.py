@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 
-import sys
-
 import numpy as np
 import onnx_ir as ir
 
@@ -20,6 +18,8 @@ from onnxcompress.channels.state import AnalysisResult, ChannelInfo
 from onnxcompress._ir_utils import const_array, default_opset, is_const
 from onnxcompress._parallel import parallel_map, windows
 from onnxcompress.pruning.consumer_folding import ConsumerFolding
+from onnxcompress.pruning.cut import cut_and_sum, file_rows
+from onnxcompress.spill import Region
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,11 @@ class Applier(ConsumerFolding):
         self.exact_borders = False
         self._border_maps: list[tuple[ir.Node, np.ndarray]] = []
         self._ones: dict[tuple, ir.Value] = {}
+        #: where cut weights are written (``spill.DataSink``: the output's data file), or None: memory
+        self.sink = None
+        #: the tensors whose kept |w| the cut sums as it goes (``kept_l1``), for the report's L1 mass
+        self.sum_l1: set[ir.Value] = set()
+        self.kept_l1: dict[ir.Value, float] = {}
 
     # ----- what rules use -----
     def channels(self, v: ir.Value | None) -> ChannelInfo | None:
@@ -180,13 +185,13 @@ class Applier(ConsumerFolding):
         self._propagate_constants()
         self._fold_into_consumers()
         # Each tensor is cut along all its masked axes on a thread, a window at a time, then written.
-        cuts: dict[ir.Value, list[tuple[int, np.ndarray]]] = {}
-        for (value, axis), keep in self._slot_masks().items():
-            cuts.setdefault(value, []).append((axis, keep))
         # A window's results are held beside every source tensor until written: bound them by bytes.
-        for window in windows(cuts.items(), weight=lambda item: self.tensor(item[0]).nbytes, max_weight=WINDOW_BYTES):
-            jobs = [(self.tensor(value), masks, _file_rows(value, masks)) for value, masks in window]
-            for (value, _), arr in zip(window, parallel_map(_cut, jobs)):
+        for window in windows(self.cuts().items(), weight=lambda item: self.tensor(item[0]).nbytes, max_weight=WINDOW_BYTES):
+            jobs = [(self.tensor(value), masks, file_rows(value, masks), self.sink, value in self.sum_l1)
+                    for value, masks in window]
+            for (value, _), (arr, kept) in zip(window, parallel_map(cut_and_sum, jobs)):
+                if kept is not None:
+                    self.kept_l1[value] = kept
                 self._write(value, arr)
         for node in self.analysis.rewrites:
             rule = self.analysis.rules.get(node)
@@ -194,6 +199,17 @@ class Applier(ConsumerFolding):
                 rule.rewrite(node, self)
         self._insert_border_maps()
         self._clear_stale_shapes()
+
+    def cuts(self) -> dict[ir.Value, list[tuple[int, np.ndarray]]]:
+        """The (axis, keep mask) pairs each tensor loses channels along in remove mode."""
+        cuts: dict[ir.Value, list[tuple[int, np.ndarray]]] = {}
+        for (value, axis), keep in self._slot_masks().items():
+            cuts.setdefault(value, []).append((axis, keep))
+        return cuts
+
+    def sums_kept_l1(self, value: ir.Value, masks: list[tuple[int, np.ndarray]]) -> bool:
+        """Whether the cut of ``value`` can sum its kept |w| (not when its rows are copied in the kernel)."""
+        return self.sink is None or file_rows(value, masks) is None
 
     # ----- internals -----
     def _slot_masks(self, roles: tuple[str, ...] | None = None) -> dict[tuple[ir.Value, int], np.ndarray]:
@@ -209,9 +225,12 @@ class Applier(ConsumerFolding):
             masks[key] = keep
         return {k: m for k, m in masks.items() if not m.all()}
 
-    def _write(self, value: ir.Value, arr: np.ndarray) -> None:
+    def _write(self, value: ir.Value, arr: np.ndarray | Region) -> None:
         if value.const_value is None:
-            # A Constant node's output: lift it to an initializer first.
+            # A Constant node's output: lift it to an initializer first (the save then finds the
+            # region unused and writes a fresh data file: rare, Constants are lifted before this).
+            if isinstance(arr, Region):
+                arr = np.array(arr.seal(value.name or "const").numpy())
             prod = value.producer()
             new = self.new_initializer(value.name or "const", np.array(arr, order="C", copy=True))
             value.replace_all_uses_with(new)
@@ -223,9 +242,14 @@ class Applier(ConsumerFolding):
                 self.graph.remove(prod, safe=True)
             return
         old = value.const_value
+        value.shape = ir.Shape(arr.shape)
+        if isinstance(arr, Region):
+            # Written into the output's data file: the model refers to it there (read back by map).
+            value.const_value = arr.seal(old.name)
+            self._tensors[value] = value.const_value.numpy()
+            return
         # Every caller hands over a fresh array (a slice by np.compress, a new bias): no copy needed.
         value.const_value = ir.tensor(np.ascontiguousarray(arr), name=old.name)
-        value.shape = ir.Shape(arr.shape)
         self._tensors[value] = arr
 
     def _propagate_constants(self) -> None:
@@ -257,78 +281,3 @@ class Applier(ConsumerFolding):
                         v.shape = ir.Shape(dims)
                 else:
                     v.shape = None
-
-
-def _file_rows(value: ir.Value, masks: list[tuple[int, np.ndarray]]) -> tuple[str, int] | None:
-    """(data file, offset) when ``value``'s rows can be read straight from its external data file:
-    an untouched external tensor cut on axis 0 only, in native little-endian layout."""
-    t = value.const_value
-    if (not isinstance(t, ir.ExternalTensor) or len(masks) != 1 or masks[0][0] != 0 or sys.byteorder != "little"
-            or len(t.shape) < 2):
-        return None
-    try:
-        if np.dtype(t.dtype.numpy()).kind not in "fiub":
-            return None
-    except Exception:  # noqa: BLE001 - a dtype numpy has no native form for
-        return None
-    return (str(t.path), int(t.offset or 0))
-
-
-def _read_rows(arr: np.ndarray, keep: np.ndarray, path: str, offset: int) -> np.ndarray:
-    """The kept rows of an external tensor, read from its file into the result: the source is never
-    mapped whole (a 1.5 GB weight cut in half peaked at source + result, 1.6x the model)."""
-    idx = np.flatnonzero(keep)
-    out = np.empty((len(idx),) + arr.shape[1:], arr.dtype)
-    flat = out.reshape(len(idx), -1).view(np.uint8)
-    row = flat.shape[1]
-    with open(path, "rb") as f:
-        j = 0
-        while j < len(idx):
-            k = j
-            while k + 1 < len(idx) and idx[k + 1] == idx[k] + 1:
-                k += 1  # a run of consecutive rows: one read
-            f.seek(offset + int(idx[j]) * row)
-            view = memoryview(flat[j:k + 1]).cast("B")  # type: ignore[arg-type]  # numpy arrays are buffers
-            got = 0
-            while got < len(view):
-                n = f.readinto(view[got:])
-                if not n:
-                    raise OSError(f"{path}: external data ends early")
-                got += n
-            j = k + 1
-    return out
-
-
-#: source bytes cut per block when a tensor loses channels on several axes (rows of the first axis)
-CUT_BLOCK_BYTES = 4 << 20
-
-
-def _cut(job: tuple[np.ndarray, list[tuple[int, np.ndarray]], tuple[str, int] | None]) -> np.ndarray:
-    """The array kept by every (axis, mask) of one tensor (a fresh array: ``np.compress`` copies)."""
-    arr, masks, source = job
-    if source is not None:
-        return _read_rows(arr, masks[0][1], *source)
-    if len(masks) == 1:
-        axis, keep = masks[0]
-        return np.compress(keep, arr, axis=axis)
-    # Several axes at once. Cutting them one after another over the whole tensor would hold the
-    # source, an intermediate and the result together (a 1 GB Gemm cut on both axes peaked at
-    # 2.9x): a few kept rows at a time are cut on the other axes straight into the result.
-    keep_by_axis = dict(masks)
-    if 0 not in keep_by_axis:
-        index = [np.arange(n) for n in arr.shape]
-        for axis, keep in masks:
-            index[axis] = np.flatnonzero(keep)
-        return arr[np.ix_(*index)]
-    rows = np.flatnonzero(keep_by_axis.pop(0))
-    shape = [len(rows), *arr.shape[1:]]
-    for axis, keep in keep_by_axis.items():
-        shape[axis] = int(np.count_nonzero(keep))
-    out = np.empty(shape, arr.dtype)
-    step = max(1, CUT_BLOCK_BYTES // max(arr[:1].nbytes, 1))
-    for j in range(0, len(rows), step):
-        block = arr.take(rows[j:j + step], axis=0)
-        for axis, keep in sorted(keep_by_axis.items()):
-            block = np.compress(keep, block, axis=axis)
-        out[j:j + len(block)] = block
-    return out

@@ -36,6 +36,8 @@ class Plan:
     groups: list[Group]
     blocked_groups: int
     scores: dict[int, float]
+    #: sum of |w| (float64) of each scored weight, a by-product of its L1 filter norms (none with L2)
+    l1_totals: dict = field(default_factory=dict)
 
 
 def _round_keep(keep: float, n: int, step: int, floor_keep: int = 1) -> int:
@@ -68,7 +70,7 @@ def make_plan(
     """
     n_elem = len(analysis.uf.parent)
     roots = analysis.uf.all_roots()
-    membership, scores, mult, names = _score_atoms(analysis, roots, tensors, config.criterion)
+    membership, scores, mult, names, totals = _score_atoms(analysis, roots, tensors, config.criterion)
     if data_scores is not None:
         measured, measured_slots = data_scores
         for r, slots in membership.items():
@@ -95,12 +97,14 @@ def make_plan(
         groups=groups,
         blocked_groups=blocked,
         scores=scores,
+        l1_totals=totals,
     )
 
 
 
 def _score_atoms(analysis: AnalysisResult, roots: np.ndarray, tensors: dict, criterion: str):
-    """Which slots each root lives in, its magnitude score, atoms per slot, and filter names."""
+    """Which slots each root lives in, its magnitude score, atoms per slot, filter names, and the
+    total |w| of each weight scored by L1 norms (the sum of its filters')."""
     membership: dict[int, set[int]] = {}
     score_arr = np.zeros(len(roots), dtype=np.float64)
     mult: dict[tuple[int, int], int] = {}
@@ -120,7 +124,8 @@ def _score_atoms(analysis: AnalysisResult, roots: np.ndarray, tensors: dict, cri
             for root, c in zip(uniq.tolist(), counts.tolist()):
                 mult[(root, si)] = c
                 names.setdefault(root, set()).add(label)
-    return membership, {r: float(score_arr[r]) for r in membership}, mult, names
+    totals = {s.value: float(filter_scores[id(s)].sum()) for s in out_slots} if norm == "l1" else {}
+    return membership, {r: float(score_arr[r]) for r in membership}, mult, names, totals
 
 
 def _group_atoms(analysis: AnalysisResult, roots: np.ndarray, membership, mult, names) -> tuple[list[Group], int]:
