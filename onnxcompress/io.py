@@ -56,8 +56,32 @@ def load_model(src: ModelLike) -> ir.Model:
         raise InputError(f"cannot load {path}: {exc}") from exc
     if len(model.graph) == 0 and not model.graph.outputs:
         raise InputError(f"not an ONNX model (empty graph): {path}")
+    follow_data_links(model)
     weights_as_constants(model)
     return model
+
+
+def follow_data_links(model: ir.Model) -> None:
+    """External data files that are symbolic links are read where they point.
+
+    A Hugging Face cache keeps ``model.onnx`` and its data as links into a ``blobs/`` folder;
+    onnxruntime follows them, but onnx_ir refuses to read data that resolves outside the
+    model's folder. The user chose this model, so a link named by a plain relative location
+    (no ``..``) is followed: the tensor is re-pointed at the real file.
+    """
+    for v in model.graph.initializers.values():
+        t = v.const_value
+        if not isinstance(t, ir.ExternalTensor) or not isinstance(t.location, str) or ".." in Path(t.location).parts:
+            continue
+        p = Path(t.base_dir) / t.location
+        try:
+            real = p.resolve()
+            if real == p.absolute() or not real.is_file():
+                continue
+        except (OSError, ValueError, RuntimeError):
+            continue  # the loader's own checks report an unreadable location
+        v.const_value = ir.ExternalTensor(real.name, t.offset, t.length, t.dtype, shape=t.shape, name=t.name,
+                                          base_dir=real.parent)
 
 
 def weights_as_constants(model: ir.Model) -> ir.Model:

@@ -68,3 +68,28 @@ def test_bad_files_raise_input_error(tmp_path, content, needle):
         p.write_bytes(content)
     with pytest.raises(InputError, match=needle):
         load_model(p)
+
+
+def test_data_behind_symbolic_links_is_read_where_it_points(tmp_path):
+    """A Hugging Face cache links model.onnx and its data into blobs/: onnxruntime follows the
+    links, so compressing must too (onnx_ir alone refuses data outside the model's folder)."""
+    import numpy as np
+
+    from onnxcompress.cli import main
+
+    src = onnx.load(MODELS / "dynamo_ext.onnx", load_external_data=False)
+    locations = {e.value for t in src.graph.initializer for e in t.external_data if e.key == "location"}
+    blobs, snap = tmp_path / "blobs", tmp_path / "snapshot"
+    blobs.mkdir()
+    snap.mkdir()
+    for name in ["dynamo_ext.onnx", *locations]:
+        shutil.copy(MODELS / name, blobs / name)
+        os.symlink(blobs / name, snap / name)
+    model = load_model(snap / "dynamo_ext.onnx")
+    first = next(v for v in model.graph.initializers.values() if isinstance(v.const_value, ir.ExternalTensor))
+    reference = load_model(MODELS / "dynamo_ext.onnx").graph.initializers[first.name].const_value.numpy()
+    np.testing.assert_array_equal(first.const_value.numpy(), reference)
+    out = tmp_path / "out" / "o.onnx"
+    out.parent.mkdir()
+    assert main([str(snap / "dynamo_ext.onnx"), "--ratio", "0.5", "-o", str(out), "-q"]) == 0
+    assert sorted(p.name for p in blobs.iterdir()) == sorted(["dynamo_ext.onnx", *locations])  # untouched
