@@ -121,11 +121,9 @@ def compress_parser() -> OptionsParser:
     g.add_argument("--target-macs", type=float, metavar="F",
                    help="keep at most this fraction of the MACs; each group's ratio is chosen by its measured output "
                    "drift per MAC saved (replaces --ratio)")
-    g.add_argument("--sensitivity-estimate", choices=["sweep", "sweep-refit", "taylor"], default="sweep",
+    g.add_argument("--sensitivity-estimate", choices=["sweep", "taylor"], default="sweep",
                    help="how --target-macs (and the searches) get each group's drift curve: sweep runs the model once "
-                   "per group and ratio, a removed channel replaced by its mean; sweep-refit replaces it by its linear "
-                   "prediction from the kept channels where its consumers mix channels at one position (1x1 convs, Gemm, "
-                   "MatMul), which is what the refit recovers; taylor estimates every curve to first order from one forward and 8 backward "
+                   "per group and ratio; taylor estimates every curve to first order from one forward and 8 backward "
                    "passes per sample (needs the finetune extra; bench/TAYLOR.md compares them). Default sweep")
     g.add_argument("--allocation-rounds", type=int, default=1, metavar="N",
                    help="with --calib: reach --target-macs in N prune-and-refit rounds (targets T^(1/N), T^(2/N) .. T), "

@@ -175,8 +175,8 @@ class CompressConfig:
                              "with the finetune extra) and --calib")
         if not 1 <= self.allocation_rounds <= 8:
             raise InputError(f"--allocation-rounds must be 1 to 8, got {self.allocation_rounds}")
-        if self.sensitivity_estimate not in ("sweep", "sweep-refit", "taylor"):
-            raise InputError(f"--sensitivity-estimate must be sweep, sweep-refit or taylor, got {self.sensitivity_estimate!r}")
+        if self.sensitivity_estimate not in ("sweep", "taylor"):
+            raise InputError(f"--sensitivity-estimate must be sweep or taylor, got {self.sensitivity_estimate!r}")
         if self.sensitivity_estimate == "taylor":
             from onnxcompress.pruning.distill_step import EXTRA_HINT, backend_available
 

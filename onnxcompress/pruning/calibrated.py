@@ -27,7 +27,6 @@ from onnxcompress.pruning.plan import Group, Plan, macs_kept, weakest_atoms
 from onnxcompress.channels.rules import consumer_of
 from onnxcompress.pruning.recover import Consumer, first_samples, refit
 from onnxcompress.pruning.rounds import Teacher
-from onnxcompress.pruning import linear_prediction
 from onnxcompress.pruning.sensitivity import (
     GroupSensitivity,
     MaskedModel,
@@ -86,16 +85,6 @@ class CalibratedPruning:
         self.report["statistics_s"] = time.perf_counter() - t
         self.report["consumers_measured"] = len(self.stats)
 
-    def _covariance(self) -> dict | None:
-        """``estimate="sweep-refit"`` with a refit: each predictable consumer input's channel
-        covariance and kind (``linear_prediction``), from the fit split; else None."""
-        if self.estimate != "sweep-refit" or self.recover not in ("refit", "distill"):
-            return None
-        values = linear_prediction.predictable_values(self.analysis, self.shapes)
-        axes = {n: ax for n, (ax, _k) in values.items() if n in self.stats}
-        cov = linear_prediction.collect_covariance(self.reference, self.fit, axes)
-        return {n: (c, values[n][1]) for n, c in cov.items()}
-
     def scores(self, roots: np.ndarray) -> tuple[np.ndarray, set[int]]:
         return data_aware_scores(self.analysis, roots, self.stats, variance=self.recover != "none")
 
@@ -106,8 +95,8 @@ class CalibratedPruning:
         """Kept atoms per group for a MAC target, from measured ε per MAC saved."""
         if self.cache.sensitivity is None:
             t = time.perf_counter()
+            masked = MaskedModel(self.reference, self.analysis, self.stats, self.shapes)
             sample = first_samples(self.fit, sensitivity_sample_count(self.fit))
-            masked = MaskedModel(self.reference, self.analysis, self.stats, self.shapes, self._covariance())
             self.cache.sensitivity = None
             if self.estimate == "taylor":
                 from onnxcompress.pruning.taylor import TaylorUnavailable, estimate
@@ -119,9 +108,9 @@ class CalibratedPruning:
                 except TaylorUnavailable as exc:
                     self.warnings.append(f"--sensitivity-estimate taylor: {exc}; measured by the forward sweep instead")
             if self.cache.sensitivity is None:
-                self.cache.estimate = "sweep-refit" if masked.predicted else "sweep"
                 self.cache.sensitivity = measure(masked, groups, scores, roots, sample, macs_per_atom, round_to,
                                                  progress=progress, map_thresholds=self.map_thresholds)
+                self.cache.estimate = "sweep"
             self.cache.sensitivity_s = time.perf_counter() - t
         # Savings are not additive (a conv shrinks with both its input and output groups), so the
         # plan's MACs are recomputed exactly and the allocation target tightened until they fit.

@@ -23,7 +23,6 @@ import onnx_ir as ir
 
 from onnxcompress.channels.state import AnalysisResult
 from onnxcompress.fidelity import MAP_THRESHOLD, is_probability_map, map_scores
-from onnxcompress.pruning import linear_prediction
 from onnxcompress.pruning.activations import FeatureStats, consumer_slots, unread_outputs
 from onnxcompress.pruning.plan import Group, _round_keep, _step, weakest_atoms
 from onnxcompress.pruning.suffix import SuffixRunner
@@ -76,14 +75,9 @@ class MaskedModel:
     """The model with a mask and a shift on every consumer input; one session for all candidates."""
 
     def __init__(
-        self, model: ir.Model, analysis: AnalysisResult, stats: dict[str, FeatureStats], shapes: dict[str, tuple[int, ...]],
-        covariance: dict[str, tuple[np.ndarray, str]] | None = None,
+        self, model: ir.Model, analysis: AnalysisResult, stats: dict[str, FeatureStats], shapes: dict[str, tuple[int, ...]]
     ) -> None:
         proto = ir.to_proto(model)
-        #: mask name -> (P's input, covariance, kind, P's shape, dtype) where removed channels are
-        #: predicted from the kept ones (``linear_prediction``; ``covariance``: value -> (cov, kind))
-        self.predicted: dict[str, tuple] = {}
-        self._zeros: dict[str, np.ndarray] = {}
         self.analysis = analysis
         self.slots = []  # (slot, mask input name, shift input name, shape, mean)
         self.covered: set[int] = set()  # id() of every ``in`` slot whose input is masked
@@ -103,12 +97,6 @@ class MaskedModel:
             dtype = np.dtype(np_dtype(slots[0].node.inputs[0].dtype))
             m, b, y, shape = _mask_and_shift(proto, xname, st, len(shapes[xname]), dtype, f"{k}", new_nodes)
             self.axis[m] = st.axis % len(shapes[xname])
-            if covariance and xname in covariance:
-                cov, kind = covariance[xname]
-                y, pin, pshape = linear_prediction.add_prediction(proto, xname, y, st.mean, kind, len(shapes[xname]),
-                                                                  dtype, f"{k}", new_nodes)
-                self.predicted[m] = (pin, cov, kind, pshape, dtype)
-                self._zeros[pin] = np.zeros(pshape, dtype)
             for s in slots:
                 pnode = proto.graph.node[nodes[id(s.node)]]
                 pnode.input[0] = y
@@ -217,10 +205,6 @@ class MaskedModel:
             gone = removed[ids]
             out[m] = (~gone).astype(dtype).reshape(shape)
             out[b] = np.where(gone, mean, 0.0).astype(dtype).reshape(shape)
-            if m in self.predicted:
-                pin, cov, kind, pshape, pdtype = self.predicted[m]
-                out[pin] = (linear_prediction.feed(linear_prediction.prediction(cov, gone), kind, pshape, pdtype)
-                            if gone.any() else self._zeros[pin])
         for ids, m, f, shape, dtype in self.lossy_slots:
             kept = ~removed[ids]
             out[m] = kept.astype(dtype).reshape(shape)
