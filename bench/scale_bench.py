@@ -261,6 +261,9 @@ def measure(name: str, repeat: int, stages: bool, baseline: str | None = None) -
             if stages and key != "floor":
                 cmd = [*cmd, "--report", str(report)]
             clean(out)
+            # The previous command's output is still being written back: flush it first, so no command
+            # pays for the one before it (the CLI ran right after the floor's 2.4 GB write, 0.5 s slower).
+            os.sync()
             runs[key].append(timed(cmd, env))
             if stages and key != "floor":
                 timings[key] = json.loads(report.read_text()).get("timings", {})
