@@ -67,7 +67,7 @@ def score(name: str, path: Path, split: str) -> float | None:
 
 def command(name: str, target: float, method: str, out: Path, rep: Path, seconds: float, samples: int | None,
             augment: float = 0.0, calib_augment: float = 0.0, attention: str = "heads", mix: float | None = None,
-            lr: float | None = None, device: str | None = None, rounds: int = 1) -> list[str]:
+            lr: float | None = None, device: str | None = None, rounds: int = 1, estimate: str = "sweep") -> list[str]:
     """The CLI run of one row: ``--calib`` (``--calib-samples``), ``--target-macs``, ``--recover`` and its options."""
     m = meta(name)
     shape = ",".join(map(str, (1, *m["input_shape"])))
@@ -91,12 +91,14 @@ def command(name: str, target: float, method: str, out: Path, rep: Path, seconds
         cmd += ["--device", device]
     if rounds > 1:
         cmd += ["--allocation-rounds", str(rounds)]
+    if estimate != "sweep":
+        cmd += ["--sensitivity-estimate", estimate]
     return cmd
 
 
 def run(name: str, target: float, method: str, tmp: Path, seconds: float, samples: int | None,
         augment: float = 0.0, calib_augment: float = 0.0, attention: str = "heads", mix: float | None = None,
-        lr: float | None = None, rounds: int = 1) -> dict:
+        lr: float | None = None, rounds: int = 1, estimate: str = "sweep") -> dict:
     KEPT.mkdir(parents=True, exist_ok=True)
     tag = f"{method}+aug{augment:g}" if augment and method == "distill" else method
     tag += f"+caug{calib_augment:g}" if calib_augment else ""
@@ -104,9 +106,10 @@ def run(name: str, target: float, method: str, tmp: Path, seconds: float, sample
     tag += f"+mix{mix:g}" if mix is not None and method == "distill" else ""
     tag += f"+lr{lr:g}" if lr is not None and method == "distill" else ""
     tag += f"+r{rounds}" if rounds > 1 else ""
+    tag += f"+{estimate}" if estimate != "sweep" else ""
     out, rep = KEPT / f"{name}.{target:g}.{tag}.{samples or 128}.onnx", tmp / f"{name}.{method}.json"
     cmd = command(name, target, method, out, rep, seconds, samples, augment, calib_augment, attention, mix, lr,
-                  rounds=rounds)
+                  rounds=rounds, estimate=estimate)
     method = tag
     t = time.perf_counter()
     proc = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True)
@@ -148,8 +151,8 @@ def measure(args) -> None:
             for target in args.targets:
                 for method in args.methods:
                     row = run(name, target, method, tmp, args.seconds, args.samples, args.augment, args.calib_augment,
-                              args.attention, args.mix, args.lr, args.rounds)
-                    key = (name, target, method, row["samples"])
+                              args.attention, args.mix, args.lr, args.rounds, args.estimate)
+                    key = (name, target, row["method"], row["samples"])
                     results["rows"] = [x for x in results["rows"]
                                        if (x["model"], x["target"], x["method"], x["samples"]) != key] + [row]
                     OUT.write_text(json.dumps(results, indent=1))
@@ -318,6 +321,8 @@ def main() -> None:
                     "+mixS); default: the CLI's default")
     ap.add_argument("--lr", type=float, default=None, help="--distill-lr of the distill runs (method tagged +lrX)")
     ap.add_argument("--rounds", type=int, default=1, help="--allocation-rounds of every run (method tagged +rN)")
+    ap.add_argument("--estimate", default="sweep", help="--sensitivity-estimate of every run (method tagged +ESTIMATE "
+                    "unless sweep)")
     ap.add_argument("--report", action="store_true", help="only write bench/DISTILL_REAL.md and the plot")
     ap.add_argument("--speed", action="store_true", help="only time each model's smallest within-1-point output "
                     "against its original (CPU EP, paired)")

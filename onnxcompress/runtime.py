@@ -324,13 +324,15 @@ class Session:
         feeds = {k: v for k, v in feeds.items() if k in self.input_names}
         return dict(zip(names, self.session.run(names, feeds)))
 
-    def run_all(self, batches: Sequence[dict[str, np.ndarray]], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def run_all(self, batches: Sequence[dict[str, np.ndarray]], outputs: Sequence[str] | None = None,
+                shared: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Outputs over several batches, joined batch-first (see ``concat_outputs``).
 
-        A batch over ``RUN_INPUT_BYTES`` runs in parts (see ``split_feeds``).
+        A batch over ``RUN_INPUT_BYTES`` runs in parts (see ``split_feeds``). ``shared`` feeds (masks,
+        weights) go whole with every part and never count as a batch.
         """
         parts = [p for f in batches for p in split_feeds(f)]
-        outs = [self.run(f, outputs) for f in parts]
+        outs = [self.run({**f, **shared} if shared else f, outputs) for f in parts]
         return concat_outputs(outs, [feeds_batch(f) for f in parts])
 
 

@@ -212,8 +212,7 @@ class MaskedModel:
         return out
 
     def run(self, removed: np.ndarray, batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        extra = self.feeds_for(removed)
-        return self.session.run_all([{**f, **extra} for f in batches])
+        return self.session.run_all(batches, shared=self.feeds_for(removed))
 
 
 def _mask_and_shift(proto: onnx.ModelProto, x: str, st: FeatureStats, rank: int, dtype: np.dtype, tag: str,
