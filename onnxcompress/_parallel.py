@@ -6,21 +6,27 @@ of ``bench/SCALE.md`` two threads fold the 2.3 GB model's BatchNorms in 0.57 s i
 1.07 s. The results and their order are those of the serial loop.
 
 ``ONNXCOMPRESS_THREADS=N`` sets the number of threads (1 runs everything in the caller's
-thread); the default is the number of CPUs this process may use, at most 8.
+thread); the default is the number of CPUs this process may use, at most 8. The threads are
+started once per process and reused: a ResNet-50 run maps about 40 lists, and starting their
+threads anew each time cost 1-2 ms a thread on this VM.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TypeVar
 
 from onnxcompress.errors import InputError
 
 THREADS_ENV = "ONNXCOMPRESS_THREADS"
 _MAX_DEFAULT = 8
+_PREFIX = "onnxcompress"
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -51,21 +57,37 @@ def _block_signals() -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
+def _pool(n: int) -> ThreadPoolExecutor:
+    """The process's pool of ``n`` threads, started on first use."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(n)
+        if pool is None:
+            pool = _POOLS[n] = ThreadPoolExecutor(max_workers=n, thread_name_prefix=_PREFIX, initializer=_block_signals)
+        return pool
+
+
+if hasattr(os, "register_at_fork"):  # a forked child has none of its parent's threads: it starts its own
+    os.register_at_fork(after_in_child=_POOLS.clear)
+
+
 def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
     """``[fn(x) for x in items]``, run on ``workers()`` threads; the first exception is raised.
 
-    On an exception or Ctrl-C the tasks not yet started are cancelled (a running one finishes).
+    On an exception or Ctrl-C the tasks not yet started are cancelled, and the running ones
+    finish before it propagates. Called from one of the pool's own threads, it runs serially
+    (waiting on the pool from inside it could deadlock).
     """
     n = workers()
-    if n == 1 or len(items) < 2:
+    if n == 1 or len(items) < 2 or threading.current_thread().name.startswith(_PREFIX):
         return [fn(x) for x in items]
-    pool = ThreadPoolExecutor(max_workers=min(n, len(items)), thread_name_prefix="onnxcompress",
-                              initializer=_block_signals)
+    pool = _pool(n)
+    futures = [pool.submit(fn, x) for x in items]
     try:
-        futures = [pool.submit(fn, x) for x in items]
         return [f.result() for f in futures]
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        for f in futures:
+            f.cancel()
+        wait(futures)
 
 
 def windows(items: Iterable[T], size: int | None = None, weight=None, max_weight: float = float("inf")

@@ -58,3 +58,51 @@ def test_a_bad_thread_count_is_an_input_error(monkeypatch, bad):
 def test_default_is_between_1_and_8(monkeypatch):
     monkeypatch.delenv(THREADS_ENV, raising=False)
     assert 1 <= workers() <= 8
+
+
+def test_the_threads_are_reused_across_calls(monkeypatch):
+    monkeypatch.setenv(THREADS_ENV, "2")
+    threads = set()
+
+    def who(x):
+        threads.add(threading.current_thread())  # the objects, not their ids, which the OS reuses
+        return x
+
+    for _ in range(20):
+        parallel_map(who, [1, 2, 3, 4])
+    assert 1 <= len(threads) <= 2
+
+
+def test_a_call_from_inside_the_pool_runs_serially(monkeypatch):
+    """Waiting on the pool from one of its own threads could deadlock; it runs in that thread."""
+    monkeypatch.setenv(THREADS_ENV, "2")
+
+    def inner(x):
+        here = threading.get_ident()
+        return parallel_map(lambda y: (y, threading.get_ident() == here), [x, x + 1, x + 2])
+
+    out = parallel_map(inner, [0, 10, 20, 30])
+    assert [[y for y, _ in r] for r in out] == [[0, 1, 2], [10, 11, 12], [20, 21, 22], [30, 31, 32]]
+    assert all(same for r in out for _, same in r)
+
+
+def test_after_an_error_the_rest_is_cancelled_and_the_running_ones_finish(monkeypatch):
+    monkeypatch.setenv(THREADS_ENV, "2")
+    started, finished = [], []
+    gate = threading.Event()
+
+    def job(x):
+        started.append(x)
+        if x == 0:
+            gate.wait(5)
+            raise ValueError("zero")
+        if x == 1:
+            gate.set()
+        threading.Event().wait(0.05)
+        finished.append(x)
+        return x
+
+    with pytest.raises(ValueError, match="zero"):
+        parallel_map(job, list(range(50)))
+    assert 1 in finished and len(started) < 50
+    assert sorted(finished) == sorted(x for x in started if x != 0)

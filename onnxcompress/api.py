@@ -107,7 +107,7 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None, on_
     ``VerificationError`` when the result fails the checker, a session or a run.
     ``on_stage(name)`` is called as each stage starts (the CLI shows it as progress).
     With ``config.calib`` the decisions and the fidelity figures use real inputs.
-    ``search_cache`` (a ``pruning.calibrated.SearchCache``) lets several compressions of one
+    ``search_cache`` (a ``pruning.search_cache.SearchCache``) lets several compressions of one
     model share the calibration data and the sensitivity sweep (budget and speed searches).
     ``data_sink`` (a ``spill.DataSink`` for the output's data file, used only when the input
     has external data) receives the weights the prune pass cuts; ``io.stage_model`` then keeps

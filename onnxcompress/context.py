@@ -43,6 +43,6 @@ class CompressContext:
 
     def __post_init__(self) -> None:
         if self.search_cache is None:
-            from onnxcompress.pruning.calibrated import SearchCache
+            from onnxcompress.pruning.search_cache import SearchCache
 
             self.search_cache = SearchCache()

@@ -166,12 +166,13 @@ def _scalar(action: argparse.Action, where: str, value: Any, recipe: Recipe) -> 
 
 def parse_args(parser: OptionsParser, argv: list[str], table: str) -> tuple[argparse.Namespace, Recipe | None]:
     """Parse ``argv``; with ``--recipe``, the recipe's ``[table]`` fills what ``argv`` leaves unset."""
-    from onnxcompress.check_args import check_parser
-    from onnxcompress.compress_args import compress_parser
-
     args = parser.parse_args(argv)
     if not getattr(args, "recipe", None):
         return args, None
+    # Imported only for a recipe: ``check``'s options pull in the speed gate a plain compress never uses.
+    from onnxcompress.check_args import check_parser
+    from onnxcompress.compress_args import compress_parser
+
     # Every table is checked, whichever command reads the recipe: a typo anywhere stops the first step.
     recipe = load_recipe(args.recipe, {"check": check_parser(), "compress": compress_parser(), table: parser})
     keys = recipe_keys(parser)

@@ -67,7 +67,7 @@ def _proto(model):
 
 
 def search_under_budget(model_or_path, config, on_stage, compress_fn):
-    from onnxcompress.pruning.calibrated import SearchCache
+    from onnxcompress.pruning.search_cache import SearchCache
 
     budget = _Budget(model_or_path, config)
     cache = SearchCache()

@@ -109,10 +109,15 @@ class Serialized:
         self.shared = arrays
         self._tmp = tempfile.TemporaryDirectory(prefix="onnxcompress-")
         self.path = os.path.join(self._tmp.name, "model.onnx")
-        with open(os.path.join(self._tmp.name, _SHARED_FILE), "wb"):
-            pass
-        with open(self.path, "wb") as f:
-            f.write(proto.SerializeToString())
+        try:
+            with open(os.path.join(self._tmp.name, _SHARED_FILE), "wb"):
+                pass
+            with open(self.path, "wb") as f:
+                f.write(proto.SerializeToString())
+        except OSError as exc:  # a full disk or a file size limit: one line, as for the output itself
+            from onnxcompress.paths import write_error
+
+            raise write_error(f"onnxruntime's temporary graph {self.path}", exc) from None
 
     def _self_contained(self) -> bytes | str:
         """The old way: the whole model serialised (bytes), or saved with its data when big or external."""

@@ -117,7 +117,7 @@ def _next_target(fit: tuple[float, float] | None, miss: tuple[float, float] | No
 def search_speedup(model_or_path, config, on_stage, compress_fn):
     """Compress to the largest MACs target whose measured speedup is at least ``config.target_speedup``."""
     from onnxcompress.io import load_model
-    from onnxcompress.pruning.calibrated import SearchCache
+    from onnxcompress.pruning.search_cache import SearchCache
 
     want = config.target_speedup
     cache = SearchCache()

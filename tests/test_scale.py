@@ -208,3 +208,28 @@ def test_l1_mass_is_taken_from_the_scores_and_the_cut(external_model, tmp_path, 
     full = run().report.pruned_l1_mass
     assert len(reads) == 6
     assert 0.4 < fast < 0.9 and fast == pytest.approx(full, rel=1e-12)
+
+
+_IMPORTS_PROBE = """
+import sys
+from onnxcompress.cli import main
+rc = main([sys.argv[1], "-o", sys.argv[2], "--ratio", "0.5", "-q"])
+lazy = ["onnxcompress.pruning.calibrated", "onnxcompress.pruning.recover", "onnxcompress.pruning.sensitivity",
+        "onnxcompress.check_args", "onnxcompress.speedgate", "torch"]
+print(rc, [m for m in lazy if m in sys.modules])
+"""
+
+
+def test_a_plain_compress_leaves_calibration_and_check_modules_unimported(external_model, tmp_path):
+    """Issue 17: lazy imports where a command does not need a module. Without --calib or --recipe,
+    recovery, sensitivity and ``check``'s options (with the speed gate) are never imported."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = str(Path(__file__).resolve().parents[1])  # this checkout's package, not an installed one
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-c", _IMPORTS_PROBE, str(external_model), str(tmp_path / "out.onnx")],
+                         capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip().splitlines()[-1] == "0 []"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
@@ -16,12 +17,14 @@ from onnxcompress.config import CompressConfig
 from onnxcompress._ir_utils import const_array
 from onnxcompress._parallel import parallel_map
 from onnxcompress.importance import AGGREGATION, CRITERIA, GLOBAL_NORMALISATION, l1_kept
-from onnxcompress.pruning.calibrated import CalibratedPruning, SearchCache
 from onnxcompress.pruning.rounds import round_targets
 from onnxcompress.pruning.plan import macs_per_atom
 from onnxcompress.pruning.apply import Applier
 from onnxcompress.pruning.plan import Plan, head_roots, make_plan, reported_blockers
 from onnxcompress.passes.base import ReportingPass
+
+if TYPE_CHECKING:  # imported when calibration data is given: recovery and sensitivity are not needed otherwise
+    from onnxcompress.pruning.calibrated import CalibratedPruning
 
 logger = logging.getLogger(__name__)
 
@@ -286,6 +289,9 @@ class PrunePass(ReportingPass):
         ctx, cfg = self.ctx, self.config
         if not self._has_calib():
             return None
+        from onnxcompress.pruning.calibrated import CalibratedPruning
+        from onnxcompress.pruning.search_cache import SearchCache
+
         fit = list(ctx.calib.batches())
         if cfg.calib_augment > 0:
             from onnxcompress.finetune.augment import input_ranges, perturb

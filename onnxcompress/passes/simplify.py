@@ -33,14 +33,13 @@ from onnxcompress._ir_utils import is_std
 from onnxcompress.analysis.shapes import Shape, weightless_proto
 from onnxcompress.io import tensor_bytes
 from onnxcompress.passes.base import ReportingPass
-from onnxcompress.runtime import open_session, proto_random_feeds
+from onnxcompress.passes.simplify_guard import SimplifyFailed, annotations_inferred, guard, value_dims
 
 logger = logging.getLogger(__name__)
 
 #: Protobuf cannot hold a model past 2 GiB; onnxsim works on one protobuf.
 MAX_BYTES = 1_900_000_000
 _OK_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
-_RTOL, _ATOL = 1e-3, 1e-4
 #: Initializers above this many elements are declared to onnxsim, not carried (the
 #: small ones stay: shape arithmetic and folding need their values).
 WEIGHT_ELEMENTS = 4096
@@ -53,10 +52,6 @@ _READ_SLOTS = {
 #: Ops onnxsim fuses into a layer's weights when their other operand is a constant.
 _FUSABLE = {"BatchNormalization", "Mul", "Add", "Sub", "Div"}
 _NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
-
-
-class SimplifyFailed(Exception):
-    """Why the simplified graph was not kept."""
 
 
 class SimplifyPass(ReportingPass):
@@ -94,7 +89,10 @@ class SimplifyPass(ReportingPass):
             same = _same_structure(proto, simplified)
             new = ir.serde.deserialize_model(simplified)
             _put_back(new, model, declared)
-            checks = self._check(proto, declared, model, new, same_structure=same)
+            # onnxsim changed nothing but annotations, and ONNX's own inference gives the same ones:
+            # nothing can differ or be frozen, so the guard need not run either graph.
+            inferred = same and not needs and annotations_inferred(proto, simplified)
+            checks = [] if inferred else guard(proto, declared, model, new, self.input_shapes, same_structure=same)
         except Exception as exc:  # noqa: BLE001 - any onnxsim failure keeps the unsimplified graph
             msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
             self.report.update(status="failed", reason=msg)
@@ -105,6 +103,7 @@ class SimplifyPass(ReportingPass):
         self.report.update(
             status="simplified", nodes_after=len(model.graph), dims_restored=restored, checked_shapes=checks,
             weights="carried" if needs else "declared", structure_changed=not same,
+            checked_by="shape inference" if inferred else ("onnxruntime" if checks else "nothing to run"),
         )
         if needs:
             self.report["weights_carried_because"] = needs
@@ -124,73 +123,49 @@ class SimplifyPass(ReportingPass):
         restored = _restore_interface(proto, out, declared)
         return out, restored
 
-    def _check(
-        self, proto: onnx.ModelProto, declared: set[str], original: ir.Model, simplified: ir.Model, same_structure: bool = False
-    ) -> list[dict]:
-        """onnxruntime runs of both graphs at the analysis shapes and with symbolic dims doubled.
-
-        Both sessions read the weights where they are (``runtime.Serialized``): nothing is
-        copied. When onnxsim changed no node and no initializer (it only annotated shapes),
-        the graphs compute the same thing, and only the doubled sizes, where a frozen shape
-        annotation would show, are run.
-        """
-        base = _concrete_shapes(proto, self.input_shapes, declared)
-        if base is None:
-            raise SimplifyFailed("no concrete input shapes to check the result with")
-        runs = [base]
-        doubled = _doubled_shapes(proto, base)
-        if doubled != base:
-            runs.append(doubled)
-        if same_structure:
-            runs = runs[1:]
-        ref_sess, new_sess = open_session(original, optimize=False), open_session(simplified, optimize=False)
-        done = []
-        for shapes in runs:
-            feeds = proto_random_feeds(proto, shapes, seed=0 if shapes is base else 1)
-            try:
-                ref = ref_sess.run(None, feeds)
-            except Exception:  # noqa: BLE001 - the original itself does not take these sizes
-                if shapes is base:
-                    raise
-                continue
-            try:
-                got = new_sess.run(None, feeds)
-            except Exception as exc:  # noqa: BLE001
-                raise SimplifyFailed(f"the simplified model fails at input shapes {shapes}: {exc}") from exc
-            for a, b in zip(ref, got):
-                a, b = np.asarray(a), np.asarray(b)
-                if a.shape != b.shape:
-                    raise SimplifyFailed(f"an output changed shape at {shapes}: {a.shape} -> {b.shape}")
-                if np.issubdtype(a.dtype, np.floating):
-                    scale = max(1.0, float(np.max(np.abs(a), initial=0.0)))
-                    if not np.allclose(a, b, rtol=_RTOL, atol=_ATOL * scale):
-                        raise SimplifyFailed(f"outputs differ at input shapes {shapes}")
-                elif not np.array_equal(a, b):
-                    raise SimplifyFailed(f"outputs differ at input shapes {shapes}")
-            done.append({k2: list(v) for k2, v in shapes.items()})
-        return done
-
-
 def load_onnxsim() -> ModuleType:
-    """onnxsim, imported with ``import torch`` failing as if torch were absent (which onnxsim
-    supports): its ``__init__`` imports torch when installed, 3 to 5 s per run for a simplifier
-    that never uses it. Torch imports normally afterwards; failing that, the ordinary import."""
-    if "onnxsim" in sys.modules or "torch" in sys.modules:
-        import onnxsim
-        return onnxsim
-    sys.modules["torch"] = None  # type: ignore[assignment]  # makes ``import torch`` raise ImportError
+    """The module with onnxsim's ``simplify``: the package itself when already imported, else its
+    ``onnx_simplifier`` module alone, imported without the package's ``__init__`` (which imports
+    every onnxsim tool, 0.2-0.4 s per run for the one function used here) and with ``import torch``
+    failing as if torch were absent (which onnxsim supports: when installed, torch costs 3 to 5 s).
+    Torch and the whole package import normally afterwards. Failing that, the ordinary import."""
+    loaded = sys.modules.get("onnxsim")
+    if loaded is not None and hasattr(loaded, "simplify"):
+        return loaded
+    blocked = "torch" not in sys.modules
+    if blocked:
+        sys.modules["torch"] = None  # type: ignore[assignment]  # makes ``import torch`` raise ImportError
     try:
-        import onnxsim
-        return onnxsim
-    except ImportError:
+        return _simplifier_alone()
+    except Exception:  # noqa: BLE001 - an onnxsim laid out otherwise, or one that needs torch
         for name in [m for m in sys.modules if m == "onnxsim" or m.startswith("onnxsim.")]:
             del sys.modules[name]
     finally:
-        if sys.modules.get("torch", 0) is None:
+        if blocked and sys.modules.get("torch", 0) is None:
             del sys.modules["torch"]
     import onnxsim
 
     return onnxsim
+
+
+def _simplifier_alone() -> ModuleType:
+    """``onnxsim.onnx_simplifier`` under a package whose ``__init__`` was not run. The stand-in
+    package leaves ``sys.modules`` afterwards, so a later ``import onnxsim`` runs the real one
+    (reusing the submodules loaded here)."""
+    import importlib
+    import importlib.util
+
+    spec = importlib.util.find_spec("onnxsim")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("onnxsim is not installed")
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["onnxsim"] = package
+    try:
+        module = importlib.import_module("onnxsim.onnx_simplifier")
+    finally:
+        if sys.modules.get("onnxsim") is package:
+            del sys.modules["onnxsim"]
+    return module
 
 
 def _why_skip(model: ir.Model) -> str | None:
@@ -318,16 +293,6 @@ def _drop_metadata(proto: onnx.ModelProto, key: str) -> None:
             return
 
 
-def _dims(vi: onnx.ValueInfoProto) -> list | None:
-    tt = vi.type.tensor_type
-    if not tt.HasField("shape"):
-        return None
-    return [
-        d.dim_param if d.HasField("dim_param") else (d.dim_value if d.HasField("dim_value") else None)
-        for d in tt.shape.dim
-    ]
-
-
 def _restore_interface(before: onnx.ModelProto, after: onnx.ModelProto, declared: set[str] = frozenset()) -> list[str]:
     """Put back the declared input/output types where onnxsim changed them; name what was fixed.
 
@@ -345,44 +310,14 @@ def _restore_interface(before: onnx.ModelProto, after: onnx.ModelProto, declared
     restored = []
     for vi in list(real_inputs(after)) + list(after.graph.output):
         orig = old[vi.name]
-        if _dims(vi) != _dims(orig) or vi.type.tensor_type.elem_type != orig.type.tensor_type.elem_type:
-            restored.append(f"{vi.name}: {_dims(vi)} -> {_dims(orig)}")
+        if value_dims(vi) != value_dims(orig) or vi.type.tensor_type.elem_type != orig.type.tensor_type.elem_type:
+            restored.append(f"{vi.name}: {value_dims(vi)} -> {value_dims(orig)}")
             vi.type.CopyFrom(orig.type)
     if restored:
         # Intermediate shapes were inferred from the frozen dims; drop them all.
         del after.graph.value_info[:]
         logger.info("restored symbolic dims onnxsim froze: %s", restored)
     return restored
-
-
-def _concrete_shapes(proto: onnx.ModelProto, given: dict[str, Shape], declared: set[str] = frozenset()) -> dict[str, Shape] | None:
-    inits = {t.name for t in proto.graph.initializer} | declared
-    shapes: dict[str, Shape] = {}
-    for vi in proto.graph.input:
-        if vi.name in inits:
-            continue
-        if vi.name in given:
-            shapes[vi.name] = tuple(given[vi.name])
-            continue
-        dims = _dims(vi)
-        if dims is None or any(not isinstance(d, int) for d in dims[1:]):
-            return None
-        shapes[vi.name] = tuple(d if isinstance(d, int) else 1 for d in dims)
-    return shapes
-
-
-def _doubled_shapes(proto: onnx.ModelProto, base: dict[str, Shape]) -> dict[str, Shape]:
-    """``base`` with every dim the model leaves symbolic doubled, to catch frozen shapes."""
-    out = {}
-    for vi in proto.graph.input:
-        if vi.name not in base:
-            continue
-        dims = _dims(vi) or []
-        out[vi.name] = tuple(
-            2 * b if (i >= len(dims) or not isinstance(dims[i], int) or dims[i] <= 0) else b
-            for i, b in enumerate(base[vi.name])
-        )
-    return out
 
 
 def _put_back(new: ir.Model, model: ir.Model, declared: set[str]) -> None:

@@ -235,12 +235,17 @@ def test_model_files_keep_their_dims(name):
     assert _dims(model.graph.outputs) == dims_out
 
 
-def test_onnxsim_loads_without_importing_torch():
-    """onnxsim's package imports torch when installed (seconds per run); the pass loads it without."""
+def _fresh_python(code: str) -> list[str]:
+    """The lines ``code`` prints in a fresh interpreter (nothing imported yet)."""
     import subprocess
     import sys
 
-    code = (
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+
+
+def test_onnxsim_loads_without_importing_torch():
+    """onnxsim's package imports torch when installed (seconds per run); the pass loads it without."""
+    out = _fresh_python(
         "import sys, importlib.util\n"
         "from onnxcompress.passes.simplify import load_onnxsim\n"
         "m = load_onnxsim()\n"
@@ -251,6 +256,20 @@ def test_onnxsim_loads_without_importing_torch():
         "else:\n"
         "    print('torch', 2)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] == "True False False"
     assert out[1] == "torch 2"
+
+
+def test_onnxsim_loads_its_simplifier_without_the_package_init():
+    """The package's ``__init__`` imports every onnxsim tool; the pass loads only ``onnx_simplifier``,
+    and a later ``import onnxsim`` is still the whole package, with the same ``simplify``."""
+    out = _fresh_python(
+        "import sys\n"
+        "from onnxcompress.passes.simplify import load_onnxsim\n"
+        "m = load_onnxsim()\n"
+        "print(m.__name__, 'onnxsim' in sys.modules, 'onnxsim.accuracy' in sys.modules)\n"
+        "import onnxsim\n"
+        "print(onnxsim.simplify is m.simplify, hasattr(onnxsim, 'quantize'), load_onnxsim() is onnxsim)\n"
+    )
+    assert out[0] == "onnxsim.onnx_simplifier False False"
+    assert out[1] == "True True True"

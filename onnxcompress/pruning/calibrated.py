@@ -36,18 +36,7 @@ from onnxcompress.pruning.sensitivity import (
     sensitivity_sample_count,
 )
 from onnxcompress.runtime import Session
-
-
-@dataclass
-class SearchCache:
-    """Measurements reused across the probes of a target search (same model, same data)."""
-
-    sensitivity: list[GroupSensitivity] | None = None
-    sensitivity_s: float = 0.0
-    #: how the sensitivity was obtained: "sweep" or "taylor"
-    estimate: str = ""
-    #: the calibration data as read (key: where from, which preprocessing, how many), read once
-    calibration: tuple[tuple, object] | None = None
+from onnxcompress.pruning.search_cache import SearchCache
 
 
 @dataclass
