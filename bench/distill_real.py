@@ -89,7 +89,7 @@ def command(name: str, target: float, method: str, out: Path, rep: Path, seconds
         cmd += ["--distill-lr", str(lr)]
     if device is not None:
         cmd += ["--device", device]
-    if rounds > 1:
+    if rounds != 1:
         cmd += ["--allocation-rounds", str(rounds)]
     if estimate != "sweep":
         cmd += ["--sensitivity-estimate", estimate]
@@ -105,7 +105,7 @@ def run(name: str, target: float, method: str, tmp: Path, seconds: float, sample
     tag += "+dims" if attention == "dims" else ""
     tag += f"+mix{mix:g}" if mix is not None and method == "distill" else ""
     tag += f"+lr{lr:g}" if lr is not None and method == "distill" else ""
-    tag += f"+r{rounds}" if rounds > 1 else ""
+    tag += f"+r{rounds}" if rounds != 1 else ""
     tag += f"+{estimate}" if estimate != "sweep" else ""
     out, rep = KEPT / f"{name}.{target:g}.{tag}.{samples or 128}.onnx", tmp / f"{name}.{method}.json"
     cmd = command(name, target, method, out, rep, seconds, samples, augment, calib_augment, attention, mix, lr,
@@ -130,6 +130,9 @@ def scored(row: dict, name: str, out: Path, r: dict) -> dict:
     row["macs_kept"] = round(r["after"]["macs"] / r["before"]["macs"], 4)
     row["eval"] = score(name, out, "eval")
     row["shift"] = score(name, out, "shift")
+    choice = (r.get("search") or {}).get("rounds_choice")
+    if choice:
+        row["rounds_choice"] = choice
     d = (r.get("recovery") or {}).get("distill") or {}
     if d:
         row["distill"] = {k: d.get(k) for k in ("kept", "steps", "best_step", "seconds", "batch",
@@ -320,7 +323,7 @@ def main() -> None:
     ap.add_argument("--mix", type=float, default=None, help="--distill-mix of the distill runs (method tagged "
                     "+mixS); default: the CLI's default")
     ap.add_argument("--lr", type=float, default=None, help="--distill-lr of the distill runs (method tagged +lrX)")
-    ap.add_argument("--rounds", type=int, default=1, help="--allocation-rounds of every run (method tagged +rN)")
+    ap.add_argument("--rounds", type=lambda t: t if t == "auto" else int(t), default=1, help="--allocation-rounds of every run (method tagged +rN)")
     ap.add_argument("--estimate", default="sweep", help="--sensitivity-estimate of every run (method tagged +ESTIMATE "
                     "unless sweep)")
     ap.add_argument("--report", action="store_true", help="only write bench/DISTILL_REAL.md and the plot")

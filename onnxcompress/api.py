@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import onnx_ir as ir
@@ -128,6 +128,12 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None, on_
         from onnxcompress.search import search_under_budget
 
         return search_under_budget(model_or_path, config, on_stage, compress)
+    from onnxcompress import auto_rounds
+
+    if auto_rounds.applies(config):
+        return auto_rounds.choose_rounds(model_or_path, config, on_stage, compress)
+    if config.allocation_rounds == "auto":
+        config = replace(config, allocation_rounds=1)  # nothing to choose without a calibrated target
     progress = Progress(on_stage)
     t0 = time.perf_counter()
     path = _source_path(model_or_path)

@@ -28,6 +28,16 @@ examples:
 """
 
 
+def _rounds(text: str) -> int | str:
+    """``--allocation-rounds``: a count, or auto."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of rounds or auto, got {text!r}") from None
+
+
 def compress_parser() -> OptionsParser:
     from onnxcompress.config import DEFAULT_RATIO, DEFAULT_ROUND_TO, DEFAULT_TARGET_MACS, DISTILL_MIX
 
@@ -125,11 +135,12 @@ def compress_parser() -> OptionsParser:
                    help="how --target-macs (and the searches) get each group's drift curve: sweep runs the model once "
                    "per group and ratio; taylor estimates every curve to first order from one forward and 8 backward "
                    "passes per sample (needs the finetune extra; bench/TAYLOR.md compares them). Default sweep")
-    g.add_argument("--allocation-rounds", type=int, default=1, metavar="N",
+    g.add_argument("--allocation-rounds", type=_rounds, default=1, metavar="N|auto",
                    help="with --calib: reach --target-macs in N prune-and-refit rounds (targets T^(1/N), T^(2/N) .. T), "
                    "measuring every group again on the model the earlier rounds pruned, since groups pruned together "
-                   "hurt more than each alone; refit and distillation still match the original. Costs N sweeps "
-                   "(bench/ALLOCATION_ROUNDS.md). Default 1")
+                   "hurt more than each alone; refit and distillation still match the original. Costs N sweeps. "
+                   "auto compresses with 1 and with 2 (one sweep shared) and keeps the one with the lower held-out "
+                   "drift, 1 on a tie (bench/ALLOCATION_ROUNDS.md). Default 1")
     g.add_argument("--target-speedup", type=float, metavar="S",
                    help="prune until the model runs S times as fast as the original, measured: candidate MACs targets "
                    "are allocated like --target-macs and timed in onnxruntime against the original (paired, "

@@ -100,7 +100,7 @@ class CompressConfig:
     sensitivity_estimate: str = "sweep"
     #: reach ``target_macs`` in this many prune rounds, measuring the groups again after each
     #: (``pruning.rounds``); 1 = one allocation from the unpruned model's sensitivity
-    allocation_rounds: int = 1
+    allocation_rounds: int | str = 1
     #: budget: the largest held-out drift (1 - task agreement) a written model may have
     max_drift: float | None = None
     #: labelled data (.npz) and the largest accuracy drop on it a written model may have
@@ -173,8 +173,9 @@ class CompressConfig:
         if self.train_labels is not None and self.resolved_recover(self.calib is not None) != "distill":
             raise InputError("--train-labels adds a supervised term to distillation: it needs --recover distill (or auto "
                              "with the finetune extra) and --calib")
-        if not 1 <= self.allocation_rounds <= 8:
-            raise InputError(f"--allocation-rounds must be 1 to 8, got {self.allocation_rounds}")
+        if self.allocation_rounds != "auto" and not (isinstance(self.allocation_rounds, int)
+                                                     and 1 <= self.allocation_rounds <= 8):
+            raise InputError(f"--allocation-rounds must be 1 to 8 or auto, got {self.allocation_rounds}")
         if self.sensitivity_estimate not in ("sweep", "taylor"):
             raise InputError(f"--sensitivity-estimate must be sweep or taylor, got {self.sensitivity_estimate!r}")
         if self.sensitivity_estimate == "taylor":

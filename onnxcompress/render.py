@@ -136,6 +136,11 @@ def render_compress(report: CompressReport, console: Console) -> None:
                       f"({len(s.get('groups', []))} groups, {s.get('sensitivity_s', 0):.1f} s"
                       + (f"; {len(rounds)} rounds: " + ", ".join(f"{r['target_macs']:.0%}" for r in rounds) if rounds else "")
                       + ")")
+        choice = s.get("rounds_choice")
+        if choice:
+            seen = ", ".join(f"{c['rounds']}: " + (f"{c['held_out_drift']:.4f}" if c.get("held_out_drift") is not None
+                                                    else "collapsed") for c in choice["candidates"])
+            console.print(f"allocation rounds (auto): {choice['chosen']} kept; held-out drift by rounds {seen}")
     if report.search and report.search.get("target_speedup") is not None:
         s = report.search
         m = s["measured_speedup"]
