@@ -143,11 +143,14 @@ class DataSink:
 
     def _own_tensors(self, model: ir.Model) -> dict[int, int] | None:
         """Region offset -> times the model's initializers refer to it; None when no region is used."""
+        if self.path is None:
+            return None
+        own = os.path.realpath(self.path)
         used: dict[int, int] = {}
         for graph in model.graphs():
             for v in graph.initializers.values():
                 t = v.const_value
-                if isinstance(t, ir.ExternalTensor) and self.path is not None and os.path.realpath(t.path) == os.path.realpath(self.path):
+                if isinstance(t, ir.ExternalTensor) and os.path.realpath(t.path) == own:
                     used[int(t.offset or 0)] = used.get(int(t.offset or 0), 0) + 1
         return used or None
 

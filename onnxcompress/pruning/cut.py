@@ -87,54 +87,60 @@ def cut(job: tuple, sums: list[float] | None = None) -> np.ndarray | Region:
     """
     arr, masks, source, *rest = job
     sink = rest[0] if rest else None
-    if sink is not None:
-        shape = list(arr.shape)
-        for axis, keep in masks:
-            shape[axis] = int(np.count_nonzero(keep))
-        region = sink.region(tuple(shape), arr.dtype)
-        if region is not None:
-            cut_into(region, arr, masks, source, sums)
-            return region
+    shape = list(arr.shape)
+    for axis, keep in masks:
+        shape[axis] = int(np.count_nonzero(keep))
+    region = sink.region(tuple(shape), arr.dtype) if sink is not None else None
+    if region is not None:
+        cut_into(region, arr, masks, source, sums)
+        return region
     if source is not None:
         return read_rows(arr, masks[0][1], *source)
     if len(masks) == 1:
         axis, keep = masks[0]
         return np.compress(keep, arr, axis=axis)
-    # Several axes at once. Cutting them one after another over the whole tensor would hold the
-    # source, an intermediate and the result together (a 1 GB Gemm cut on both axes peaked at
-    # 2.9x): a few kept rows at a time are cut on the other axes straight into the result.
-    keep_by_axis = dict(masks)
-    if 0 not in keep_by_axis:
+    if all(axis != 0 for axis, _ in masks):
         index = [np.arange(n) for n in arr.shape]
         for axis, keep in masks:
             index[axis] = np.flatnonzero(keep)
         return arr[np.ix_(*index)]
-    rows = np.flatnonzero(keep_by_axis.pop(0))
-    shape = [len(rows), *arr.shape[1:]]
-    for axis, keep in keep_by_axis.items():
-        shape[axis] = int(np.count_nonzero(keep))
+    # Several axes at once. Cutting them one after another over the whole tensor would hold the
+    # source, an intermediate and the result together (a 1 GB Gemm cut on both axes peaked at
+    # 2.9x): a few kept rows at a time are cut on the other axes straight into the result.
     out = np.empty(shape, arr.dtype)
-    step = max(1, CUT_BLOCK_BYTES // max(arr[:1].nbytes, 1))
-    for j in range(0, len(rows), step):
-        block = arr.take(rows[j:j + step], axis=0)
-        for axis, keep in sorted(keep_by_axis.items()):
-            block = np.compress(keep, block, axis=axis)
-        out[j:j + len(block)] = block
+    _cut_blocks(_Rows(out), arr, masks)
     return out
 
 
+class _Rows:
+    """An array in memory filled as ``cut_into`` fills a ``Region``: blocks of rows, in order."""
+
+    def __init__(self, out: np.ndarray) -> None:
+        self.out, self.pos = out, 0
+
+    def write(self, block: np.ndarray) -> None:
+        self.out[self.pos:self.pos + len(block)] = block
+        self.pos += len(block)
+
+
 def cut_into(region: Region, arr: np.ndarray, masks: list[tuple[int, np.ndarray]], source: tuple[str, int] | None,
-              sums: list[float] | None = None) -> None:
+             sums: list[float] | None = None) -> None:
     """Write the cut of ``arr`` into ``region`` in C order: runs of kept rows copied from the input's
     file in the kernel, or blocks of a few kept rows cut on the other axes (the same values as ``cut``;
     with ``sums``, each block's sum of |w| is appended to it while the block is in cache)."""
-    keep_by_axis = dict(masks)
     if source is not None:
-        idx = np.flatnonzero(keep_by_axis[0])
+        idx = np.flatnonzero(dict(masks)[0])
         row = arr[:1].nbytes
         for j, count in _runs(idx):
             region.copy_from(source[0], source[1] + int(idx[j]) * row, count * row)
         return
+    _cut_blocks(region, arr, masks, sums)
+
+
+def _cut_blocks(out: Region | _Rows, arr: np.ndarray, masks: list[tuple[int, np.ndarray]],
+                sums: list[float] | None = None) -> None:
+    """Blocks of a few kept rows of ``arr``, cut on the other axes, written to ``out`` in order."""
+    keep_by_axis = dict(masks)
     rows = np.flatnonzero(keep_by_axis.pop(0)) if 0 in keep_by_axis else None
     n = arr.shape[0] if rows is None else len(rows)
     step = max(1, CUT_BLOCK_BYTES // max(arr[:1].nbytes, 1))
@@ -142,6 +148,6 @@ def cut_into(region: Region, arr: np.ndarray, masks: list[tuple[int, np.ndarray]
         block = arr[j:j + step] if rows is None else arr.take(rows[j:j + step], axis=0)
         for axis, keep in sorted(keep_by_axis.items()):
             block = np.compress(keep, block, axis=axis)
-        region.write(block)
+        out.write(block)
         if sums is not None:
             sums.append(float(np.abs(block).sum(dtype=np.float64)))
