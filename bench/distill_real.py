@@ -67,7 +67,8 @@ def score(name: str, path: Path, split: str) -> float | None:
 
 def command(name: str, target: float, method: str, out: Path, rep: Path, seconds: float, samples: int | None,
             augment: float = 0.0, calib_augment: float = 0.0, attention: str = "heads", mix: float | None = None,
-            lr: float | None = None, device: str | None = None, rounds: int = 1, estimate: str = "sweep") -> list[str]:
+            lr: float | None = None, device: str | None = None, rounds: int = 1, estimate: str = "sweep",
+            step_sizes: str | None = None, steps: int | None = None) -> list[str]:
     """The CLI run of one row: ``--calib`` (``--calib-samples``), ``--target-macs``, ``--recover`` and its options."""
     m = meta(name)
     shape = ",".join(map(str, (1, *m["input_shape"])))
@@ -93,12 +94,17 @@ def command(name: str, target: float, method: str, out: Path, rep: Path, seconds
         cmd += ["--allocation-rounds", str(rounds)]
     if estimate != "sweep":
         cmd += ["--sensitivity-estimate", estimate]
+    if step_sizes is not None and method == "distill":
+        cmd += ["--distill-step-sizes", step_sizes]
+    if steps is not None and method == "distill":
+        cmd += ["--distill-steps", str(steps)]
     return cmd
 
 
 def run(name: str, target: float, method: str, tmp: Path, seconds: float, samples: int | None,
         augment: float = 0.0, calib_augment: float = 0.0, attention: str = "heads", mix: float | None = None,
-        lr: float | None = None, rounds: int = 1, estimate: str = "sweep") -> dict:
+        lr: float | None = None, rounds: int = 1, estimate: str = "sweep", step_sizes: str | None = None,
+        steps: int | None = None) -> dict:
     KEPT.mkdir(parents=True, exist_ok=True)
     tag = f"{method}+aug{augment:g}" if augment and method == "distill" else method
     tag += f"+caug{calib_augment:g}" if calib_augment else ""
@@ -107,9 +113,11 @@ def run(name: str, target: float, method: str, tmp: Path, seconds: float, sample
     tag += f"+lr{lr:g}" if lr is not None and method == "distill" else ""
     tag += f"+r{rounds}" if rounds != 1 else ""
     tag += f"+{estimate}" if estimate != "sweep" else ""
+    tag += f"+{step_sizes[:3]}" if step_sizes is not None and method == "distill" else ""
+    tag += f"+{steps}steps" if steps is not None and method == "distill" else ""
     out, rep = KEPT / f"{name}.{target:g}.{tag}.{samples or 128}.onnx", tmp / f"{name}.{method}.json"
     cmd = command(name, target, method, out, rep, seconds, samples, augment, calib_augment, attention, mix, lr,
-                  rounds=rounds, estimate=estimate)
+                  rounds=rounds, estimate=estimate, step_sizes=step_sizes, steps=steps)
     method = tag
     t = time.perf_counter()
     proc = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True)
@@ -154,7 +162,8 @@ def measure(args) -> None:
             for target in args.targets:
                 for method in args.methods:
                     row = run(name, target, method, tmp, args.seconds, args.samples, args.augment, args.calib_augment,
-                              args.attention, args.mix, args.lr, args.rounds, args.estimate)
+                              args.attention, args.mix, args.lr, args.rounds, args.estimate, args.step_sizes,
+                              args.steps)
                     key = (name, target, row["method"], row["samples"])
                     results["rows"] = [x for x in results["rows"]
                                        if (x["model"], x["target"], x["method"], x["samples"]) != key] + [row]
@@ -326,17 +335,22 @@ def main() -> None:
     ap.add_argument("--rounds", type=lambda t: t if t == "auto" else int(t), default=1, help="--allocation-rounds of every run (method tagged +rN)")
     ap.add_argument("--estimate", default="sweep", help="--sensitivity-estimate of every run (method tagged +ESTIMATE "
                     "unless sweep)")
+    ap.add_argument("--step-sizes", choices=("relative", "absolute"), default=None,
+                    help="--distill-step-sizes of the distill runs (method tagged +rel or +abs)")
+    ap.add_argument("--steps", type=int, default=None, help="--distill-steps of the distill runs (method tagged "
+                    "+Nsteps); with a large --seconds the runs do the same work on a loaded machine")
     ap.add_argument("--report", action="store_true", help="only write bench/DISTILL_REAL.md and the plot")
     ap.add_argument("--speed", action="store_true", help="only time each model's smallest within-1-point output "
                     "against its original (CPU EP, paired)")
     ap.add_argument("--json", type=Path, default=OUT, help="results file to read and extend (default %(default)s)")
     args = ap.parse_args()
-    OUT = args.json
+    default_json, OUT = OUT, args.json
     if args.speed:
         speed(args)
     elif not args.report:
         measure(args)
-    report()
+    if OUT.resolve() == default_json.resolve() or args.report:
+        report()  # a side results file (--json) is merged by hand: it must not overwrite the report
 
 
 if __name__ == "__main__":

@@ -136,6 +136,7 @@ def config_from_args(args: argparse.Namespace):
         distill_lr=args.distill_lr,
         distill_augment=args.distill_augment,
         distill_mix=args.distill_mix,
+        distill_step_sizes=args.distill_step_sizes,
         calib_augment=args.calib_augment,
         device=args.device,
         train_labels=args.train_labels,

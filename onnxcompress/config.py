@@ -87,6 +87,8 @@ class CompressConfig:
     distill_augment: float = 0.0
     #: share of each distillation minibatch blended with another of its samples (``augment.mix``)
     distill_mix: float = DISTILL_MIX
+    #: distillation's per-tensor step sizes: "relative" to each weight's scale, or "absolute"
+    distill_step_sizes: str = "relative"
     #: share of the calibration fit samples perturbed the same way before statistics, the
     #: sensitivity sweep and the refit (the held-out split stays as given)
     calib_augment: float = 0.0
@@ -185,6 +187,8 @@ class CompressConfig:
                 raise InputError(f"--sensitivity-estimate taylor needs the finetune extra (torch): {EXTRA_HINT}")
         if not 0.0 <= self.distill_augment <= 1.0:
             raise InputError(f"--distill-augment must be a share in [0, 1], got {self.distill_augment}")
+        if self.distill_step_sizes not in ("relative", "absolute"):
+            raise InputError(f"--distill-step-sizes must be relative or absolute, got {self.distill_step_sizes!r}")
         if not 0.0 <= self.distill_mix <= 1.0:
             raise InputError(f"--distill-mix must be a share in [0, 1], got {self.distill_mix}")
         if not 0.0 <= self.calib_augment <= 1.0:

@@ -67,6 +67,9 @@ class DistillConfig:
     mix: float = 0.0
     #: steps over which the learning rate ramps up linearly from lr / warmup to lr
     warmup: int = 10
+    #: "relative": each tensor's rate scaled by its RMS over the median weight's (``step_sizes``);
+    #: "absolute": lr for every tensor (before 2026-12-05)
+    step_sizes: str = "relative"
 
 
 #: input bytes of one training step: a 640x640 detector trains a couple of samples at a time
@@ -299,8 +302,7 @@ class Distiller:
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         reference = self.teacher.run_all(self.held, self.outputs)
-        params = [p for p in self.module.parameters() if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=cfg.lr)
+        opt = torch.optim.Adam(self._param_groups(), lr=cfg.lr)
         t0 = time.perf_counter()
         best_drift, best_loss, fid0 = self.evaluate(reference)
         start = {"drift": best_drift, "loss": best_loss}
@@ -323,7 +325,7 @@ class Distiller:
                 cursor += self.batch
                 opt.zero_grad(set_to_none=True)
                 for group in opt.param_groups:  # Adam's first steps, at full rate, knock a refit model off
-                    group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+                    group["lr"] = cfg.lr * group["factor"] * min(1.0, (step + 1) / max(cfg.warmup, 1))
                 feeds = take(rows)
                 if self.fixed and self.batch_axes is None:
                     loss = sum(self._backward({k: v[i : i + 1] for k, v in feeds.items()}, len(rows)) for i in range(len(rows)))
@@ -369,6 +371,7 @@ class Distiller:
             "augment": cfg.augment,
             "mix": cfg.mix,
             "warmup": cfg.warmup,
+            "step_sizes": cfg.step_sizes,
             "features": [f.student for f in self.features],
             "losses": {o: k for o, (k, _a) in self.kinds.items()},
             "distilled_instead": {o: v or "(nothing differentiable)" for o, v in self.swapped.items()},
@@ -380,6 +383,17 @@ class Distiller:
             "labelled_samples": len(self.labelled) if self.labelled is not None else 0,
             "history": history,
         }
+
+    def _param_groups(self) -> list[dict]:
+        """One Adam group per trainable tensor, with its factor on the learning rate (``step_sizes``)."""
+        names = self.module.parameter_names()
+        if self.cfg.step_sizes == "relative":
+            from onnxcompress.finetune.step_sizes import relative_step_sizes
+
+            factors = relative_step_sizes(self.module.state_arrays(), self.module.bias_weights())
+        else:
+            factors = {n: 1.0 for n in names}
+        return [{"params": [self.module.parameter_for(n)], "factor": factors[n]} for n in names]
 
     def _write_back(self) -> None:
         from onnxcompress._ir_utils import set_weight

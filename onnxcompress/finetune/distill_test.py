@@ -91,6 +91,15 @@ def test_distill_mix_blends_minibatches_and_is_off_by_default(runs, digits, caps
     assert "--distill-mix must be a share in [0, 1]" in capsys.readouterr().err
 
 
+def test_step_sizes_are_relative_by_default_and_absolute_on_request(runs, digits):
+    _, distill = runs
+    assert distill["report"]["recovery"]["distill"]["step_sizes"] == "relative"
+    absolute = _run(digits, "distill_abs", "--recover", "distill", "--distill-steps", "25", "--distill-lr", "1e-3",
+                    "--distill-step-sizes", "absolute")
+    d = absolute["report"]["recovery"]["distill"]
+    assert d["step_sizes"] == "absolute" and d["steps"] == 25
+
+
 def test_an_op_the_backend_cannot_run_keeps_the_refit_with_a_warning(digits, monkeypatch):
     import onnxcompress.finetune as ft
 

@@ -35,6 +35,8 @@ _DEFAULT_TRAINABLE: dict[str, set[int] | None] = {
     "LSTM": {1, 2, 3},  # W, R, B: a CNN+LSTM reader's recurrent layers adapt to the pruned features
 }
 _FLOAT_KINDS = ("f",)
+#: layers whose input 2 is a bias with the scale of the layer's output
+_BIASED = ("Conv", "ConvTranspose", "Gemm")
 
 
 def default_trainable(init_name: str, node: onnx.NodeProto, index: int) -> bool:
@@ -171,6 +173,7 @@ class GraphModule(torch.nn.Module):
             else:
                 self.consts.register_buffer(key, tensor)
                 self._slot[name] = ("c", key)
+        self._bias_weight = self._pair_biases(consumers)
         self.input_names = [i.name for i in graph.input if i.name not in consts]
         self.output_names = [o.name for o in graph.output]
         self._producer = {out: i for i, node in enumerate(self._nodes) for out in node.outputs if out}
@@ -199,6 +202,24 @@ class GraphModule(torch.nn.Module):
         for i in range(len(self._nodes)):
             visit(i)
         self._nodes = order
+
+    def _pair_biases(self, consumers: dict[str, list[tuple[onnx.NodeProto, int]]]) -> dict[str, str]:
+        """Trainable bias -> the trainable weight of the same Conv, ConvTranspose or Gemm."""
+        weight_of: dict[int, str] = {}
+        for name in self._param_names:
+            for proto, idx in consumers.get(name, []):
+                if idx == 1 and proto.op_type in _BIASED:
+                    weight_of[id(proto)] = name
+        pairs = {}
+        for name in self._param_names:
+            for proto, idx in consumers.get(name, []):
+                if idx == 2 and proto.op_type in _BIASED and id(proto) in weight_of:
+                    pairs[name] = weight_of[id(proto)]
+        return pairs
+
+    def bias_weights(self) -> dict[str, str]:
+        """Initializer name of each trainable layer bias -> that layer's trainable weight."""
+        return dict(self._bias_weight)
 
     @staticmethod
     def _consumers(protos: list[onnx.NodeProto]) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
