@@ -205,17 +205,12 @@ class GraphModule(torch.nn.Module):
 
     def _pair_biases(self, consumers: dict[str, list[tuple[onnx.NodeProto, int]]]) -> dict[str, str]:
         """Trainable bias -> the trainable weight of the same Conv, ConvTranspose or Gemm."""
-        weight_of: dict[int, str] = {}
+        slots: dict[int, dict[int, str]] = {}  # layer -> input index -> trainable name
         for name in self._param_names:
             for proto, idx in consumers.get(name, []):
-                if idx == 1 and proto.op_type in _BIASED:
-                    weight_of[id(proto)] = name
-        pairs = {}
-        for name in self._param_names:
-            for proto, idx in consumers.get(name, []):
-                if idx == 2 and proto.op_type in _BIASED and id(proto) in weight_of:
-                    pairs[name] = weight_of[id(proto)]
-        return pairs
+                if idx in (1, 2) and proto.op_type in _BIASED:
+                    slots.setdefault(id(proto), {})[idx] = name
+        return {s[2]: s[1] for s in slots.values() if 1 in s and 2 in s}
 
     def bias_weights(self) -> dict[str, str]:
         """Initializer name of each trainable layer bias -> that layer's trainable weight."""

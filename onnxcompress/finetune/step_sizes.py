@@ -32,16 +32,9 @@ def relative_step_sizes(arrays: dict[str, np.ndarray], bias_weight: dict[str, st
     (``GraphModule.bias_weights()``).
     """
     weights = {n: _rms(a) for n, a in arrays.items() if a.ndim >= 2}
-    if not weights:
-        return {n: 1.0 for n in arrays}
-    median = float(np.median(list(weights.values())))
-    if median <= 0:
-        return {n: 1.0 for n in arrays}
+    median = float(np.median(list(weights.values()))) if weights else 0.0
     out = {}
     for name in arrays:
-        source = name if name in weights else bias_weight.get(name)
-        if source not in weights:
-            out[name] = 1.0
-            continue
-        out[name] = float(np.clip(weights[source] / median, MIN_FACTOR, 1.0))
+        source = name if name in weights else bias_weight.get(name, "")
+        out[name] = float(np.clip(weights[source] / median, MIN_FACTOR, 1.0)) if median > 0 and source in weights else 1.0
     return out
