@@ -68,7 +68,7 @@ def score(name: str, path: Path, split: str) -> float | None:
 def command(name: str, target: float, method: str, out: Path, rep: Path, seconds: float, samples: int | None,
             augment: float = 0.0, calib_augment: float = 0.0, attention: str = "heads", mix: float | None = None,
             lr: float | None = None, device: str | None = None, rounds: int = 1, estimate: str = "sweep",
-            step_sizes: str | None = None, steps: int | None = None) -> list[str]:
+            step_sizes: str | None = None, steps: int | None = None, feature_weight: float | None = None) -> list[str]:
     """The CLI run of one row: ``--calib`` (``--calib-samples``), ``--target-macs``, ``--recover`` and its options."""
     m = meta(name)
     shape = ",".join(map(str, (1, *m["input_shape"])))
@@ -98,13 +98,15 @@ def command(name: str, target: float, method: str, out: Path, rep: Path, seconds
         cmd += ["--distill-step-sizes", step_sizes]
     if steps is not None and method == "distill":
         cmd += ["--distill-steps", str(steps)]
+    if feature_weight is not None and method == "distill":
+        cmd += ["--distill-feature-weight", str(feature_weight)]
     return cmd
 
 
 def run(name: str, target: float, method: str, tmp: Path, seconds: float, samples: int | None,
         augment: float = 0.0, calib_augment: float = 0.0, attention: str = "heads", mix: float | None = None,
         lr: float | None = None, rounds: int = 1, estimate: str = "sweep", step_sizes: str | None = None,
-        steps: int | None = None) -> dict:
+        steps: int | None = None, feature_weight: float | None = None, suffix: str = "") -> dict:
     KEPT.mkdir(parents=True, exist_ok=True)
     tag = f"{method}+aug{augment:g}" if augment and method == "distill" else method
     tag += f"+caug{calib_augment:g}" if calib_augment else ""
@@ -115,9 +117,12 @@ def run(name: str, target: float, method: str, tmp: Path, seconds: float, sample
     tag += f"+{estimate}" if estimate != "sweep" else ""
     tag += f"+{step_sizes[:3]}" if step_sizes is not None and method == "distill" else ""
     tag += f"+{steps}steps" if steps is not None and method == "distill" else ""
+    tag += f"+fw{feature_weight:g}" if feature_weight is not None and method == "distill" else ""
+    tag += suffix
     out, rep = KEPT / f"{name}.{target:g}.{tag}.{samples or 128}.onnx", tmp / f"{name}.{method}.json"
     cmd = command(name, target, method, out, rep, seconds, samples, augment, calib_augment, attention, mix, lr,
-                  rounds=rounds, estimate=estimate, step_sizes=step_sizes, steps=steps)
+                  rounds=rounds, estimate=estimate, step_sizes=step_sizes, steps=steps,
+                  feature_weight=feature_weight)
     method = tag
     t = time.perf_counter()
     proc = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True)
@@ -163,7 +168,7 @@ def measure(args) -> None:
                 for method in args.methods:
                     row = run(name, target, method, tmp, args.seconds, args.samples, args.augment, args.calib_augment,
                               args.attention, args.mix, args.lr, args.rounds, args.estimate, args.step_sizes,
-                              args.steps)
+                              args.steps, args.feature_weight, args.suffix)
                     key = (name, target, row["method"], row["samples"])
                     results["rows"] = [x for x in results["rows"]
                                        if (x["model"], x["target"], x["method"], x["samples"]) != key] + [row]
@@ -339,6 +344,10 @@ def main() -> None:
                     help="--distill-step-sizes of the distill runs (method tagged +rel or +abs)")
     ap.add_argument("--steps", type=int, default=None, help="--distill-steps of the distill runs (method tagged "
                     "+Nsteps); with a large --seconds the runs do the same work on a loaded machine")
+    ap.add_argument("--feature-weight", type=float, default=None, help="--distill-feature-weight of the distill runs "
+                    "(method tagged +fwW)")
+    ap.add_argument("--suffix", default="", help="appended to the method tag of every row (e.g. +ctc: rows measured "
+                    "after a change to the code that older rows of the same tag predate)")
     ap.add_argument("--report", action="store_true", help="only write bench/DISTILL_REAL.md and the plot")
     ap.add_argument("--speed", action="store_true", help="only time each model's smallest within-1-point output "
                     "against its original (CPU EP, paired)")

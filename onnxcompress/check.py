@@ -85,7 +85,7 @@ class CheckConfig:
 
 def check(model_path: str, compressed_path: str, config: CheckConfig) -> CheckReport:
     """Measure ``compressed_path`` against ``model_path`` and gate it on ``config``."""
-    from onnxcompress.fidelity import feature_outputs
+    from onnxcompress.fidelity import feature_outputs, signal_inputs
     from onnxcompress.io import load_model
 
     config.validate()
@@ -96,7 +96,8 @@ def check(model_path: str, compressed_path: str, config: CheckConfig) -> CheckRe
         raise InputError(f"no such file: {compressed_path}")
     batches, shapes, inputs_kind = _check_inputs(ref_model, config)
     ref_out, got = _run_both(model_path, compressed_path, batches, report)
-    report.criteria += _fidelity_criteria(ref_out, got, inputs_kind, config, report, feature_outputs(ref_model))
+    report.criteria += _fidelity_criteria(ref_out, got, inputs_kind, config, report, feature_outputs(ref_model),
+                                          signal_inputs(batches))
     if config.eval_data is not None:
         report.criteria += _accuracy_criteria(ref_model, compressed_path, config, report, got is not None)
     report.criteria += _size_criteria(model_path, compressed_path, ref_model, shapes, config, report)
@@ -150,7 +151,7 @@ def _run_both(model_path, compressed_path, batches, report: CheckReport):
 
 
 def _fidelity_criteria(ref_out, got, inputs_kind: str, config: CheckConfig, report: CheckReport,
-                       features: frozenset[str] = frozenset()) -> list[Criterion]:
+                       features: frozenset[str] = frozenset(), signals: bool = False) -> list[Criterion]:
     from onnxcompress.fidelity import compare_outputs
 
     fid = None
@@ -160,7 +161,8 @@ def _fidelity_criteria(ref_out, got, inputs_kind: str, config: CheckConfig, repo
             if set(got) != set(ref_out):
                 raise ValueError(f"outputs differ: {sorted(ref_out)} vs {sorted(got)}")
             fid = compare_outputs(ref_out, got, class_axes=config.class_axes, map_thresholds=config.map_thresholds,
-                                  inputs="calibration" if inputs_kind == "calibration" else "random", features=features)
+                                  inputs="calibration" if inputs_kind == "calibration" else "random", features=features,
+                                  signals=signals)
             report.fidelity = fid.to_dict()
             if inputs_kind == "given":
                 report.fidelity["inputs"] = "given (--inputs)"

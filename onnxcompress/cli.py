@@ -137,6 +137,7 @@ def config_from_args(args: argparse.Namespace):
         distill_augment=args.distill_augment,
         distill_mix=args.distill_mix,
         distill_step_sizes=args.distill_step_sizes,
+        distill_feature_weight=args.distill_feature_weight,
         calib_augment=args.calib_augment,
         device=args.device,
         train_labels=args.train_labels,

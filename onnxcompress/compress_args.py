@@ -117,6 +117,10 @@ def compress_parser() -> OptionsParser:
                    "absolute: the same rate for every tensor. Exported, BN-folded graphs hold weights 1000x smaller "
                    "than their median: on the DBNet detector at 0.8x MACs absolute steps raised the held-out loss "
                    "100-fold in 10 steps and relative ones lowered it (default relative; bench/DISTILL_STEPS.md)")
+    g.add_argument("--distill-feature-weight", type=float, default=1.0, metavar="W",
+                   help="weight of the boundary-feature term of the distillation loss: the outputs of the layers "
+                   "that lost input channels, matched to the original's kept channels (default 1; 0 distills the "
+                   "outputs alone)")
     g.add_argument("--distill-mix", type=float, default=DISTILL_MIX, metavar="SHARE",
                    help="blend this share of each distillation minibatch with another of its samples (weight uniform "
                    "in [0, 1]) before the original and the pruned model see it: those steps train on new inputs the "

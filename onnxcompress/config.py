@@ -89,6 +89,8 @@ class CompressConfig:
     distill_mix: float = DISTILL_MIX
     #: distillation's per-tensor step sizes: "relative" to each weight's scale, or "absolute"
     distill_step_sizes: str = "relative"
+    #: weight of the boundary-feature term of the distillation loss (0: the outputs only)
+    distill_feature_weight: float = 1.0
     #: share of the calibration fit samples perturbed the same way before statistics, the
     #: sensitivity sweep and the refit (the held-out split stays as given)
     calib_augment: float = 0.0
@@ -189,6 +191,8 @@ class CompressConfig:
             raise InputError(f"--distill-augment must be a share in [0, 1], got {self.distill_augment}")
         if self.distill_step_sizes not in ("relative", "absolute"):
             raise InputError(f"--distill-step-sizes must be relative or absolute, got {self.distill_step_sizes!r}")
+        if not self.distill_feature_weight >= 0.0:
+            raise InputError(f"--distill-feature-weight must be at least 0, got {self.distill_feature_weight}")
         if not 0.0 <= self.distill_mix <= 1.0:
             raise InputError(f"--distill-mix must be a share in [0, 1], got {self.distill_mix}")
         if not 0.0 <= self.calib_augment <= 1.0:

@@ -11,6 +11,10 @@ So, per output:
   output (CTC) or a mask reads the same only then. Only up to ``MAX_SEQUENCE_POSITIONS``
   (256) positions a sample: a detector's (N, 3549, 6) anchors are no sequence, and at
   "every position" a good pruned YOLOX scored 0 and was refused as collapsed.
+  A **CTC head** is compared as decoded: where every input is a float signal (never token ids)
+  and one class (the blank) is the argmax at half or more of the reference's positions, both are
+  greedy-decoded (repeats merged, blanks dropped); ``frame_agreement`` keeps the every-position
+  figure. A frame moved by one position reads the same text (bench/CTC_AGREEMENT.md).
 
 The class axis is guessed from the rank (2: axis 1; 3: the last axis, as CTC heads are
 (N, T, C) or (T, N, C); 4 and up: axis 1) unless ``class_axes`` names it; the report
@@ -152,6 +156,9 @@ class OutputFidelity:
     #: box regression beside a score map: mean cosine over the original's confident anchors
     anchor_cosine: float | None = None
     anchors: int | None = None
+    #: CTC heads: the blank the sequences were decoded with, and the every-position agreement
+    ctc_blank: int | None = None
+    frame_agreement: float | None = None
     rank: int = 0
 
     def task_figure(self) -> tuple[float, str]:
@@ -161,7 +168,7 @@ class OutputFidelity:
         if self.anchor_cosine is not None:
             return self.anchor_cosine, "cosine at confident anchors"
         if self.sequence_agreement is not None and self.rank == 3:
-            return self.sequence_agreement, "sequence agreement"
+            return self.sequence_agreement, "sequence agreement" + (" (CTC-decoded)" if self.ctc_blank is not None else "")
         if self.agreement is not None:
             return self.agreement, "top-1 agreement"
         return self.cosine_mean, "mean cosine"
@@ -169,7 +176,8 @@ class OutputFidelity:
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
         d.pop("rank")
-        for k in ("map_threshold", "map_iou", "map_f1", "map_recall", "anchor_cosine", "anchors"):
+        for k in ("map_threshold", "map_iou", "map_f1", "map_recall", "anchor_cosine", "anchors", "ctc_blank",
+                  "frame_agreement"):
             if d[k] is None:
                 d.pop(k)
         return d
@@ -244,13 +252,14 @@ def _cosines(a64: np.ndarray, b64: np.ndarray) -> np.ndarray:
 
 def compare_output(
     a: np.ndarray, b: np.ndarray, class_axis: int | None = None, map_threshold: float | None = None,
-    confident: np.ndarray | None = None, feature: bool = False,
+    confident: np.ndarray | None = None, feature: bool = False, blank: int | None = None,
 ) -> OutputFidelity:
     """Fidelity of one output ``b`` against the reference ``a`` (same shape).
 
     ``confident`` (a boolean (N, A) mask) marks ``a`` as box regression beside a score map:
     it is judged by the cosine of its rows at those anchors only. A ``feature`` output (hidden
-    states, embeddings) is judged by cosine alone, unless ``class_axis`` is given.
+    states, embeddings) is judged by cosine alone, unless ``class_axis`` is given. ``blank``: a
+    CTC head's blank class (``ctc_blank``); its sequences are compared greedy-decoded.
     """
     if not np.issubdtype(a.dtype, np.floating):
         same = bool(np.array_equal(a, b))
@@ -290,7 +299,40 @@ def compare_output(
             # Past a few hundred positions (a detector's thousands of anchors, a segmentation map)
             # one differing position is not a different reading: those are judged per position.
             out.sequence_agreement = float(same.reshape(same.shape[0], -1).all(axis=1).mean())
+            if blank is not None and same.ndim == 2:
+                ids_a, ids_b = np.argmax(a, axis=axis), np.argmax(b, axis=axis)
+                out.ctc_blank, out.frame_agreement = int(blank), out.sequence_agreement
+                out.sequence_agreement = float(np.mean([ctc_decode(x, blank) == ctc_decode(y, blank)
+                                                        for x, y in zip(ids_a, ids_b)]))
     return out
+
+
+def ctc_decode(ids: np.ndarray, blank: int) -> tuple[int, ...]:
+    """Greedy CTC reading of one sample's per-position argmax: repeats merged, then blanks dropped."""
+    keep = np.ones(len(ids), dtype=bool)
+    keep[1:] = ids[1:] != ids[:-1]
+    return tuple(int(i) for i in ids[keep & (ids != blank)])
+
+
+def signal_inputs(feeds) -> bool:
+    """Whether every input of ``feeds`` (a dict, or a list of them) is a float of rank 2 or more (an
+    image, audio, a spectrogram; never token ids): only such models' sequences are read as CTC."""
+    first = (feeds[0] if feeds else {}) if isinstance(feeds, (list, tuple)) else feeds
+    vals = [np.asarray(v) for v in (first or {}).values()]
+    return bool(vals) and all(np.issubdtype(v.dtype, np.floating) and v.ndim >= 2 for v in vals)
+
+
+def ctc_blank(a: np.ndarray, class_axis: int | None = None) -> int | None:
+    """The blank of a CTC head: the class that is the argmax at half or more of the positions of the
+    reference ``a`` (N, T, C) (or (N, C, T) with ``class_axis``); None when no class dominates."""
+    axis = guess_class_axis(a) if class_axis is None else class_axis % max(a.ndim, 1)
+    if a.ndim != 3 or axis is None or not np.issubdtype(a.dtype, np.floating) or a.shape[axis] < 2:
+        return None
+    ids = np.argmax(a, axis=axis)
+    if ids[0].size > MAX_SEQUENCE_POSITIONS:
+        return None
+    values, counts = np.unique(ids, return_counts=True)
+    return int(values[counts.argmax()]) if counts.max() * 2 >= ids.size else None
 
 
 def confident_anchors(
@@ -324,11 +366,14 @@ def compare_outputs(
     inputs: str = "random",
     map_thresholds: dict[str, float] | None = None,
     features: frozenset[str] = frozenset(),
+    signals: bool = False,
 ) -> Fidelity:
     """Per-output and overall fidelity of ``got`` against ``ref``.
 
     With ``allow_shape_change`` (pruned graph outputs) outputs that changed shape are skipped.
-    ``features``: outputs judged by cosine only (``feature_outputs``).
+    ``features``: outputs judged by cosine only (``feature_outputs``). ``signals``: every model
+    input is a float signal (``signal_inputs``), so a sequence output with a dominant blank is
+    read as a CTC head (``ctc_blank``).
     """
     class_axes = class_axes or {}
     map_thresholds = map_thresholds or {}
@@ -341,8 +386,9 @@ def compare_outputs(
             if allow_shape_change:
                 continue
             raise VerificationError(f"output {name!r} changed shape: {a.shape} -> {b.shape}")
+        blank = ctc_blank(a, class_axes.get(name)) if signals and name not in features else None
         per[name] = compare_output(a, b, class_axes.get(name), map_thresholds.get(name), confident.get(name),
-                                   feature=name in features)
+                                   feature=name in features, blank=blank)
         samples = max(samples, a.shape[0] if a.ndim else 1)
     agreements = [o.agreement for o in per.values() if o.agreement is not None]
     top1 = [o.agreement for n, o in per.items() if o.agreement is not None and ref[n].ndim == 2]

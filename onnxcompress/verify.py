@@ -24,7 +24,7 @@ import onnx_ir as ir
 
 from onnxcompress.context import CompressContext
 from onnxcompress.errors import CollapseError, InputError, VerificationError
-from onnxcompress.fidelity import Fidelity, compare_outputs, feature_outputs
+from onnxcompress.fidelity import Fidelity, compare_outputs, feature_outputs, signal_inputs
 from onnxcompress.passes.base import ReportingPass
 from onnxcompress.runtime import Serialized, Session, random_feeds, second_sizing
 
@@ -143,7 +143,7 @@ class VerifyPass(ReportingPass):
             raise VerificationError(f"onnxruntime cannot run the output: {_first_line(exc)}") from exc
         fid = compare_outputs(
             ref.outputs, got, allow_shape_change=cfg.prune_outputs, class_axes=cfg.class_axes, inputs=ref.inputs,
-            map_thresholds=cfg.map_thresholds, features=ref.features,
+            map_thresholds=cfg.map_thresholds, features=ref.features, signals=signal_inputs(ref.feeds),
         )
         ctx.report.fidelity = fid.to_dict()
         self._floor(fid)
@@ -179,7 +179,7 @@ class VerifyPass(ReportingPass):
                 f"the output runs at the analysis shapes but not at {ref.second_sizing}: {_first_line(exc)}"
             ) from exc
         fid = compare_outputs(ref.second_outputs, got, allow_shape_change=cfg.prune_outputs,
-                              map_thresholds=cfg.map_thresholds, features=ref.features)
+                              map_thresholds=cfg.map_thresholds, features=ref.features, signals=signal_inputs(ref.feeds))
         return {"input_shapes": {k: list(v) for k, v in ref.second_sizing.items()}, **fid.to_dict()}
 
     def _against_zero_mode(self, removed_outputs: dict[str, np.ndarray]) -> dict:

@@ -31,7 +31,8 @@ import onnx_ir as ir
 import torch
 import torch.nn.functional as F
 
-from onnxcompress.fidelity import compare_outputs, drift_of, feature_outputs, guess_class_axis, is_probability_map
+from onnxcompress.fidelity import (compare_outputs, drift_of, feature_outputs, guess_class_axis, is_probability_map,
+                                   signal_inputs)
 from onnxcompress.finetune.graph_module import GraphModule
 from onnxcompress.finetune.targets import differentiable_targets
 from onnxcompress.runtime import Session, concat_outputs
@@ -150,8 +151,8 @@ class Distiller:
         self.student_ir = student
         self.module = GraphModule(ir.to_proto(student)).to(cfg.device)
         self.outputs, self.swapped = differentiable_targets(student)
-        self.features = features[:]
-        self.teacher = Session(teacher, expose=self.outputs + [f.teacher for f in features], optimize=False)
+        self.features = features[:] if cfg.feature_weight > 0 else []  # weight 0: not computed at all
+        self.teacher = Session(teacher, expose=self.outputs + [f.teacher for f in self.features], optimize=False)
         self.fit = _Samples(fit)
         self.held = held
         one = self.fit.take(np.array([0]))
@@ -283,7 +284,8 @@ class Distiller:
                 losses.append(float(self._loss_of(targets, out)) * sizes[-1])
         got = concat_outputs(chunks, sizes)
         fid = compare_outputs(reference, got, class_axes=self.cfg.class_axes, inputs="calibration",
-                              map_thresholds=self.cfg.map_thresholds, features=self.feature_outputs)
+                              map_thresholds=self.cfg.map_thresholds, features=self.feature_outputs,
+                              signals=signal_inputs(self.held))
         d, _ = drift_of(fid.to_dict())
         return d, sum(losses) / max(sum(sizes), 1), fid.to_dict()
 

@@ -100,6 +100,21 @@ def test_step_sizes_are_relative_by_default_and_absolute_on_request(runs, digits
     assert d["step_sizes"] == "absolute" and d["steps"] == 25
 
 
+def test_feature_weight_zero_distills_the_outputs_alone(runs, digits, capsys):
+    _, distill = runs
+    d = distill["report"]["recovery"]["distill"]
+    assert d["feature_weight"] == 1.0 and len(d["features"]) >= 1  # by default the boundary features are matched
+    alone = _run(digits, "distill_fw0", "--recover", "distill", "--distill-steps", "25", "--distill-lr", "1e-3",
+                 "--distill-feature-weight", "0")
+    a = alone["report"]["recovery"]["distill"]
+    assert a["feature_weight"] == 0.0 and a["features"] == [] and a["steps"] == 25
+    # the held-out loss is the output term alone: at step 0 (the same refit weights) it is lower
+    assert a["history"][0]["held_out_loss"] < d["history"][0]["held_out_loss"]
+    assert main([DIGITS, "--calib", digits["calib"], "--recover", "distill", "--distill-feature-weight", "-1", "-o",
+                 str(digits["dir"] / "bad.onnx")]) == 2
+    assert "--distill-feature-weight must be at least 0" in capsys.readouterr().err
+
+
 def test_an_op_the_backend_cannot_run_keeps_the_refit_with_a_warning(digits, monkeypatch):
     import onnxcompress.finetune as ft
 

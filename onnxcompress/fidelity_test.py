@@ -1,0 +1,78 @@
+"""CTC heads are compared as they are read: greedy-decoded, so a frame moved by one position is no drift."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnxcompress.fidelity import compare_outputs, ctc_blank, ctc_decode, drift_of, signal_inputs
+
+BLANK = 0
+
+
+def _logits(ids: list[list[int]], classes: int = 6) -> np.ndarray:
+    """(N, T, C) scores whose per-position argmax is ``ids``."""
+    rng = np.random.default_rng(0)
+    a = rng.uniform(-1, 1, (len(ids), len(ids[0]), classes)).astype(np.float32)
+    for n, row in enumerate(ids):
+        for t, c in enumerate(row):
+            a[n, t, c] = 5.0
+    return a
+
+
+# 4 samples of 10 frames, the blank at 75% of them
+REF = [[1, 1, 0, 0, 2, 0, 0, 0, 0, 0],
+       [0, 3, 0, 3, 0, 0, 0, 0, 0, 0],
+       [0, 0, 4, 4, 0, 5, 0, 0, 0, 0],
+       [2, 0, 0, 0, 0, 0, 0, 1, 0, 0]]
+# the same readings, every sample's frames moved or stretched by one position
+JITTER = [[0, 1, 1, 0, 2, 0, 0, 0, 0, 0],
+          [0, 3, 0, 0, 3, 0, 0, 0, 0, 0],
+          [0, 0, 0, 4, 0, 5, 5, 0, 0, 0],
+          [2, 2, 0, 0, 0, 0, 0, 1, 0, 0]]
+
+
+def test_ctc_decode_merges_repeats_then_drops_blanks():
+    assert ctc_decode(np.array([1, 1, 0, 1, 2, 2, 0]), BLANK) == (1, 1, 2)
+    assert ctc_decode(np.array([0, 0, 0]), BLANK) == ()
+
+
+def test_a_moved_frame_is_no_drift_on_signal_inputs_but_counts_per_position_elsewhere():
+    ref, got = _logits(REF), _logits(JITTER)
+    assert ctc_blank(ref) == BLANK
+    decoded = compare_outputs({"y": ref}, {"y": got}, inputs="calibration", signals=True)
+    o = decoded.per_output["y"]
+    assert o.ctc_blank == BLANK and o.frame_agreement == 0.0 and o.sequence_agreement == 1.0
+    assert o.task_figure() == (1.0, "sequence agreement (CTC-decoded)")
+    assert drift_of(decoded.to_dict()) == (0.0, "1 - sequence agreement (held out)")
+    # token ids in (a tagger, not a CTC head): every position must agree, as before
+    frames = compare_outputs({"y": ref}, {"y": got}, inputs="calibration")
+    f = frames.per_output["y"]
+    assert f.ctc_blank is None and f.sequence_agreement == 0.0 and "ctc_blank" not in f.to_dict()
+    assert drift_of(frames.to_dict())[0] == 1.0
+
+
+def test_a_changed_reading_still_counts():
+    changed = [row[:] for row in JITTER]
+    changed[0][:4] = [1, 0, 1, 0]  # "1 2" -> "1 1 2": a blank between repeats is a second character
+    changed[2][5:7] = [0, 0]  # "4 5" -> "4"
+    o = compare_outputs({"y": _logits(REF)}, {"y": _logits(changed)}, signals=True).per_output["y"]
+    assert o.sequence_agreement == pytest.approx(2 / 4) and o.frame_agreement == 0.0
+
+
+def test_no_dominant_class_is_no_ctc_head():
+    rng = np.random.default_rng(1)
+    ref = rng.standard_normal((8, 10, 6)).astype(np.float32)  # argmax spread over six classes
+    assert ctc_blank(ref) is None
+    o = compare_outputs({"y": ref}, {"y": ref}, signals=True).per_output["y"]
+    assert o.ctc_blank is None and o.sequence_agreement == 1.0
+    assert ctc_blank(np.zeros((4, 6), np.float32)) is None  # (N, C) class scores are no sequence
+
+
+def test_signal_inputs_are_float_arrays_of_rank_two_or_more():
+    img = np.zeros((2, 3, 8, 8), np.float32)
+    assert signal_inputs({"x": img}) and signal_inputs([{"x": img}, {"x": img}])
+    assert signal_inputs({"audio": np.zeros((2, 16000), np.float32)})
+    assert not signal_inputs({"ids": np.zeros((2, 16), np.int64)})
+    assert not signal_inputs({"x": img, "mask": np.ones((2, 16), np.int64)})
+    assert not signal_inputs({}) and not signal_inputs([])
