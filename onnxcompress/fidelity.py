@@ -252,14 +252,14 @@ def _cosines(a64: np.ndarray, b64: np.ndarray) -> np.ndarray:
 
 def compare_output(
     a: np.ndarray, b: np.ndarray, class_axis: int | None = None, map_threshold: float | None = None,
-    confident: np.ndarray | None = None, feature: bool = False, blank: int | None = None,
+    confident: np.ndarray | None = None, feature: bool = False, ctc: bool = False,
 ) -> OutputFidelity:
     """Fidelity of one output ``b`` against the reference ``a`` (same shape).
 
     ``confident`` (a boolean (N, A) mask) marks ``a`` as box regression beside a score map:
     it is judged by the cosine of its rows at those anchors only. A ``feature`` output (hidden
-    states, embeddings) is judged by cosine alone, unless ``class_axis`` is given. ``blank``: a
-    CTC head's blank class (``ctc_blank``); its sequences are compared greedy-decoded.
+    states, embeddings) is judged by cosine alone, unless ``class_axis`` is given. ``ctc``: a
+    sequence whose reference has a dominant class (the blank) is compared greedy-decoded.
     """
     if not np.issubdtype(a.dtype, np.floating):
         same = bool(np.array_equal(a, b))
@@ -291,7 +291,8 @@ def compare_output(
         return out
     axis = guess_class_axis(a) if class_axis is None else class_axis % a.ndim
     if axis is not None and a.shape[axis] >= 2:
-        same = np.argmax(a, axis=axis) == np.argmax(b, axis=axis)
+        ids_a, ids_b = np.argmax(a, axis=axis), np.argmax(b, axis=axis)
+        same = ids_a == ids_b
         out.class_axis = axis
         out.agreement = float(same.mean()) if same.size else 1.0
         if same.ndim >= 2 and same[0].size <= MAX_SEQUENCE_POSITIONS:
@@ -299,9 +300,9 @@ def compare_output(
             # Past a few hundred positions (a detector's thousands of anchors, a segmentation map)
             # one differing position is not a different reading: those are judged per position.
             out.sequence_agreement = float(same.reshape(same.shape[0], -1).all(axis=1).mean())
-            if blank is not None and same.ndim == 2:
-                ids_a, ids_b = np.argmax(a, axis=axis), np.argmax(b, axis=axis)
-                out.ctc_blank, out.frame_agreement = int(blank), out.sequence_agreement
+            blank = _dominant_class(ids_a) if ctc and same.ndim == 2 else None
+            if blank is not None:
+                out.ctc_blank, out.frame_agreement = blank, out.sequence_agreement
                 out.sequence_agreement = float(np.mean([ctc_decode(x, blank) == ctc_decode(y, blank)
                                                         for x, y in zip(ids_a, ids_b)]))
     return out
@@ -322,15 +323,9 @@ def signal_inputs(feeds) -> bool:
     return bool(vals) and all(np.issubdtype(v.dtype, np.floating) and v.ndim >= 2 for v in vals)
 
 
-def ctc_blank(a: np.ndarray, class_axis: int | None = None) -> int | None:
-    """The blank of a CTC head: the class that is the argmax at half or more of the positions of the
-    reference ``a`` (N, T, C) (or (N, C, T) with ``class_axis``); None when no class dominates."""
-    axis = guess_class_axis(a) if class_axis is None else class_axis % max(a.ndim, 1)
-    if a.ndim != 3 or axis is None or not np.issubdtype(a.dtype, np.floating) or a.shape[axis] < 2:
-        return None
-    ids = np.argmax(a, axis=axis)
-    if ids[0].size > MAX_SEQUENCE_POSITIONS:
-        return None
+def _dominant_class(ids: np.ndarray) -> int | None:
+    """A CTC head's blank: the class that is the argmax at half or more of the reference's (N, T)
+    positions; None when no class dominates."""
     values, counts = np.unique(ids, return_counts=True)
     return int(values[counts.argmax()]) if counts.max() * 2 >= ids.size else None
 
@@ -373,7 +368,7 @@ def compare_outputs(
     With ``allow_shape_change`` (pruned graph outputs) outputs that changed shape are skipped.
     ``features``: outputs judged by cosine only (``feature_outputs``). ``signals``: every model
     input is a float signal (``signal_inputs``), so a sequence output with a dominant blank is
-    read as a CTC head (``ctc_blank``).
+    read as a CTC head.
     """
     class_axes = class_axes or {}
     map_thresholds = map_thresholds or {}
@@ -386,9 +381,8 @@ def compare_outputs(
             if allow_shape_change:
                 continue
             raise VerificationError(f"output {name!r} changed shape: {a.shape} -> {b.shape}")
-        blank = ctc_blank(a, class_axes.get(name)) if signals and name not in features else None
         per[name] = compare_output(a, b, class_axes.get(name), map_thresholds.get(name), confident.get(name),
-                                   feature=name in features, blank=blank)
+                                   feature=name in features, ctc=signals and name not in features)
         samples = max(samples, a.shape[0] if a.ndim else 1)
     agreements = [o.agreement for o in per.values() if o.agreement is not None]
     top1 = [o.agreement for n, o in per.items() if o.agreement is not None and ref[n].ndim == 2]

@@ -141,14 +141,15 @@ class VerifyPass(ReportingPass):
             got = session.run_all(ref.feeds)
         except Exception as exc:  # noqa: BLE001
             raise VerificationError(f"onnxruntime cannot run the output: {_first_line(exc)}") from exc
+        signals = signal_inputs(ref.feeds)
         fid = compare_outputs(
             ref.outputs, got, allow_shape_change=cfg.prune_outputs, class_axes=cfg.class_axes, inputs=ref.inputs,
-            map_thresholds=cfg.map_thresholds, features=ref.features, signals=signal_inputs(ref.feeds),
+            map_thresholds=cfg.map_thresholds, features=ref.features, signals=signals,
         )
         ctx.report.fidelity = fid.to_dict()
         self._floor(fid)
         if ref.second_sizing is not None:
-            ctx.report.fidelity["second_sizing"] = self._second_sizing(session)
+            ctx.report.fidelity["second_sizing"] = self._second_sizing(session, signals)
         exact = ctx.report.exactness
         if self.zero_mode_pipeline is not None and ref.snapshot is not None and exact and not exact.get("exact", True):
             exact["measured_vs_zero_mode"] = self._against_zero_mode(got)
@@ -169,7 +170,7 @@ class VerifyPass(ReportingPass):
             "written (a smaller --ratio or a larger --target-macs keeps more; --force writes it anyway)"
         )
 
-    def _second_sizing(self, session: Session) -> dict:
+    def _second_sizing(self, session: Session, signals: bool) -> dict:
         """The output must also run at the second sizing, with the input's output shapes."""
         ref, cfg = self.reference, self.ctx.config
         try:
@@ -179,7 +180,7 @@ class VerifyPass(ReportingPass):
                 f"the output runs at the analysis shapes but not at {ref.second_sizing}: {_first_line(exc)}"
             ) from exc
         fid = compare_outputs(ref.second_outputs, got, allow_shape_change=cfg.prune_outputs,
-                              map_thresholds=cfg.map_thresholds, features=ref.features, signals=signal_inputs(ref.feeds))
+                              map_thresholds=cfg.map_thresholds, features=ref.features, signals=signals)
         return {"input_shapes": {k: list(v) for k, v in ref.second_sizing.items()}, **fid.to_dict()}
 
     def _against_zero_mode(self, removed_outputs: dict[str, np.ndarray]) -> dict:

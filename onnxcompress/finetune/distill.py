@@ -155,6 +155,7 @@ class Distiller:
         self.teacher = Session(teacher, expose=self.outputs + [f.teacher for f in self.features], optimize=False)
         self.fit = _Samples(fit)
         self.held = held
+        self.signals = signal_inputs(held)  # CTC heads are judged decoded (fidelity)
         one = self.fit.take(np.array([0]))
         # A fixed-batch model (every feed one sample) takes one sample a run: gradients accumulate over a step.
         self.fixed = all(len(next(iter(f.values()))) == 1 for f in fit) and len(fit) > 1
@@ -285,7 +286,7 @@ class Distiller:
         got = concat_outputs(chunks, sizes)
         fid = compare_outputs(reference, got, class_axes=self.cfg.class_axes, inputs="calibration",
                               map_thresholds=self.cfg.map_thresholds, features=self.feature_outputs,
-                              signals=signal_inputs(self.held))
+                              signals=self.signals)
         d, _ = drift_of(fid.to_dict())
         return d, sum(losses) / max(sum(sizes), 1), fid.to_dict()
 
