@@ -106,7 +106,8 @@ def command(name: str, target: float, method: str, out: Path, rep: Path, seconds
 def run(name: str, target: float, method: str, tmp: Path, seconds: float, samples: int | None,
         augment: float = 0.0, calib_augment: float = 0.0, attention: str = "heads", mix: float | None = None,
         lr: float | None = None, rounds: int = 1, estimate: str = "sweep", step_sizes: str | None = None,
-        steps: int | None = None, feature_weight: float | None = None, suffix: str = "") -> dict:
+        steps: int | None = None, feature_weight: float | None = None, suffix: str = "",
+        cli_args: tuple[str, ...] = ()) -> dict:
     KEPT.mkdir(parents=True, exist_ok=True)
     tag = f"{method}+aug{augment:g}" if augment and method == "distill" else method
     tag += f"+caug{calib_augment:g}" if calib_augment else ""
@@ -122,7 +123,7 @@ def run(name: str, target: float, method: str, tmp: Path, seconds: float, sample
     out, rep = KEPT / f"{name}.{target:g}.{tag}.{samples or 128}.onnx", tmp / f"{name}.{method}.json"
     cmd = command(name, target, method, out, rep, seconds, samples, augment, calib_augment, attention, mix, lr,
                   rounds=rounds, estimate=estimate, step_sizes=step_sizes, steps=steps,
-                  feature_weight=feature_weight)
+                  feature_weight=feature_weight) + list(cli_args)
     method = tag
     t = time.perf_counter()
     proc = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True)
@@ -168,7 +169,7 @@ def measure(args) -> None:
                 for method in args.methods:
                     row = run(name, target, method, tmp, args.seconds, args.samples, args.augment, args.calib_augment,
                               args.attention, args.mix, args.lr, args.rounds, args.estimate, args.step_sizes,
-                              args.steps, args.feature_weight, args.suffix)
+                              args.steps, args.feature_weight, args.suffix, tuple(args.cli_args.split()))
                     key = (name, target, row["method"], row["samples"])
                     results["rows"] = [x for x in results["rows"]
                                        if (x["model"], x["target"], x["method"], x["samples"]) != key] + [row]
@@ -348,6 +349,8 @@ def main() -> None:
                     "(method tagged +fwW)")
     ap.add_argument("--suffix", default="", help="appended to the method tag of every row (e.g. +ctc: rows measured "
                     "after a change to the code that older rows of the same tag predate)")
+    ap.add_argument("--cli-args", default="", help="more options for every CLI run, as one string (e.g. "
+                    "'--refit-augment 0'); name them in --suffix, the method tag does not")
     ap.add_argument("--report", action="store_true", help="only write bench/DISTILL_REAL.md and the plot")
     ap.add_argument("--speed", action="store_true", help="only time each model's smallest within-1-point output "
                     "against its original (CPU EP, paired)")

@@ -9,7 +9,10 @@ models see it:
 - contrast and brightness about the sample's own mean (``a (x - m) + m + b``), with the sign
   of ``a`` flipped for a quarter of them (light-on-dark inputs);
 - Gaussian noise up to 15% of the sample's standard deviation;
-- for a third of image-like inputs (rank 4 with a spatial map of at least 8x8), a 3x3 box blur;
+- for image-like inputs (rank 4 with a spatial map of at least 8x8): on a third, a box blur
+  (3x3, or 5x5 on half of those); on another third, a rescale of the content by 0.6-1.25
+  (smaller: placed at a random offset on the sample's edge colour; larger: a random crop), as
+  text, objects and glyphs come smaller or larger than in the calibration set;
 
 and the result is clipped to the range the calibration data spans for that input, so a
 normalised input stays in its range. Only float inputs of rank 3 or more (images, feature
@@ -43,7 +46,7 @@ def input_ranges(batches: list[dict[str, np.ndarray]]) -> dict[str, tuple[float,
 
 def _blur(x: np.ndarray) -> np.ndarray:
     """3x3 box blur of one (C, H, W) or (H, W, C) sample over its two spatial axes (edges replicated)."""
-    axes = (1, 2) if x.shape[0] <= 4 else (0, 1)  # channels first when the first axis is small
+    axes = _spatial_axes(x)
     pad = [(0, 0)] * x.ndim
     for a in axes:
         pad[a] = (1, 1)
@@ -56,6 +59,40 @@ def _blur(x: np.ndarray) -> np.ndarray:
             idx[axes[1]] = slice(dx, dx + x.shape[axes[1]])
             acc += p[tuple(idx)]
     return acc / 9.0
+
+
+def _spatial_axes(x: np.ndarray) -> tuple[int, int]:
+    return (1, 2) if x.shape[0] <= 4 else (0, 1)  # channels first when the first axis is small
+
+
+def _resample(x: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """``x`` linearly resampled to ``size`` points along ``axis`` (pixel centres aligned)."""
+    n = x.shape[axis]
+    pos = np.clip((np.arange(size) + 0.5) * n / size - 0.5, 0.0, n - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    w = (pos - lo).astype(np.float32).reshape([-1 if a == axis else 1 for a in range(x.ndim)])
+    return np.take(x, lo, axis=axis) * (1 - w) + np.take(x, hi, axis=axis) * w
+
+
+def _rescale(x: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
+    """The content of one sample ``factor`` times as large in the same frame: smaller is placed at a
+    random offset with the edges replicated around it, larger is cropped at a random offset."""
+    axes = _spatial_axes(x)
+    y = x
+    for a in axes:
+        y = _resample(y, a, max(1, round(x.shape[a] * factor)))
+    for a in axes:
+        n, m = x.shape[a], y.shape[a]
+        if m < n:
+            before = int(rng.integers(0, n - m + 1))
+            pad = [(0, 0)] * x.ndim
+            pad[a] = (before, n - m - before)
+            y = np.pad(y, pad, mode="edge")
+        elif m > n:
+            start = int(rng.integers(0, m - n + 1))
+            y = np.take(y, np.arange(start, start + n), axis=a)
+    return y
 
 
 def perturb(feeds: dict[str, np.ndarray], rng: np.random.Generator, share: float,
@@ -75,11 +112,29 @@ def perturb(feeds: dict[str, np.ndarray], rng: np.random.Generator, share: float
             m, sd = float(s.mean()), float(s.std()) or 1.0
             a = rng.uniform(0.6, 1.4) * (-1.0 if rng.random() < 0.25 else 1.0)
             s = m + a * (s - m) + rng.uniform(-0.25, 0.25) * sd
-            if s.ndim == 3 and min(s.shape[1:]) >= 8 and rng.random() < 1 / 3:
-                s = _blur(s)
+            if s.ndim == 3 and min(s.shape[a] for a in _spatial_axes(s)) >= 8:
+                geometry = rng.random()
+                if geometry < 1 / 3:
+                    s = _blur(s) if rng.random() < 0.5 else _blur(_blur(s))
+                elif geometry < 2 / 3:
+                    s = _rescale(s, float(rng.uniform(0.6, 1.25)), rng)
             s = s + rng.normal(0.0, rng.uniform(0.0, 0.15) * sd, s.shape).astype(np.float32)
             x[i] = np.clip(s, lo, hi).astype(x.dtype)
         out[k] = x
+    return out
+
+
+def perturbed_copies(batches: list[dict[str, np.ndarray]], rng: np.random.Generator, share: float,
+                     ranges: dict[str, tuple[float, float]]) -> list[dict[str, np.ndarray]]:
+    """Perturbed copies of about ``share`` of the samples of ``batches``, as batches of their own
+    (the given batches are not changed). Empty when nothing is perturbable (``ranges`` empty)."""
+    out: list[dict[str, np.ndarray]] = []
+    if share <= 0 or not ranges:
+        return out
+    for feeds in batches:
+        rows = np.flatnonzero(rng.random(len(next(iter(feeds.values())))) < share)
+        if rows.size:
+            out.append(perturb({k: v[rows] for k, v in feeds.items()}, rng, 1.0, ranges))
     return out
 
 

@@ -305,7 +305,7 @@ class PrunePass(ReportingPass):
             model, analysis, shapes, fit=fit, held=list(ctx.held_out.batches()),
             recover=recover, cache=ctx.search_cache if first else SearchCache(), map_thresholds=cfg.map_thresholds,
             distill=_distill_config(cfg, model) if recover == "distill" else None, estimate=cfg.sensitivity_estimate,
-            teacher=teacher,
+            teacher=teacher, refit_augment=cfg.refit_augment, seed=cfg.seed,
         )
         cal.prepare()
         return cal

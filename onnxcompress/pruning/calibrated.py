@@ -61,6 +61,10 @@ class CalibratedPruning:
     #: how each group's drift curve is obtained: "sweep" (measured, groups x ratios runs) or
     #: "taylor" (first-order estimate from backward passes, ``pruning.taylor``; needs torch)
     estimate: str = "sweep"
+    #: perturbed copies of this share of the refit's fit samples join its least squares
+    #: (``finetune.augment.perturbed_copies``; 0: the calibration samples only)
+    refit_augment: float = 0.0
+    seed: int = 0
     warnings: list[str] = field(default_factory=list)
 
     def prepare(self) -> None:
@@ -142,7 +146,8 @@ class CalibratedPruning:
         consumers = self._consumers(model, plan)
         if self.recover in ("refit", "distill"):
             t = time.perf_counter()
-            layers = refit(model, teacher, consumers, self.fit, self.held, progress=progress)
+            augment, augmented = self._refit_augment()
+            layers = refit(model, teacher, consumers, self.fit, self.held, progress=progress, augment=augment)
             self.report["refit_s"] = time.perf_counter() - t
         after = drift(ref, Session(model).run_all(self.held), self.map_thresholds) if layers else before
         self.report["recovery"] = {
@@ -151,6 +156,7 @@ class CalibratedPruning:
                             "model, held-out calibration split",
             "drift_before_refit": before,
             "drift_after_refit": after,
+            "refit_augment": augmented if layers else [],
             "layers": layers,
         }
         if self.recover == "distill":
@@ -164,6 +170,18 @@ class CalibratedPruning:
                 self.warnings.append(outcome["warning"])
             elif outcome["kept"] == "distill":
                 self.report["recovery"]["drift_after_distill"] = drift(ref, Session(model).run_all(self.held), self.map_thresholds)
+
+    def _refit_augment(self):
+        """(the refit's ``augment`` callable or None, the inputs it perturbs): image-like float inputs only."""
+        if self.refit_augment <= 0:
+            return None, []
+        from onnxcompress.finetune.augment import input_ranges, perturbed_copies
+
+        ranges = input_ranges(self.fit)
+        if not ranges:
+            return None, []
+        rng = np.random.default_rng([self.seed, 2])
+        return (lambda batches: perturbed_copies(batches, rng, self.refit_augment, ranges)), sorted(ranges)
 
     def _consumers(self, model: ir.Model, plan: Plan) -> list[Consumer]:
         """Layers to refit, in order: every consumer of removed channels, and every later weight

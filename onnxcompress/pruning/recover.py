@@ -88,6 +88,7 @@ def refit(
     held_batches: list[dict[str, np.ndarray]],
     seed: int = 0,
     progress=None,
+    augment=None,
 ) -> list[dict]:
     """Refit each consumer in order (in place on ``model``); returns one report row per layer.
 
@@ -95,6 +96,11 @@ def refit(
     the sampled rows are fixed there, so the pruned model's inputs are read at the same
     positions. Each consumer then needs its actual input in the pruned model, which the
     ``PrefixRunner`` computes from where the previous consumer's run stopped.
+
+    ``augment`` (the fit batches -> more fit batches, ``finetune.augment.perturbed_copies``) adds
+    perturbed copies of the fit samples: the least squares then also match the original off the
+    calibration data (bench/CALIB_AUGMENT.md). The held-out split, which keeps or rejects each
+    layer's refit, stays as given.
     """
     rows: list[dict] = []
     todo: list[Consumer] = []
@@ -109,6 +115,8 @@ def refit(
         else:
             todo.append(c)
     fit_batches = first_samples(fit_batches, REFIT_SAMPLES)
+    if augment is not None:
+        fit_batches = fit_batches + augment(fit_batches)
     from onnxcompress.pruning.activations import rebatch
 
     # Every consumer's output is exposed at once in the reference pass: small feeds bound memory.
