@@ -9,10 +9,13 @@ models see it:
 - contrast and brightness about the sample's own mean (``a (x - m) + m + b``), with the sign
   of ``a`` flipped for a quarter of them (light-on-dark inputs);
 - Gaussian noise up to 15% of the sample's standard deviation;
-- for image-like inputs (rank 4 with a spatial map of at least 8x8): on a third, a box blur
-  (3x3, or 5x5 on half of those); on another third, a rescale of the content by 0.6-1.25
-  (smaller: placed at a random offset on the sample's edge colour; larger: a random crop), as
-  text, objects and glyphs come smaller or larger than in the calibration set;
+- for image-like inputs (rank 4 with a spatial map of at least 8x8; channels first or last,
+  whichever axis is smaller): on a third, a box blur (3x3, or 5x5 on half of those); on another
+  third, a rescale of the content by 0.6-1.25 (smaller: placed at a random offset on the
+  sample's edge colour; larger: a random crop), as text, objects and glyphs come smaller or
+  larger than in the calibration set;
+
+one draw per sample, shared by all of its inputs (an image and its mask move together),
 
 and the result is clipped to the range the calibration data spans for that input, so a
 normalised input stays in its range. Only float inputs of rank 3 or more (images, feature
@@ -44,9 +47,22 @@ def input_ranges(batches: list[dict[str, np.ndarray]]) -> dict[str, tuple[float,
     return out
 
 
-def _blur(x: np.ndarray) -> np.ndarray:
-    """3x3 box blur of one (C, H, W) or (H, W, C) sample over its two spatial axes (edges replicated)."""
-    axes = _spatial_axes(x)
+def _spatial_axes(x: np.ndarray) -> tuple[int, int] | None:
+    """The two spatial axes of one sample, (C, H, W) or (H, W, C): the channel axis is the smaller of
+    the first and the last. None when the sample is not rank 3 or its map is smaller than 8x8."""
+    if x.ndim != 3:
+        return None
+    axes = (1, 2) if x.shape[0] <= x.shape[2] else (0, 1)
+    return axes if min(x.shape[a] for a in axes) >= 8 else None
+
+
+def image_like(x: np.ndarray) -> bool:
+    """A batch of images or other spatial maps: rank 4, each sample with a map of at least 8x8."""
+    return x.ndim == 4 and len(x) > 0 and _spatial_axes(x[0]) is not None
+
+
+def _blur(x: np.ndarray, axes: tuple[int, int]) -> np.ndarray:
+    """3x3 box blur of one sample over its two spatial ``axes`` (edges replicated)."""
     pad = [(0, 0)] * x.ndim
     for a in axes:
         pad[a] = (1, 1)
@@ -61,10 +77,6 @@ def _blur(x: np.ndarray) -> np.ndarray:
     return acc / 9.0
 
 
-def _spatial_axes(x: np.ndarray) -> tuple[int, int]:
-    return (1, 2) if x.shape[0] <= 4 else (0, 1)  # channels first when the first axis is small
-
-
 def _resample(x: np.ndarray, axis: int, size: int) -> np.ndarray:
     """``x`` linearly resampled to ``size`` points along ``axis`` (pixel centres aligned)."""
     n = x.shape[axis]
@@ -75,24 +87,49 @@ def _resample(x: np.ndarray, axis: int, size: int) -> np.ndarray:
     return np.take(x, lo, axis=axis) * (1 - w) + np.take(x, hi, axis=axis) * w
 
 
-def _rescale(x: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
-    """The content of one sample ``factor`` times as large in the same frame: smaller is placed at a
-    random offset with the edges replicated around it, larger is cropped at a random offset."""
-    axes = _spatial_axes(x)
+def _rescale(x: np.ndarray, axes: tuple[int, int], factor: float, where: tuple[float, float]) -> np.ndarray:
+    """The content of one sample ``factor`` times as large in the same frame. Smaller is placed with
+    the edges replicated around it, larger is cropped; ``where`` (each in [0, 1]) is the offset along
+    each spatial axis as a share of the room there, so samples of several inputs move together."""
     y = x
     for a in axes:
         y = _resample(y, a, max(1, round(x.shape[a] * factor)))
-    for a in axes:
+    for a, u in zip(axes, where):
         n, m = x.shape[a], y.shape[a]
+        start = int(round(u * abs(n - m)))
         if m < n:
-            before = int(rng.integers(0, n - m + 1))
             pad = [(0, 0)] * x.ndim
-            pad[a] = (before, n - m - before)
+            pad[a] = (start, n - m - start)
             y = np.pad(y, pad, mode="edge")
         elif m > n:
-            start = int(rng.integers(0, m - n + 1))
             y = np.take(y, np.arange(start, start + n), axis=a)
     return y
+
+
+def _draw(rng: np.random.Generator) -> dict:
+    """One sample's perturbation, shared by all of its inputs (an image and its mask stay aligned)."""
+    geometry = rng.random()
+    return {
+        "contrast": rng.uniform(0.6, 1.4) * (-1.0 if rng.random() < 0.25 else 1.0),
+        "brightness": rng.uniform(-0.25, 0.25),
+        "blur": (1 if rng.random() < 0.5 else 2) if geometry < 1 / 3 else 0,
+        "rescale": float(rng.uniform(0.6, 1.25)) if 1 / 3 <= geometry < 2 / 3 else None,
+        "where": (float(rng.random()), float(rng.random())),
+        "noise": rng.uniform(0.0, 0.15),
+    }
+
+
+def _apply(s: np.ndarray, d: dict, rng: np.random.Generator, lo: float, hi: float) -> np.ndarray:
+    m, sd = float(s.mean()), float(s.std()) or 1.0
+    s = m + d["contrast"] * (s - m) + d["brightness"] * sd
+    axes = _spatial_axes(s)
+    if axes is not None:
+        for _ in range(d["blur"]):
+            s = _blur(s, axes)
+        if d["rescale"] is not None:
+            s = _rescale(s, axes, d["rescale"], d["where"])
+    s = s + rng.normal(0.0, d["noise"] * sd, s.shape).astype(np.float32)
+    return np.clip(s, lo, hi)
 
 
 def perturb(feeds: dict[str, np.ndarray], rng: np.random.Generator, share: float,
@@ -105,37 +142,34 @@ def perturb(feeds: dict[str, np.ndarray], rng: np.random.Generator, share: float
     if not pick.any():
         return feeds
     out = dict(feeds)
-    for k, (lo, hi) in ranges.items():
-        x = feeds[k].copy()
-        for i in np.flatnonzero(pick):
-            s = x[i].astype(np.float32)
-            m, sd = float(s.mean()), float(s.std()) or 1.0
-            a = rng.uniform(0.6, 1.4) * (-1.0 if rng.random() < 0.25 else 1.0)
-            s = m + a * (s - m) + rng.uniform(-0.25, 0.25) * sd
-            if s.ndim == 3 and min(s.shape[a] for a in _spatial_axes(s)) >= 8:
-                geometry = rng.random()
-                if geometry < 1 / 3:
-                    s = _blur(s) if rng.random() < 0.5 else _blur(_blur(s))
-                elif geometry < 2 / 3:
-                    s = _rescale(s, float(rng.uniform(0.6, 1.25)), rng)
-            s = s + rng.normal(0.0, rng.uniform(0.0, 0.15) * sd, s.shape).astype(np.float32)
-            x[i] = np.clip(s, lo, hi).astype(x.dtype)
-        out[k] = x
+    for k in ranges:
+        out[k] = feeds[k].copy()
+    for i in np.flatnonzero(pick):
+        d = _draw(rng)
+        for k, (lo, hi) in ranges.items():
+            out[k][i] = _apply(feeds[k][i].astype(np.float32), d, rng, lo, hi).astype(out[k].dtype)
     return out
 
 
 def perturbed_copies(batches: list[dict[str, np.ndarray]], rng: np.random.Generator, share: float,
                      ranges: dict[str, tuple[float, float]]) -> list[dict[str, np.ndarray]]:
-    """Perturbed copies of about ``share`` of the samples of ``batches``, as batches of their own
-    (the given batches are not changed). Empty when nothing is perturbable (``ranges`` empty)."""
-    out: list[dict[str, np.ndarray]] = []
-    if share <= 0 or not ranges:
-        return out
+    """Perturbed copies of about ``share`` of the samples of ``batches``, in batches of the first
+    batch's size (a fixed-batch model takes them; a ragged tail is dropped when every given batch
+    has that size). The given batches are not changed. Empty when ``ranges`` is."""
+    if share <= 0 or not ranges or not batches:
+        return []
+    picked = []
     for feeds in batches:
         rows = np.flatnonzero(rng.random(len(next(iter(feeds.values())))) < share)
         if rows.size:
-            out.append(perturb({k: v[rows] for k, v in feeds.items()}, rng, 1.0, ranges))
-    return out
+            picked.append(perturb({k: v[rows] for k, v in feeds.items()}, rng, 1.0, ranges))
+    if not picked:
+        return []
+    sizes = [len(next(iter(f.values()))) for f in batches]
+    whole = {k: np.concatenate([f[k] for f in picked]) for k in picked[0]}
+    total, n = len(next(iter(whole.values()))), sizes[0]
+    stop = total - total % n if all(z == n for z in sizes) else total
+    return [{k: v[i:i + n] for k, v in whole.items()} for i in range(0, stop, n)]
 
 
 def mix(feeds: dict[str, np.ndarray], rng: np.random.Generator, share: float,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxcompress.finetune.augment import _rescale, input_ranges, mix, perturb, perturbed_copies
+from onnxcompress.finetune.augment import _rescale, _spatial_axes, image_like, input_ranges, mix, perturb, perturbed_copies
 
 
 def _feeds(n=64):
@@ -77,38 +77,67 @@ def test_mix_needs_two_samples_and_a_share():
     assert mix(g, np.random.default_rng(0), 0.0, r) is g
 
 
-def _square(layout: str) -> np.ndarray:
-    """An 8x8 bright square centred on a dark 32x32 frame, 3 channels, CHW or HWC."""
-    x = np.zeros((3, 32, 32), np.float32)
-    x[:, 12:20, 12:20] = 1.0
+def _square(layout: str, channels: int = 3) -> np.ndarray:
+    """An 8x8 bright square centred on a dark 32x32 frame, channel c at brightness (c + 1) / channels."""
+    x = np.zeros((channels, 32, 32), np.float32)
+    x[:, 12:20, 12:20] = ((np.arange(channels) + 1) / channels)[:, None, None]
     return x if layout == "chw" else x.transpose(1, 2, 0).copy()
 
 
 def test_rescale_shrinks_or_enlarges_the_content_in_the_same_frame():
-    for layout in ("chw", "hwc"):
-        x = _square(layout)
-        bright = lambda y: int((y > 0.5).sum()) // 3  # noqa: E731 - pixels of the square per channel
-        np.testing.assert_allclose(_rescale(x, 1.0, np.random.default_rng(0)), x, atol=1e-6)
-        small = _rescale(x, 0.5, np.random.default_rng(0))
+    for layout, channels in (("chw", 3), ("hwc", 3), ("chw", 8), ("hwc", 8), ("chw", 1)):
+        x = _square(layout, channels)
+        axes = _spatial_axes(x)
+        assert axes == ((1, 2) if layout == "chw" else (0, 1))
+        level = ((np.arange(channels) + 1) / channels).reshape([-1 if a not in axes else 1 for a in range(3)])
+
+        def bright(y):  # pixels of the square per channel, each channel against its own brightness
+            return int((y / level > 0.5).sum()) // channels
+        np.testing.assert_allclose(_rescale(x, axes, 1.0, (0.3, 0.7)), x, atol=1e-6)
+        small = _rescale(x, axes, 0.5, (0.3, 0.7))
         assert small.shape == x.shape and small.dtype == np.float32
         assert bright(small) == 16  # 4x4 where it was 8x8; the frame around is the edge colour
-        assert small.min() >= 0.0 and small.max() <= 1.0
-        large = _rescale(x, 1.25, np.random.default_rng(0))
+        large = _rescale(x, axes, 1.25, (0.5, 0.5))
         assert large.shape == x.shape and bright(large) == 100  # 10x10, cropped back to 32x32
+        # every channel keeps its own content (no channel is resampled into another)
+        peak = small.max(axis=axes)
+        np.testing.assert_allclose(peak, (np.arange(channels) + 1) / channels, atol=1e-6)
 
 
-def test_perturbed_copies_are_new_batches_of_about_the_share_asked_for():
-    f = _feeds(200)
-    r = input_ranges([f])
-    before = {k: v.copy() for k, v in f.items()}
-    copies = perturbed_copies([f, f], np.random.default_rng(4), 0.5, r)
-    n = sum(len(c["x"]) for c in copies)
-    assert 160 < n < 240 and all(set(c) == {"x", "ids"} for c in copies)
-    for k in f:
-        np.testing.assert_array_equal(f[k], before[k])  # the calibration batches stay as they were
-    x = np.concatenate([c["x"] for c in copies])
-    assert x.min() >= r["x"][0] and x.max() <= r["x"][1]
-    assert perturbed_copies([f], np.random.default_rng(0), 0.0, r) == []
-    assert perturbed_copies([{"ids": f["ids"]}], np.random.default_rng(0), 1.0, {}) == []  # token ids: none
-    full = perturbed_copies([f], np.random.default_rng(0), 1.0, r)
-    assert len(full) == 1 and len(full[0]["x"]) == 200
+def test_only_rank_4_inputs_with_an_8x8_map_are_image_like():
+    assert image_like(np.zeros((2, 3, 48, 320))) and image_like(np.zeros((2, 48, 320, 3)))
+    assert image_like(np.zeros((2, 16, 32, 32)))  # many channels first
+    assert not image_like(np.zeros((2, 1, 1, 128)))  # an attention mask
+    assert not image_like(np.zeros((2, 50, 768)))  # token embeddings
+    assert _spatial_axes(np.zeros((4, 4, 4))) is None
+
+
+def test_one_draw_per_sample_moves_an_image_and_its_mask_together():
+    x = np.zeros((60, 3, 32, 32), np.float32)
+    x[:, :, 4:14, 18:28] = 1.0  # off centre, so a rescale moves it
+    f = {"image": x, "mask": x[:, :1].copy()}
+    out = perturb(f, np.random.default_rng(5), 1.0, input_ranges([f]))
+
+    def centre(y):  # (row, col) centroid of the pixels that stand out from the background
+        w = np.abs(y - np.median(y)) > 0.5 * np.abs(y - np.median(y)).max()
+        rows, cols = np.nonzero(w)
+        return np.array([rows.mean(), cols.mean()])
+
+    img = np.array([centre(out["image"][i].mean(0)) for i in range(60)])
+    mask = np.array([centre(out["mask"][i, 0]) for i in range(60)])
+    moved = np.abs(img - [8.5, 22.5]).max(1) > 2
+    assert moved.sum() >= 5  # rescaled samples moved the square
+    assert np.median(np.abs(img - mask)[moved].max(1)) < 1.0  # and the mask's square moved with it
+
+
+def test_perturbed_copies_keep_the_batch_size_and_leave_token_ids_as_they_were():
+    f = _feeds(8)
+    batches = [{k: v[i:i + 4] for k, v in f.items()} for i in (0, 4)]
+    copies = perturbed_copies(batches, np.random.default_rng(2), 0.6, input_ranges(batches))
+    assert copies and all(len(c["x"]) == 4 and len(c["ids"]) == 4 for c in copies)  # a fixed batch of 4
+    ones = perturbed_copies([{k: v[i:i + 1] for k, v in f.items()} for i in range(8)], np.random.default_rng(2), 0.6,
+                            input_ranges(batches))
+    assert all(len(c["x"]) == 1 for c in ones) and 1 <= len(ones) <= 8
+    for c in ones:  # each copy's token ids are those of the sample it was made from
+        src = [i for i in range(8) if np.array_equal(f["ids"][i], c["ids"][0])]
+        assert src and not np.array_equal(f["x"][src[0]], c["x"][0])

@@ -62,7 +62,8 @@ class CalibratedPruning:
     #: "taylor" (first-order estimate from backward passes, ``pruning.taylor``; needs torch)
     estimate: str = "sweep"
     #: perturbed copies of this share of the refit's fit samples join its least squares
-    #: (``finetune.augment.perturbed_copies``; 0: the calibration samples only)
+    #: (``finetune.augment.perturbed_copies``; 0: the calibration samples only; the CLI passes
+    #: ``config.REFIT_AUGMENT`` by default, helpers that never refit leave it at 0)
     refit_augment: float = 0.0
     seed: int = 0
     warnings: list[str] = field(default_factory=list)
@@ -172,12 +173,14 @@ class CalibratedPruning:
                 self.report["recovery"]["drift_after_distill"] = drift(ref, Session(model).run_all(self.held), self.map_thresholds)
 
     def _refit_augment(self):
-        """(the refit's ``augment`` callable or None, the inputs it perturbs): image-like float inputs only."""
-        if self.refit_augment <= 0:
+        """(the refit's ``augment`` callable or None, the inputs it perturbs): image-like float inputs only
+        (rank 4 with an 8x8 map or larger; token ids, embeddings and masks never). With ``--calib-augment``
+        the fit samples are perturbed already, and the copies are perturbed again."""
+        if self.refit_augment <= 0 or not self.fit:
             return None, []
-        from onnxcompress.finetune.augment import input_ranges, perturbed_copies
+        from onnxcompress.finetune.augment import image_like, input_ranges, perturbed_copies
 
-        ranges = input_ranges(self.fit)
+        ranges = {k: r for k, r in input_ranges(self.fit).items() if image_like(self.fit[0][k])}
         if not ranges:
             return None, []
         rng = np.random.default_rng([self.seed, 2])

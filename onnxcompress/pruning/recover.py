@@ -99,8 +99,10 @@ def refit(
 
     ``augment`` (the fit batches -> more fit batches, ``finetune.augment.perturbed_copies``) adds
     perturbed copies of the fit samples: the least squares then also match the original off the
-    calibration data (bench/CALIB_AUGMENT.md). The held-out split, which keeps or rejects each
-    layer's refit, stays as given.
+    calibration data (bench/CALIB_AUGMENT.md). The copies are more samples to run (the refit
+    reads 64 + 64 by default), not more rows to solve: each layer's row budget is shared by all
+    of them, so half the sampled rows come from the copies. The held-out split, which keeps or
+    rejects each layer's refit, stays as given.
     """
     rows: list[dict] = []
     todo: list[Consumer] = []
