@@ -23,7 +23,8 @@ HERE = Path(__file__).resolve().parent
 ORDER = ["ppocr_rec", "ppocrv6_rec", "ddddocr_common", "rapid_orient", "ppocr_cls"]
 VARIANTS = [("refit+caug0.5", "first perturbations, every stage"), ("+aug2", "this round's perturbations, every stage"),
             ("+rfaug", "refit only (its 64 samples and a perturbed copy of each)"), ("+stats", "channel statistics only"),
-            ("+sens", "sensitivity sweep only"), ("+rf128", "control, nothing perturbed: the refit on 128 samples, not 64")]
+            ("+sens", "sensitivity sweep only"), ("+rf128", "control, nothing perturbed: the refit on 128 samples, not 64"),
+            ("+ra1d2", "`--refit-augment 1` at commit d9f4aae: the default, a second draw of the perturbations")]
 
 
 def _defaults() -> dict:
@@ -85,8 +86,9 @@ def main() -> None:
         "",
         *[f"- `{t}`: {what}" for t, what in VARIANTS],
         "",
-        "- **default now**: `--refit-augment 1` as the CLI runs it (bench/recheck13_real.json): the",
-        "  `+rfaug` variant with the perturbations drawn again, so the two columns are two draws",
+        "- **default now**: `--refit-augment 1` on the final code (bench/recheck13_real.json; two rounds:",
+        "  `refit+r2+ra1` in bench/distill_real.json), a third draw: the review's fixes changed the order",
+        "  of the draws (one per sample for all inputs), so `+rfaug`, `+ra1d2` and this are three draws",
         "",
         "| model | target | rounds | original | plain | " + " | ".join(f"`{t}`" for t, _ in VARIANTS)
         + " | **default now** |",
