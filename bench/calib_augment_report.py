@@ -24,7 +24,8 @@ ORDER = ["ppocr_rec", "ppocrv6_rec", "ddddocr_common", "rapid_orient", "ppocr_cl
 VARIANTS = [("refit+caug0.5", "first perturbations, every stage"), ("+aug2", "this round's perturbations, every stage"),
             ("+rfaug", "refit only (its 64 samples and a perturbed copy of each)"), ("+stats", "channel statistics only"),
             ("+sens", "sensitivity sweep only"), ("+rf128", "control, nothing perturbed: the refit on 128 samples, not 64"),
-            ("+ra1d2", "`--refit-augment 1` at commit d9f4aae: the default, a second draw of the perturbations")]
+            ("+ra1d2", "`--refit-augment 1` at commit d9f4aae: the default, a second draw of the perturbations"),
+            ("+final", "`--calib-augment 0.5` on the final code: every stage perturbed, and the refit's copies")]
 
 
 def _defaults() -> dict:
