@@ -20,7 +20,7 @@ import onnx_ir as ir
 
 from onnxcompress.calibration import LABEL_KEYS, CalibrationSet
 from onnxcompress.errors import InputError
-from onnxcompress.fidelity import guess_class_axis
+from onnxcompress.fidelity import ctc_decode, guess_class_axis
 from onnxcompress.runtime import Session, graph_inputs
 
 
@@ -71,14 +71,8 @@ def load_labelled(path: str | Path, model: ir.Model, xkey: str | None = None, yk
 
 
 def ctc_greedy(scores: np.ndarray, blank: int) -> list[list[int]]:
-    """Greedy CTC decoding of (N, T, C) scores."""
-    best = scores.argmax(axis=-1)
-    out = []
-    for row in best:
-        keep = np.ones(len(row), dtype=bool)
-        keep[1:] = row[1:] != row[:-1]
-        out.append([int(c) for c in row[keep] if c != blank])
-    return out
+    """Greedy CTC decoding of (N, T, C) scores (``fidelity.ctc_decode`` of each sample's argmax)."""
+    return [list(ctc_decode(row, blank)) for row in scores.argmax(axis=-1)]
 
 
 def predictions(model, data: LabelledSet, batch: int = 32) -> np.ndarray:

@@ -197,18 +197,14 @@ class CompressConfig:
 
             if not backend_available():
                 raise InputError(f"--sensitivity-estimate taylor needs the finetune extra (torch): {EXTRA_HINT}")
-        if not 0.0 <= self.distill_augment <= 1.0:
-            raise InputError(f"--distill-augment must be a share in [0, 1], got {self.distill_augment}")
+        for flag, share in (("--distill-augment", self.distill_augment), ("--distill-mix", self.distill_mix),
+                            ("--refit-augment", self.refit_augment), ("--calib-augment", self.calib_augment)):
+            if not 0.0 <= share <= 1.0:
+                raise InputError(f"{flag} must be a share in [0, 1], got {share}")
         if self.distill_step_sizes not in ("relative", "absolute"):
             raise InputError(f"--distill-step-sizes must be relative or absolute, got {self.distill_step_sizes!r}")
         if not self.distill_feature_weight >= 0.0:
             raise InputError(f"--distill-feature-weight must be at least 0, got {self.distill_feature_weight}")
-        if not 0.0 <= self.distill_mix <= 1.0:
-            raise InputError(f"--distill-mix must be a share in [0, 1], got {self.distill_mix}")
-        if not 0.0 <= self.refit_augment <= 1.0:
-            raise InputError(f"--refit-augment must be a share in [0, 1], got {self.refit_augment}")
-        if not 0.0 <= self.calib_augment <= 1.0:
-            raise InputError(f"--calib-augment must be a share in [0, 1], got {self.calib_augment}")
         if self.distill_seconds <= 0 or self.distill_steps < 1 or self.distill_lr <= 0:
             raise InputError("--distill-seconds and --distill-lr must be positive and --distill-steps at least 1")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
