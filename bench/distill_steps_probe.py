@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 CACHE = ROOT / "bench" / ".cache" / "real"
 
-from onnxcompress.finetune.distill import _loss_kinds, _output_loss, DistillConfig  # noqa: E402
+from onnxcompress.finetune.distill import DistillConfig
+from onnxcompress.finetune.losses import loss_kinds as _loss_kinds, output_loss as _output_loss  # noqa: E402
 from onnxcompress.finetune.graph_module import GraphModule  # noqa: E402
 from onnxcompress.finetune.step_sizes import relative_step_sizes  # noqa: E402
 

@@ -138,6 +138,7 @@ def config_from_args(args: argparse.Namespace):
         distill_mix=args.distill_mix,
         distill_step_sizes=args.distill_step_sizes,
         distill_feature_weight=args.distill_feature_weight,
+        distill_ctc_weight=args.distill_ctc_weight,
         calib_augment=args.calib_augment,
         refit_augment=args.refit_augment,
         device=args.device,

@@ -129,6 +129,9 @@ def render_compress(report: CompressReport, console: Console) -> None:
             console.print(f"distillation: {d['steps']} steps in {d['seconds']:.0f} s, best at step {d['best_step']}; "
                           f"held-out task drift {d['held_out_drift_refit']:.4f} (refit) -> {d['held_out_drift_distill']:.4f}"
                           f": {won}" + ("; interrupted" if d.get("interrupted") else ""))
+            if d.get("ctc_heads"):
+                console.print("distillation: CTC heads also trained on the original's readings "
+                              f"(weight {d['ctc_weight']:g}): " + ", ".join(f"{o} (blank {b})" for o, b in d["ctc_heads"].items()))
     if report.search and report.search.get("target_macs") is not None:
         s = report.search
         rounds = s.get("rounds") or []

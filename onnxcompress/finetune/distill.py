@@ -4,7 +4,8 @@ The original model is the teacher (run in onnxruntime), the pruned graph the stu
 (run by ``GraphModule`` in torch), the unlabelled calibration inputs the data. The loss:
 
 - per graph output, task-aware: KL divergence along a class axis (classification, CTC
-  per position; softmaxed outputs are read as probabilities, others as logits), binary
+  per position; softmaxed outputs are read as probabilities, others as logits; a CTC head
+  also gets the CTC loss against the teacher's greedy reading, ``ctc_term``), binary
   cross-entropy per pixel for a probability map, else MSE relative to the teacher's
   mean square;
 - plus the features at the pruned groups' boundaries (the outputs of the layers that
@@ -31,9 +32,9 @@ import onnx_ir as ir
 import torch
 import torch.nn.functional as F
 
-from onnxcompress.fidelity import (compare_outputs, drift_of, feature_outputs, guess_class_axis, is_probability_map,
-                                   signal_inputs)
+from onnxcompress.fidelity import compare_outputs, drift_of, feature_outputs, signal_inputs
 from onnxcompress.finetune.graph_module import GraphModule
+from onnxcompress.finetune.losses import loss_kinds, output_loss
 from onnxcompress.finetune.targets import differentiable_targets
 from onnxcompress.runtime import Session, concat_outputs
 
@@ -71,6 +72,9 @@ class DistillConfig:
     #: "relative": each tensor's rate scaled by its RMS over the median weight's (``step_sizes``);
     #: "absolute": lr for every tensor (before 2026-12-05)
     step_sizes: str = "relative"
+    #: weight of the CTC loss against the teacher's greedy reading, on CTC heads (``ctc_term``);
+    #: the CLI's default is ``config.DISTILL_CTC_WEIGHT`` (not imported: config imports this module)
+    ctc_weight: float = 1.0
 
 
 #: input bytes of one training step: a 640x640 detector trains a couple of samples at a time
@@ -107,41 +111,6 @@ class _Samples:
         return {k: np.concatenate([self.batches[b][k][i : i + 1] for b, i in picks]) for k in keys}
 
 
-def _loss_kinds(teacher: dict[str, np.ndarray], cfg: DistillConfig, features: frozenset[str] = frozenset()) -> dict:
-    """Per output: (kind, class axis). kind: probs | logits | map | mse (features too) | skip."""
-    out = {}
-    for name, t in teacher.items():
-        if not np.issubdtype(t.dtype, np.floating):
-            out[name] = ("skip", None)
-            continue
-        axis = cfg.class_axes.get(name)
-        if axis is None and name in features:  # hidden states, embeddings (fidelity.feature_outputs)
-            out[name] = ("mse", None)
-            continue
-        if axis is None and (name in cfg.map_thresholds or is_probability_map(t)):
-            out[name] = ("map", None)
-            continue
-        axis = guess_class_axis(t) if axis is None else axis % t.ndim
-        if axis is None:
-            out[name] = ("mse", None)
-            continue
-        sums = t.sum(axis=axis)
-        probs = t.min() >= 0 and np.allclose(sums, 1.0, atol=1e-3)
-        out[name] = ("probs" if probs else "logits", axis)
-    return out
-
-
-def _output_loss(kind: str, axis: int | None, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    if kind == "probs":
-        logp = torch.log(s.clamp_min(1e-8))
-        return (t * (torch.log(t.clamp_min(1e-8)) - logp)).sum(dim=axis).mean()
-    if kind == "logits":
-        return F.kl_div(F.log_softmax(s, dim=axis), F.log_softmax(t, dim=axis), log_target=True, reduction="none").sum(dim=axis).mean()
-    if kind == "map":
-        return F.binary_cross_entropy(s.clamp(1e-6, 1 - 1e-6), t.clamp(0.0, 1.0))
-    return F.mse_loss(s, t) / (t.square().mean() + 1e-12)
-
-
 class Distiller:
     """One distillation run: student graph, teacher session, data, loss and the best weights."""
 
@@ -163,15 +132,22 @@ class Distiller:
         self.batch = max(1, min(cfg.batch, int(INPUT_BYTES // max(per_sample, 1)), len(self.fit)))
         first = self.teacher.run(one, self.outputs)
         self.feature_outputs = feature_outputs(student)
-        self.kinds = _loss_kinds(first, cfg, self.feature_outputs)
+        self.kinds = loss_kinds(first, cfg, self.feature_outputs)
         # A fixed-batch graph often runs batched in torch all the same: then the student takes a
         # whole minibatch per run and only the teacher (onnxruntime) goes one sample at a time.
         self.batch_axes = self._student_batch_axes() if self.fixed else None
         self._held_targets: list[dict[str, np.ndarray]] | None = None
+        self.ctc_heads = self._ctc_heads(first) if cfg.ctc_weight > 0 and self.signals else {}
         self.labelled = cfg.labelled
         if self.labelled is not None:
             self.label_target = self.outputs[0]
             self.label_rows = np.random.default_rng([cfg.seed, 1]).permutation(len(self.labelled))
+
+    def _ctc_heads(self, first: dict[str, np.ndarray]) -> dict:
+        from onnxcompress.finetune.ctc_term import find_ctc_heads
+
+        two = None if self.fixed or len(self.fit) < 2 else self.teacher.run(self.fit.take(np.array([0, 1])), self.outputs)
+        return find_ctc_heads(self.kinds, first, two, self.batch_axes)
 
     def _student_batch_axes(self) -> dict[str, int] | None:
         """Per teacher-side target name, the axis the student stacks samples on when fed two at once,
@@ -224,7 +200,11 @@ class Distiller:
         for o in self.outputs:
             kind, axis = self.kinds[o]
             if kind != "skip":
-                loss = loss + _output_loss(kind, axis, s_all[o], torch.from_numpy(t_all[o]).to(self.cfg.device))
+                loss = loss + output_loss(kind, axis, s_all[o], torch.from_numpy(t_all[o]).to(self.cfg.device))
+            if o in self.ctc_heads:
+                from onnxcompress.finetune.ctc_term import reading_loss
+
+                loss = loss + self.cfg.ctc_weight * reading_loss(self.ctc_heads[o], kind, s_all[o], t_all[o])
         if self.features:
             feat = torch.zeros((), device=self.cfg.device)
             for f in self.features:
@@ -371,6 +351,8 @@ class Distiller:
             "student_batched": self.batch_axes is not None if self.fixed else True,
             "lr": cfg.lr,
             "feature_weight": cfg.feature_weight,
+            "ctc_heads": {o: h.blank for o, h in self.ctc_heads.items()},
+            "ctc_weight": cfg.ctc_weight,
             "augment": cfg.augment,
             "mix": cfg.mix,
             "warmup": cfg.warmup,

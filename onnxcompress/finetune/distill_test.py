@@ -171,6 +171,35 @@ def test_ctc_labels_give_a_finite_loss():
     assert all(np.isfinite(h["held_out_loss"]) for h in out["history"])
 
 
+def test_ctc_weight_adds_the_reading_term_on_ctc_heads_only():
+    """A (N, T, C) head whose argmax is mostly class 0 is a CTC head: with ``ctc_weight`` the
+    held-out loss gains the CTC loss against the original's reading; without it, nothing changes."""
+    from onnxcompress.finetune.distill import DistillConfig, Distiller
+    import onnx_ir as ir
+
+    rng = np.random.default_rng(0)
+    w = onh.from_array(rng.standard_normal((4, 5)).astype(np.float32), "w")
+    b = onh.from_array(np.array([2.5, 0, 0, 0, 0], dtype=np.float32), "b")
+    g = oh.make_graph([oh.make_node("MatMul", ["x", "w"], ["z"]), oh.make_node("Add", ["z", "b"], ["y"])], "g",
+                      [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 12, 4])],
+                      [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 12, 5])], [w, b])
+    teacher = ir.from_proto(oh.make_model(g, opset_imports=[oh.make_opsetid("", 13)]))
+    x = rng.standard_normal((16, 12, 4)).astype(np.float32)
+    losses = {}
+    for weight in (0.0, 1.0):
+        student = ir.from_proto(oh.make_model(g, opset_imports=[oh.make_opsetid("", 13)]))
+        cfg = DistillConfig(steps=2, eval_every=1, batch=4, ctc_weight=weight)
+        out = Distiller(student, teacher, [], [{"x": x}], [{"x": x[:8]}], cfg).run()
+        losses[weight] = out["held_out_loss_refit"]
+        assert out["ctc_heads"] == ({"y": 0} if weight else {})
+        assert all(np.isfinite(h["held_out_loss"]) for h in out["history"])
+    assert losses[0.0] == pytest.approx(0.0, abs=1e-6)  # the student is the teacher: KL 0
+    assert losses[1.0] > 1e-3  # the CTC loss of the teacher's own reading is not 0
+    from onnxcompress.config import DISTILL_CTC_WEIGHT
+
+    assert DistillConfig().ctc_weight == DISTILL_CTC_WEIGHT  # the API's default is the CLI's
+
+
 @pytest.mark.parametrize("tty, answer, code", [(False, None, 130), (True, "n", 130), (True, "y", 0)])
 def test_ctrl_c_during_distillation_asks_on_a_terminal_else_writes_nothing(tmp_path, monkeypatch, capsys, tty, answer, code):
     """The first Ctrl-C stops training and keeps the best weights; the CLI writes them only when asked."""

@@ -1,0 +1,48 @@
+"""Distillation's task-aware loss per output: which kind each output is, and its loss.
+
+KL along a class axis (softmaxed outputs read as probabilities, others as logits), binary
+cross-entropy for a probability map, relative MSE for everything else (features too).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from onnxcompress.fidelity import guess_class_axis, is_probability_map
+
+
+def loss_kinds(teacher: dict[str, np.ndarray], cfg, features: frozenset[str] = frozenset()) -> dict:
+    """Per output: (kind, class axis). kind: probs | logits | map | mse (features too) | skip."""
+    out = {}
+    for name, t in teacher.items():
+        if not np.issubdtype(t.dtype, np.floating):
+            out[name] = ("skip", None)
+            continue
+        axis = cfg.class_axes.get(name)
+        if axis is None and name in features:  # hidden states, embeddings (fidelity.feature_outputs)
+            out[name] = ("mse", None)
+            continue
+        if axis is None and (name in cfg.map_thresholds or is_probability_map(t)):
+            out[name] = ("map", None)
+            continue
+        axis = guess_class_axis(t) if axis is None else axis % t.ndim
+        if axis is None:
+            out[name] = ("mse", None)
+            continue
+        sums = t.sum(axis=axis)
+        probs = t.min() >= 0 and np.allclose(sums, 1.0, atol=1e-3)
+        out[name] = ("probs" if probs else "logits", axis)
+    return out
+
+
+def output_loss(kind: str, axis: int | None, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    if kind == "probs":
+        logp = torch.log(s.clamp_min(1e-8))
+        return (t * (torch.log(t.clamp_min(1e-8)) - logp)).sum(dim=axis).mean()
+    if kind == "logits":
+        return F.kl_div(F.log_softmax(s, dim=axis), F.log_softmax(t, dim=axis), log_target=True, reduction="none").sum(dim=axis).mean()
+    if kind == "map":
+        return F.binary_cross_entropy(s.clamp(1e-6, 1 - 1e-6), t.clamp(0.0, 1.0))
+    return F.mse_loss(s, t) / (t.square().mean() + 1e-12)
