@@ -37,11 +37,11 @@ DISTILL_MIX = 0.0
 #: (bench/CALIB_AUGMENT.md).
 REFIT_AUGMENT = 1.0
 #: Weight of distillation's CTC term on CTC heads: the CTC loss of the pruned model's output against
-#: the original's greedy reading of each sample (finetune/ctc_term.py). With it, distillation beat
-#: the refit on held-out readings where per-position KL alone never had: ddddocr at 0.6x MACs
-#: 0.906 / 0.434 (eval / shift; KL alone 0.872 / 0.428, refit 0.880 / 0.402), PP-OCRv6 rec at 0.6x
-#: after two allocation rounds 0.928 / 0.612 (refit 0.848 / 0.544); PP-OCRv4 rec at 0.8x kept the
-#: refit either way (bench/DISTILL_REAL.md). Only CTC heads are touched.
+#: the original's greedy reading of each sample (finetune/ctc_term.py). 150 steps from the same refit,
+#: eval / shift: ddddocr at 0.6x MACs 0.906 / 0.434 (KL alone 0.872 / 0.428, refit 0.880 / 0.402: KL
+#: alone never read more held-out samples right than the refit), PP-OCRv6 rec at 0.6x after two
+#: allocation rounds 0.928 / 0.612 (KL alone 0.888 / 0.560, refit 0.848 / 0.544); PP-OCRv4 rec at
+#: 0.8x kept the refit either way (bench/DISTILL_REAL.md). Only CTC heads are touched.
 DISTILL_CTC_WEIGHT = 1.0
 
 
