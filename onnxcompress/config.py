@@ -214,8 +214,8 @@ class CompressConfig:
             raise InputError(f"--distill-step-sizes must be relative or absolute, got {self.distill_step_sizes!r}")
         for flag, weight in (("--distill-feature-weight", self.distill_feature_weight),
                              ("--distill-ctc-weight", self.distill_ctc_weight)):
-            if not weight >= 0.0:
-                raise InputError(f"{flag} must be at least 0, got {weight}")
+            if not 0.0 <= weight < float("inf"):
+                raise InputError(f"{flag} must be a finite number, at least 0, got {weight}")
         if self.distill_seconds <= 0 or self.distill_steps < 1 or self.distill_lr <= 0:
             raise InputError("--distill-seconds and --distill-lr must be positive and --distill-steps at least 1")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):

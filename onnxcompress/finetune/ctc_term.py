@@ -7,20 +7,21 @@ teacher's output greedily (the same reading ``fidelity`` judges by: repeats merg
 dropped) and adds the CTC loss of the student's output against that label sequence, so every
 alignment of the right reading is rewarded and none of a wrong one.
 
-A head is read as CTC where ``fidelity`` reads it so: a float signal input, a rank-3 output
-with a class axis, and one class (the blank) the teacher's argmax at half or more of the
-positions of the first samples.
+A head is trained so where ``fidelity`` judges it so, with the same blank: a float signal
+input, a sequence output of 4 to ``MAX_SEQUENCE_POSITIONS`` positions with a class axis (not a
+boundary feature), and one class (the blank) the teacher's argmax at half or more of the
+held-out positions. A classifier's (N, 1, C) output or a detector's thousands of anchors are not.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from onnxcompress.fidelity import ctc_decode, dominant_class
+from onnxcompress.fidelity import MAX_SEQUENCE_POSITIONS, compare_output, ctc_decode
 
 
 @dataclass(frozen=True)
@@ -29,23 +30,24 @@ class CtcHead:
 
     batch_axis: int
     class_axis: int
-    blank: int
+    #: None until ``with_judged_blanks`` reads it on the held-out split
+    blank: int | None = None
 
     def time_axis(self) -> int:
         return ({0, 1, 2} - {self.batch_axis, self.class_axis}).pop()
 
 
 def find_ctc_heads(kinds: dict, one: dict[str, np.ndarray], two: dict[str, np.ndarray] | None,
-                   batch_axes: dict[str, int] | None = None) -> dict[str, CtcHead]:
-    """The outputs to distill as CTC readings, from the teacher's targets on one sample (``one``)
+                   batch_axes: dict[str, int] | None = None, features: frozenset[str] = frozenset()) -> dict[str, CtcHead]:
+    """Candidate CTC heads (blank not yet known), from the teacher's targets on one sample (``one``)
     and on two (``two``: the axis that grows is the samples axis), or, for a fixed-batch model,
     from the axes its student stacks samples on (``batch_axes``), else the one axis of size 1.
 
-    ``kinds``: per output (loss kind, class axis)."""
+    ``kinds``: per output (loss kind, class axis); ``features``: boundary features, never heads."""
     heads = {}
     for name, (kind, axis) in kinds.items():
         t = one.get(name)
-        if kind not in ("probs", "logits") or t is None or t.ndim != 3 or axis is None:
+        if kind not in ("probs", "logits") or t is None or t.ndim != 3 or axis is None or name in features:
             continue
         if two is not None and name in two:
             grows = [ax for ax in range(3) if t.shape[ax] == 1 and two[name].shape[ax] == 2]
@@ -55,12 +57,23 @@ def find_ctc_heads(kinds: dict, one: dict[str, np.ndarray], two: dict[str, np.nd
             grows = [ax for ax in range(3) if t.shape[ax] == 1]
         if len(grows) != 1 or grows[0] == axis:
             continue
-        batch = grows[0]
-        head = CtcHead(batch, axis, -1)
-        blank = dominant_class(_readings_ids(two[name] if two is not None and name in two else t, head))
-        if blank is not None:
-            heads[name] = CtcHead(batch, axis, blank)
+        head = CtcHead(grows[0], axis)
+        if 4 <= t.shape[head.time_axis()] <= MAX_SEQUENCE_POSITIONS:
+            heads[name] = head
     return heads
+
+
+def with_judged_blanks(heads: dict[str, CtcHead], reference: dict[str, np.ndarray],
+                       class_axes: dict[str, int]) -> dict[str, CtcHead]:
+    """The heads ``fidelity`` reads as CTC on the teacher's held-out outputs (``reference``,
+    batch-first), each with the blank it reads them by; the others are dropped."""
+    out = {}
+    for name, head in heads.items():
+        ref = reference[name]
+        blank = compare_output(ref, ref, class_axes.get(name), ctc=True).ctc_blank
+        if blank is not None:
+            out[name] = replace(head, blank=blank)
+    return out
 
 
 def _readings_ids(t: np.ndarray, head: CtcHead) -> np.ndarray:

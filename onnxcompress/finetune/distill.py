@@ -73,7 +73,7 @@ class DistillConfig:
     #: "absolute": lr for every tensor (before 2026-12-05)
     step_sizes: str = "relative"
     #: weight of the CTC loss against the teacher's greedy reading, on CTC heads (``ctc_term``);
-    #: the CLI's default is ``config.DISTILL_CTC_WEIGHT`` (not imported: config imports this module)
+    #: the CLI's default is ``config.DISTILL_CTC_WEIGHT`` (not imported: config reaches this module)
     ctc_weight: float = 1.0
 
 
@@ -147,7 +147,7 @@ class Distiller:
         from onnxcompress.finetune.ctc_term import find_ctc_heads
 
         two = None if self.fixed or len(self.fit) < 2 else self.teacher.run(self.fit.take(np.array([0, 1])), self.outputs)
-        return find_ctc_heads(self.kinds, first, two, self.batch_axes)
+        return find_ctc_heads(self.kinds, first, two, self.batch_axes, self.feature_outputs)
 
     def _student_batch_axes(self) -> dict[str, int] | None:
         """Per teacher-side target name, the axis the student stacks samples on when fed two at once,
@@ -285,6 +285,10 @@ class Distiller:
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         reference = self.teacher.run_all(self.held, self.outputs)
+        if self.ctc_heads:  # trained by the blank the held-out judge reads them by, or not at all
+            from onnxcompress.finetune.ctc_term import with_judged_blanks
+
+            self.ctc_heads = with_judged_blanks(self.ctc_heads, reference, self.cfg.class_axes)
         opt = torch.optim.Adam(self._param_groups(), lr=cfg.lr)
         t0 = time.perf_counter()
         best_drift, best_loss, fid0 = self.evaluate(reference)
