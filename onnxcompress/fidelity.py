@@ -300,7 +300,7 @@ def compare_output(
             # Past a few hundred positions (a detector's thousands of anchors, a segmentation map)
             # one differing position is not a different reading: those are judged per position.
             out.sequence_agreement = float(same.reshape(same.shape[0], -1).all(axis=1).mean())
-            blank = dominant_class(ids_a) if ctc and same.ndim == 2 else None
+            blank = _dominant_class(ids_a) if ctc and same.ndim == 2 else None
             if blank is not None:
                 out.ctc_blank, out.frame_agreement = blank, out.sequence_agreement
                 out.sequence_agreement = float(np.mean([ctc_decode(x, blank) == ctc_decode(y, blank)
@@ -323,7 +323,7 @@ def signal_inputs(feeds) -> bool:
     return bool(vals) and all(np.issubdtype(v.dtype, np.floating) and v.ndim >= 2 for v in vals)
 
 
-def dominant_class(ids: np.ndarray) -> int | None:
+def _dominant_class(ids: np.ndarray) -> int | None:
     """A CTC head's blank: the class that is the argmax at half or more of the reference's (N, T)
     positions; None when no class dominates."""
     values, counts = np.unique(ids, return_counts=True)

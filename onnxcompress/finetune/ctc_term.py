@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from onnxcompress.fidelity import MAX_SEQUENCE_POSITIONS, compare_output, ctc_decode
+from onnxcompress.runtime import batch_axis
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,8 @@ def find_ctc_heads(kinds: dict, one: dict[str, np.ndarray], two: dict[str, np.nd
                    batch_axes: dict[str, int] | None = None, features: frozenset[str] = frozenset()) -> dict[str, CtcHead]:
     """Candidate CTC heads (blank not yet known), from the teacher's targets on one sample (``one``)
     and on two (``two``: the axis that grows is the samples axis), or, for a fixed-batch model,
-    from the axes its student stacks samples on (``batch_axes``), else the one axis of size 1.
+    from the axes its student stacks samples on (``batch_axes``), else its first axis of size 1
+    (``runtime.batch_axis``, as the held-out judge finds it).
 
     ``kinds``: per output (loss kind, class axis); ``features``: boundary features, never heads."""
     heads = {}
@@ -50,14 +52,14 @@ def find_ctc_heads(kinds: dict, one: dict[str, np.ndarray], two: dict[str, np.nd
         if kind not in ("probs", "logits") or t is None or t.ndim != 3 or axis is None or name in features:
             continue
         if two is not None and name in two:
-            grows = [ax for ax in range(3) if t.shape[ax] == 1 and two[name].shape[ax] == 2]
+            batch = batch_axis([t.shape, two[name].shape], [1, 2])
         elif batch_axes is not None and name in batch_axes:
-            grows = [batch_axes[name]]
+            batch = batch_axes[name]
         else:
-            grows = [ax for ax in range(3) if t.shape[ax] == 1]
-        if len(grows) != 1 or grows[0] == axis:
+            batch = batch_axis([t.shape], [1])
+        if batch is None or batch == axis:
             continue
-        head = CtcHead(grows[0], axis)
+        head = CtcHead(batch, axis)
         if 4 <= t.shape[head.time_axis()] <= MAX_SEQUENCE_POSITIONS:
             heads[name] = head
     return heads

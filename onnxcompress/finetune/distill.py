@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from onnxcompress.fidelity import compare_outputs, drift_of, feature_outputs, signal_inputs
+from onnxcompress.finetune.ctc_term import find_ctc_heads, reading_loss, with_judged_blanks
 from onnxcompress.finetune.graph_module import GraphModule
 from onnxcompress.finetune.losses import loss_kinds, output_loss
 from onnxcompress.finetune.targets import differentiable_targets
@@ -144,8 +145,6 @@ class Distiller:
             self.label_rows = np.random.default_rng([cfg.seed, 1]).permutation(len(self.labelled))
 
     def _ctc_heads(self, first: dict[str, np.ndarray]) -> dict:
-        from onnxcompress.finetune.ctc_term import find_ctc_heads
-
         two = None if self.fixed or len(self.fit) < 2 else self.teacher.run(self.fit.take(np.array([0, 1])), self.outputs)
         return find_ctc_heads(self.kinds, first, two, self.batch_axes, self.feature_outputs)
 
@@ -202,8 +201,6 @@ class Distiller:
             if kind != "skip":
                 loss = loss + output_loss(kind, axis, s_all[o], torch.from_numpy(t_all[o]).to(self.cfg.device))
             if o in self.ctc_heads:
-                from onnxcompress.finetune.ctc_term import reading_loss
-
                 loss = loss + self.cfg.ctc_weight * reading_loss(self.ctc_heads[o], kind, s_all[o], t_all[o])
         if self.features:
             feat = torch.zeros((), device=self.cfg.device)
@@ -286,8 +283,6 @@ class Distiller:
         rng = np.random.default_rng(cfg.seed)
         reference = self.teacher.run_all(self.held, self.outputs)
         if self.ctc_heads:  # trained by the blank the held-out judge reads them by, or not at all
-            from onnxcompress.finetune.ctc_term import with_judged_blanks
-
             self.ctc_heads = with_judged_blanks(self.ctc_heads, reference, self.cfg.class_axes)
         opt = torch.optim.Adam(self._param_groups(), lr=cfg.lr)
         t0 = time.perf_counter()
