@@ -110,7 +110,9 @@ def compress_parser() -> OptionsParser:
     g.add_argument("--distill-augment", type=float, default=0.0, metavar="SHARE",
                    help="perturb this share of each distillation minibatch (contrast, inverted colours, noise, blur, "
                    "kept in the calibration data's range) before the original and the pruned model see it, so the "
-                   "pruned model follows the original off the calibration data (default 0: off)")
+                   "pruned model follows the original off the calibration data; the held-out judge then also scores a "
+                   "perturbed copy of each held-out sample, so the refit is replaced only where distillation drifts less "
+                   "over both (default 0: off)")
     g.add_argument("--distill-step-sizes", choices=("relative", "absolute"), default="relative",
                    help="relative: each weight tensor's learning rate is scaled by its RMS over the median tensor's "
                    "(at most 1; a bias follows its layer's weight), so a step changes every layer by a similar share; "

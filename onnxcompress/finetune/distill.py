@@ -16,7 +16,8 @@ The original model is the teacher (run in onnxruntime), the pruned graph the stu
 
 Every weight the refit left is the starting point. Every ``eval_every`` steps the student
 is scored on the held-out split with the same task-aware drift ``--max-drift`` uses
-(ties broken by the held-out loss); the best weights, the refit's included (step 0),
+(ties broken by the held-out loss; with ``augment``, on a perturbed copy of each held-out
+sample too); the best weights, the refit's included (step 0),
 are what is written back, by initializer name, into the same graph. A first Ctrl-C
 stops training and keeps the best weights so far; a second one aborts as usual.
 """
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from onnxcompress.fidelity import compare_outputs, drift_of, feature_outputs, signal_inputs
+from onnxcompress.finetune.augment import input_ranges, mix, perturb, perturbed_copies
 from onnxcompress.finetune.ctc_term import find_ctc_heads, reading_loss, with_judged_blanks
 from onnxcompress.finetune.graph_module import GraphModule
 from onnxcompress.finetune.losses import loss_kinds, output_loss
@@ -124,7 +126,11 @@ class Distiller:
         self.features = features[:] if cfg.feature_weight > 0 else []  # weight 0: not computed at all
         self.teacher = Session(teacher, expose=self.outputs + [f.teacher for f in self.features], optimize=False)
         self.fit = _Samples(fit)
-        self.held = held
+        # With --distill-augment the held-out judge also scores a perturbed copy of each held-out
+        # sample (one fixed draw), so the choice between refit and distillation sees off-data drift.
+        self.held_perturbed = perturbed_copies(held, np.random.default_rng([cfg.seed, 2]), 1.0,
+                                               input_ranges(fit)) if cfg.augment > 0 else []
+        self.held = held + self.held_perturbed
         self.signals = signal_inputs(held)  # CTC heads are judged decoded (fidelity)
         one = self.fit.take(np.array([0]))
         # A fixed-batch model (every feed one sample) takes one sample a run: gradients accumulate over a step.
@@ -293,8 +299,6 @@ class Distiller:
         history = [{"step": 0, "held_out_drift": best_drift, "held_out_loss": best_loss, "seconds": 0.0}]
         order = rng.permutation(len(self.fit))
         cursor = 0
-        from onnxcompress.finetune.augment import input_ranges, mix, perturb
-
         ranges = input_ranges(self.fit.batches) if cfg.augment > 0 or cfg.mix > 0 else {}
         aug_rng = np.random.default_rng([cfg.seed, 1])
         take = lambda r: perturb(mix(self.fit.take(r), aug_rng, cfg.mix, ranges), aug_rng, cfg.augment, ranges)  # noqa: E731
@@ -353,6 +357,7 @@ class Distiller:
             "ctc_heads": {o: h.blank for o, h in self.ctc_heads.items()},
             "ctc_weight": cfg.ctc_weight,
             "augment": cfg.augment,
+            "held_out_perturbed": sum(len(next(iter(f.values()))) for f in self.held_perturbed),
             "mix": cfg.mix,
             "warmup": cfg.warmup,
             "step_sizes": cfg.step_sizes,

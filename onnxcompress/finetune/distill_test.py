@@ -91,6 +91,22 @@ def test_distill_mix_blends_minibatches_and_is_off_by_default(runs, digits, caps
     assert "--distill-mix must be a share in [0, 1]" in capsys.readouterr().err
 
 
+def test_distill_augment_judges_a_perturbed_copy_of_the_held_out_split_too(runs, digits):
+    """With --distill-augment the held-out judge scores each held-out sample and a perturbed copy of
+    it: the refit (step 0) is judged on both, so its held-out loss is not the clean split's."""
+    _, plain = runs
+    p = plain["report"]["recovery"]["distill"]
+    assert p["augment"] == 0.0 and p["held_out_perturbed"] == 0
+    aug = _run(digits, "distill_aug", "--recover", "distill", "--distill-steps", "25", "--distill-lr", "1e-3",
+               "--distill-augment", "0.5")
+    a = aug["report"]["recovery"]["distill"]
+    held = plain["report"]["fidelity"]["samples"]
+    assert a["augment"] == 0.5 and a["held_out_perturbed"] == held
+    assert a["history"][0]["held_out_loss"] != pytest.approx(p["history"][0]["held_out_loss"], rel=1e-3)
+    # the written model's own verify step is still on the clean held-out split
+    assert aug["report"]["fidelity"]["samples"] == held
+
+
 def test_step_sizes_are_relative_by_default_and_absolute_on_request(runs, digits):
     _, distill = runs
     assert distill["report"]["recovery"]["distill"]["step_sizes"] == "relative"
