@@ -184,13 +184,19 @@ def base_samples(res: dict, name: str) -> int:
     return 128 if 128 in sizes or not sizes else min(sizes)
 
 
-def smallest_within(res: dict, name: str, pts: float = 1.0, split: str = "eval") -> dict | None:
-    """The 128-sample run of ``name`` with the fewest MACs kept within ``pts`` points of the original."""
+def within(res: dict, name: str, pts: float = 1.0, split: str = "eval") -> list[dict]:
+    """The 128-sample runs of ``name`` within ``pts`` points of the original, fewest MACs kept first
+    (among equal sizes, a run whose written model is still on disk, so it can be timed)."""
     o = res["original"].get(name, {}).get(split)
     rows = [r for r in res["rows"] if r["model"] == name and r["samples"] == base_samples(res, name) and "error" not in r
             and r.get(split) is not None and o is not None and o - r[split] <= pts / 100 + 1e-9]
-    # among equal sizes, a run whose written model is still on disk (it can be timed)
-    return min(rows, key=lambda r: (r["macs_kept"], not (ROOT / r.get("output", "-")).exists())) if rows else None
+    return sorted(rows, key=lambda r: (r["macs_kept"], not (ROOT / r.get("output", "-")).exists()))
+
+
+def smallest_within(res: dict, name: str, pts: float = 1.0, split: str = "eval") -> dict | None:
+    """The 128-sample run of ``name`` with the fewest MACs kept within ``pts`` points of the original."""
+    rows = within(res, name, pts, split)
+    return rows[0] if rows else None
 
 
 def same_graph_on_disk(res: dict, row: dict) -> dict | None:
@@ -212,10 +218,11 @@ def speed(args) -> None:
     speeds = results.setdefault("speed", {})
     with tempfile.TemporaryDirectory() as d:
         for name in args.models:
-            row = smallest_within(results, name)
-            timed = row and same_graph_on_disk(results, row)
+            rows = within(results, name)
+            # the smallest within 1 point whose graph is on disk (a smaller one's file may be gone)
+            row, timed = next(((r, t) for r in rows if (t := same_graph_on_disk(results, r))), (None, None))
             if timed is None:
-                print(f"{name}: no kept output within 1 point, nor one of the same size (rerun its sweep)", flush=True)
+                print(f"{name}: no kept output within 1 point on disk (rerun its sweep)", flush=True)
                 continue
             m = meta(name)
             js = Path(d) / "bench.json"
@@ -230,7 +237,8 @@ def speed(args) -> None:
             else:
                 runs = json.loads(js.read_text())["runs"]
                 speeds[name] = {"target": row["target"], "method": row["method"], "macs_kept": row["macs_kept"],
-                                "eval": row["eval"], "timed": timed["method"], "date": time.strftime("%Y-%m-%d"),
+                                "eval": row["eval"], "timed": timed["method"], "smallest_within": rows[0]["macs_kept"],
+                                "date": time.strftime("%Y-%m-%d"),
                                 "load": os.getloadavg()[0],
                                 "runs": [{"batch": r["batch"], "speedup": r["paired"]["speedup"],
                                           "pair_ratio_range": [r["paired"]["ratio_lo"], r["paired"]["ratio_hi"]],
@@ -297,7 +305,9 @@ def report() -> None:
                   "model, paired and interleaved, CPU EP. `load` is the 1-minute load average when it ran: on this "
                   "2-core machine anything above 2 means other jobs shared the cores, and the figure is noise. `timed file` "
                   "is the run whose written model was timed: the run itself, or, where its file is gone, a run of the "
-                  "same target with the same MACs kept (distillation changes weights, never shapes).", "",
+                  "same target with the same MACs kept (distillation changes weights, never shapes). Where the smallest "
+                  "run within 1 point has no file left, the next smallest that has is timed, and `MACs kept` says "
+                  "`(smallest x)`.", "",
                   "| model | run | timed file | MACs kept | eval | batch 1 | batch 8 | load |",
                   "|---|---|---|---:|---:|---:|---:|---:|"]
         for name, sp in sorted(res["speed"].items()):
@@ -305,9 +315,11 @@ def report() -> None:
                 lines.append(f"| {name} | error: {sp['error']} |||||||")
                 continue
             by = {r["batch"]: r for r in sp["runs"]}
+            small = lambda sp: (f" (smallest {sp['smallest_within']:.1%})"  # noqa: E731
+                                if sp.get("smallest_within", sp["macs_kept"]) < sp["macs_kept"] else "")
             cell = lambda b: f"{by[b]['speedup']:.2f}x ({by[b]['pairs']} pairs)" if b in by else "-"  # noqa: E731
             lines.append(f"| {name} | {sp['method']} @ {sp['target']} | {sp.get('timed', sp['method'])} | "
-                         f"{sp['macs_kept']:.1%} | {sp['eval']:.3f} | "
+                         f"{sp['macs_kept']:.1%}{small(sp)} | {sp['eval']:.3f} | "
                          f"{cell(1)} | {cell(8)} | {sp.get('load', float('nan')):.1f} |")
     (ROOT / "bench" / "DISTILL_REAL.md").write_text("\n".join(lines) + "\n")
     try:
