@@ -303,7 +303,8 @@ def report() -> None:
         lines += ["", "## CPU speedup at the smallest size within 1 point (eval)", "",
                   "`python bench/distill_real.py --speed`: `onnxcompress bench` of the original against that run's written "
                   "model, paired and interleaved, CPU EP. `load` is the 1-minute load average when it ran: on this "
-                  "2-core machine anything above 2 means other jobs shared the cores, and the figure is noise. `timed file` "
+                  "2-core machine the bench's own two threads make about 2; well above that, other jobs shared the "
+                  "cores and the figure is noise. `timed file` "
                   "is the run whose written model was timed: the run itself, or, where its file is gone, a run of the "
                   "same target with the same MACs kept (distillation changes weights, never shapes). Where the smallest "
                   "run within 1 point has no file left, the next smallest that has is timed, and `MACs kept` says "
