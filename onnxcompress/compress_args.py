@@ -147,7 +147,8 @@ def compress_parser() -> OptionsParser:
                    "too; image-like float inputs only, the held-out split stays as given (default "
                    f"{REFIT_AUGMENT:g}; 0: off. Five real models at 0.8x and 0.6x MACs: on differently drawn data +5 to +18 "
                    "points at 0.6x on four, within 3.4 elsewhere; eval within 1.4, but -1.2 to -3.6 on two at 0.6x; "
-                   "bench/CALIB_AUGMENT.md)")
+                   "bench/CALIB_AUGMENT.md. Detectors: pass 0, a PicoDet layout detector lost 26 points on differently "
+                   "drawn pages at 0.6x with it, a DBNet text detector gained nothing; bench/DISTILL_REAL.md)")
     g.add_argument("--train-labels", metavar="FILE.npz",
                    help="labelled samples in the --eval format: distillation adds cross-entropy (or CTC) on them to the "
                    "label-free loss. Optional; keep them apart from --eval")
