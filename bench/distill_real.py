@@ -193,12 +193,6 @@ def within(res: dict, name: str, pts: float = 1.0, split: str = "eval") -> list[
     return sorted(rows, key=lambda r: (r["macs_kept"], not (ROOT / r.get("output", "-")).exists()))
 
 
-def smallest_within(res: dict, name: str, pts: float = 1.0, split: str = "eval") -> dict | None:
-    """The 128-sample run of ``name`` with the fewest MACs kept within ``pts`` points of the original."""
-    rows = within(res, name, pts, split)
-    return rows[0] if rows else None
-
-
 def same_graph_on_disk(res: dict, row: dict) -> dict | None:
     """``row`` where its written model is on disk; else a run of the same model, target and calibration
     size whose written model is, with the same MACs kept (to 4 digits). Distillation changes weights,
@@ -238,8 +232,7 @@ def speed(args) -> None:
                 runs = json.loads(js.read_text())["runs"]
                 speeds[name] = {"target": row["target"], "method": row["method"], "macs_kept": row["macs_kept"],
                                 "eval": row["eval"], "timed": timed["method"], "smallest_within": rows[0]["macs_kept"],
-                                "date": time.strftime("%Y-%m-%d"),
-                                "load": os.getloadavg()[0],
+                                "date": time.strftime("%Y-%m-%d"), "load": os.getloadavg()[0],
                                 "runs": [{"batch": r["batch"], "speedup": r["paired"]["speedup"],
                                           "pair_ratio_range": [r["paired"]["ratio_lo"], r["paired"]["ratio_hi"]],
                                           "pairs": r["paired"]["pairs"]} for r in runs]}
@@ -316,11 +309,11 @@ def report() -> None:
                 lines.append(f"| {name} | error: {sp['error']} |||||||")
                 continue
             by = {r["batch"]: r for r in sp["runs"]}
-            small = lambda sp: (f" (smallest {sp['smallest_within']:.1%})"  # noqa: E731
-                                if sp.get("smallest_within", sp["macs_kept"]) < sp["macs_kept"] else "")
+            smallest = sp.get("smallest_within", sp["macs_kept"])
+            smaller = f" (smallest {smallest:.1%})" if smallest < sp["macs_kept"] else ""
             cell = lambda b: f"{by[b]['speedup']:.2f}x ({by[b]['pairs']} pairs)" if b in by else "-"  # noqa: E731
             lines.append(f"| {name} | {sp['method']} @ {sp['target']} | {sp.get('timed', sp['method'])} | "
-                         f"{sp['macs_kept']:.1%}{small(sp)} | {sp['eval']:.3f} | "
+                         f"{sp['macs_kept']:.1%}{smaller} | {sp['eval']:.3f} | "
                          f"{cell(1)} | {cell(8)} | {sp.get('load', float('nan')):.1f} |")
     (ROOT / "bench" / "DISTILL_REAL.md").write_text("\n".join(lines) + "\n")
     try:

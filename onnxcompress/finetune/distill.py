@@ -128,8 +128,9 @@ class Distiller:
         self.fit = _Samples(fit)
         # With --distill-augment the held-out judge also scores a perturbed copy of each held-out
         # sample (one fixed draw), so the choice between refit and distillation sees off-data drift.
+        self.ranges = input_ranges(fit) if cfg.augment > 0 or cfg.mix > 0 else {}  # each input's calibration range
         self.held_perturbed = perturbed_copies(held, np.random.default_rng([cfg.seed, 2]), 1.0,
-                                               input_ranges(fit)) if cfg.augment > 0 else []
+                                               self.ranges) if cfg.augment > 0 else []
         self.held = held + self.held_perturbed
         self.signals = signal_inputs(held)  # CTC heads are judged decoded (fidelity)
         one = self.fit.take(np.array([0]))
@@ -299,9 +300,9 @@ class Distiller:
         history = [{"step": 0, "held_out_drift": best_drift, "held_out_loss": best_loss, "seconds": 0.0}]
         order = rng.permutation(len(self.fit))
         cursor = 0
-        ranges = input_ranges(self.fit.batches) if cfg.augment > 0 or cfg.mix > 0 else {}
         aug_rng = np.random.default_rng([cfg.seed, 1])
-        take = lambda r: perturb(mix(self.fit.take(r), aug_rng, cfg.mix, ranges), aug_rng, cfg.augment, ranges)  # noqa: E731
+        take = lambda r: perturb(mix(self.fit.take(r), aug_rng, cfg.mix, self.ranges), aug_rng, cfg.augment,  # noqa: E731
+                                 self.ranges)
         running = None
         try:
             while step < cfg.steps and time.perf_counter() - t0 < cfg.seconds:
