@@ -120,3 +120,28 @@ def test_a_group_no_mask_reaches_is_unmeasured_not_free(tmp_path):
     blind = [g for g in groups if g.get("unmeasured")]
     assert len(blind) == 1 and blind[0]["removed"] == 0 and blind[0]["curve"] == []
     assert "no weight layer reads" in blind[0]["unmeasured"] and blind[0]["atoms"] == 3  # dims of q and k
+
+
+def test_drift_reference_scores_every_candidate_exactly_as_drift_does():
+    import math
+
+    from onnxcompress.fidelity import map_scores
+    from onnxcompress.pruning.sensitivity import DriftReference, drift
+
+    rng = np.random.default_rng(0)
+    ref = {"logits": rng.normal(size=(4, 10)).astype(np.float32),
+           "map": rng.uniform(size=(4, 1, 8, 8)).astype(np.float32),  # a probability map: judged by F1 too
+           "ids": np.arange(4, dtype=np.int64)}
+    reference = DriftReference(ref)
+    assert set(reference.map_threshold) == {"map"}
+    for scale in (0.01, 0.3, 2.0):
+        got = {k: (v + scale * rng.normal(size=v.shape)).astype(v.dtype) for k, v in ref.items()}
+        got["map"] = np.clip(got["map"], 0, 1)
+        # the formula before DriftReference: float64 copies, sums and the map check on every call
+        num = sum(float(np.square(ref[k].astype(np.float64) - got[k]).sum()) for k in ("logits", "map"))
+        den = sum(float(np.square(ref[k].astype(np.float64)).sum()) for k in ("logits", "map"))
+        want = max(math.sqrt(num / den), 1.0 - map_scores(ref["map"], got["map"], 0.5)[1])
+        assert reference(got) == drift(ref, got) == want
+    # an output of another shape (or missing) is left out of both sums
+    short = {"logits": ref["logits"] * 1.5, "map": ref["map"][:2]}
+    assert reference(short) == drift(ref, short) == pytest.approx(0.5, abs=1e-7)
