@@ -273,3 +273,45 @@ def test_onnxsim_loads_its_simplifier_without_the_package_init():
     )
     assert out[0] == "onnxsim.onnx_simplifier False False"
     assert out[1] == "True True True"
+
+
+def _mul_before_conv(gelu: bool) -> onnx.ModelProto:
+    """Conv -> [exported GELU: x * (1 + erf(x / sqrt 2)) * 0.5 | Relu * 0.5] -> Conv."""
+    const = lambda name, v: nh.from_array(np.array(v, np.float32), name)  # noqa: E731
+    nodes = [h.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1])]
+    if gelu:
+        nodes += [h.make_node("Div", ["c1", "sqrt2"], ["d"]), h.make_node("Erf", ["d"], ["e"]),
+                  h.make_node("Add", ["e", "one"], ["a"]), h.make_node("Mul", ["c1", "a"], ["m"])]
+    else:
+        nodes += [h.make_node("Relu", ["c1"], ["m"])]
+    nodes += [h.make_node("Mul", ["m", "half"], ["g"]), h.make_node("Conv", ["g", "w2", "b2"], ["y"])]
+    inits = [nh.from_array(rng.standard_normal((16, 8, 3, 3)).astype(np.float32), "w1"),
+             nh.from_array(rng.standard_normal(16).astype(np.float32), "b1"),
+             nh.from_array(rng.standard_normal((8, 16, 1, 1)).astype(np.float32), "w2"),
+             nh.from_array(rng.standard_normal(8).astype(np.float32), "b2"),
+             const("sqrt2", 1.4142135), const("one", 1.0), const("half", 0.5)]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", F, ["N", 8, 16, 16])],
+                     [h.make_tensor_value_info("y", F, ["N", 8, 16, 16])], initializer=inits)
+    return h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+
+
+def test_an_exported_gelu_keeps_its_final_mul_so_onnxruntime_fuses_it(tmp_path):
+    """onnxsim's fuse_preceding_mul_into_conv would fold GELU's * 0.5 into the next Conv and leave
+    onnxruntime four kernels instead of its fused Gelu; it is skipped where the graph has an Erf, and
+    still folds a constant Mul into the next Conv elsewhere."""
+    x = rng.standard_normal((2, 8, 16, 16)).astype(np.float32)
+    for gelu in (True, False):
+        model = ir.serde.deserialize_model(_mul_before_conv(gelu))
+        want = _run(model, x)
+        simplify = SimplifyPass()
+        simplify(model)
+        assert simplify.report["status"] == "simplified"
+        assert simplify.report["rewrites_skipped"] == (["fuse_preceding_mul_into_conv"] if gelu else [])
+        muls = [n for n in model.graph if n.op_type == "Mul"]
+        assert len(muls) == (2 if gelu else 0)  # the Relu's * 0.5 went into the second Conv's weights
+        np.testing.assert_allclose(_run(model, x)[0], want[0], rtol=1e-4, atol=1e-4)
+        if gelu:  # and onnxruntime's own optimizer turns the pattern into one Gelu
+            opts = ort.SessionOptions()
+            opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+            ort.InferenceSession(ir.to_proto(model).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+            assert "Gelu" in {n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node}
