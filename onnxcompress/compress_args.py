@@ -141,14 +141,15 @@ def compress_parser() -> OptionsParser:
                    "blur) before statistics, sensitivity and refit, so filters that matter a little off the calibration "
                    "data are not the ones removed; the held-out split stays as given (default 0: off; measured in "
                    "bench/OFF_MANIFOLD.md)")
-    g.add_argument("--refit-augment", type=float, default=REFIT_AUGMENT, metavar="SHARE",
+    g.add_argument("--refit-augment", type=float, default=None, metavar="SHARE",
                    help="the refit also solves on perturbed copies (contrast, inversion, noise, blur, rescale) of this "
                    "share of its calibration samples, so the refit layers match the original off the calibration data "
                    "too; image-like float inputs only, the held-out split stays as given (default "
-                   f"{REFIT_AUGMENT:g}; 0: off. Five real models at 0.8x and 0.6x MACs: on differently drawn data +5 to +18 "
-                   "points at 0.6x on four, within 3.4 elsewhere; eval within 1.4, but -1.2 to -3.6 on two at 0.6x; "
-                   "bench/CALIB_AUGMENT.md. Detectors: pass 0, a PicoDet layout detector lost 26 points on differently "
-                   "drawn pages at 0.6x with it, a DBNet text detector gained nothing; bench/DISTILL_REAL.md)")
+                   f"{REFIT_AUGMENT:g}, and 0 on detectors and segmenters: models with an output that is a probability map "
+                   "or per-anchor class scores; 0: off. Five real recognizers and classifiers at 0.8x and 0.6x MACs: on "
+                   "differently drawn data +5 to +18 points at 0.6x on four, within 3.4 elsewhere; eval within 1.4, but "
+                   "-1.2 to -3.6 on two at 0.6x; bench/CALIB_AUGMENT.md. A PicoDet layout detector lost 26 points on "
+                   "differently drawn pages at 0.6x with it, a DBNet text detector gained nothing; bench/DISTILL_REAL.md)")
     g.add_argument("--train-labels", metavar="FILE.npz",
                    help="labelled samples in the --eval format: distillation adds cross-entropy (or CTC) on them to the "
                    "label-free loss. Optional; keep them apart from --eval")

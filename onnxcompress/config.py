@@ -34,7 +34,10 @@ DISTILL_MIX = 0.0
 #: differently drawn split rose 5 to 18 points at 0.6x on four of them (ddddocr, both direction
 #: classifiers, PP-OCRv6 rec) and moved 3.4 points or less either way elsewhere; eval moved 1.4
 #: points or less, except at 0.6x on ddddocr (-1.4 to -2.0) and PP-OCRv6 rec (-1.2 to -3.6)
-#: (bench/CALIB_AUGMENT.md).
+#: (bench/CALIB_AUGMENT.md). Not on detectors: where an output is a probability map or per-anchor
+#: class scores (``fidelity.is_probability_map``) the default is 0, since the perturbed copies cost
+#: a PicoDet layout detector 26 points of box hmean on differently drawn pages at 0.6x (3.7 at 0.8x)
+#: and gave a DBNet text detector nothing (bench/DISTILL_REAL.md). An explicit share applies to any model.
 REFIT_AUGMENT = 1.0
 #: Weight of distillation's CTC term on CTC heads: the CTC loss of the pruned model's output against
 #: the original's greedy reading of each sample (finetune/ctc_term.py). 150 steps from the same refit,
@@ -112,7 +115,8 @@ class CompressConfig:
     #: sensitivity sweep and the refit (the held-out split stays as given)
     calib_augment: float = 0.0
     #: perturbed copies of this share of the refit's calibration samples join its least squares
-    refit_augment: float = REFIT_AUGMENT
+    #: (None: ``REFIT_AUGMENT``, or 0 where an output is a probability map or per-anchor scores)
+    refit_augment: float | None = None
     device: str = "cpu"
     #: labelled samples (the --eval format) that add a supervised term to distillation
     train_labels: str | None = None
@@ -208,7 +212,7 @@ class CompressConfig:
                 raise InputError(f"--sensitivity-estimate taylor needs the finetune extra (torch): {EXTRA_HINT}")
         for flag, share in (("--distill-augment", self.distill_augment), ("--distill-mix", self.distill_mix),
                             ("--refit-augment", self.refit_augment), ("--calib-augment", self.calib_augment)):
-            if not 0.0 <= share <= 1.0:
+            if share is not None and not 0.0 <= share <= 1.0:
                 raise InputError(f"{flag} must be a share in [0, 1], got {share}")
         if self.distill_step_sizes not in ("relative", "absolute"):
             raise InputError(f"--distill-step-sizes must be relative or absolute, got {self.distill_step_sizes!r}")

@@ -25,6 +25,7 @@ from onnxcompress.channels.state import AnalysisResult
 from onnxcompress.pruning.activations import FeatureStats, collect_stats, consumer_slots, data_aware_scores, unread_outputs
 from onnxcompress.pruning.plan import Group, Plan, macs_kept, weakest_atoms
 from onnxcompress.channels.rules import consumer_of
+from onnxcompress.fidelity import is_probability_map
 from onnxcompress.pruning.recover import Consumer, first_samples, refit
 from onnxcompress.pruning.rounds import Teacher
 from onnxcompress.pruning.sensitivity import (
@@ -63,8 +64,9 @@ class CalibratedPruning:
     estimate: str = "sweep"
     #: perturbed copies of this share of the refit's fit samples join its least squares
     #: (``finetune.augment.perturbed_copies``; 0: the calibration samples only; the CLI passes
-    #: ``config.REFIT_AUGMENT`` by default, helpers that never refit leave it at 0)
-    refit_augment: float = 0.0
+    #: ``None`` by default: ``config.REFIT_AUGMENT``, or 0 where an output is a probability map
+    #: or per-anchor scores, as a detector's; helpers that never refit leave it at 0)
+    refit_augment: float | None = 0.0
     seed: int = 0
     warnings: list[str] = field(default_factory=list)
 
@@ -147,7 +149,7 @@ class CalibratedPruning:
         consumers = self._consumers(model, plan)
         if self.recover in ("refit", "distill"):
             t = time.perf_counter()
-            augment, augmented = self._refit_augment()
+            augment, augmented, why_not = self._refit_augment(ref)
             layers = refit(model, teacher, consumers, self.fit, self.held, progress=progress, augment=augment)
             self.report["refit_s"] = time.perf_counter() - t
         after = drift(ref, Session(model).run_all(self.held), self.map_thresholds) if layers else before
@@ -160,6 +162,8 @@ class CalibratedPruning:
             "refit_augment": augmented if layers else [],
             "layers": layers,
         }
+        if layers and why_not:
+            self.report["recovery"]["refit_augment_off"] = why_not
         if self.recover == "distill":
             from onnxcompress.pruning.distill_step import run_distillation
 
@@ -172,19 +176,30 @@ class CalibratedPruning:
             elif outcome["kept"] == "distill":
                 self.report["recovery"]["drift_after_distill"] = drift(ref, Session(model).run_all(self.held), self.map_thresholds)
 
-    def _refit_augment(self):
-        """(the refit's ``augment`` callable or None, the inputs it perturbs): image-like float inputs only
-        (rank 4 with an 8x8 map or larger; token ids, embeddings and masks never). With ``--calib-augment``
-        the fit samples are perturbed already, and the copies are perturbed again."""
-        if self.refit_augment <= 0 or not self.fit:
-            return None, []
+    def _refit_augment(self, ref: dict[str, np.ndarray]):
+        """(the refit's ``augment`` callable or None, the inputs it perturbs, why the default is off here):
+        image-like float inputs only (rank 4 with an 8x8 map or larger; token ids, embeddings and masks
+        never). The default (``refit_augment`` None) is ``config.REFIT_AUGMENT``, and 0 where one of the
+        original's outputs (``ref``) is a probability map or per-anchor class scores: a detector's or a
+        segmenter's. With ``--calib-augment`` the fit samples are perturbed already, and the copies again."""
+        share, why_not = self.refit_augment, None
+        if share is None:
+            from onnxcompress.config import REFIT_AUGMENT
+
+            share = REFIT_AUGMENT
+            maps = [k for k, a in ref.items() if k in self.map_thresholds or is_probability_map(a)]
+            if maps:
+                share, why_not = 0.0, (f"off by default on detectors and segmenters: output {maps[0]!r} is a probability "
+                                       "map or per-anchor scores (--refit-augment 1 turns it on)")
+        if share <= 0 or not self.fit:
+            return None, [], why_not
         from onnxcompress.finetune.augment import image_like, input_ranges, perturbed_copies
 
         ranges = {k: r for k, r in input_ranges(self.fit).items() if image_like(self.fit[0][k])}
         if not ranges:
-            return None, []
+            return None, [], why_not
         rng = np.random.default_rng([self.seed, 2])
-        return (lambda batches: perturbed_copies(batches, rng, self.refit_augment, ranges)), sorted(ranges)
+        return (lambda batches: perturbed_copies(batches, rng, share, ranges)), sorted(ranges), why_not
 
     def _consumers(self, model: ir.Model, plan: Plan) -> list[Consumer]:
         """Layers to refit, in order: every consumer of removed channels, and every later weight

@@ -136,13 +136,14 @@ def test_refit_augment_solves_on_perturbed_copies_too_with_the_same_allocation(t
     z = np.load(models / "digits_eval.npz")
     np.savez(tmp_path / "calib.npz", input=z["x"][:128])
     runs = {}
-    for share in (1.0, 0.0):
+    for share in (None, 0.0):  # None: the default, on for a classifier
         cfg = oc.CompressConfig(target_macs=0.6, calib=str(tmp_path / "calib.npz"), refit_augment=share)
         runs[share] = oc.compress(str(models / "digits_cnn.onnx"), cfg)
-    on, off = runs[1.0].report, runs[0.0].report
+    on, off = runs[None].report, runs[0.0].report
     assert on.recovery["refit_augment"] == ["input"] and off.recovery["refit_augment"] == []
+    assert "refit_augment_off" not in on.recovery
     assert [(x.before, x.after) for x in on.layers] == [(x.before, x.after) for x in off.layers]
-    w_on = {i.name: np.asarray(i.const_value) for i in runs[1.0].model.graph.initializers.values()}
+    w_on = {i.name: np.asarray(i.const_value) for i in runs[None].model.graph.initializers.values()}
     w_off = {i.name: np.asarray(i.const_value) for i in runs[0.0].model.graph.initializers.values()}
     assert w_on.keys() == w_off.keys()
     assert any(w_on[k].shape == w_off[k].shape and not np.allclose(w_on[k], w_off[k]) for k in w_on)
@@ -151,3 +152,24 @@ def test_refit_augment_solves_on_perturbed_copies_too_with_the_same_allocation(t
         assert float((out.argmax(1) == z["y"][128:]).mean()) >= 0.9
     with pytest.raises(oc.InputError, match="--refit-augment"):
         oc.compress(str(models / "digits_cnn.onnx"), oc.CompressConfig(calib=str(tmp_path / "calib.npz"), refit_augment=2.0))
+
+
+def test_refit_augment_is_off_by_default_on_a_probability_map_and_on_when_asked(tmp_path):
+    """A DBNet-like detector (a sigmoid map output): by default the refit solves on the calibration
+    samples alone and the report says why; an explicit --refit-augment 1 perturbs them as elsewhere."""
+    import sys
+    from pathlib import Path
+
+    import onnxcompress as oc
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+    from test_dense_maps import db_like
+
+    model = db_like(tmp_path / "db.onnx")
+    x = np.random.default_rng(0).uniform(0, 1, (96, 3, 16, 16)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    runs = {share: oc.compress(model, oc.CompressConfig(target_macs=0.7, calib=str(tmp_path / "calib.npz"),
+                                                        refit_augment=share, recover="refit")).report.recovery
+            for share in (None, 1.0)}
+    assert runs[None]["refit_augment"] == [] and "'prob' is a probability map" in runs[None]["refit_augment_off"]
+    assert runs[1.0]["refit_augment"] == ["x"] and "refit_augment_off" not in runs[1.0]
