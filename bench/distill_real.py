@@ -184,11 +184,12 @@ def base_samples(res: dict, name: str) -> int:
     return 128 if 128 in sizes or not sizes else min(sizes)
 
 
-def within(res: dict, name: str, pts: float = 1.0, split: str = "eval") -> list[dict]:
-    """The 128-sample runs of ``name`` within ``pts`` points of the original, fewest MACs kept first
-    (among equal sizes, a run whose written model is still on disk, so it can be timed)."""
+def within(res: dict, name: str, pts: float = 1.0, split: str = "eval", samples: int | None = None) -> list[dict]:
+    """The 128-sample runs (or ``samples``-sample runs) of ``name`` within ``pts`` points of the original,
+    fewest MACs kept first (among equal sizes, a run whose written model is still on disk, so it can be timed)."""
     o = res["original"].get(name, {}).get(split)
-    rows = [r for r in res["rows"] if r["model"] == name and r["samples"] == base_samples(res, name) and "error" not in r
+    size = samples or base_samples(res, name)
+    rows = [r for r in res["rows"] if r["model"] == name and r["samples"] == size and "error" not in r
             and r.get(split) is not None and o is not None and o - r[split] <= pts / 100 + 1e-9]
     return sorted(rows, key=lambda r: (r["macs_kept"], not (ROOT / r.get("output", "-")).exists()))
 
@@ -212,7 +213,8 @@ def speed(args) -> None:
     speeds = results.setdefault("speed", {})
     with tempfile.TemporaryDirectory() as d:
         for name in args.models:
-            rows = within(results, name)
+            rows = within(results, name, samples=args.samples)
+            key = name if not args.samples or args.samples == base_samples(results, name) else f"{name} ({args.samples} samples)"
             # the smallest within 1 point whose graph is on disk (a smaller one's file may be gone)
             row, timed = next(((r, t) for r in rows if (t := same_graph_on_disk(results, r))), (None, None))
             if timed is None:
@@ -227,17 +229,17 @@ def speed(args) -> None:
                    "--json", str(js), "-q"]
             p = subprocess.run(cmd, capture_output=True, text=True)
             if p.returncode != 0:
-                speeds[name] = {"error": p.stderr.strip().splitlines()[-1:]}
+                speeds[key] = {"error": p.stderr.strip().splitlines()[-1:]}
             else:
                 runs = json.loads(js.read_text())["runs"]
-                speeds[name] = {"target": row["target"], "method": row["method"], "macs_kept": row["macs_kept"],
+                speeds[key] = {"target": row["target"], "method": row["method"], "macs_kept": row["macs_kept"],
                                 "eval": row["eval"], "timed": timed["method"], "smallest_within": rows[0]["macs_kept"],
                                 "date": time.strftime("%Y-%m-%d"), "load": os.getloadavg()[0],
                                 "runs": [{"batch": r["batch"], "speedup": r["paired"]["speedup"],
                                           "pair_ratio_range": [r["paired"]["ratio_lo"], r["paired"]["ratio_hi"]],
                                           "pairs": r["paired"]["pairs"]} for r in runs]}
             OUT.write_text(json.dumps(results, indent=1))
-            print(name, json.dumps(speeds[name]), flush=True)
+            print(name, json.dumps(speeds[key]), flush=True)
 
 
 def summary_table(res: dict) -> list[str]:

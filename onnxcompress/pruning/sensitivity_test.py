@@ -129,13 +129,13 @@ def test_drift_reference_scores_every_candidate_exactly_as_drift_does():
     from onnxcompress.pruning.sensitivity import DriftReference, drift
 
     rng = np.random.default_rng(0)
-    ref = {"logits": rng.normal(size=(4, 10)).astype(np.float32),
+    ref: dict[str, np.ndarray] = {"logits": rng.normal(size=(4, 10)).astype(np.float32),
            "map": rng.uniform(size=(4, 1, 8, 8)).astype(np.float32),  # a probability map: judged by F1 too
            "ids": np.arange(4, dtype=np.int64)}
     reference = DriftReference(ref)
     assert set(reference.map_threshold) == {"map"}
     for scale in (0.01, 0.3, 2.0):
-        got = {k: (v + scale * rng.normal(size=v.shape)).astype(v.dtype) for k, v in ref.items()}
+        got: dict[str, np.ndarray] = {k: (v + scale * rng.normal(size=v.shape)).astype(v.dtype) for k, v in ref.items()}
         got["map"] = np.clip(got["map"], 0, 1)
         # the formula before DriftReference: float64 copies, sums and the map check on every call
         num = sum(float(np.square(ref[k].astype(np.float64) - got[k]).sum()) for k in ("logits", "map"))
@@ -143,5 +143,5 @@ def test_drift_reference_scores_every_candidate_exactly_as_drift_does():
         want = max(math.sqrt(num / den), 1.0 - map_scores(ref["map"], got["map"], 0.5)[1])
         assert reference(got) == drift(ref, got) == want
     # an output of another shape (or missing) is left out of both sums
-    short = {"logits": ref["logits"] * 1.5, "map": ref["map"][:2]}
+    short: dict[str, np.ndarray] = {"logits": ref["logits"] * 1.5, "map": ref["map"][:2]}
     assert reference(short) == drift(ref, short) == pytest.approx(0.5, abs=1e-7)

@@ -1,0 +1,146 @@
+"""Is distillation's held-out judge choosing well? Every checkpoint it scores, scored on labelled data.
+
+Distillation keeps the weights of the held-out evaluation (every 25 steps) with the least
+task drift, ties broken by the held-out loss (``finetune/distill.py``). This script runs one
+CLI compression in-process, saves the student at each of those evaluations (the graph before
+tidy, the weights as trained at that step), then scores every checkpoint on the model's
+labelled ``eval`` and ``shift`` splits, beside the held-out drift and loss the judge saw:
+
+    python bench/distill_checkpoints.py --model ddddocr_common --target 0.6 --samples 1024 --steps 300
+
+The table shows the checkpoint the judge chose, the one the held-out loss alone would have
+chosen, and the best one on ``eval`` (an oracle no user has). Results go to
+bench/distill_checkpoints.json (one entry per run, keyed by model, target, samples, steps and
+tag), and every entry's table to bench/DISTILL_CHECKPOINTS.md (``--report`` rewrites it alone).
+The runs need the finetune extra (torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.distill_real import command, score  # noqa: E402
+
+OUT = ROOT / "bench" / "distill_checkpoints.json"
+REPORT = ROOT / "bench" / "DISTILL_CHECKPOINTS.md"
+
+
+def _patch_evaluate(folder: Path) -> list[int]:
+    """Make every ``Distiller.evaluate`` call also save the student as it is; returns the steps saved."""
+    import onnx
+    import onnx_ir as ir
+
+    from onnxcompress.finetune.distill import Distiller
+    from onnxcompress.finetune.graph_module import apply_state_arrays
+
+    original = Distiller.evaluate
+    saved: list[int] = []
+    base: dict = {}
+
+    def evaluate(self, reference):
+        if "proto" not in base:  # the refit graph, before any trained weight is written back
+            base["proto"] = ir.to_proto(self.student_ir)
+        step = len(saved) * self.cfg.eval_every
+        onnx.save(apply_state_arrays(base["proto"], self.module.state_arrays()), str(folder / f"step{step:05d}.onnx"))
+        saved.append(step)
+        return original(self, reference)
+
+    Distiller.evaluate = evaluate
+    return saved
+
+
+def run(args) -> dict:
+    from onnxcompress.cli import main as cli_main
+
+    work = Path(tempfile.mkdtemp(prefix="ckpt-", dir=ROOT / "bench" / ".cache"))
+    out, rep = work / "final.onnx", work / "report.json"
+    argv = command(args.model, args.target, "distill", out, rep, args.seconds, args.samples, rounds=args.rounds,
+                   steps=args.steps)[3:] + args.cli_args.split()
+    saved = _patch_evaluate(work)
+    t = time.perf_counter()
+    code = cli_main(argv)
+    wall = time.perf_counter() - t
+    if code != 0:
+        raise SystemExit(f"the compression failed (exit {code})")
+    report = json.loads(rep.read_text())
+    dist = report["recovery"]["distill"]
+    held = {h["step"]: h for h in dist["history"]}
+    rows = []
+    for step in saved:
+        path = work / f"step{step:05d}.onnx"
+        h = held.get(step, {})
+        rows.append({"step": step, "held_out_drift": h.get("held_out_drift"), "held_out_loss": h.get("held_out_loss"),
+                     "eval": score(args.model, path, "eval"), "shift": score(args.model, path, "shift")})
+        print(f"step {step:4d}: held-out drift {rows[-1]['held_out_drift']}, loss {rows[-1]['held_out_loss']}, "
+              f"eval {rows[-1]['eval']}, shift {rows[-1]['shift']}", flush=True)
+        if not args.keep:
+            path.unlink()
+    with_loss = [r for r in rows if r["held_out_loss"] is not None]
+    entry = {"model": args.model, "target": args.target, "samples": args.samples or 128, "steps": args.steps,
+            "rounds": args.rounds, "cli_args": args.cli_args, "tag": args.tag, "date": time.strftime("%Y-%m-%d"),
+            "wall_s": round(wall, 1), "macs_kept": report["after"]["macs"] / report["before"]["macs"],
+            "judge_step": dist["best_step"], "loss_step": min(with_loss, key=lambda r: r["held_out_loss"])["step"],
+            "oracle_step": max(rows, key=lambda r: (r["eval"] or 0.0))["step"],
+            "final": {"eval": score(args.model, out, "eval"), "shift": score(args.model, out, "shift")},
+            "checkpoints": rows}
+    if not args.keep:
+        shutil.rmtree(work)
+    return entry
+
+
+def table(entry: dict) -> str:
+    lines = [f"### {entry['model']} at {entry['target']:g}x MACs, {entry['samples']} samples, step limit {entry['steps']}"
+             f"{' ' + entry['tag'] if entry['tag'] else ''} ({entry['date']}, {entry['wall_s']:.0f} s)", "",
+             "| step | held-out drift | held-out loss | eval | shift | |", "|---:|---:|---:|---:|---:|---|"]
+    for r in entry["checkpoints"]:
+        marks = [m for m, s in (("judge", entry["judge_step"]), ("least loss", entry["loss_step"]),
+                                ("best eval", entry["oracle_step"])) if s == r["step"]]
+        lines.append(f"| {r['step']} | {r['held_out_drift']:.3f} | {r['held_out_loss']:.4f} | {r['eval']:.3f} | "
+                     f"{r['shift']:.3f} | {', '.join(marks)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model")
+    ap.add_argument("--target", type=float)
+    ap.add_argument("--samples", type=int, default=None, help="calibration samples (1024: NAME.calib1024.npz)")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--seconds", type=float, default=7200.0)
+    ap.add_argument("--rounds", type=int, default=1, help="--allocation-rounds")
+    ap.add_argument("--cli-args", default="", help="more CLI options, as one string")
+    ap.add_argument("--tag", default="", help="names the run in the results (e.g. the CLI options)")
+    ap.add_argument("--keep", action="store_true", help="keep the checkpoint models and the final one (bench/.cache/ckpt-*)")
+    ap.add_argument("--json", type=Path, default=OUT)
+    ap.add_argument("--report", action="store_true", help="only rewrite bench/DISTILL_CHECKPOINTS.md from the JSON")
+    args = ap.parse_args()
+    results = json.loads(args.json.read_text()) if args.json.exists() else []
+    if not args.report:
+        if not args.model or args.target is None:
+            ap.error("--model and --target are required (or --report)")
+        entry = run(args)
+        key = lambda e: (e["model"], e["target"], e["samples"], e["steps"], e["tag"])  # noqa: E731
+        results = [e for e in results if key(e) != key(entry)] + [entry]
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+        print(table(entry))
+    if args.json.resolve() == OUT.resolve():
+        head = ["# Distillation's held-out judge against labelled data, checkpoint by checkpoint", "",
+                "Written by `bench/distill_checkpoints.py` (see its docstring): every held-out evaluation of one "
+                "distillation run saved and scored on the labelled `eval` and `shift` splits. `judge`: the "
+                "checkpoint distillation kept (least held-out drift, ties by loss); `least loss`: the held-out "
+                "loss alone; `best eval`: the best on `eval` (an oracle). Held-out drift is the share of "
+                "held-out samples read differently from the original (CTC heads, decoded).", ""]
+        REPORT.write_text("\n".join(head + ["\n\n".join(table(e) for e in results)]) + "\n")
+
+
+if __name__ == "__main__":
+    main()
