@@ -25,14 +25,13 @@ from onnxcompress.channels.state import AnalysisResult
 from onnxcompress.pruning.activations import FeatureStats, collect_stats, consumer_slots, data_aware_scores, unread_outputs
 from onnxcompress.pruning.plan import Group, Plan, macs_kept, weakest_atoms
 from onnxcompress.channels.rules import consumer_of
-from onnxcompress.fidelity import is_probability_map
 from onnxcompress.pruning.recover import Consumer, first_samples, refit
 from onnxcompress.pruning.rounds import Teacher
 from onnxcompress.pruning.sensitivity import (
     GroupSensitivity,
     MaskedModel,
     allocate,
-    drift,
+    DriftReference,
     measure,
     sensitivity_sample_count,
 )
@@ -143,16 +142,16 @@ class CalibratedPruning:
     def finish(self, model: ir.Model, plan: Plan, progress=None, distill_progress=None) -> None:
         """Refit (``recover="refit"``) and measure end-to-end drift on the held-out split."""
         teacher = self.teacher.model
-        ref = Session(teacher).run_all(self.held)
-        before = drift(ref, Session(model).run_all(self.held), self.map_thresholds)
+        ref = DriftReference(Session(teacher).run_all(self.held), self.map_thresholds)  # judges every stage below
+        before = ref(Session(model).run_all(self.held))
         layers: list[dict] = []
         consumers = self._consumers(model, plan)
         if self.recover in ("refit", "distill"):
             t = time.perf_counter()
-            augment, augmented, why_not = self._refit_augment(ref)
+            augment, augmented, why_not = self._refit_augment(list(ref.map_threshold))
             layers = refit(model, teacher, consumers, self.fit, self.held, progress=progress, augment=augment)
             self.report["refit_s"] = time.perf_counter() - t
-        after = drift(ref, Session(model).run_all(self.held), self.map_thresholds) if layers else before
+        after = ref(Session(model).run_all(self.held)) if layers else before
         self.report["recovery"] = {
             "method": self.recover,
             "drift_metric": "relative L2 of all outputs (or 1 - F1 of a probability map, if larger) vs the unpruned "
@@ -174,20 +173,19 @@ class CalibratedPruning:
             if outcome.get("warning"):
                 self.warnings.append(outcome["warning"])
             elif outcome["kept"] == "distill":
-                self.report["recovery"]["drift_after_distill"] = drift(ref, Session(model).run_all(self.held), self.map_thresholds)
+                self.report["recovery"]["drift_after_distill"] = ref(Session(model).run_all(self.held))
 
-    def _refit_augment(self, ref: dict[str, np.ndarray]):
+    def _refit_augment(self, maps: list[str]):  # maps: the outputs judged as probability maps
         """(the refit's ``augment`` callable or None, the inputs it perturbs, why the default is off here):
         image-like float inputs only (rank 4 with an 8x8 map or larger; token ids, embeddings and masks
         never). The default (``refit_augment`` None) is ``config.REFIT_AUGMENT``, and 0 where one of the
-        original's outputs (``ref``) is a probability map or per-anchor class scores: a detector's or a
+        original's outputs is a probability map or per-anchor class scores: a detector's or a
         segmenter's. With ``--calib-augment`` the fit samples are perturbed already, and the copies again."""
         share, why_not = self.refit_augment, None
         if share is None:
             from onnxcompress.config import REFIT_AUGMENT
 
             share = REFIT_AUGMENT
-            maps = [k for k, a in ref.items() if k in self.map_thresholds or is_probability_map(a)]
             if maps:
                 share, why_not = 0.0, (f"off by default on detectors and segmenters: output {maps[0]!r} is a probability "
                                        "map or per-anchor scores (--refit-augment 1 turns it on)")
