@@ -34,8 +34,38 @@ OUT = ROOT / "bench" / "distill_checkpoints.json"
 REPORT = ROOT / "bench" / "DISTILL_CHECKPOINTS.md"
 
 
-def _patch_evaluate(folder: Path) -> list[int]:
-    """Make every ``Distiller.evaluate`` call also save the student as it is; returns the steps saved."""
+def _held_detail(self, reference: dict, detail: dict) -> None:
+    """Per held-out sample, whether the student reads it as the original does (greedy-decoded, first
+    output); once, the original's confidence (least of its positions' top probability) and which
+    samples are perturbed copies. For weighing other judges against the one distillation uses."""
+    import numpy as np
+    import torch
+
+    from onnxcompress.fidelity import _dominant_class, ctc_decode
+
+    name = self.outputs[0]
+    ref = reference[name]
+    n = sum(len(next(iter(f.values()))) for f in self.held)
+    with torch.no_grad():
+        got = np.concatenate([self._student(f)[name].detach().cpu().numpy() for f in self.held],
+                             axis=0 if ref.shape[0] == n else 1)
+    if ref.shape[0] != n:  # (T, N, C)
+        ref, got = ref.transpose(1, 0, 2), got.transpose(1, 0, 2)
+    ids_r, ids_g = ref.argmax(-1), got.argmax(-1)
+    blank = _dominant_class(ids_r)
+    same = [ctc_decode(a, blank) == ctc_decode(b, blank) for a, b in zip(ids_r, ids_g)] if blank is not None \
+        else (ids_r == ids_g).all(axis=1).tolist()
+    detail.setdefault("agree", []).append("".join("1" if x else "0" for x in same))
+    if "confidence" not in detail:
+        p = ref if np.allclose(ref.sum(-1), 1.0, atol=1e-3) else np.exp(ref - ref.max(-1, keepdims=True))
+        p = p / p.sum(-1, keepdims=True)
+        detail["confidence"] = [round(float(c), 4) for c in p.max(-1).min(-1)]
+        detail["perturbed"] = sum(len(next(iter(f.values()))) for f in self.held_perturbed)
+
+
+def _patch_evaluate(folder: Path, detail: dict | None = None) -> list[int]:
+    """Make every ``Distiller.evaluate`` call also save the student as it is (and, with ``detail``,
+    its per-sample held-out agreement: ``_held_detail``); returns the steps saved."""
     import onnx
     import onnx_ir as ir
 
@@ -52,6 +82,8 @@ def _patch_evaluate(folder: Path) -> list[int]:
         step = len(saved) * self.cfg.eval_every
         onnx.save(apply_state_arrays(base["proto"], self.module.state_arrays()), str(folder / f"step{step:05d}.onnx"))
         saved.append(step)
+        if detail is not None:
+            _held_detail(self, reference, detail)
         return original(self, reference)
 
     Distiller.evaluate = evaluate
@@ -65,7 +97,8 @@ def run(args) -> dict:
     out, rep = work / "final.onnx", work / "report.json"
     argv = command(args.model, args.target, "distill", out, rep, args.seconds, args.samples, rounds=args.rounds,
                    steps=args.steps)[3:] + args.cli_args.split()
-    saved = _patch_evaluate(work)
+    detail: dict | None = {} if args.held_detail else None
+    saved = _patch_evaluate(work, detail)
     t = time.perf_counter()
     code = cli_main(argv)
     wall = time.perf_counter() - t
@@ -92,20 +125,34 @@ def run(args) -> dict:
             "oracle_step": max(rows, key=lambda r: (r["eval"] or 0.0))["step"],
             "final": {"eval": score(args.model, out, "eval"), "shift": score(args.model, out, "shift")},
             "checkpoints": rows}
+    if detail is not None:
+        entry["held_detail"] = detail
     if not args.keep:
         shutil.rmtree(work)
     return entry
 
 
+def _read_differently(entry: dict) -> list[str]:
+    """Per checkpoint, 'clean / perturbed' held-out samples read differently from the original
+    (``--held-detail`` runs), else empty strings."""
+    det = entry.get("held_detail")
+    if not det:
+        return [""] * len(entry["checkpoints"])
+    clean = len(det["confidence"]) - det["perturbed"]
+    return [f"{agree[:clean].count('0')} / {agree[clean:].count('0')}" for agree in det["agree"]]
+
+
 def table(entry: dict) -> str:
+    detail = "held_detail" in entry
     lines = [f"### {entry['model']} at {entry['target']:g}x MACs, {entry['samples']} samples, step limit {entry['steps']}"
              f"{' ' + entry['tag'] if entry['tag'] else ''} ({entry['date']}, {entry['wall_s']:.0f} s)", "",
-             "| step | held-out drift | held-out loss | eval | shift | |", "|---:|---:|---:|---:|---:|---|"]
-    for r in entry["checkpoints"]:
+             "| step | held-out drift | held-out loss | eval | shift | |" + (" read differently, clean / perturbed |" if detail else ""),
+             "|---:|---:|---:|---:|---:|---|" + ("---:|" if detail else "")]
+    for r, differ in zip(entry["checkpoints"], _read_differently(entry)):
         marks = [m for m, s in (("judge", entry["judge_step"]), ("least loss", entry["loss_step"]),
                                 ("best eval", entry["oracle_step"])) if s == r["step"]]
         lines.append(f"| {r['step']} | {r['held_out_drift']:.3f} | {r['held_out_loss']:.4f} | {r['eval']:.3f} | "
-                     f"{r['shift']:.3f} | {', '.join(marks)} |")
+                     f"{r['shift']:.3f} | {', '.join(marks)} |" + (f" {differ} |" if detail else ""))
     return "\n".join(lines)
 
 
@@ -120,6 +167,8 @@ def main() -> None:
     ap.add_argument("--cli-args", default="", help="more CLI options, as one string")
     ap.add_argument("--tag", default="", help="names the run in the results (e.g. the CLI options)")
     ap.add_argument("--keep", action="store_true", help="keep the checkpoint models and the final one (bench/.cache/ckpt-*)")
+    ap.add_argument("--held-detail", action="store_true",
+                    help="also record, per checkpoint, which held-out samples the student reads as the original does")
     ap.add_argument("--json", type=Path, default=OUT)
     ap.add_argument("--report", action="store_true", help="only rewrite bench/DISTILL_CHECKPOINTS.md from the JSON")
     args = ap.parse_args()
@@ -138,7 +187,10 @@ def main() -> None:
                 "distillation run saved and scored on the labelled `eval` and `shift` splits. `judge`: the "
                 "checkpoint distillation kept (least held-out drift, ties by loss); `least loss`: the held-out "
                 "loss alone; `best eval`: the best on `eval` (an oracle). Held-out drift is the share of "
-                "held-out samples read differently from the original (CTC heads, decoded).", ""]
+                "held-out samples read differently from the original (CTC heads, decoded). `read differently` "
+                "(runs with `--held-detail`): of the given held-out samples / of their perturbed copies "
+                "(`--distill-augment`); the judge of those runs counted both, and since 2026-12-06 it counts the "
+                "given samples alone.", ""]
         REPORT.write_text("\n".join(head + ["\n\n".join(table(e) for e in results)]) + "\n")
 
 

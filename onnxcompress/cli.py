@@ -139,6 +139,7 @@ def config_from_args(args: argparse.Namespace):
         distill_step_sizes=args.distill_step_sizes,
         distill_feature_weight=args.distill_feature_weight,
         distill_ctc_weight=args.distill_ctc_weight,
+        distill_average=args.distill_average,
         calib_augment=args.calib_augment,
         refit_augment=args.refit_augment,
         device=args.device,

@@ -110,9 +110,9 @@ def compress_parser() -> OptionsParser:
     g.add_argument("--distill-augment", type=float, default=0.0, metavar="SHARE",
                    help="perturb this share of each distillation minibatch (contrast, inverted colours, noise, blur, "
                    "kept in the calibration data's range) before the original and the pruned model see it, so the "
-                   "pruned model follows the original off the calibration data; the held-out judge then also scores a "
-                   "perturbed copy of each held-out sample, so the refit is replaced only where distillation drifts less "
-                   "over both (default 0: off)")
+                   "pruned model follows the original off the calibration data; a perturbed copy of each held-out sample "
+                   "joins the held-out loss and its drift is reported, but the choice between refit and distillation "
+                   "is made on the given held-out samples, which the verify step reads too (default 0: off)")
     g.add_argument("--distill-step-sizes", choices=("relative", "absolute"), default="relative",
                    help="relative: each weight tensor's learning rate is scaled by its RMS over the median tensor's "
                    "(at most 1; a bias follows its layer's weight), so a step changes every layer by a similar share; "
@@ -129,6 +129,11 @@ def compress_parser() -> OptionsParser:
                    "sample, so distillation learns the reading, not only each position's distribution (default "
                    f"{DISTILL_CTC_WEIGHT:g}; 0: KL alone). At 0.6x MACs ddddocr 0.906 with it, 0.872 without "
                    "(original 0.940; bench/DISTILL_REAL.md)")
+    g.add_argument("--distill-average", type=float, default=0.0, metavar="DECAY",
+                   help="score and keep a moving average of the distilled weights (avg = DECAY * avg + (1 - DECAY) * "
+                   "weights after each step) instead of the weights themselves, which smooths the step-to-step "
+                   "noise of training on a few hundred samples; e.g. 0.95 averages about the last 20 steps "
+                   "(default 0: off)")
     g.add_argument("--distill-mix", type=float, default=DISTILL_MIX, metavar="SHARE",
                    help="blend this share of each distillation minibatch with another of its samples (weight uniform "
                    "in [0, 1]) before the original and the pruned model see it: those steps train on new inputs the "

@@ -111,6 +111,8 @@ class CompressConfig:
     distill_feature_weight: float = 1.0
     #: weight of the CTC loss against the original's greedy reading, on CTC heads (0: off)
     distill_ctc_weight: float = DISTILL_CTC_WEIGHT
+    #: decay of the moving average of the distilled weights that the held-out judge scores (0: off)
+    distill_average: float = 0.0
     #: share of the calibration fit samples perturbed the same way before statistics, the
     #: sensitivity sweep and the refit (the held-out split stays as given)
     calib_augment: float = 0.0
@@ -214,6 +216,8 @@ class CompressConfig:
                             ("--refit-augment", self.refit_augment), ("--calib-augment", self.calib_augment)):
             if share is not None and not 0.0 <= share <= 1.0:
                 raise InputError(f"{flag} must be a share in [0, 1], got {share}")
+        if not 0.0 <= self.distill_average < 1.0:
+            raise InputError(f"--distill-average must be a decay in [0, 1), got {self.distill_average}")
         if self.distill_step_sizes not in ("relative", "absolute"):
             raise InputError(f"--distill-step-sizes must be relative or absolute, got {self.distill_step_sizes!r}")
         for flag, weight in (("--distill-feature-weight", self.distill_feature_weight),

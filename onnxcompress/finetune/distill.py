@@ -16,9 +16,9 @@ The original model is the teacher (run in onnxruntime), the pruned graph the stu
 
 Every weight the refit left is the starting point. Every ``eval_every`` steps the student
 is scored on the held-out split with the same task-aware drift ``--max-drift`` uses
-(ties broken by the held-out loss; with ``augment``, on a perturbed copy of each held-out
-sample too); the best weights, the refit's included (step 0),
-are what is written back, by initializer name, into the same graph. A first Ctrl-C
+(ties broken by the held-out loss, which with ``augment`` covers a perturbed copy of each
+held-out sample too; with ``average``, a moving average of the weights is scored instead of the
+weights themselves); the best weights, the refit's included (step 0), are what is written back, by initializer name, into the same graph. A first Ctrl-C
 stops training and keeps the best weights so far; a second one aborts as usual.
 """
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 
 from onnxcompress.fidelity import compare_outputs, drift_of, feature_outputs, signal_inputs
 from onnxcompress.finetune.augment import input_ranges, mix, perturb, perturbed_copies
+from onnxcompress.finetune.averaging import WeightAverage
 from onnxcompress.finetune.ctc_term import find_ctc_heads, reading_loss, with_judged_blanks
 from onnxcompress.finetune.graph_module import GraphModule
 from onnxcompress.finetune.losses import loss_kinds, output_loss
@@ -78,6 +80,8 @@ class DistillConfig:
     #: weight of the CTC loss against the teacher's greedy reading, on CTC heads (``ctc_term``);
     #: the CLI's default is ``config.DISTILL_CTC_WEIGHT`` (not imported: config reaches this module)
     ctc_weight: float = 1.0
+    #: decay of a moving average of the weights the judge scores and keeps instead (0: off; ``averaging``)
+    average: float = 0.0
 
 
 #: input bytes of one training step: a 640x640 detector trains a couple of samples at a time
@@ -126,8 +130,8 @@ class Distiller:
         self.features = features[:] if cfg.feature_weight > 0 else []  # weight 0: not computed at all
         self.teacher = Session(teacher, expose=self.outputs + [f.teacher for f in self.features], optimize=False)
         self.fit = _Samples(fit)
-        # With --distill-augment the held-out judge also scores a perturbed copy of each held-out
-        # sample (one fixed draw), so the choice between refit and distillation sees off-data drift.
+        # With --distill-augment a perturbed copy of each held-out sample (one fixed draw) joins the
+        # held-out loss and is reported, but the drift that chooses is the given samples' alone.
         self.ranges = input_ranges(fit) if cfg.augment > 0 or cfg.mix > 0 else {}  # each input's calibration range
         self.held_perturbed = perturbed_copies(held, np.random.default_rng([cfg.seed, 2]), 1.0,
                                                self.ranges) if cfg.augment > 0 else []
@@ -267,12 +271,15 @@ class Distiller:
                 chunks.append({k: out[k].detach().cpu().numpy() for k in self.outputs})
                 sizes.append(len(next(iter(feeds.values()))))
                 losses.append(float(self._loss_of(targets, out)) * sizes[-1])
-        got = concat_outputs(chunks, sizes)
-        fid = compare_outputs(reference, got, class_axes=self.cfg.class_axes, inputs="calibration",
-                              map_thresholds=self.cfg.map_thresholds, features=self.feature_outputs,
-                              signals=self.signals)
-        d, _ = drift_of(fid.to_dict())
-        return d, sum(losses) / max(sum(sizes), 1), fid.to_dict()
+        got, n = concat_outputs(chunks, sizes), sum(sizes)
+        clean = n - sum(len(next(iter(f.values()))) for f in self.held_perturbed)
+        part = lambda d, rows: {k: v[rows] if v.ndim and len(v) == n else v for k, v in d.items()}  # noqa: E731
+        fids = [compare_outputs(part(reference, rows), part(got, rows), class_axes=self.cfg.class_axes,
+                                inputs="calibration", map_thresholds=self.cfg.map_thresholds,
+                                features=self.feature_outputs, signals=self.signals).to_dict()
+                for rows in ([slice(clean)] + ([slice(clean, n)] if clean < n else []))]
+        self.perturbed_drift = drift_of(fids[1])[0] if len(fids) > 1 else None
+        return drift_of(fids[0])[0], sum(losses) / max(n, 1), fids[0]
 
     # -------------------------------------------------------------- training
     def run(self, progress=None) -> dict:
@@ -297,13 +304,16 @@ class Distiller:
         start = {"drift": best_drift, "loss": best_loss}
         best_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
         best_step, step, stale, interrupted = 0, 0, 0, False
-        history = [{"step": 0, "held_out_drift": best_drift, "held_out_loss": best_loss, "seconds": 0.0}]
+        history = [{"step": 0, "held_out_drift": best_drift, "held_out_loss": best_loss, "seconds": 0.0,
+                    **({"perturbed_drift": self.perturbed_drift} if self.held_perturbed else {})}]
         order = rng.permutation(len(self.fit))
         cursor = 0
         aug_rng = np.random.default_rng([cfg.seed, 1])
         take = lambda r: perturb(mix(self.fit.take(r), aug_rng, cfg.mix, self.ranges), aug_rng, cfg.augment,  # noqa: E731
                                  self.ranges)
         running = None
+        avg = WeightAverage({n: self.module.parameter_for(n) for n in self.module.parameter_names()},
+                            cfg.average) if cfg.average > 0 else None
         try:
             while step < cfg.steps and time.perf_counter() - t0 < cfg.seconds:
                 if cursor + self.batch > len(order):
@@ -321,15 +331,20 @@ class Distiller:
                 if self.labelled is not None:
                     loss += self._label_loss(step)
                 opt.step()
+                if avg is not None:
+                    avg.update()
                 step += 1
                 running = loss if running is None else 0.9 * running + 0.1 * loss
                 if step % cfg.eval_every == 0:
-                    d, held_loss, _ = self.evaluate(reference)
+                    with avg.swapped_in() if avg is not None else nullcontext():
+                        d, held_loss, _ = self.evaluate(reference)
+                        if (d, held_loss) < (best_drift, best_loss):
+                            best_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
                     history.append({"step": step, "train_loss": running, "held_out_drift": d,
-                                    "held_out_loss": held_loss, "seconds": time.perf_counter() - t0})
+                                    "held_out_loss": held_loss, "seconds": time.perf_counter() - t0,
+                                    **({"perturbed_drift": self.perturbed_drift} if self.held_perturbed else {})})
                     if (d, held_loss) < (best_drift, best_loss):
                         best_drift, best_loss, best_step, stale = d, held_loss, step, 0
-                        best_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
                     else:
                         stale += 1
                         if stale >= cfg.patience and step >= cfg.min_steps:
@@ -360,6 +375,7 @@ class Distiller:
             "augment": cfg.augment,
             "held_out_perturbed": sum(len(next(iter(f.values()))) for f in self.held_perturbed),
             "mix": cfg.mix,
+            "average": cfg.average,
             "warmup": cfg.warmup,
             "step_sizes": cfg.step_sizes,
             "features": [f.student for f in self.features],

@@ -1,0 +1,80 @@
+"""How far a pruned model's accuracy is from the original's, sample by sample, with its uncertainty.
+
+Two accuracies on the same 500 labelled samples are not independent: most samples are read
+right (or wrong) by both models, and only the samples where they disagree carry the
+difference. This scores the original and one or more pruned models on a labelled split of
+``bench/real/prepare.py`` (recognizers and classifiers: exact match) and gives, per pruned model:
+
+- the samples only the original reads right, and only the pruned one does;
+- the accuracy difference, with a 95% interval from a paired bootstrap (10 000 resamples of the
+  split, seeded, the same samples for both models).
+
+    python bench/paired_accuracy.py ppocr_rec bench/.cache/real/out/ppocr_rec.0.8.*.onnx --split shift
+
+Results go to bench/paired_accuracy.json (keyed by model, split and file name; ``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "real"))
+from evaluate import CACHE, predict  # noqa: E402
+
+OUT = HERE / "paired_accuracy.json"
+
+
+def correct(model_path: str, name: str, split: str) -> np.ndarray:
+    """Per sample of ``NAME.SPLIT.npz``: does the model read it right (exact match)."""
+    meta = json.loads(Path(CACHE, f"{name}.json").read_text())
+    data = np.load(os.path.join(CACHE, f"{name}.{split}.npz"))
+    preds = predict(model_path, data[meta["input_name"]].astype(np.float32, copy=False), meta)
+    labels = data["labels"]
+    if meta["task"] == "classify":
+        return np.asarray(preds, dtype=np.int64) == labels
+    return np.array([p == lab[lab >= 0].tolist() for p, lab in zip(preds, labels)])
+
+
+def paired(orig: np.ndarray, pruned: np.ndarray, resamples: int = 10_000, seed: int = 0) -> dict:
+    """The pruned model's accuracy minus the original's, its paired-bootstrap 95% interval, and
+    the disagreement counts that carry it."""
+    diff = pruned.astype(np.float64) - orig.astype(np.float64)
+    rng = np.random.default_rng(seed)
+    means = np.array([diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(resamples)])
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    return {"n": int(len(diff)), "original": float(orig.mean()), "pruned": float(pruned.mean()),
+            "difference": float(diff.mean()), "ci95": [float(lo), float(hi)],
+            "only_original_right": int((orig & ~pruned).sum()), "only_pruned_right": int((pruned & ~orig).sum())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("name", help="the model's name in bench/.cache/real (e.g. ppocr_rec)")
+    ap.add_argument("pruned", nargs="+", help="pruned models of it")
+    ap.add_argument("--split", default="shift", help="labelled split: eval or shift (default shift)")
+    ap.add_argument("--json", type=Path, default=OUT)
+    args = ap.parse_args()
+    orig = correct(os.path.join(CACHE, f"{args.name}.onnx"), args.name, args.split)
+    results = json.loads(args.json.read_text()) if args.json.exists() else []
+    for path in args.pruned:
+        entry = {"model": args.name, "split": args.split, "file": os.path.basename(path), "date": time.strftime("%Y-%m-%d"),
+                 **paired(orig, correct(path, args.name, args.split))}
+        lo, hi = entry["ci95"]
+        print(f"{entry['file']}: {entry['pruned']:.3f} vs {entry['original']:.3f}, {entry['difference'] * 100:+.1f} points "
+              f"(95% CI {lo * 100:+.1f} to {hi * 100:+.1f}); only the original right {entry['only_original_right']}, "
+              f"only the pruned one {entry['only_pruned_right']}")
+        key = lambda e: (e["model"], e["split"], e["file"])  # noqa: E731
+        results = [e for e in results if key(e) != key(entry)] + [entry]
+    args.json.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
