@@ -18,8 +18,9 @@ Every weight the refit left is the starting point. Every ``eval_every`` steps th
 is scored on the held-out split with the same task-aware drift ``--max-drift`` uses
 (ties broken by the held-out loss, which with ``augment`` covers a perturbed copy of each
 held-out sample too; with ``average``, a moving average of the weights is scored instead of the
-weights themselves); the best weights, the refit's included (step 0), are what is written back, by initializer name, into the same graph. A first Ctrl-C
-stops training and keeps the best weights so far; a second one aborts as usual.
+weights themselves); the best weights, the refit's included (step 0), are written back by
+initializer name into the same graph. A first Ctrl-C stops training and keeps the best
+weights so far; a second one aborts as usual.
 """
 
 from __future__ import annotations
@@ -130,8 +131,7 @@ class Distiller:
         self.features = features[:] if cfg.feature_weight > 0 else []  # weight 0: not computed at all
         self.teacher = Session(teacher, expose=self.outputs + [f.teacher for f in self.features], optimize=False)
         self.fit = _Samples(fit)
-        # With --distill-augment a perturbed copy of each held-out sample (one fixed draw) joins the
-        # held-out loss and is reported, but the drift that chooses is the given samples' alone.
+        # --distill-augment: a perturbed copy of each held-out sample joins the loss; the drift that chooses is not its
         self.ranges = input_ranges(fit) if cfg.augment > 0 or cfg.mix > 0 else {}  # each input's calibration range
         self.held_perturbed = perturbed_copies(held, np.random.default_rng([cfg.seed, 2]), 1.0,
                                                self.ranges) if cfg.augment > 0 else []
