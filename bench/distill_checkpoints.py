@@ -60,7 +60,7 @@ def _held_detail(self, reference: dict, detail: dict) -> None:
         p = ref if np.allclose(ref.sum(-1), 1.0, atol=1e-3) else np.exp(ref - ref.max(-1, keepdims=True))
         p = p / p.sum(-1, keepdims=True)
         detail["confidence"] = [round(float(c), 4) for c in p.max(-1).min(-1)]
-        detail["perturbed"] = sum(len(next(iter(f.values()))) for f in self.held_perturbed)
+        detail["perturbed"] = self.n_perturbed
 
 
 def _patch_evaluate(folder: Path, detail: dict | None = None) -> list[int]:

@@ -27,7 +27,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "real"))
-from evaluate import CACHE, predict  # noqa: E402
+from evaluate import CACHE, predict, read_right  # noqa: E402
 
 OUT = HERE / "paired_accuracy.json"
 
@@ -37,10 +37,7 @@ def correct(model_path: str, name: str, split: str) -> np.ndarray:
     meta = json.loads(Path(CACHE, f"{name}.json").read_text())
     data = np.load(os.path.join(CACHE, f"{name}.{split}.npz"))
     preds = predict(model_path, data[meta["input_name"]].astype(np.float32, copy=False), meta)
-    labels = data["labels"]
-    if meta["task"] == "classify":
-        return np.asarray(preds, dtype=np.int64) == labels
-    return np.array([p == lab[lab >= 0].tolist() for p, lab in zip(preds, labels)])
+    return read_right(preds, data["labels"], meta["task"])
 
 
 def paired(orig: np.ndarray, pruned: np.ndarray, resamples: int = 10_000, seed: int = 0) -> dict:

@@ -108,15 +108,17 @@ def evaluate(model_path: str, eval_npz_path: str, meta_json_path: str, batch: in
     labels = data["labels"]
     if limit:
         x, labels = x[:limit], labels[:limit]
-    preds = predict(model_path, x, meta, batch=batch, threads=threads)
-    if meta["task"] == "classify":
-        correct = int(np.sum(np.asarray(preds, dtype=np.int64) == labels))
-    else:
-        correct = 0
-        for p, lab in zip(preds, labels):
-            correct += int(p == lab[lab >= 0].tolist())
+    right = read_right(predict(model_path, x, meta, batch=batch, threads=threads), labels, meta["task"])
     n = int(len(labels))
-    return dict(accuracy=correct / n, n=n)
+    return dict(accuracy=int(right.sum()) / n, n=n)
+
+
+def read_right(preds: list, labels: np.ndarray, task: str) -> np.ndarray:
+    """Per sample, whether ``predict``'s prediction is the label (the class; the whole sequence for ctc,
+    labels padded with -1)."""
+    if task == "classify":
+        return np.asarray(preds, dtype=np.int64) == labels
+    return np.array([p == lab[lab >= 0].tolist() for p, lab in zip(preds, labels)], dtype=bool)
 
 
 def paths_for(name: str, cache: str = CACHE) -> tuple[str, str, str]:

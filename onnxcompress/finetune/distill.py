@@ -136,6 +136,7 @@ class Distiller:
         self.held_perturbed = perturbed_copies(held, np.random.default_rng([cfg.seed, 2]), 1.0,
                                                self.ranges) if cfg.augment > 0 else []
         self.held = held + self.held_perturbed
+        self.n_perturbed = sum(len(next(iter(f.values()))) for f in self.held_perturbed)
         self.signals = signal_inputs(held)  # CTC heads are judged decoded (fidelity)
         one = self.fit.take(np.array([0]))
         # A fixed-batch model (every feed one sample) takes one sample a run: gradients accumulate over a step.
@@ -272,13 +273,13 @@ class Distiller:
                 sizes.append(len(next(iter(feeds.values()))))
                 losses.append(float(self._loss_of(targets, out)) * sizes[-1])
         got, n = concat_outputs(chunks, sizes), sum(sizes)
-        clean = n - sum(len(next(iter(f.values()))) for f in self.held_perturbed)
+        clean = n - self.n_perturbed
         part = lambda d, rows: {k: v[rows] if v.ndim and len(v) == n else v for k, v in d.items()}  # noqa: E731
         fids = [compare_outputs(part(reference, rows), part(got, rows), class_axes=self.cfg.class_axes,
                                 inputs="calibration", map_thresholds=self.cfg.map_thresholds,
                                 features=self.feature_outputs, signals=self.signals).to_dict()
                 for rows in ([slice(clean)] + ([slice(clean, n)] if clean < n else []))]
-        self.perturbed_drift = drift_of(fids[1])[0] if len(fids) > 1 else None
+        self.perturbed = {"perturbed_drift": drift_of(fids[1])[0]} if len(fids) > 1 else {}  # for the history
         return drift_of(fids[0])[0], sum(losses) / max(n, 1), fids[0]
 
     # -------------------------------------------------------------- training
@@ -304,8 +305,7 @@ class Distiller:
         start = {"drift": best_drift, "loss": best_loss}
         best_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
         best_step, step, stale, interrupted = 0, 0, 0, False
-        history = [{"step": 0, "held_out_drift": best_drift, "held_out_loss": best_loss, "seconds": 0.0,
-                    **({"perturbed_drift": self.perturbed_drift} if self.held_perturbed else {})}]
+        history = [{"step": 0, "held_out_drift": best_drift, "held_out_loss": best_loss, "seconds": 0.0, **self.perturbed}]
         order = rng.permutation(len(self.fit))
         cursor = 0
         aug_rng = np.random.default_rng([cfg.seed, 1])
@@ -341,8 +341,7 @@ class Distiller:
                         if (d, held_loss) < (best_drift, best_loss):
                             best_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
                     history.append({"step": step, "train_loss": running, "held_out_drift": d,
-                                    "held_out_loss": held_loss, "seconds": time.perf_counter() - t0,
-                                    **({"perturbed_drift": self.perturbed_drift} if self.held_perturbed else {})})
+                                    "held_out_loss": held_loss, "seconds": time.perf_counter() - t0, **self.perturbed})
                     if (d, held_loss) < (best_drift, best_loss):
                         best_drift, best_loss, best_step, stale = d, held_loss, step, 0
                     else:
@@ -373,7 +372,7 @@ class Distiller:
             "ctc_heads": {o: h.blank for o, h in self.ctc_heads.items()},
             "ctc_weight": cfg.ctc_weight,
             "augment": cfg.augment,
-            "held_out_perturbed": sum(len(next(iter(f.values()))) for f in self.held_perturbed),
+            "held_out_perturbed": self.n_perturbed,
             "mix": cfg.mix,
             "average": cfg.average,
             "warmup": cfg.warmup,
