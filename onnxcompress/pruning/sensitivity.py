@@ -22,7 +22,7 @@ import onnx.helper as oh
 import onnx_ir as ir
 
 from onnxcompress.channels.state import AnalysisResult
-from onnxcompress.fidelity import MAP_THRESHOLD, is_probability_map, map_scores
+from onnxcompress.fidelity import MAP_THRESHOLD, is_probability_map, map_scores, sample_blocks
 from onnxcompress.pruning.activations import FeatureStats, consumer_slots, unread_outputs
 from onnxcompress.pruning.plan import Group, _round_keep, _step, weakest_atoms
 from onnxcompress.pruning.suffix import SuffixRunner
@@ -276,7 +276,8 @@ class DriftReference:
     def __init__(self, ref: dict[str, np.ndarray], map_thresholds: dict[str, float] | None = None) -> None:
         thresholds = map_thresholds or {}
         self.ref = {k: a for k, a in ref.items() if np.issubdtype(a.dtype, np.floating)}
-        self.square_sums = {k: float(np.square(a.astype(np.float64)).sum()) for k, a in self.ref.items()}
+        self.square_sums = {k: sum(float(np.square(a[rows].astype(np.float64)).sum()) for rows in sample_blocks(a))
+                            for k, a in self.ref.items()}
         self.map_threshold = {k: thresholds.get(k, MAP_THRESHOLD) for k, a in self.ref.items()
                               if k in thresholds or is_probability_map(a)}
         self._buffers: dict[str, np.ndarray] = {}
@@ -286,9 +287,11 @@ class DriftReference:
         for k, a in self.ref.items():
             if k not in got or got[k].shape != a.shape:
                 continue
-            buf = self._buffers.setdefault(k, np.empty(a.shape, dtype=np.float64))
-            np.subtract(a, got[k], out=buf, dtype=np.float64)  # both sides cast to float64 first
-            num += float(np.square(buf, out=buf).sum())
+            for rows in sample_blocks(a):  # a bounded float64 buffer, whatever the output's size
+                ra, rg = a[rows], got[k][rows]
+                buf = self._buffers.setdefault(f"{k}/{ra.shape}", np.empty(ra.shape, dtype=np.float64))
+                np.subtract(ra, rg, out=buf, dtype=np.float64)  # both sides cast to float64 first
+                num += float(np.square(buf, out=buf).sum())
             den += self.square_sums[k]
             if k in self.map_threshold:
                 task = max(task, 1.0 - map_scores(a, got[k], self.map_threshold[k])[1])
