@@ -42,11 +42,11 @@ itself.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from onnxcompress.blockwise import cosines, difference_stats
 from onnxcompress.errors import VerificationError
 
 
@@ -242,46 +242,6 @@ class Fidelity:
         return d
 
 
-def _cosines(a64: np.ndarray, b64: np.ndarray) -> np.ndarray:
-    """Per-sample cosine similarity (1 where both are zero)."""
-    na, nb = np.linalg.norm(a64, axis=1), np.linalg.norm(b64, axis=1)
-    dots = np.einsum("ij,ij->i", a64, b64)
-    both0 = (na == 0) & (nb == 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(both0, 1.0, np.where((na == 0) | (nb == 0), 0.0, dots / (na * nb)))
-
-
-#: float64 values converted at a time when comparing outputs (8 MB): a big-vocabulary CTC
-#: head's held-out outputs, (512, 40, 18710), are 1.5 GB in float32 and were copied whole
-CHUNK_VALUES = 1 << 20
-
-
-def sample_blocks(a: np.ndarray) -> list:
-    """Indices of ``a`` (slices of its first axis) holding about ``CHUNK_VALUES`` values each (one,
-    for small outputs): float64 work on a block at a time stays bounded whatever the output's size."""
-    if a.ndim <= 1:
-        return [...]
-    n = a.shape[0]
-    step = max(1, CHUNK_VALUES // max(1, a.size // max(1, n)))
-    return [slice(i, i + step) for i in range(0, n, step)]
-
-
-def _difference_stats(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float, float, float]:
-    """Per-sample cosines, max |a - b|, ||a - b|| and ||a||, in float64, a block of samples at a time."""
-    a2 = a.reshape(a.shape[0] if a.ndim > 1 else 1, -1)
-    b2 = b.reshape(a2.shape)
-    cos, max_abs, diff_sq, ref_sq = [], 0.0, 0.0, 0.0
-    for rows in sample_blocks(a2):
-        a64, b64 = a2[rows].astype(np.float64), b2[rows].astype(np.float64)
-        diff = a64 - b64
-        cos.append(_cosines(a64, b64))
-        if diff.size:
-            max_abs = max(max_abs, float(np.max(np.abs(diff))))
-        diff_sq += float(np.square(diff).sum())
-        ref_sq += float(np.square(a64).sum())
-    return np.concatenate(cos), max_abs, math.sqrt(diff_sq), math.sqrt(ref_sq)
-
-
 def compare_output(
     a: np.ndarray, b: np.ndarray, class_axis: int | None = None, map_threshold: float | None = None,
     confident: np.ndarray | None = None, feature: bool = False, ctc: bool = False,
@@ -297,7 +257,7 @@ def compare_output(
         same = bool(np.array_equal(a, b))
         return OutputFidelity(cosine_min=1.0 if same else 0.0, max_abs_diff=0.0 if same else float("inf"),
                               rel_l2=0.0 if same else 1.0, cosine_mean=1.0 if same else 0.0, rank=a.ndim)
-    cos, max_abs, diff_norm, ref_norm = _difference_stats(a, b)
+    cos, max_abs, diff_norm, ref_norm = difference_stats(a, b)
     out = OutputFidelity(
         cosine_min=float(cos.min()) if cos.size else 1.0,
         max_abs_diff=max_abs,
@@ -311,7 +271,7 @@ def compare_output(
         ra = a[confident].astype(np.float64)
         rb = b[confident].astype(np.float64)
         out.anchors = int(ra.shape[0])
-        out.anchor_cosine = float(_cosines(ra, rb).mean()) if ra.shape[0] else 1.0
+        out.anchor_cosine = float(cosines(ra, rb).mean()) if ra.shape[0] else 1.0
         return out
     if class_axis is None and (map_threshold is not None or is_probability_map(a)):
         out.map_threshold = MAP_THRESHOLD if map_threshold is None else map_threshold

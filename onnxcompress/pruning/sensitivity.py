@@ -22,7 +22,8 @@ import onnx.helper as oh
 import onnx_ir as ir
 
 from onnxcompress.channels.state import AnalysisResult
-from onnxcompress.fidelity import MAP_THRESHOLD, is_probability_map, map_scores, sample_blocks
+from onnxcompress.blockwise import sample_blocks, square_sum
+from onnxcompress.fidelity import MAP_THRESHOLD, is_probability_map, map_scores
 from onnxcompress.pruning.activations import FeatureStats, consumer_slots, unread_outputs
 from onnxcompress.pruning.plan import Group, _round_keep, _step, weakest_atoms
 from onnxcompress.pruning.suffix import SuffixRunner
@@ -276,8 +277,7 @@ class DriftReference:
     def __init__(self, ref: dict[str, np.ndarray], map_thresholds: dict[str, float] | None = None) -> None:
         thresholds = map_thresholds or {}
         self.ref = {k: a for k, a in ref.items() if np.issubdtype(a.dtype, np.floating)}
-        self.square_sums = {k: sum(float(np.square(a[rows].astype(np.float64)).sum()) for rows in sample_blocks(a))
-                            for k, a in self.ref.items()}
+        self.square_sums = {k: square_sum(a) for k, a in self.ref.items()}
         self.map_threshold = {k: thresholds.get(k, MAP_THRESHOLD) for k, a in self.ref.items()
                               if k in thresholds or is_probability_map(a)}
         self._buffers: dict[str, np.ndarray] = {}
