@@ -39,7 +39,7 @@ def cosines(a64: np.ndarray, b64: np.ndarray) -> np.ndarray:
 
 def difference_stats(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float, float, float]:
     """Per-sample cosines, max |a - b|, ||a - b|| and ||a|| of two same-shaped outputs, in float64."""
-    a2 = a.reshape(a.shape[0] if a.ndim > 1 else 1, -1)
+    a2 = a.reshape(a.shape[0], math.prod(a.shape[1:])) if a.ndim > 1 else a.reshape(1, -1)  # (0, D) too
     b2 = b.reshape(a2.shape)
     cos, max_abs, diff_sq, ref_sq = [], 0.0, 0.0, 0.0
     for rows in sample_blocks(a2):
@@ -50,7 +50,7 @@ def difference_stats(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float, f
             max_abs = max(max_abs, float(np.max(np.abs(diff))))
         diff_sq += float(np.square(diff).sum())
         ref_sq += float(np.square(a64).sum())
-    return np.concatenate(cos), max_abs, math.sqrt(diff_sq), math.sqrt(ref_sq)
+    return (np.concatenate(cos) if cos else np.ones(0)), max_abs, math.sqrt(diff_sq), math.sqrt(ref_sq)
 
 
 def square_sum(a: np.ndarray) -> float:

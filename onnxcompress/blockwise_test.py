@@ -58,3 +58,11 @@ def test_cosines_of_zero_rows():
     b = np.array([[0.0, 0.0], [0.0, 0.0], [2.0, 2.0]])
     assert blockwise.cosines(a, b).tolist() == [1.0, 0.0, pytest.approx(1.0)]
     assert blockwise.square_sum(np.arange(4, dtype=np.float32).reshape(2, 2)) == 14.0
+
+
+def test_empty_outputs_compare_as_equal():
+    for shape in ((0, 5), (3, 0)):
+        cos, max_abs, diff, ref = blockwise.difference_stats(np.ones(shape, np.float32), np.ones(shape, np.float32))
+        assert (cos.size, max_abs, diff, ref) == ((0, 0.0, 0.0, 0.0) if shape[0] == 0 else (3, 0.0, 0.0, 0.0))
+    o = compare_outputs({"y": np.ones((0, 5), np.float32)}, {"y": np.ones((0, 5), np.float32)}).per_output["y"]
+    assert (o.cosine_min, o.cosine_mean, o.rel_l2) == (1.0, 1.0, 0.0)
