@@ -75,4 +75,3 @@ def test_signal_inputs_are_float_arrays_of_rank_two_or_more():
     assert not signal_inputs({"ids": np.zeros((2, 16), np.int64)})
     assert not signal_inputs({"x": img, "mask": np.ones((2, 16), np.int64)})
     assert not signal_inputs({}) and not signal_inputs([])
-

@@ -21,8 +21,8 @@ import onnx
 import onnx.helper as oh
 import onnx_ir as ir
 
-from onnxcompress.channels.state import AnalysisResult
 from onnxcompress.blockwise import sample_blocks, square_sum
+from onnxcompress.channels.state import AnalysisResult
 from onnxcompress.fidelity import MAP_THRESHOLD, is_probability_map, map_scores
 from onnxcompress.pruning.activations import FeatureStats, consumer_slots, unread_outputs
 from onnxcompress.pruning.plan import Group, _round_keep, _step, weakest_atoms
