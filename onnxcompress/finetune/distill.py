@@ -338,11 +338,12 @@ class Distiller:
                 if step % cfg.eval_every == 0:
                     with avg.swapped_in() if avg is not None else nullcontext():
                         d, held_loss, _ = self.evaluate(reference)
-                        if (d, held_loss) < (best_drift, best_loss):
+                        better = (d, held_loss) < (best_drift, best_loss)
+                        if better:  # the weights the judge scored (the average, with one)
                             best_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
                     history.append({"step": step, "train_loss": running, "held_out_drift": d,
                                     "held_out_loss": held_loss, "seconds": time.perf_counter() - t0, **self.perturbed})
-                    if (d, held_loss) < (best_drift, best_loss):
+                    if better:
                         best_drift, best_loss, best_step, stale = d, held_loss, step, 0
                     else:
                         stale += 1

@@ -280,7 +280,7 @@ class DriftReference:
         self.square_sums = {k: square_sum(a) for k, a in self.ref.items()}
         self.map_threshold = {k: thresholds.get(k, MAP_THRESHOLD) for k, a in self.ref.items()
                               if k in thresholds or is_probability_map(a)}
-        self._buffers: dict[str, np.ndarray] = {}
+        self._buffers: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
 
     def __call__(self, got: dict[str, np.ndarray]) -> float:
         num = den = task = 0.0
@@ -289,7 +289,9 @@ class DriftReference:
                 continue
             for rows in sample_blocks(a):  # a bounded float64 buffer, whatever the output's size
                 ra, rg = a[rows], got[k][rows]
-                buf = self._buffers.setdefault(f"{k}/{ra.shape}", np.empty(ra.shape, dtype=np.float64))
+                buf = self._buffers.get((k, ra.shape))
+                if buf is None:  # made once per block shape, not per call (setdefault built one each time)
+                    buf = self._buffers[(k, ra.shape)] = np.empty(ra.shape, dtype=np.float64)
                 np.subtract(ra, rg, out=buf, dtype=np.float64)  # both sides cast to float64 first
                 num += float(np.square(buf, out=buf).sum())
             den += self.square_sums[k]
