@@ -32,6 +32,8 @@ from bench.distill_real import command, score  # noqa: E402
 
 OUT = ROOT / "bench" / "distill_checkpoints.json"
 REPORT = ROOT / "bench" / "DISTILL_CHECKPOINTS.md"
+#: the labelled splits every checkpoint is scored on (``wild``: text-line models, prepared since 2026-12-06)
+SPLITS = ("eval", "shift", "wild")
 
 
 def _held_detail(self, reference: dict, detail: dict) -> None:
@@ -90,8 +92,24 @@ def _patch_evaluate(folder: Path, detail: dict | None = None) -> list[int]:
     return saved
 
 
+def _patch_sweep(ratios: tuple[float, ...]) -> None:
+    """The calibrated allocation's sensitivity sweep tries ``ratios`` of each group (bench only)."""
+    import onnxcompress.pruning.calibrated as calibrated
+
+    measure = calibrated.measure
+
+    def swept(*a, **k):
+        k["ratios"] = ratios
+        return measure(*a, **k)
+
+    calibrated.measure = swept
+
+
 def run(args) -> dict:
     from onnxcompress.cli import main as cli_main
+
+    if args.sweep_ratios:
+        _patch_sweep(tuple(float(r) for r in args.sweep_ratios.split(",")))
 
     work = Path(tempfile.mkdtemp(prefix="ckpt-", dir=ROOT / "bench" / ".cache"))
     out, rep = work / "final.onnx", work / "report.json"
@@ -112,18 +130,18 @@ def run(args) -> dict:
         path = work / f"step{step:05d}.onnx"
         h = held.get(step, {})
         rows.append({"step": step, "held_out_drift": h.get("held_out_drift"), "held_out_loss": h.get("held_out_loss"),
-                     "eval": score(args.model, path, "eval"), "shift": score(args.model, path, "shift")})
+                     **{split: score(args.model, path, split) for split in SPLITS}})
         print(f"step {step:4d}: held-out drift {rows[-1]['held_out_drift']}, loss {rows[-1]['held_out_loss']}, "
-              f"eval {rows[-1]['eval']}, shift {rows[-1]['shift']}", flush=True)
+              + ", ".join(f"{split} {rows[-1][split]}" for split in SPLITS), flush=True)
         if not args.keep:
             path.unlink()
     with_loss = [r for r in rows if r["held_out_loss"] is not None]
     entry = {"model": args.model, "target": args.target, "samples": args.samples or 128, "steps": args.steps,
-            "rounds": args.rounds, "cli_args": args.cli_args, "tag": args.tag, "date": time.strftime("%Y-%m-%d"),
+            "rounds": args.rounds, "cli_args": args.cli_args, "sweep_ratios": args.sweep_ratios, "tag": args.tag, "date": time.strftime("%Y-%m-%d"),
             "wall_s": round(wall, 1), "macs_kept": report["after"]["macs"] / report["before"]["macs"],
             "judge_step": dist["best_step"], "loss_step": min(with_loss, key=lambda r: r["held_out_loss"])["step"],
             "oracle_step": max(rows, key=lambda r: (r["eval"] or 0.0))["step"],
-            "final": {"eval": score(args.model, out, "eval"), "shift": score(args.model, out, "shift")},
+            "final": {split: score(args.model, out, split) for split in SPLITS},
             "checkpoints": rows}
     if detail is not None:
         entry["held_detail"] = detail
@@ -144,16 +162,27 @@ def _read_differently(entry: dict) -> list[str]:
 
 def table(entry: dict) -> str:
     detail = "held_detail" in entry
+    wild = any(r.get("wild") is not None for r in entry["checkpoints"])
     lines = [f"### {entry['model']} at {entry['target']:g}x MACs, {entry['samples']} samples, step limit {entry['steps']}"
              f"{' ' + entry['tag'] if entry['tag'] else ''} ({entry['date']}, {entry['wall_s']:.0f} s)", "",
-             "| step | held-out drift | held-out loss | eval | shift | |" + (" read differently, clean / perturbed |" if detail else ""),
-             "|---:|---:|---:|---:|---:|---|" + ("---:|" if detail else "")]
+             "| step | held-out drift | held-out loss | eval | shift |" + (" wild |" if wild else "") + " |"
+             + (" read differently, clean / perturbed |" if detail else ""),
+             "|---:|---:|---:|---:|---:|" + ("---:|" if wild else "") + "---|" + ("---:|" if detail else "")]
     for r, differ in zip(entry["checkpoints"], _read_differently(entry)):
         marks = [m for m, s in (("judge", entry["judge_step"]), ("least loss", entry["loss_step"]),
                                 ("best eval", entry["oracle_step"])) if s == r["step"]]
         lines.append(f"| {r['step']} | {r['held_out_drift']:.3f} | {r['held_out_loss']:.4f} | {r['eval']:.3f} | "
-                     f"{r['shift']:.3f} | {', '.join(marks)} |" + (f" {differ} |" if detail else ""))
+                     f"{r['shift']:.3f} |" + (f" {r['wild']:.3f} |" if wild else "") + f" {', '.join(marks)} |"
+                     + (f" {differ} |" if detail else ""))
     return "\n".join(lines)
+
+
+def rescore(entry: dict, folder: Path, split: str) -> None:
+    """Score a kept run's checkpoints (``--keep``: ``folder``/stepNNNNN.onnx, final.onnx) on ``split`` as well."""
+    for r in entry["checkpoints"]:
+        r[split] = score(entry["model"], folder / f"step{r['step']:05d}.onnx", split)
+        print(f"step {r['step']:4d}: {split} {r[split]}", flush=True)
+    entry["final"][split] = score(entry["model"], folder / "final.onnx", split)
 
 
 def main() -> None:
@@ -166,25 +195,39 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="--allocation-rounds")
     ap.add_argument("--cli-args", default="", help="more CLI options, as one string")
     ap.add_argument("--tag", default="", help="names the run in the results (e.g. the CLI options)")
+    ap.add_argument("--sweep-ratios", metavar="R,R,...",
+                    help="the sensitivity sweep's ratios in place of its own (0.125-0.75): 0.125,0.25,0.375,0.5 caps "
+                    "each group's removal at half, as bench/allocation_cap.py does")
     ap.add_argument("--keep", action="store_true", help="keep the checkpoint models and the final one (bench/.cache/ckpt-*)")
     ap.add_argument("--held-detail", action="store_true",
                     help="also record, per checkpoint, which held-out samples the student reads as the original does")
     ap.add_argument("--json", type=Path, default=OUT)
     ap.add_argument("--report", action="store_true", help="only rewrite bench/DISTILL_CHECKPOINTS.md from the JSON")
+    ap.add_argument("--rescore", type=Path, metavar="DIR",
+                    help="score the checkpoints kept in DIR (a --keep run's folder, named by --model, --target, "
+                    "--samples, --steps and --tag) on --split too, in place of a run")
+    ap.add_argument("--split", default="wild", help="with --rescore: the labelled split to add (default wild)")
     args = ap.parse_args()
     results = json.loads(args.json.read_text()) if args.json.exists() else []
-    if not args.report:
+    key = lambda e: (e["model"], e["target"], e["samples"], e["steps"], e["tag"])  # noqa: E731
+    if args.rescore:
+        entry = next((e for e in results if key(e) == (args.model, args.target, args.samples, args.steps, args.tag)), None)
+        if entry is None:
+            ap.error("--rescore: no run with that --model, --target, --samples, --steps and --tag in the JSON")
+        rescore(entry, args.rescore, args.split)
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    elif not args.report:
         if not args.model or args.target is None:
             ap.error("--model and --target are required (or --report)")
         entry = run(args)
-        key = lambda e: (e["model"], e["target"], e["samples"], e["steps"], e["tag"])  # noqa: E731
         results = [e for e in results if key(e) != key(entry)] + [entry]
         args.json.write_text(json.dumps(results, indent=1) + "\n")
         print(table(entry))
     if args.json.resolve() == OUT.resolve():
         head = ["# Distillation's held-out judge against labelled data, checkpoint by checkpoint", "",
                 "Written by `bench/distill_checkpoints.py` (see its docstring): every held-out evaluation of one "
-                "distillation run saved and scored on the labelled `eval` and `shift` splits. `judge`: the "
+                "distillation run saved and scored on the labelled `eval` and `shift` splits (and `wild`, drawn a "
+                "third way, where prepared). `judge`: the "
                 "checkpoint distillation kept (least held-out drift, ties by loss); `least loss`: the held-out "
                 "loss alone; `best eval`: the best on `eval` (an oracle). Held-out drift is the share of "
                 "held-out samples read differently from the original (CTC heads, decoded). `read differently` "

@@ -144,6 +144,7 @@ def scored(row: dict, name: str, out: Path, r: dict) -> dict:
     row["macs_kept"] = round(r["after"]["macs"] / r["before"]["macs"], 4)
     row["eval"] = score(name, out, "eval")
     row["shift"] = score(name, out, "shift")
+    row["wild"] = score(name, out, "wild")
     choice = (r.get("search") or {}).get("rounds_choice")
     if choice:
         row["rounds_choice"] = choice

@@ -12,6 +12,9 @@ difference. This scores the original and one or more pruned models on a labelled
     python bench/paired_accuracy.py ppocr_rec bench/.cache/real/out/ppocr_rec.0.8.*.onnx --split shift
 
 Results go to bench/paired_accuracy.json (keyed by model, split and file name; ``--json``).
+Where prepare.py described how each sample was drawn (``NAME.SPLIT.describe.json``: the shift
+and wild splits of the text-line models), ``--breakdown`` also scores both models per glyph size,
+colour scheme, capture defect and font, and stores that in the entry under ``by``.
 """
 
 from __future__ import annotations
@@ -52,22 +55,58 @@ def paired(orig: np.ndarray, pruned: np.ndarray, resamples: int = 10_000, seed: 
             "only_original_right": int((orig & ~pruned).sum()), "only_pruned_right": int((pruned & ~orig).sum())}
 
 
+def size_bucket(px: int) -> str:
+    """Glyph sizes against the calibration split's (26-40 px for the recognizers, 28-40 for the classifier)."""
+    return "small (<26 px)" if px < 26 else "large (>40 px)" if px > 40 else "26-40 px"
+
+
+def breakdown(drawn: list[dict], orig: np.ndarray, pruned: np.ndarray) -> dict:
+    """Per described attribute and value: samples, each model's accuracy, samples only the original reads right."""
+    out: dict = {}
+    for attr in ("size", "colours", "defect", "font"):
+        values = [size_bucket(d["size"]) if attr == "size" else d.get(attr) for d in drawn]
+        if all(v is None for v in values):
+            continue
+        rows = {}
+        for v in sorted({v for v in values if v is not None}):
+            m = np.array([x == v for x in values])
+            rows[v] = {"n": int(m.sum()), "original": float(orig[m].mean()), "pruned": float(pruned[m].mean()),
+                       "only_original_right": int((orig[m] & ~pruned[m]).sum())}
+        out[attr] = rows
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("name", help="the model's name in bench/.cache/real (e.g. ppocr_rec)")
     ap.add_argument("pruned", nargs="+", help="pruned models of it")
-    ap.add_argument("--split", default="shift", help="labelled split: eval or shift (default shift)")
+    ap.add_argument("--split", default="shift", help="labelled split: eval, shift or wild (default shift)")
     ap.add_argument("--json", type=Path, default=OUT)
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also score per glyph size, colours, defect and font (NAME.SPLIT.describe.json)")
     args = ap.parse_args()
+    drawn = None
+    if args.breakdown:
+        described = Path(CACHE, f"{args.name}.{args.split}.describe.json")
+        if not described.exists():
+            sys.exit(f"error: {described} does not exist: run bench/real/prepare.py --only {args.name} again")
+        drawn = json.loads(described.read_text())
     orig = correct(os.path.join(CACHE, f"{args.name}.onnx"), args.name, args.split)
     results = json.loads(args.json.read_text()) if args.json.exists() else []
     for path in args.pruned:
+        right = correct(path, args.name, args.split)
         entry = {"model": args.name, "split": args.split, "file": os.path.basename(path), "date": time.strftime("%Y-%m-%d"),
-                 **paired(orig, correct(path, args.name, args.split))}
+                 **paired(orig, right)}
         lo, hi = entry["ci95"]
         print(f"{entry['file']}: {entry['pruned']:.3f} vs {entry['original']:.3f}, {entry['difference'] * 100:+.1f} points "
               f"(95% CI {lo * 100:+.1f} to {hi * 100:+.1f}); only the original right {entry['only_original_right']}, "
               f"only the pruned one {entry['only_pruned_right']}")
+        if drawn is not None:
+            entry["by"] = breakdown(drawn, orig, right)
+            for attr, rows in entry["by"].items():
+                for v, r in rows.items():
+                    print(f"  {attr:8s} {v:38s} n={r['n']:4d}  original {r['original']:.3f}  pruned {r['pruned']:.3f}  "
+                          f"only the original right {r['only_original_right']}")
         key = lambda e: (e["model"], e["split"], e["file"])  # noqa: E731
         results = [e for e in results if key(e) != key(entry)] + [entry]
     args.json.write_text(json.dumps(results, indent=1) + "\n")

@@ -18,7 +18,11 @@ samples that fit, chosen before anything is decoded: images are decoded one by o
 the rows of an ``.npy`` or ``.npz`` member are streamed from the file (a compressed member
 is decompressed as a stream, never held whole). The set's notes say how many were kept.
 Models whose batch is fixed at 1 are fed one sample at a time. ``split`` keeps a
-held-out part, which judges every decision fitted on the rest.
+held-out part, which judges every decision fitted on the rest: a share of the samples, at most
+``MAX_HELD_OUT`` of them. Every stage that judges holds the original's outputs for the whole
+held-out part (the verification, the refit's judge, distillation's), so its size, not the
+calibration set's, is what memory grows with: PP-OCRv6 rec, whose output is 3 MB a sample, peaked
+at 10.6 GB with 512 held out and 6.3 GB with 256 (2048 samples, refit; bench/HELD_OUT_CAP.md).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from onnxcompress.runtime import graph_inputs, np_dtype
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 #: keys of an .npz that hold labels, not inputs
 LABEL_KEYS = {"y", "labels", "label", "targets", "target"}
+#: the held-out part's size at most: a 1024-sample set holds out 256 (its share), a 2048-sample set 256 too
+MAX_HELD_OUT = 256
 #: samples per run when the model's batch is dynamic
 DEFAULT_BATCH = 32
 #: at most this many bytes of model input are held, unless --calib-samples asks for a count
@@ -106,13 +112,15 @@ class CalibrationSet:
             for i in range(0, n, step):
                 yield {k: v[i : i + step] for k, v in chunk.items()}
 
-    def split(self, held_out: float = 0.25, seed: int = 0) -> tuple["CalibrationSet", "CalibrationSet"]:
-        """(fit, held-out) by whole samples, deterministic; both keep at least one sample."""
+    def split(self, held_out: float = 0.25, seed: int = 0,
+              max_held: int = MAX_HELD_OUT) -> tuple["CalibrationSet", "CalibrationSet"]:
+        """(fit, held-out) by whole samples, deterministic; both keep at least one sample, and the
+        held-out part at most ``max_held``."""
         samples = [s for c in self.chunks for s in _unstack(c)]
         if len(samples) < 2:
             raise InputError(f"calibration data {self.source}: need at least 2 samples, found {len(samples)}")
         order = np.random.default_rng(seed).permutation(len(samples))
-        n_hold = min(len(samples) - 1, max(1, int(round(held_out * len(samples)))))
+        n_hold = min(len(samples) - 1, max(1, min(max_held, int(round(held_out * len(samples))))))
         hold = sorted(order[:n_hold].tolist())
         fit = sorted(order[n_hold:].tolist())
         return (

@@ -87,3 +87,16 @@ def test_image_folder_decodes_only_the_images_kept(digits, tmp_path, monkeypatch
     assert len(decoded) == 7  # one to size a sample, then the six kept
     firsts = sorted({round(float(v) * 255) for v in _rows(cal)[:, 0, 0, 0]})  # the default scale is 1/255
     assert firsts == [i * 8 for i in np.unique(np.linspace(0, 29, 6).round().astype(int))]
+
+
+@pytest.mark.parametrize("n, held", [(8, 2), (100, 25), (1024, 256), (2048, 256), (5000, 256)])
+def test_held_out_part_is_a_share_of_the_set_up_to_256_samples(digits, tmp_path, n, held):
+    x = np.random.default_rng(1).normal(size=(n, 1, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "c.npz", input=x)
+    fit, hold = load_calibration(tmp_path / "c.npz", digits).split(0.25, seed=0)
+    assert (fit.samples, hold.samples) == (n - held, held)
+    rows = np.concatenate([_rows(fit), _rows(hold)])
+    assert np.unique(rows.reshape(n, -1), axis=0).shape[0] == n  # every sample once, in one part
+    if n <= 1024:  # under the cap, the parts are the ones the share alone gave before
+        order = np.random.default_rng(0).permutation(n)
+        np.testing.assert_array_equal(_rows(hold), x[np.sort(order[:held])])

@@ -47,7 +47,8 @@ def add_calib_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--calib-samples", type=int, metavar="N",
                    help="use the first N calibration samples (default: all, thinned evenly past 512 MiB of input)")
     g.add_argument("--held-out", type=float, default=0.25, metavar="F",
-                   help="fraction of the calibration samples kept aside to judge decisions fitted on the rest (default 0.25)")
+                   help="fraction of the calibration samples kept aside to judge decisions fitted on the rest, at most 256 "
+                   "samples: memory grows with the held-out part, not with the set (default 0.25)")
     g.add_argument("--class-axis", action="append", default=[], metavar="OUTPUT:AXIS",
                    help="which axis of an output holds classes, for top-1 agreement (default: axis 1, or the last axis of "
                    "a rank-3 output such as a CTC sequence)")

@@ -12,6 +12,13 @@ For every model NAME it writes into bench/.cache/real/:
     NAME.eval.npz    labelled samples (same key + `labels`), generated from disjoint seeds
     NAME.shift.npz   labelled samples drawn differently (split seed 3): other fonts and sizes,
                      low-contrast, coloured or inverted colours, stronger blur and noise, JPEG
+    NAME.wild.npz    (text-line models, with --n-wild) labelled samples drawn a third way (split
+                     seed 4): fonts neither other split uses (one from another family), any size
+                     from small to large, uneven lighting, a slight tilt, motion blur or a
+                     low-resolution capture. Defined once to confirm what was chosen on the
+                     shift split; nothing is tuned on it
+    NAME.SPLIT.describe.json  per sample of the shift and wild splits: font, glyph size, colour
+                     scheme and capture defect, so accuracy can be broken down by them
     NAME.calib1024.npz  (with --n-calib-large 1024) a larger calibration set; its first 128
                      samples are NAME.calib.npz's
     NAME.json        metadata (input/output names, shapes, task, blank, charset, provenance)
@@ -50,7 +57,7 @@ FONTS = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSeri
          "DejaVuSansCondensed.ttf", "DejaVuSansMono.ttf", "DejaVuSerifCondensed.ttf"]
 
 # seed streams: (model id, split id, sample index) -> independent, disjoint generators
-SPLIT_CALIB, SPLIT_EVAL, SPLIT_SHIFT = 1, 2, 3
+SPLIT_CALIB, SPLIT_EVAL, SPLIT_SHIFT, SPLIT_WILD = 1, 2, 3, 4
 MODEL_IDS = {"ppocr_rec": 11, "ppocr_cls": 12, "ppocrv6_rec": 13, "ddddocr_common": 21, "ddddocr_common_old": 22}
 
 
@@ -123,17 +130,75 @@ SHIFT_FONTS = ["DejaVuSansMono-Bold.ttf", "DejaVuSansCondensed-BoldOblique.ttf",
                "DejaVuSerif-Italic.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSerifCondensed-BoldItalic.ttf"]
 
 
-def shift_colours(rng: np.random.Generator) -> tuple[tuple, tuple]:
+def shift_colours(rng: np.random.Generator, record: dict | None = None) -> tuple[tuple, tuple]:
     k = rng.random()
     if k < 0.35:  # light text on a dark background
         bg, fg = rng.integers(0, 70, size=3), rng.integers(180, 256, size=3)
+        scheme = "light on dark"
     elif k < 0.7:  # low contrast
         base = int(rng.integers(150, 220))
         bg = np.clip(base + rng.integers(-20, 20, size=3), 0, 255)
         fg = np.clip(bg - int(rng.integers(50, 90)), 0, 255)
+        scheme = "low contrast"
     else:  # coloured background, coloured text
         bg, fg = rng.integers(110, 256, size=3), rng.integers(0, 90, size=3)
+        scheme = "coloured"
+    if record is not None:
+        record["colours"] = scheme
     return tuple(int(v) for v in bg), tuple(int(v) for v in fg)
+
+
+# the wild split: fonts no other split uses (eight DejaVu faces and the captcha package's Droid
+# Sans Mono, another family) at any size, uneven light, a tilt and one capture defect
+WILD_FONTS = ["DejaVuSans-BoldOblique.ttf", "DejaVuSansCondensed-Bold.ttf", "DejaVuSansCondensed-Oblique.ttf",
+              "DejaVuSansMono-BoldOblique.ttf", "DejaVuSansMono-Oblique.ttf", "DejaVuSerif-BoldItalic.ttf",
+              "DejaVuSerifCondensed-Bold.ttf", "DejaVuSerifCondensed-Italic.ttf", "captcha:data/DroidSansMono.ttf"]
+
+
+def font_path(name: str) -> str:
+    """A font file: under FONT_DIR, or ``package:relative path`` inside an installed package."""
+    if ":" in name:
+        mod, rel = name.split(":", 1)
+        return os.path.join(pkg_dir(mod), rel)
+    return os.path.join(FONT_DIR, name)
+
+
+def wild_capture(img: Image.Image, rng: np.random.Generator, record: dict | None = None) -> np.ndarray:
+    """The wild split's lighting and capture: a brightness gradient across the line, a tilt of up
+    to 3 degrees, then motion blur, a low-resolution capture or defocus, sensor noise, and JPEG on
+    half of the samples; HxWx3 uint8."""
+    a = np.asarray(img).astype(np.float32)
+    h, w = a.shape[:2]
+    lo, hi = float(rng.uniform(0.55, 0.85)), 1.0
+    ramp = np.linspace(lo, hi, w if rng.random() < 0.5 else h, dtype=np.float32)
+    ramp = ramp[::-1] if rng.random() < 0.5 else ramp
+    a *= ramp[None, :, None] if ramp.size == w else ramp[:, None, None]
+    angle = float(rng.uniform(-3.0, 3.0))
+    edge = tuple(int(v) for v in np.median(a.reshape(-1, 3), axis=0))
+    img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).rotate(angle, resample=Image.BILINEAR,
+                                                                       expand=True, fillcolor=edge)
+    a = np.asarray(img)
+    k = rng.random()
+    if k < 1 / 3:  # horizontal motion blur
+        n = int(rng.integers(3, 8))
+        a = cv2.filter2D(a, -1, np.full((1, n), 1.0 / n, np.float32))
+        defect = "motion blur"
+    elif k < 2 / 3:  # captured at low resolution, then scaled back
+        f = float(rng.uniform(0.4, 0.75))
+        small = cv2.resize(a, (max(1, round(a.shape[1] * f)), max(1, round(a.shape[0] * f))), interpolation=cv2.INTER_AREA)
+        a = cv2.resize(small, (a.shape[1], a.shape[0]), interpolation=cv2.INTER_LINEAR)
+        defect = "low resolution"
+    else:  # defocus
+        a = np.asarray(Image.fromarray(a).filter(ImageFilter.GaussianBlur(float(rng.uniform(0.8, 1.8)))))
+        defect = "defocus"
+    a = a.astype(np.float32) + rng.normal(0.0, float(rng.uniform(2, 10)), a.shape).astype(np.float32)
+    a = np.clip(a, 0, 255).astype(np.uint8)
+    if rng.random() < 0.5:
+        ok, buf = cv2.imencode(".jpg", a, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(35, 85))])
+        a = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if ok else a
+    if record is not None:
+        record.update(defect=defect, tilt=round(angle, 2), light=round(lo, 2))
+    return a
 
 
 def degrade(img: Image.Image, rng: np.random.Generator) -> np.ndarray:
@@ -148,23 +213,38 @@ def degrade(img: Image.Image, rng: np.random.Generator) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- rendering
 def render_line(text: str, rng: np.random.Generator, size_range=(26, 40), mx=(0, 5),
-                shift: bool = False) -> np.ndarray:
+                shift: bool = False, wild: bool = False, record: dict | None = None) -> np.ndarray:
     """Render a horizontal text line like a detector crop; returns HxWx3 uint8 RGB.
-    ``shift`` draws it differently: other fonts, smaller or larger glyphs, other colours, defects."""
+    ``shift`` draws it differently: other fonts, smaller or larger glyphs, other colours, defects;
+    ``wild`` a third way (``wild_capture``). ``record`` (a dict) receives the font, size and
+    colours drawn, and leaves the draws as they are."""
     if shift:
         lo, hi = size_range
         size = int(rng.integers(lo - 10, lo - 2)) if rng.random() < 0.5 else int(rng.integers(hi + 4, hi + 16))
-        font = ImageFont.truetype(os.path.join(FONT_DIR, SHIFT_FONTS[rng.integers(0, len(SHIFT_FONTS))]), size)
+        face = SHIFT_FONTS[rng.integers(0, len(SHIFT_FONTS))]
+    elif wild:
+        lo, hi = size_range
+        size = int(rng.integers(lo - 8, hi + 12))
+        face = WILD_FONTS[rng.integers(0, len(WILD_FONTS))]
     else:
-        font = ImageFont.truetype(os.path.join(FONT_DIR, FONTS[rng.integers(0, len(FONTS))]),
-                                  int(rng.integers(*size_range)))
+        face = FONTS[rng.integers(0, len(FONTS))]
+        size = int(rng.integers(*size_range))
+    font = ImageFont.truetype(font_path(face), size)
+    if record is not None:
+        record.update(font=face, size=size)
     asc, desc = font.getmetrics()
     l, _, r, _ = font.getbbox(text)
     mx0, mx1 = rng.integers(*mx, size=2)
     my0, my1 = rng.integers(1, 8, size=2)
     W, H = int(r - l + mx0 + mx1), int(asc + desc + my0 + my1)
     if shift:
-        bg, fg = shift_colours(rng)
+        bg, fg = shift_colours(rng, record)
+    elif wild:
+        dark = rng.random() < 0.3
+        bg = tuple(int(v) for v in (rng.integers(10, 80, size=3) if dark else rng.integers(150, 256, size=3)))
+        fg = tuple(int(v) for v in (rng.integers(170, 256, size=3) if dark else rng.integers(0, 100, size=3)))
+        if record is not None:
+            record["colours"] = "light on dark" if dark else "dark on light"
     else:
         bg = tuple(int(v) for v in rng.integers(190, 256, size=3))
         fg = tuple(int(v) for v in rng.integers(0, 80, size=3))
@@ -172,6 +252,8 @@ def render_line(text: str, rng: np.random.Generator, size_range=(26, 40), mx=(0,
     ImageDraw.Draw(img).text((int(mx0 - l), int(my0)), text, font=font, fill=fg)
     if shift:
         return degrade(img, rng)
+    if wild:
+        return wild_capture(img, rng, record)
     if rng.random() < 0.5:
         img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.2, 0.8))))
     a = np.asarray(img).astype(np.float32)
@@ -210,10 +292,11 @@ class PPOCRRec:
         self.index = {c: i for i, c in enumerate(self.charset) if i > 0}
         self.blank = 0
 
-    def sample(self, rng, shift: bool = False):
+    def sample(self, rng, shift: bool = False, wild: bool = False, record: dict | None = None):
         while True:
             text = rec_text(rng)
-            x = ppocr_norm(render_line(text, rng, shift=shift)[:, :, ::-1], self.H, self.W)  # RGB->BGR
+            x = ppocr_norm(render_line(text, rng, shift=shift, wild=wild, record=record)[:, :, ::-1],
+                           self.H, self.W)  # RGB->BGR
             if x is not None:
                 return x, [self.index[c] for c in text]
 
@@ -239,10 +322,10 @@ class PPOCRCls:
         self.charset = ["0", "180"]  # rapidocr config.yaml Cls.label_list: index 1 == rotated 180
         self.blank = None
 
-    def sample(self, rng, shift: bool = False):
+    def sample(self, rng, shift: bool = False, wild: bool = False, record: dict | None = None):
         while True:
             text = cls_text(rng)
-            img = render_line(text, rng, size_range=(28, 40), mx=(2, 14), shift=shift)
+            img = render_line(text, rng, size_range=(28, 40), mx=(2, 14), shift=shift, wild=wild, record=record)
             rot = int(rng.random() < 0.5)
             if rot:
                 img = np.ascontiguousarray(img[::-1, ::-1])
@@ -308,7 +391,9 @@ class DdddOCR:
         self.gen_shift.word_offset_dx = 0.05
         self.gen_shift.word_space_probability = 1.0
 
-    def sample(self, rng, shift: bool = False):
+    wild = False  # no wild split for captchas
+
+    def sample(self, rng, shift: bool = False, wild: bool = False, record: dict | None = None):
         n = int(rng.integers(4, 7))
         text = "".join(self.CHARS[j] for j in rng.integers(0, len(self.CHARS), n))
         self._ci.secrets = _SeededSecrets(int(rng.integers(0, 2 ** 62)))
@@ -335,12 +420,17 @@ def build(name: str):
     raise KeyError(name)
 
 
-def make_split(m, split: int, n: int):
+def make_split(m, split: int, n: int, records: list | None = None):
+    """``n`` samples of one split; ``records`` (a list) receives each sample's drawing (font, size,
+    colours, defect: text-line models)."""
     xs, ys = [], []
     for i in range(n):
-        x, y = m.sample(rng_for(m.name, split, i), shift=split == SPLIT_SHIFT)
+        rec = {} if records is not None else None
+        x, y = m.sample(rng_for(m.name, split, i), shift=split == SPLIT_SHIFT, wild=split == SPLIT_WILD, record=rec)
         xs.append(x)
         ys.append(y)
+        if records is not None:
+            records.append(rec)
     X = np.stack(xs).astype(np.float32)
     if m.task == "classify":
         Y = np.asarray(ys, np.int64)
@@ -352,8 +442,15 @@ def make_split(m, split: int, n: int):
     return X, Y
 
 
+def describe(out: str, name: str, split: str, drawn: list[dict]) -> None:
+    """NAME.SPLIT.describe.json: how each sample was drawn (empty dicts where the sampler records nothing)."""
+    if any(drawn):
+        with open(os.path.join(out, f"{name}.{split}.describe.json"), "w") as f:
+            json.dump(drawn, f)
+
+
 def prepare(name: str, n_calib: int, n_eval: int, out: str = CACHE, n_shift: int = 0,
-            n_calib_large: int = 0) -> dict:
+            n_calib_large: int = 0, n_wild: int = 0) -> dict:
     os.makedirs(out, exist_ok=True)
     import onnxruntime as ort
     ort.set_default_logger_severity(3)  # silence the ddddocr declared-output-shape warning
@@ -369,8 +466,16 @@ def prepare(name: str, n_calib: int, n_eval: int, out: str = CACHE, n_shift: int
     np.savez_compressed(os.path.join(out, f"{name}.calib.npz"), **{inp.name: Xc})
     np.savez_compressed(os.path.join(out, f"{name}.eval.npz"), **{inp.name: Xe, "labels": Ye})
     if n_shift:
-        Xs, Ys = make_split(m, SPLIT_SHIFT, n_shift)
+        drawn: list[dict] = []
+        Xs, Ys = make_split(m, SPLIT_SHIFT, n_shift, drawn)
         np.savez_compressed(os.path.join(out, f"{name}.shift.npz"), **{inp.name: Xs, "labels": Ys})
+        describe(out, name, "shift", drawn)
+    n_wild = n_wild if getattr(m, "wild", True) else 0
+    if n_wild:
+        drawn = []
+        Xw, Yw = make_split(m, SPLIT_WILD, n_wild, drawn)
+        np.savez_compressed(os.path.join(out, f"{name}.wild.npz"), **{inp.name: Xw, "labels": Yw})
+        describe(out, name, "wild", drawn)
     if n_calib_large:  # same seed stream as the calibration split: its first n_calib samples are Xc
         Xl, _ = make_split(m, SPLIT_CALIB, n_calib_large)
         np.savez_compressed(os.path.join(out, f"{name}.calib{n_calib_large}.npz"), **{inp.name: Xl})
@@ -412,9 +517,10 @@ def prepare(name: str, n_calib: int, n_eval: int, out: str = CACHE, n_shift: int
         n_calib=int(len(Xc)),
         n_eval=int(len(Xe)),
         n_shift=int(n_shift),
+        n_wild=int(n_wild),
         n_calib_large=int(n_calib_large),
         seeds=dict(model_id=MODEL_IDS[name], calib_split=SPLIT_CALIB, eval_split=SPLIT_EVAL,
-                   shift_split=SPLIT_SHIFT),
+                   shift_split=SPLIT_SHIFT, wild_split=SPLIT_WILD),
     )
     with open(os.path.join(out, f"{name}.json"), "w") as f:
         json.dump(meta, f, indent=1)
@@ -427,12 +533,14 @@ def main(argv=None) -> int:
     ap.add_argument("--n-calib", type=int, default=128)
     ap.add_argument("--n-eval", type=int, default=500)
     ap.add_argument("--n-shift", type=int, default=500, help="labelled samples drawn differently (0: none)")
+    ap.add_argument("--n-wild", type=int, default=500,
+                    help="labelled samples drawn a third way (text-line models; 0: none)")
     ap.add_argument("--n-calib-large", type=int, default=0,
                     help="also write NAME.calib<N>.npz, N calibration samples (e.g. 1024)")
     ap.add_argument("--out", default=CACHE)
     a = ap.parse_args(argv)
     for name in a.only or list(MODEL_IDS):
-        meta = prepare(name, a.n_calib, a.n_eval, a.out, a.n_shift, a.n_calib_large)
+        meta = prepare(name, a.n_calib, a.n_eval, a.out, a.n_shift, a.n_calib_large, a.n_wild)
         print(f"{name}: {meta['input_name']} {meta['input_shape']} -> {meta['output_name']} "
               f"{meta['output_shape_actual_1']} ({meta['task']}, {meta['package']}=="
               f"{meta['package_version']}) -> {a.out}")
