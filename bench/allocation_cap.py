@@ -26,16 +26,21 @@ OUT = ROOT / "bench" / "allocation_cap.jsonl"
 CAPPED_RATIOS = (0.125, 0.25, 0.375, 0.5)
 
 
-def patched_cli(argv: list[str]) -> int:
+def patch_sweep(ratios: tuple[float, ...]) -> None:
+    """The calibrated allocation's sensitivity sweep tries ``ratios`` of each group (in this process)."""
     import onnxcompress.pruning.calibrated as calibrated
 
     measure = calibrated.measure
 
-    def capped(*args, **kwargs):
-        kwargs["ratios"] = CAPPED_RATIOS
+    def swept(*args, **kwargs):
+        kwargs["ratios"] = ratios
         return measure(*args, **kwargs)
 
-    calibrated.measure = capped
+    calibrated.measure = swept
+
+
+def patched_cli(argv: list[str]) -> int:
+    patch_sweep(CAPPED_RATIOS)
     from onnxcompress.cli import main
 
     return main(argv)

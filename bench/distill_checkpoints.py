@@ -92,24 +92,13 @@ def _patch_evaluate(folder: Path, detail: dict | None = None) -> list[int]:
     return saved
 
 
-def _patch_sweep(ratios: tuple[float, ...]) -> None:
-    """The calibrated allocation's sensitivity sweep tries ``ratios`` of each group (bench only)."""
-    import onnxcompress.pruning.calibrated as calibrated
-
-    measure = calibrated.measure
-
-    def swept(*a, **k):
-        k["ratios"] = ratios
-        return measure(*a, **k)
-
-    calibrated.measure = swept
-
-
 def run(args) -> dict:
     from onnxcompress.cli import main as cli_main
 
     if args.sweep_ratios:
-        _patch_sweep(tuple(float(r) for r in args.sweep_ratios.split(",")))
+        from bench.allocation_cap import patch_sweep
+
+        patch_sweep(tuple(float(r) for r in args.sweep_ratios.split(",")))
 
     work = Path(tempfile.mkdtemp(prefix="ckpt-", dir=ROOT / "bench" / ".cache"))
     out, rep = work / "final.onnx", work / "report.json"
@@ -137,7 +126,8 @@ def run(args) -> dict:
             path.unlink()
     with_loss = [r for r in rows if r["held_out_loss"] is not None]
     entry = {"model": args.model, "target": args.target, "samples": args.samples or 128, "steps": args.steps,
-            "rounds": args.rounds, "cli_args": args.cli_args, "sweep_ratios": args.sweep_ratios, "tag": args.tag, "date": time.strftime("%Y-%m-%d"),
+            "rounds": args.rounds, "cli_args": args.cli_args, "sweep_ratios": args.sweep_ratios, "tag": args.tag,
+            "date": time.strftime("%Y-%m-%d"),
             "wall_s": round(wall, 1), "macs_kept": report["after"]["macs"] / report["before"]["macs"],
             "judge_step": dist["best_step"], "loss_step": min(with_loss, key=lambda r: r["held_out_loss"])["step"],
             "oracle_step": max(rows, key=lambda r: (r["eval"] or 0.0))["step"],

@@ -277,6 +277,7 @@ def ppocr_norm(img_bgr: np.ndarray, H: int, Wmax: int) -> np.ndarray | None:
 # ----------------------------------------------------------------------------- per-model samplers
 class PPOCRRec:
     name, task = "ppocr_rec", "ctc"
+    draws_wild = True  # text lines: render_line draws the wild split too
     H, W = 48, 320
     #: (import name, file under its models/, distribution name)
     source = ("rapidocr_onnxruntime", "ch_PP-OCRv4_rec_infer.onnx", "rapidocr-onnxruntime")
@@ -313,6 +314,7 @@ class PPOCRv6Rec(PPOCRRec):
 
 class PPOCRCls:
     name, task = "ppocr_cls", "classify"
+    draws_wild = True
     H, W = 48, 192
 
     def __init__(self):
@@ -391,7 +393,7 @@ class DdddOCR:
         self.gen_shift.word_offset_dx = 0.05
         self.gen_shift.word_space_probability = 1.0
 
-    wild = False  # no wild split for captchas
+    draws_wild = False  # render_line's wild drawing is for text lines; captchas have no wild split
 
     def sample(self, rng, shift: bool = False, wild: bool = False, record: dict | None = None):
         n = int(rng.integers(4, 7))
@@ -470,7 +472,7 @@ def prepare(name: str, n_calib: int, n_eval: int, out: str = CACHE, n_shift: int
         Xs, Ys = make_split(m, SPLIT_SHIFT, n_shift, drawn)
         np.savez_compressed(os.path.join(out, f"{name}.shift.npz"), **{inp.name: Xs, "labels": Ys})
         describe(out, name, "shift", drawn)
-    n_wild = n_wild if getattr(m, "wild", True) else 0
+    n_wild = n_wild if m.draws_wild else 0
     if n_wild:
         drawn = []
         Xw, Yw = make_split(m, SPLIT_WILD, n_wild, drawn)
