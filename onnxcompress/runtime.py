@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from onnxcompress.output_join import OutputJoin
 from onnxcompress.serialized import Serialized
 
 logger = logging.getLogger(__name__)
@@ -326,14 +327,16 @@ class Session:
 
     def run_all(self, batches: Sequence[dict[str, np.ndarray]], outputs: Sequence[str] | None = None,
                 shared: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-        """Outputs over several batches, joined batch-first (see ``concat_outputs``).
+        """Outputs over several batches, joined batch-first (``output_join``).
 
         A batch over ``RUN_INPUT_BYTES`` runs in parts (see ``split_feeds``). ``shared`` feeds (masks,
         weights) go whole with every part and never count as a batch.
         """
         parts = [p for f in batches for p in split_feeds(f)]
-        outs = [self.run({**f, **shared} if shared else f, outputs) for f in parts]
-        return concat_outputs(outs, [feeds_batch(f) for f in parts])
+        join = OutputJoin([feeds_batch(f) for f in parts])  # each part copied in as it comes
+        for f in parts:
+            join.add(self.run({**f, **shared} if shared else f, outputs))
+        return join.result()
 
 
 #: input bytes one run may take; a bigger feed runs in parts along its batch. onnxruntime's
@@ -387,25 +390,3 @@ def run_single_node(proto: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> lis
     """Run a tiny one-node model as written (no graph optimisation)."""
     sess = open_session(proto, optimize=False)
     return [np.asarray(r) for r in sess.run(None, feeds)]
-
-
-def batch_axis(shapes: list[tuple[int, ...]], batches: list[int]) -> int | None:
-    """The first axis whose size is the batch in every chunk (time-major heads: axis 1)."""
-    for ax in range(len(shapes[0])):
-        if all(len(s) > ax and s[ax] == b for s, b in zip(shapes, batches)):
-            return ax
-    return None
-
-
-def concat_outputs(chunks: list[dict[str, np.ndarray]], batches: list[int]) -> dict[str, np.ndarray]:
-    """Outputs of several batches joined batch-first.
-
-    Each output's batch axis is found by its size (so a (T, N, C) CTC head becomes
-    (N, T, C)); an output without one keeps its first chunk.
-    """
-    out = {}
-    for k in chunks[0]:
-        arrs = [np.asarray(c[k]) for c in chunks]
-        ax = batch_axis([a.shape for a in arrs], batches) if arrs[0].ndim else None
-        out[k] = arrs[0] if ax is None else np.moveaxis(np.concatenate(arrs, axis=ax), ax, 0)
-    return out

@@ -14,7 +14,8 @@ from onnxcompress.cli import main
 from onnxcompress.errors import InputError
 from onnxcompress.fidelity import compare_outputs
 from onnxcompress.io import load_model
-from onnxcompress.runtime import Session, concat_outputs
+from onnxcompress.output_join import concat_outputs
+from onnxcompress.runtime import Session
 
 from conftest import MODELS
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from onnxcompress.fidelity import MAX_SEQUENCE_POSITIONS, compare_output, ctc_decode
-from onnxcompress.runtime import batch_axis
+from onnxcompress.output_join import batch_axis
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def find_ctc_heads(kinds: dict, one: dict[str, np.ndarray], two: dict[str, np.nd
     """Candidate CTC heads (blank not yet known), from the teacher's targets on one sample (``one``)
     and on two (``two``: the axis that grows is the samples axis), or, for a fixed-batch model,
     from the axes its student stacks samples on (``batch_axes``), else its first axis of size 1
-    (``runtime.batch_axis``, as the held-out judge finds it).
+    (``output_join.batch_axis``, as the held-out judge finds it).
 
     ``kinds``: per output (loss kind, class axis); ``features``: boundary features, never heads."""
     heads = {}

@@ -42,7 +42,8 @@ from onnxcompress.finetune.ctc_term import find_ctc_heads, reading_loss, with_ju
 from onnxcompress.finetune.graph_module import GraphModule
 from onnxcompress.finetune.losses import loss_kinds, output_loss
 from onnxcompress.finetune.targets import differentiable_targets
-from onnxcompress.runtime import Session, concat_outputs
+from onnxcompress.output_join import OutputJoin
+from onnxcompress.runtime import Session
 
 logger = logging.getLogger(__name__)
 
@@ -260,7 +261,7 @@ class Distiller:
     # -------------------------------------------------------------- held-out score
     def evaluate(self, reference: dict[str, np.ndarray]) -> tuple[float, float, dict]:
         """(task drift, held-out loss, fidelity) of the current weights on the held-out split."""
-        chunks, sizes, losses = [], [], []
+        join, losses = OutputJoin(sizes := [len(next(iter(f.values()))) for f in self.held]), []
         first = self._targets(self.held[0]) if self.held and self._held_targets is None else None
         if first is not None:  # the teacher's side never changes: kept if it fits HELD_TARGET_BYTES
             fits = sum(a.nbytes for a in first.values()) * len(self.held) <= HELD_TARGET_BYTES
@@ -269,10 +270,9 @@ class Distiller:
             recomputed = (first if i == 0 and first is not None else self._targets(f) for i, f in enumerate(self.held))
             for feeds, targets in zip(self.held, self._held_targets or recomputed):
                 out = self._student(feeds)
-                chunks.append({k: out[k].detach().cpu().numpy() for k in self.outputs})
-                sizes.append(len(next(iter(feeds.values()))))
-                losses.append(float(self._loss_of(targets, out)) * sizes[-1])
-        got, n = concat_outputs(chunks, sizes), sum(sizes)
+                join.add({k: out[k].detach().cpu().numpy() for k in self.outputs})
+                losses.append(float(self._loss_of(targets, out)) * len(next(iter(feeds.values()))))
+        got, n = join.result(), sum(sizes)
         clean = n - self.n_perturbed
         part = lambda d, rows: {k: v[rows] if v.ndim and len(v) == n else v for k, v in d.items()}  # noqa: E731
         fids = [compare_outputs(part(reference, rows), part(got, rows), class_axes=self.cfg.class_axes,

@@ -22,7 +22,8 @@ import onnx
 
 from onnxcompress.pruning import prefix
 from onnxcompress.pruning.prefix import has_subgraphs, live_at, needed, run_between, submodel
-from onnxcompress.runtime import Session, concat_outputs, feeds_batch, split_feeds
+from onnxcompress.output_join import OutputJoin
+from onnxcompress.runtime import Session, feeds_batch, split_feeds
 
 
 class SuffixRunner:
@@ -68,12 +69,12 @@ class SuffixRunner:
             self._suffix = (p, Session(submodel(self.proto, nodes, available, todo, sample), optimize=True), todo)
         _, session, todo = self._suffix
         switch = {n: feeds.get(n, a) for n, a in self.identity.items()}
-        outs = []
+        join = OutputJoin([feeds_batch(f) for f in self.parts])
         for cut in self._cut:
             got = session.run({**cut, **switch}, todo) if todo else {}
-            outs.append({o: (got[o] if o in got else cut[o]) for o in self.outputs})
+            join.add({o: (got[o] if o in got else cut[o]) for o in self.outputs})
         self.resumed += 1
-        return concat_outputs(outs, [feeds_batch(f) for f in self.parts])
+        return join.result()
 
     def _move_to(self, p: int) -> bool:
         """Hold the unmasked model's cut at node ``p`` (from the current cut where it lies before)."""
