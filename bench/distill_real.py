@@ -66,7 +66,7 @@ def score(name: str, path: Path, split: str) -> float | None:
 
 
 def command(name: str, target: float, method: str, out: Path, rep: Path, seconds: float, samples: int | None,
-            augment: float = 0.0, calib_augment: float = 0.0, attention: str = "heads", mix: float | None = None,
+            augment: float | None = None, calib_augment: float = 0.0, attention: str = "heads", mix: float | None = None,
             lr: float | None = None, device: str | None = None, rounds: int = 1, estimate: str = "sweep",
             step_sizes: str | None = None, steps: int | None = None, feature_weight: float | None = None) -> list[str]:
     """The CLI run of one row: ``--calib`` (``--calib-samples``), ``--target-macs``, ``--recover`` and its options."""
@@ -78,7 +78,7 @@ def command(name: str, target: float, method: str, out: Path, rep: Path, seconds
            "-o", str(out), "--report", str(rep), "-q", "--distill-seconds", str(seconds)]
     if samples:
         cmd += ["--calib-samples", str(samples)]
-    if augment and method == "distill":
+    if augment is not None and method == "distill":
         cmd += ["--distill-augment", str(augment)]
     if calib_augment:
         cmd += ["--calib-augment", str(calib_augment)]
@@ -104,12 +104,12 @@ def command(name: str, target: float, method: str, out: Path, rep: Path, seconds
 
 
 def run(name: str, target: float, method: str, tmp: Path, seconds: float, samples: int | None,
-        augment: float = 0.0, calib_augment: float = 0.0, attention: str = "heads", mix: float | None = None,
+        augment: float | None = None, calib_augment: float = 0.0, attention: str = "heads", mix: float | None = None,
         lr: float | None = None, rounds: int = 1, estimate: str = "sweep", step_sizes: str | None = None,
         steps: int | None = None, feature_weight: float | None = None, suffix: str = "",
         cli_args: tuple[str, ...] = ()) -> dict:
     KEPT.mkdir(parents=True, exist_ok=True)
-    tag = f"{method}+aug{augment:g}" if augment and method == "distill" else method
+    tag = f"{method}+aug{augment:g}" if augment is not None and method == "distill" else method
     tag += f"+caug{calib_augment:g}" if calib_augment else ""
     tag += "+dims" if attention == "dims" else ""
     tag += f"+mix{mix:g}" if mix is not None and method == "distill" else ""
@@ -358,8 +358,9 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=None,
                     help="calibration samples: fewer than 128 by --calib-samples, more from NAME.calib<N>.npz "
                     "(bench/real/prepare.py --n-calib-large N); default all 128")
-    ap.add_argument("--augment", type=float, default=0.0, help="--distill-augment of the distill runs (method "
-                    "distill+augS in the results)")
+    ap.add_argument("--augment", type=float, default=None, help="--distill-augment of the distill runs (method "
+                    "distill+augS in the results; default: the CLI's, 1 with a 0.95 weight average since "
+                    "2026-12-06, 0 on detectors. Rows tagged plain distill before then ran with 0 and no average)")
     ap.add_argument("--calib-augment", type=float, default=0.0, help="--calib-augment of every run (method "
                     "METHOD+caugS in the results)")
     ap.add_argument("--attention", choices=("heads", "dims"), default="heads",

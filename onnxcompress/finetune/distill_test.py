@@ -95,7 +95,8 @@ def test_distill_augment_reports_a_perturbed_copy_of_the_held_out_split_and_judg
     """With --distill-augment a perturbed copy of each held-out sample joins the held-out loss and
     its drift is reported per evaluation, but the drift that chooses is the given samples' alone
     (on PP-OCRv4 rec the perturbed copies' drift kept a refit that read the shift split worse)."""
-    _, plain = runs
+    plain = _run(digits, "distill_plain", "--recover", "distill", "--distill-steps", "25", "--distill-lr", "1e-3",
+                 "--distill-augment", "0")
     p = plain["report"]["recovery"]["distill"]
     assert p["augment"] == 0.0 and p["held_out_perturbed"] == 0
     aug = _run(digits, "distill_aug", "--recover", "distill", "--distill-steps", "25", "--distill-lr", "1e-3",
@@ -111,6 +112,15 @@ def test_distill_augment_reports_a_perturbed_copy_of_the_held_out_split_and_judg
     # the written model's own verify step is on the clean held-out split, and measures what the judge kept
     assert aug["report"]["fidelity"]["samples"] == held
     assert 1 - aug["report"]["fidelity"]["top1_agreement"] == pytest.approx(a["held_out_drift_distill"])
+
+
+def test_distill_perturbs_and_averages_by_default_on_an_image_classifier(runs):
+    """The defaults (config.DISTILL_AUGMENT, DISTILL_AVERAGE): every training sample perturbed, a
+    perturbed copy of each held-out sample in the loss, the 0.95 weight average judged and kept."""
+    _, distill = runs
+    d, held = distill["report"]["recovery"]["distill"], distill["report"]["fidelity"]["samples"]
+    assert d["augment"] == 1.0 and d["average"] == 0.95 and d["held_out_perturbed"] == held
+    assert "defaults_off" not in d and all("perturbed_drift" in h for h in d["history"])
 
 
 def test_step_sizes_are_relative_by_default_and_absolute_on_request(runs, digits):

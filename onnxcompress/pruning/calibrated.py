@@ -164,10 +164,14 @@ class CalibratedPruning:
         if layers and why_not:
             self.report["recovery"]["refit_augment_off"] = why_not
         if self.recover == "distill":
-            from onnxcompress.pruning.distill_step import run_distillation
+            from onnxcompress.config import DISTILL_AUGMENT, DISTILL_AVERAGE
+            from onnxcompress.pruning.distill_step import run_distillation, with_defaults
 
             t = time.perf_counter()
-            outcome = run_distillation(model, teacher, consumers, self.fit, self.held, self.distill, distill_progress)
+            cfg, why_not = with_defaults(self.distill, list(ref.map_threshold), DISTILL_AUGMENT, DISTILL_AVERAGE)
+            outcome = run_distillation(model, teacher, consumers, self.fit, self.held, cfg, distill_progress)
+            if why_not:
+                outcome["defaults_off"] = why_not
             self.report["distill_s"] = time.perf_counter() - t
             self.report["recovery"]["distill"] = outcome
             if outcome.get("warning"):

@@ -45,6 +45,21 @@ def boundary_features(model: ir.Model, consumers) -> list:
     return evenly(out, MAX_FEATURES)
 
 
+def with_defaults(cfg, maps: list[str], augment: float, average: float):
+    """(``cfg`` with the perturbed share and the weight average resolved where not given (None), why
+    they are off): ``augment`` and ``average`` (the CLI's ``config.DISTILL_AUGMENT`` and
+    ``DISTILL_AVERAGE``), or 0 on detectors and segmenters (an output in ``maps`` is a probability
+    map or per-anchor scores), as the refit's perturbations are (``CalibratedPruning._refit_augment``)."""
+    if cfg is None or (cfg.augment is not None and cfg.average is not None):
+        return cfg, None
+    from dataclasses import replace
+
+    why = (f"--distill-augment and --distill-average are off by default on detectors and segmenters: output "
+           f"{maps[0]!r} is a probability map or per-anchor scores") if maps else None
+    return replace(cfg, augment=cfg.augment if cfg.augment is not None else 0.0 if maps else augment,
+                   average=cfg.average if cfg.average is not None else 0.0 if maps else average), why
+
+
 def run_distillation(model: ir.Model, reference: ir.Model, consumers, fit, held, cfg, progress=None) -> dict:
     """Distill ``model`` (in place) against ``reference``; the report section, with ``warning`` when skipped."""
     if not backend_available():
