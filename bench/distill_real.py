@@ -153,7 +153,7 @@ def scored(row: dict, name: str, out: Path, r: dict) -> dict:
         row["distill"] = {k: d.get(k) for k in ("kept", "steps", "best_step", "seconds", "batch",
                                                  "held_out_drift_refit", "held_out_drift_distill", "warning",
                                                  "trained_tensors", "mix", "lr", "held_out_loss_refit",
-                                                 "held_out_loss_distill", "augment", "held_out_perturbed",
+                                                 "held_out_loss_distill", "augment", "average", "defaults_off", "held_out_perturbed",
                                                  "ctc_heads", "ctc_weight", "losses", "features")}
         row["distill"]["history"] = [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in h.items()
                                       if k in ("step", "held_out_drift", "held_out_loss")} for h in d.get("history", [])]
@@ -360,7 +360,8 @@ def main() -> None:
                     "(bench/real/prepare.py --n-calib-large N); default all 128")
     ap.add_argument("--augment", type=float, default=None, help="--distill-augment of the distill runs (method "
                     "distill+augS in the results; default: the CLI's, 1 with a 0.95 weight average since "
-                    "2026-12-06, 0 on detectors. Rows tagged plain distill before then ran with 0 and no average)")
+                    "2026-12-06, 0 on detectors. Rows tagged plain distill before then ran with 0 and no average; "
+                    "--augment 0 --cli-args '--distill-average 0' --suffix ... runs that way; rows record both)")
     ap.add_argument("--calib-augment", type=float, default=0.0, help="--calib-augment of every run (method "
                     "METHOD+caugS in the results)")
     ap.add_argument("--attention", choices=("heads", "dims"), default="heads",

@@ -41,6 +41,8 @@ CASES = {
     "scalar": ([2, 2], lambda r, b: {"s": np.float32(r.normal()), "y": r.normal(size=(b,))}),
     # a single batch: concat_outputs copies it
     "one batch": ([5], lambda r, b: {"y": r.normal(size=(b, 3)).astype(np.float32)}),
+    # a fixed-size output whose size is the first batch's only: no batch axis, the first chunk itself
+    "fixed size": ([4, 4, 3], lambda r, b: {"y": r.normal(size=(b, 2)), "table": np.arange(8.0).reshape(2, 4)}),
     # the first chunk is not C-contiguous (a transposed view)
     "transposed": ([3, 3], lambda r, b: {"y": r.normal(size=(4, b)).astype(np.float32).T}),
 }
@@ -52,6 +54,13 @@ def test_one_chunk_at_a_time_gives_concat_outputs_arrays(case):
     chunks = _chunks(np.random.default_rng(0), batches, make)
     want = concat_outputs(chunks, batches)
     _same(_joined(chunks, batches), want)
+
+
+def test_an_output_without_a_batch_axis_is_the_first_chunk_itself():
+    first = np.arange(8.0).reshape(2, 4)
+    chunks = [{"table": first}, {"table": first + 1}, {"table": first + 2}]  # axis 1 is 4, the last batch 3
+    got = _joined(chunks, [4, 4, 3])["table"]
+    assert got is first and concat_outputs(chunks, [4, 4, 3])["table"] is first
 
 
 def test_the_joined_array_is_made_once_and_not_a_chunk():

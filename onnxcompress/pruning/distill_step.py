@@ -49,13 +49,16 @@ def with_defaults(cfg, maps: list[str], augment: float, average: float):
     """(``cfg`` with the perturbed share and the weight average resolved where not given (None), why
     they are off): ``augment`` and ``average`` (the CLI's ``config.DISTILL_AUGMENT`` and
     ``DISTILL_AVERAGE``), or 0 on detectors and segmenters (an output in ``maps`` is a probability
-    map or per-anchor scores), as the refit's perturbations are (``CalibratedPruning._refit_augment``)."""
+    map or per-anchor scores), as the refit's perturbations are (``CalibratedPruning._refit_augment``).
+    A None ``cfg`` stays None: ``run_distillation`` then uses ``DistillConfig()``, whose own defaults
+    are 0 and 0 (the Python class keeps them; the CLI and ``compress()`` always pass a config)."""
     if cfg is None or (cfg.augment is not None and cfg.average is not None):
         return cfg, None
     from dataclasses import replace
 
-    why = (f"--distill-augment and --distill-average are off by default on detectors and segmenters: output "
-           f"{maps[0]!r} is a probability map or per-anchor scores") if maps else None
+    unset = [flag for flag, v in (("--distill-augment", cfg.augment), ("--distill-average", cfg.average)) if v is None]
+    why = (f"{' and '.join(unset)} {'is' if len(unset) == 1 else 'are'} off by default on detectors and segmenters: "
+           f"output {maps[0]!r} is a probability map or per-anchor scores") if maps else None
     return replace(cfg, augment=cfg.augment if cfg.augment is not None else 0.0 if maps else augment,
                    average=cfg.average if cfg.average is not None else 0.0 if maps else average), why
 
