@@ -153,7 +153,8 @@ def scored(row: dict, name: str, out: Path, r: dict) -> dict:
         row["distill"] = {k: d.get(k) for k in ("kept", "steps", "best_step", "seconds", "batch",
                                                  "held_out_drift_refit", "held_out_drift_distill", "warning",
                                                  "trained_tensors", "mix", "lr", "held_out_loss_refit",
-                                                 "held_out_loss_distill", "augment", "average", "defaults_off", "held_out_perturbed",
+                                                 "held_out_loss_distill", "augment", "average", "defaults_off",
+                                                 "held_out_perturbed",
                                                  "ctc_heads", "ctc_weight", "losses", "features")}
         row["distill"]["history"] = [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in h.items()
                                       if k in ("step", "held_out_drift", "held_out_loss")} for h in d.get("history", [])]

@@ -268,10 +268,10 @@ class Distiller:
             self._held_targets = [first, *(self._targets(f) for f in self.held[1:])] if fits else []
         with torch.no_grad():
             recomputed = (first if i == 0 and first is not None else self._targets(f) for i, f in enumerate(self.held))
-            for feeds, targets in zip(self.held, self._held_targets or recomputed):
+            for feeds, targets, size in zip(self.held, self._held_targets or recomputed, sizes):
                 out = self._student(feeds)
                 join.add({k: out[k].detach().cpu().numpy() for k in self.outputs})
-                losses.append(float(self._loss_of(targets, out)) * len(next(iter(feeds.values()))))
+                losses.append(float(self._loss_of(targets, out)) * size)
         got, n = join.result(), sum(sizes)
         clean = n - self.n_perturbed
         part = lambda d, rows: {k: v[rows] if v.ndim and len(v) == n else v for k, v in d.items()}  # noqa: E731
