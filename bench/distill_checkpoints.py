@@ -32,8 +32,11 @@ from bench.distill_real import command, score  # noqa: E402
 
 OUT = ROOT / "bench" / "distill_checkpoints.json"
 REPORT = ROOT / "bench" / "DISTILL_CHECKPOINTS.md"
-#: the labelled splits every checkpoint is scored on (``wild``: text-line models, prepared since 2026-12-06)
-SPLITS = ("eval", "shift", "wild")
+#: the labelled splits every checkpoint is scored on (``wild`` and ``confirm``: text-line models, prepared
+#: since 2026-12-06; a missing split scores None)
+SPLITS = ("eval", "shift", "wild", "confirm")
+#: the splits a table shows after eval and shift, where any checkpoint has a score there
+EXTRA = ("wild", "confirm")
 
 
 def _held_detail(self, reference: dict, detail: dict) -> None:
@@ -152,17 +155,18 @@ def _read_differently(entry: dict) -> list[str]:
 
 def table(entry: dict) -> str:
     detail = "held_detail" in entry
-    wild = any(r.get("wild") is not None for r in entry["checkpoints"])
+    extra = [s for s in EXTRA if any(r.get(s) is not None for r in entry["checkpoints"])]
     lines = [f"### {entry['model']} at {entry['target']:g}x MACs, {entry['samples']} samples, step limit {entry['steps']}"
              f"{' ' + entry['tag'] if entry['tag'] else ''} ({entry['date']}, {entry['wall_s']:.0f} s)", "",
-             "| step | held-out drift | held-out loss | eval | shift |" + (" wild |" if wild else "") + " |"
+             "| step | held-out drift | held-out loss | eval | shift |" + "".join(f" {s} |" for s in extra) + " |"
              + (" read differently, clean / perturbed |" if detail else ""),
-             "|---:|---:|---:|---:|---:|" + ("---:|" if wild else "") + "---|" + ("---:|" if detail else "")]
+             "|---:|---:|---:|---:|---:|" + "---:|" * len(extra) + "---|" + ("---:|" if detail else "")]
     for r, differ in zip(entry["checkpoints"], _read_differently(entry)):
         marks = [m for m, s in (("judge", entry["judge_step"]), ("least loss", entry["loss_step"]),
                                 ("best eval", entry["oracle_step"])) if s == r["step"]]
         lines.append(f"| {r['step']} | {r['held_out_drift']:.3f} | {r['held_out_loss']:.4f} | {r['eval']:.3f} | "
-                     f"{r['shift']:.3f} |" + (f" {r['wild']:.3f} |" if wild else "") + f" {', '.join(marks)} |"
+                     f"{r['shift']:.3f} |" + "".join(f" {r[s]:.3f} |" if r.get(s) is not None else " |" for s in extra)
+                     + f" {', '.join(marks)} |"
                      + (f" {differ} |" if detail else ""))
     return "\n".join(lines)
 
@@ -217,7 +221,7 @@ def main() -> None:
         head = ["# Distillation's held-out judge against labelled data, checkpoint by checkpoint", "",
                 "Written by `bench/distill_checkpoints.py` (see its docstring): every held-out evaluation of one "
                 "distillation run saved and scored on the labelled `eval` and `shift` splits (and `wild`, drawn a "
-                "third way, where prepared). `judge`: the "
+                "third way, and `confirm`, more draws of wild's generator, where prepared). `judge`: the "
                 "checkpoint distillation kept (least held-out drift, ties by loss); `least loss`: the held-out "
                 "loss alone; `best eval`: the best on `eval` (an oracle). Held-out drift is the share of "
                 "held-out samples read differently from the original (CTC heads, decoded). `read differently` "

@@ -139,12 +139,14 @@ def run(name: str, target: float, method: str, tmp: Path, seconds: float, sample
 
 
 def scored(row: dict, name: str, out: Path, r: dict) -> dict:
-    """``row`` with the written model's MACs kept, its scores on eval and shift, and the distillation record
+    """``row`` with the written model's MACs kept, its scores on eval, shift, wild and confirm (where
+    prepared), and the distillation record
     of its report ``r``."""
     row["macs_kept"] = round(r["after"]["macs"] / r["before"]["macs"], 4)
     row["eval"] = score(name, out, "eval")
     row["shift"] = score(name, out, "shift")
     row["wild"] = score(name, out, "wild")
+    row["confirm"] = score(name, out, "confirm")
     choice = (r.get("search") or {}).get("rounds_choice")
     if choice:
         row["rounds_choice"] = choice

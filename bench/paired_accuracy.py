@@ -12,8 +12,8 @@ difference. This scores the original and one or more pruned models on a labelled
     python bench/paired_accuracy.py ppocr_rec bench/.cache/real/out/ppocr_rec.0.8.*.onnx --split shift
 
 Results go to bench/paired_accuracy.json (keyed by model, split and file name; ``--json``).
-Where prepare.py described how each sample was drawn (``NAME.SPLIT.describe.json``: the shift
-and wild splits of the text-line models), ``--breakdown`` also scores both models per glyph size,
+Where prepare.py described how each sample was drawn (``NAME.SPLIT.describe.json``: the shift,
+wild and confirm splits of the text-line models), ``--breakdown`` also scores both models per glyph size,
 colour scheme, capture defect and font, and stores that in the entry under ``by``.
 """
 
@@ -80,7 +80,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("name", help="the model's name in bench/.cache/real (e.g. ppocr_rec)")
     ap.add_argument("pruned", nargs="+", help="pruned models of it")
-    ap.add_argument("--split", default="shift", help="labelled split: eval, shift or wild (default shift)")
+    ap.add_argument("--split", default="shift", help="labelled split: eval, shift, wild or confirm (default shift)")
     ap.add_argument("--json", type=Path, default=OUT)
     ap.add_argument("--breakdown", action="store_true",
                     help="also score per glyph size, colours, defect and font (NAME.SPLIT.describe.json)")

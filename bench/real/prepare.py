@@ -17,6 +17,10 @@ For every model NAME it writes into bench/.cache/real/:
                      from small to large, uneven lighting, a slight tilt, motion blur or a
                      low-resolution capture. Defined once to confirm what was chosen on the
                      shift split; nothing is tuned on it
+    NAME.confirm.npz (text-line models, with --n-confirm) more samples of the wild split's
+                     generator, the sample indices after the wild split's: drawn on 2026-12-06 after
+                     choices had been compared on the wild split, to confirm them on draws nothing
+                     was compared on
     NAME.SPLIT.describe.json  per sample of the shift and wild splits: font, glyph size, colour
                      scheme and capture defect, so accuracy can be broken down by them
     NAME.calib1024.npz  (with --n-calib-large 1024) a larger calibration set; its first 128
@@ -58,6 +62,8 @@ FONTS = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSeri
 
 # seed streams: (model id, split id, sample index) -> independent, disjoint generators
 SPLIT_CALIB, SPLIT_EVAL, SPLIT_SHIFT, SPLIT_WILD = 1, 2, 3, 4
+#: the confirm split's first sample index in the wild split's stream (past the default 500 wild samples)
+CONFIRM_START = 500
 MODEL_IDS = {"ppocr_rec": 11, "ppocr_cls": 12, "ppocrv6_rec": 13, "ddddocr_common": 21, "ddddocr_common_old": 22}
 
 
@@ -422,11 +428,11 @@ def build(name: str):
     raise KeyError(name)
 
 
-def make_split(m, split: int, n: int, records: list | None = None):
-    """``n`` samples of one split; ``records`` (a list) receives each sample's drawing (font, size,
-    colours, defect: text-line models)."""
+def make_split(m, split: int, n: int, records: list | None = None, start: int = 0):
+    """``n`` samples of one split, its sample indices ``start`` to ``start + n - 1``; ``records`` (a
+    list) receives each sample's drawing (font, size, colours, defect: text-line models)."""
     xs, ys = [], []
-    for i in range(n):
+    for i in range(start, start + n):
         rec = {} if records is not None else None
         x, y = m.sample(rng_for(m.name, split, i), shift=split == SPLIT_SHIFT, wild=split == SPLIT_WILD, record=rec)
         xs.append(x)
@@ -452,7 +458,7 @@ def describe(out: str, name: str, split: str, drawn: list[dict]) -> None:
 
 
 def prepare(name: str, n_calib: int, n_eval: int, out: str = CACHE, n_shift: int = 0,
-            n_calib_large: int = 0, n_wild: int = 0) -> dict:
+            n_calib_large: int = 0, n_wild: int = 0, n_confirm: int = 0) -> dict:
     os.makedirs(out, exist_ok=True)
     import onnxruntime as ort
     ort.set_default_logger_severity(3)  # silence the ddddocr declared-output-shape warning
@@ -478,6 +484,12 @@ def prepare(name: str, n_calib: int, n_eval: int, out: str = CACHE, n_shift: int
         Xw, Yw = make_split(m, SPLIT_WILD, n_wild, drawn)
         np.savez_compressed(os.path.join(out, f"{name}.wild.npz"), **{inp.name: Xw, "labels": Yw})
         describe(out, name, "wild", drawn)
+    n_confirm = n_confirm if m.draws_wild else 0
+    if n_confirm:  # the wild split's seed stream past its last sample (500 at least): new draws of its generator
+        drawn = []
+        Xk, Yk = make_split(m, SPLIT_WILD, n_confirm, drawn, start=max(n_wild, CONFIRM_START))
+        np.savez_compressed(os.path.join(out, f"{name}.confirm.npz"), **{inp.name: Xk, "labels": Yk})
+        describe(out, name, "confirm", drawn)
     if n_calib_large:  # same seed stream as the calibration split: its first n_calib samples are Xc
         Xl, _ = make_split(m, SPLIT_CALIB, n_calib_large)
         np.savez_compressed(os.path.join(out, f"{name}.calib{n_calib_large}.npz"), **{inp.name: Xl})
@@ -520,6 +532,8 @@ def prepare(name: str, n_calib: int, n_eval: int, out: str = CACHE, n_shift: int
         n_eval=int(len(Xe)),
         n_shift=int(n_shift),
         n_wild=int(n_wild),
+        n_confirm=int(n_confirm),
+        confirm_start=max(n_wild, CONFIRM_START) if n_confirm else None,
         n_calib_large=int(n_calib_large),
         seeds=dict(model_id=MODEL_IDS[name], calib_split=SPLIT_CALIB, eval_split=SPLIT_EVAL,
                    shift_split=SPLIT_SHIFT, wild_split=SPLIT_WILD),
@@ -537,12 +551,15 @@ def main(argv=None) -> int:
     ap.add_argument("--n-shift", type=int, default=500, help="labelled samples drawn differently (0: none)")
     ap.add_argument("--n-wild", type=int, default=500,
                     help="labelled samples drawn a third way (text-line models; 0: none)")
+    ap.add_argument("--n-confirm", type=int, default=1000,
+                    help="also write NAME.confirm.npz: this many more samples of the wild split's generator, "
+                         "its sample indices after --n-wild's and 500 or more (text-line models; 0: none)")
     ap.add_argument("--n-calib-large", type=int, default=0,
                     help="also write NAME.calib<N>.npz, N calibration samples (e.g. 1024)")
     ap.add_argument("--out", default=CACHE)
     a = ap.parse_args(argv)
     for name in a.only or list(MODEL_IDS):
-        meta = prepare(name, a.n_calib, a.n_eval, a.out, a.n_shift, a.n_calib_large, a.n_wild)
+        meta = prepare(name, a.n_calib, a.n_eval, a.out, a.n_shift, a.n_calib_large, a.n_wild, a.n_confirm)
         print(f"{name}: {meta['input_name']} {meta['input_shape']} -> {meta['output_name']} "
               f"{meta['output_shape_actual_1']} ({meta['task']}, {meta['package']}=="
               f"{meta['package_version']}) -> {a.out}")
