@@ -21,7 +21,7 @@ For every model NAME it writes into bench/.cache/real/:
                      generator, the sample indices after the wild split's: drawn on 2026-12-06 after
                      choices had been compared on the wild split, to confirm them on draws nothing
                      was compared on
-    NAME.SPLIT.describe.json  per sample of the shift and wild splits: font, glyph size, colour
+    NAME.SPLIT.describe.json  per sample of the shift, wild and confirm splits: font, glyph size, colour
                      scheme and capture defect, so accuracy can be broken down by them
     NAME.calib1024.npz  (with --n-calib-large 1024) a larger calibration set; its first 128
                      samples are NAME.calib.npz's
