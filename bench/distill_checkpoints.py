@@ -28,13 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.distill_real import command, score  # noqa: E402
+from bench.distill_real import SPLITS, command, score  # noqa: E402
 
 OUT = ROOT / "bench" / "distill_checkpoints.json"
 REPORT = ROOT / "bench" / "DISTILL_CHECKPOINTS.md"
-#: the labelled splits every checkpoint is scored on (``wild`` and ``confirm``: text-line models, prepared
-#: since 2026-12-06; a missing split scores None)
-SPLITS = ("eval", "shift", "wild", "confirm")
 #: the splits a table shows after eval and shift, where any checkpoint has a score there
 EXTRA = ("wild", "confirm")
 

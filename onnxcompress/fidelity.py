@@ -57,6 +57,12 @@ MAP_THRESHOLD = 0.5
 FLOOR = 0.5
 
 
+def off_on_maps(maps: list[str]) -> str:
+    """Why a perturbation default is off (the refit's and distillation's): the first of ``maps``,
+    the outputs that are probability maps or per-anchor scores (``is_probability_map``)."""
+    return f"off by default on detectors and segmenters: output {maps[0]!r} is a probability map or per-anchor scores"
+
+
 def is_probability_map(a: np.ndarray) -> bool:
     """A float output of values in [0, 1] that is a map, not a distribution over classes.
 

@@ -22,6 +22,7 @@ import onnx_ir as ir
 
 from onnxcompress._ir_utils import is_const
 from onnxcompress.channels.state import AnalysisResult
+from onnxcompress.fidelity import off_on_maps
 from onnxcompress.pruning.activations import FeatureStats, collect_stats, consumer_slots, data_aware_scores, unread_outputs
 from onnxcompress.pruning.plan import Group, Plan, macs_kept, weakest_atoms
 from onnxcompress.channels.rules import consumer_of
@@ -191,8 +192,7 @@ class CalibratedPruning:
 
             share = REFIT_AUGMENT
             if maps:
-                share, why_not = 0.0, (f"off by default on detectors and segmenters: output {maps[0]!r} is a probability "
-                                       "map or per-anchor scores (--refit-augment 1 turns it on)")
+                share, why_not = 0.0, f"{off_on_maps(maps)} (--refit-augment 1 turns it on)"
         if share <= 0 or not self.fit:
             return None, [], why_not
         from onnxcompress.finetune.augment import image_like, input_ranges, perturbed_copies

@@ -56,9 +56,10 @@ def with_defaults(cfg, maps: list[str], augment: float, average: float):
         return cfg, None
     from dataclasses import replace
 
+    from onnxcompress.fidelity import off_on_maps
+
     unset = [flag for flag, v in (("--distill-augment", cfg.augment), ("--distill-average", cfg.average)) if v is None]
-    why = (f"{' and '.join(unset)} {'is' if len(unset) == 1 else 'are'} off by default on detectors and segmenters: "
-           f"output {maps[0]!r} is a probability map or per-anchor scores") if maps else None
+    why = f"{' and '.join(unset)} {'is' if len(unset) == 1 else 'are'} {off_on_maps(maps)}" if maps else None
     return replace(cfg, augment=cfg.augment if cfg.augment is not None else 0.0 if maps else augment,
                    average=cfg.average if cfg.average is not None else 0.0 if maps else average), why
 
