@@ -168,6 +168,34 @@ def table(entry: dict) -> str:
     return "\n".join(lines)
 
 
+#: other ways to pick a checkpoint, set against the judge's pick in the report (each: checkpoints -> index)
+RULES = {
+    "judge (least drift, ties by loss)": None,
+    "least held-out loss": lambda cs: min(range(len(cs)), key=lambda i: (cs[i]["held_out_loss"], cs[i]["step"])),
+    "held-out loss, mean with both neighbours": lambda cs: min(
+        range(1, len(cs)), key=lambda i: sum(cs[j]["held_out_loss"] for j in (max(i - 1, 0), i, min(i + 1, len(cs) - 1)))),
+    "last checkpoint": lambda cs: len(cs) - 1,
+    "best eval (an oracle)": lambda cs: max(range(len(cs)), key=lambda i: cs[i]["eval"]),
+}
+
+
+def rules_table(results: list[dict]) -> str:
+    """Each rule's pick scored over every run: mean eval and shift, and on eval how often it beats or
+    trails the judge's pick (ties not counted)."""
+    lines = ["### Other rules for the pick, over every run above", "",
+             f"Mean of the picked checkpoints' scores over the {len(results)} runs; the judge's own pick for "
+             "comparison. Beside the judge: runs where the rule's pick scored higher / lower on eval.", "",
+             "| rule | eval | shift | eval above / below the judge's |", "|---|---:|---:|---|"]
+    judged = [next(c for c in e["checkpoints"] if c["step"] == e["judge_step"]) for e in results]
+    for name, rule in RULES.items():
+        picks = judged if rule is None else [e["checkpoints"][rule(e["checkpoints"])] for e in results]
+        up = sum(p["eval"] > j["eval"] for p, j in zip(picks, judged))
+        down = sum(p["eval"] < j["eval"] for p, j in zip(picks, judged))
+        lines.append(f"| {name} | {sum(p['eval'] for p in picks) / len(picks):.4f} | "
+                     f"{sum(p['shift'] for p in picks) / len(picks):.4f} | {'' if rule is None else f'{up} / {down}'} |")
+    return "\n".join(lines)
+
+
 def rescore(entry: dict, folder: Path, split: str) -> None:
     """Score a kept run's checkpoints (``--keep``: ``folder``/stepNNNNN.onnx, final.onnx) on ``split`` as well."""
     for r in entry["checkpoints"]:
@@ -225,7 +253,7 @@ def main() -> None:
                 "(runs with `--held-detail`): of the given held-out samples / of their perturbed copies "
                 "(`--distill-augment`); the judge of those runs counted both, and since 2026-12-06 it counts the "
                 "given samples alone.", ""]
-        REPORT.write_text("\n".join(head + ["\n\n".join(table(e) for e in results)]) + "\n")
+        REPORT.write_text("\n".join(head + ["\n\n".join([*(table(e) for e in results), rules_table(results)])]) + "\n")
 
 
 if __name__ == "__main__":
