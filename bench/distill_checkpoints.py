@@ -173,7 +173,7 @@ RULES = {
     "judge (least drift, ties by loss)": None,
     "least held-out loss": lambda cs: min(range(len(cs)), key=lambda i: (cs[i]["held_out_loss"], cs[i]["step"])),
     "held-out loss, mean with both neighbours": lambda cs: min(
-        range(1, len(cs)), key=lambda i: sum(cs[j]["held_out_loss"] for j in (max(i - 1, 0), i, min(i + 1, len(cs) - 1)))),
+        range(min(1, len(cs) - 1), len(cs)), key=lambda i: sum(cs[j]["held_out_loss"] for j in (max(i - 1, 0), i, min(i + 1, len(cs) - 1)))),
     "last checkpoint": lambda cs: len(cs) - 1,
     "best eval (an oracle)": lambda cs: max(range(len(cs)), key=lambda i: cs[i]["eval"]),
 }

@@ -24,3 +24,9 @@ def test_rules_pick_and_average() -> None:
     assert lines["least held-out loss"] == "| least held-out loss | 0.9500 | 0.4000 | 2 / 0 |"
     # last: a 0.92 (above), b 0.80 (below)
     assert lines["last checkpoint"] == "| last checkpoint | 0.8600 | 0.4100 | 1 / 1 |"
+
+
+def test_rules_on_a_run_with_one_checkpoint() -> None:
+    """A run stopped before its first evaluation has only step 0: every rule picks it."""
+    only = _run(0, [(0, 0.9, 0.80, 0.40)])["checkpoints"]
+    assert [rule(only) for rule in RULES.values() if rule is not None] == [0, 0, 0, 0]
