@@ -168,12 +168,19 @@ def table(entry: dict) -> str:
     return "\n".join(lines)
 
 
+def _least_neighbour_mean_loss(cs: list[dict]) -> int:
+    """The checkpoint after step 0 (or step 0 alone) whose held-out loss, summed with its two
+    neighbours' (the ends repeat themselves), is least."""
+    loss = [c["held_out_loss"] for c in cs]
+    near = lambda i: loss[max(i - 1, 0)] + loss[i] + loss[min(i + 1, len(cs) - 1)]  # noqa: E731
+    return min(range(min(1, len(cs) - 1), len(cs)), key=near)
+
+
 #: other ways to pick a checkpoint, set against the judge's pick in the report (each: checkpoints -> index)
 RULES = {
     "judge (least drift, ties by loss)": None,
     "least held-out loss": lambda cs: min(range(len(cs)), key=lambda i: (cs[i]["held_out_loss"], cs[i]["step"])),
-    "held-out loss, mean with both neighbours": lambda cs: min(
-        range(min(1, len(cs) - 1), len(cs)), key=lambda i: sum(cs[j]["held_out_loss"] for j in (max(i - 1, 0), i, min(i + 1, len(cs) - 1)))),
+    "held-out loss, mean with both neighbours": _least_neighbour_mean_loss,
     "last checkpoint": lambda cs: len(cs) - 1,
     "best eval (an oracle)": lambda cs: max(range(len(cs)), key=lambda i: cs[i]["eval"]),
 }
