@@ -148,6 +148,8 @@ def scored(row: dict, name: str, out: Path, r: dict) -> dict:
     row["macs_kept"] = round(r["after"]["macs"] / r["before"]["macs"], 4)
     for split in SPLITS:
         row[split] = score(name, out, split)
+    if r.get("versions"):  # the libraries that wrote it (reports from 2026-12-06 on)
+        row["versions"] = r["versions"]
     choice = (r.get("search") or {}).get("rounds_choice")
     if choice:
         row["rounds_choice"] = choice

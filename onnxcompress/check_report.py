@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onnxcompress.gates import Criterion, describe, fmt
+from onnxcompress.versions import library_versions
 
 #: property names of ungated measurements in JUnit
 _MEASURE = {"min_cosine": "cosine_min", "max_abs_diff": "max_abs_diff", "min_top1": "top1_agreement",
@@ -61,6 +62,7 @@ class CheckReport:
             "recipe": self.recipe,
             "seconds": self.seconds,
             "warnings": self.warnings,
+            "versions": library_versions(),
         }
 
     def to_json(self) -> str:

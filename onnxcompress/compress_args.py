@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from onnxcompress.options_parser import OptionsParser
+from onnxcompress.versions import PrintVersions
 from onnxcompress.cli_args import add_attention_arg, add_block_op_arg, add_calib_args, add_common, add_shape_arg
 
 TOUR = """\
@@ -48,6 +49,8 @@ def compress_parser() -> OptionsParser:
         epilog=TOUR,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action=PrintVersions,
+                   help="print the versions of onnxcompress and of the libraries it runs on, and exit")
     p.add_argument("model", help="input .onnx file")
     p.add_argument("-o", "--output", help="output path (default: MODEL's stem + .compressed.onnx)")
     p.add_argument("--ratio", type=float, default=None,

@@ -40,7 +40,7 @@ except ModuleNotFoundError:  # Python 3.10
 #: the tables a recipe may hold, one per command
 TABLES = ("compress", "check")
 #: options that make no sense inside a recipe
-_EXCLUDED = {"help", "recipe"}
+_EXCLUDED = {"help", "recipe", "version"}
 
 
 @dataclass

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from onnxcompress.analysis.cost import LayerCost
+from onnxcompress.versions import library_versions
 
 
 @dataclass
@@ -122,6 +123,7 @@ class CompressReport:
             "calibration": self.calibration,
             "recovery": self.recovery,
             "search": self.search,
+            "versions": library_versions(),
         }
 
     def to_json(self) -> str:

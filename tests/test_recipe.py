@@ -33,6 +33,7 @@ def test_keys_are_the_long_options_of_each_command():
                 "on_inconclusive", "eval", "junit", "markdown"):
         assert key in check
     assert "recipe" not in compress and "help" not in check and "model" not in compress
+    assert "version" not in compress  # --version exits: a recipe key for it would end every run
 
 
 def test_flags_override_the_recipe(tmp_path):
