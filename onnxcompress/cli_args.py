@@ -5,6 +5,20 @@ from __future__ import annotations
 import argparse
 
 
+class PrintVersions(argparse.Action):
+    """``--version``: print ``versions.versions_text`` on stdout, as argparse's own version action, and exit 0
+    (the versions are looked up only when asked)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from onnxcompress.versions import versions_text
+
+        print(versions_text())
+        parser.exit()
+
+
 def add_shape_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--input-shape",

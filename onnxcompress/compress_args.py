@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 
 from onnxcompress.options_parser import OptionsParser
-from onnxcompress.versions import PrintVersions
-from onnxcompress.cli_args import add_attention_arg, add_block_op_arg, add_calib_args, add_common, add_shape_arg
+from onnxcompress.cli_args import PrintVersions, add_attention_arg, add_block_op_arg, add_calib_args, add_common, add_shape_arg
 
 TOUR = """\
 subcommands:

@@ -8,40 +8,35 @@ CI gate, tell a changed environment from a changed model.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import platform
 from importlib import metadata
 
-#: distributions the reports name; the optional ones are ``None`` where absent
-DISTRIBUTIONS = ("onnxcompress", "onnx", "onnx-ir", "onnxruntime", "onnxruntime-gpu", "numpy", "onnxsim", "torch")
+#: the libraries the reports name besides onnxcompress itself; optional ones are ``None`` where absent
+DISTRIBUTIONS = ("onnx", "onnx-ir", "onnxruntime", "onnxruntime-gpu", "numpy", "onnxsim", "torch")
 
 
 @functools.lru_cache(maxsize=1)
-def library_versions() -> dict[str, str | None]:
-    """``{"python": ..., distribution: version or None}`` for the process, looked up once."""
-    out: dict[str, str | None] = {"python": platform.python_version()}
+def _looked_up() -> tuple[tuple[str, str | None], ...]:
+    from onnxcompress import __version__  # the code that runs, even from a checkout not installed
+
+    out: list[tuple[str, str | None]] = [("python", platform.python_version()), ("onnxcompress", __version__)]
     for name in DISTRIBUTIONS:
         try:
-            out[name] = metadata.version(name)
+            out.append((name, metadata.version(name)))
         except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+            out.append((name, None))
+    return tuple(out)
+
+
+def library_versions() -> dict[str, str | None]:
+    """``{"python": ..., "onnxcompress": ..., library: version or None}``, looked up once per process
+    (a new dict each call, so a report that edits its copy changes no other)."""
+    return dict(_looked_up())
 
 
 def versions_text() -> str:
-    """``onnxcompress --version``: ours on the first line, then every library the reports name."""
+    """What ``onnxcompress --version`` prints: ours on the first line, then every library the reports name."""
     v = library_versions()
     rest = ", ".join(f"{k} {v[k] or 'not installed'}" for k in v if k != "onnxcompress")
     return f"onnxcompress {v['onnxcompress']}\n{rest}"
-
-
-class PrintVersions(argparse.Action):
-    """``--version``: print ``versions_text`` on stdout and exit 0 (looked up only when asked)."""
-
-    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
-        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        print(versions_text())  # stdout, as argparse's own version action
-        parser.exit()

@@ -7,6 +7,8 @@ from importlib import metadata
 import numpy as np
 import onnx
 
+import onnxcompress
+
 from onnxcompress.check_report import CheckReport
 from onnxcompress.report import CompressReport, ModelStats
 from onnxcompress.versions import DISTRIBUTIONS, library_versions
@@ -14,7 +16,8 @@ from onnxcompress.versions import DISTRIBUTIONS, library_versions
 
 def test_versions_name_the_installed_libraries_and_none_for_absent_ones():
     v = library_versions()
-    assert list(v) == ["python", *DISTRIBUTIONS]
+    assert list(v) == ["python", "onnxcompress", *DISTRIBUTIONS]
+    assert v["onnxcompress"] == onnxcompress.__version__
     assert v["python"] == platform.python_version()
     assert v["numpy"] == metadata.version("numpy") and np.__version__ == v["numpy"]
     assert v["onnx"] == onnx.__version__
@@ -26,6 +29,9 @@ def test_versions_name_the_installed_libraries_and_none_for_absent_ones():
 def test_compress_and_check_reports_carry_the_versions():
     rep = CompressReport(input=None, output=None, config={}, before=ModelStats(0, 0, 0), after=ModelStats(0, 0, 0))
     assert json.loads(rep.to_json())["versions"] == library_versions()
+    first = rep.to_dict()
+    first["versions"]["numpy"] = "edited"  # a report's copy is its own
+    assert rep.to_dict()["versions"]["numpy"] == np.__version__
     check = CheckReport(model="a.onnx", compressed="b.onnx")
     assert json.loads(check.to_json())["versions"] == library_versions()
 
