@@ -354,6 +354,9 @@ def _check_chunk(feeds: dict[str, np.ndarray], inputs: list[ir.Value], src: Path
                 feeds[v.name] = a = a.astype(want_dtype)
             else:
                 raise InputError(f"--calib {src.name}: input {v.name!r} expects {expected} {want_dtype}, found {found}")
+        if v.shape is not None and len(v.shape) == 0:
+            raise InputError(f"--calib {src.name}: input {v.name!r} is a scalar (rank 0), and --calib stacks samples "
+                             f"on axis 0: models with scalar inputs cannot be calibrated (unsupported)")
         if a.ndim and a.shape[0] == 0:
             raise InputError(f"--calib {src.name}: input {v.name!r} holds no samples (shape {found})")
         if v.shape is None:

@@ -65,14 +65,17 @@ def add_calib_args(p: argparse.ArgumentParser) -> None:
                    "samples: memory grows with the held-out part, not with the set (default 0.25)")
     g.add_argument("--class-axis", action="append", default=[], metavar="OUTPUT:AXIS",
                    help="which axis of an output holds classes, for top-1 agreement (default: axis 1, or the last axis of "
-                   "a rank-3 output such as a CTC sequence)")
+                   "a rank-3 output such as a CTC sequence). A YOLO head with boxes and scores in one output, "
+                   "(N,4+classes,anchors) or (N,anchors,5+classes), is split instead: its scores judged as a map, its "
+                   "boxes at the anchors the original detects; a class axis given for it reads it whole")
     add_map_threshold_arg(g)
 
 
 def add_map_threshold_arg(g) -> None:
     g.add_argument("--map-threshold", action="append", default=[], metavar="OUTPUT:T",
                    help="binarize this output at T and score it as a probability map (IoU, F1, foreground recall). "
-                   "(N,1,H,W) or (N,H,W,1) outputs with values in [0,1] are maps by default, at 0.5")
+                   "(N,1,H,W) or (N,H,W,1) outputs with values in [0,1] are maps by default, at 0.5, and so are a "
+                   "YOLO head's scores (T applies to them)")
 
 
 def _parse_named(specs: list[str], flag: str, form: str, convert, ok=lambda v: True) -> dict:

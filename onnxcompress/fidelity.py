@@ -34,6 +34,10 @@ background anchors it is never read. It is judged only at the anchors where the 
 confident (a class score over the map threshold), by the mean cosine of those rows
 (``anchor_cosine``); ``--class-axis`` on the output overrides this.
 
+A **box-and-score head** (YOLO's (N, 4 + classes, anchors) or (N, anchors, 5 + classes), one
+output) is split first into ``NAME[boxes]`` and ``NAME[scores]`` (``box_score_heads``), which are
+then judged as above: the scores as a map, the boxes at the confident anchors.
+
 ``collapsed`` is the floor under every written model: the task figure (sequence
 agreement for sequences, per-position agreement for class scores and maps, map F1 for
 probability maps, mean cosine otherwise) below half of what the original scores against
@@ -47,6 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from onnxcompress.blockwise import cosines, difference_stats
+from onnxcompress.box_score_heads import box_score_fields, scores_name, split_heads
 from onnxcompress.errors import VerificationError
 
 
@@ -366,6 +371,11 @@ def compare_outputs(
     """
     class_axes = class_axes or {}
     map_thresholds = map_thresholds or {}
+    heads = {n: f for n, a in ref.items() if n not in class_axes and n not in features and n in got
+             and got[n].shape == a.shape and (f := box_score_fields(a)) is not None}
+    if heads:  # YOLO's boxes and scores in one output: judged apart (box_score_heads)
+        ref, got = split_heads(ref, heads), split_heads(got, heads)
+        map_thresholds = {**map_thresholds, **{scores_name(n): map_thresholds.get(n, MAP_THRESHOLD) for n in heads}}
     per: dict[str, OutputFidelity] = {}
     samples = 0
     confident = confident_anchors(ref, class_axes, map_thresholds)

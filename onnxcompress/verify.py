@@ -46,6 +46,17 @@ def check_model(model: ir.Model | Serialized) -> None:
         raise VerificationError(f"onnx checker rejected the output: {_first_line(exc)}") from exc
 
 
+def _random_ints_hint(feeds: list[dict[str, np.ndarray]]) -> str:
+    """Where integer inputs were drawn at random, say so: a model that switches on a value (a
+    sample rate, a mode flag) may fail on a random one, where it runs on real inputs."""
+    ints = {k: v for k, v in feeds[0].items() if np.issubdtype(v.dtype, np.integer)}
+    if not ints:
+        return ""
+    # --calib stacks samples on axis 0, so it cannot give a scalar input (calibration.py says so)
+    fix = "" if any(v.ndim == 0 for v in ints.values()) else "; give --calib"
+    return f" (random inputs: integer input(s) {', '.join(map(repr, sorted(ints)))} got small random values{fix})"
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -93,7 +104,8 @@ class ReferencePass(ReportingPass):
             session = Session(ctx.source, optimize=False)
             ref = Reference(feeds, inputs, session.run_all(feeds), features=feature_outputs(model))
         except Exception as exc:  # noqa: BLE001
-            raise InputError(f"onnxruntime cannot run the input model: {_first_line(exc)}") from exc
+            raise InputError(f"onnxruntime cannot run the input model: {_first_line(exc)}"
+                             f"{_random_ints_hint(feeds) if inputs == 'random' else ''}") from exc
         # Dynamic spatial dims are checked at a second sizing too (batch + 1, the others doubled).
         sizing = second_sizing(model, ctx.input_shapes, spatial_only=True)
         if sizing is not None:

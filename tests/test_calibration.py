@@ -243,3 +243,46 @@ def test_cli_with_calib_and_no_size_defaults_to_the_mac_target(digits, tmp_path)
     assert main([DIGITS, "--calib", digits["calib"], "--ratio", "0.25", "-o", str(tmp_path / "o.onnx"), "-q",
                  "--report", str(rep_path)]) == 0
     assert json.loads(rep_path.read_text())["config"]["target_macs"] is None
+
+
+def _scalar_rate_model(path) -> str:
+    """y = Conv(x) where the scalar int64 ``sr`` is 16000; any other rate reshapes to a size that fails,
+    as a sample-rate switch does in an audio model."""
+    from onnx import TensorProto, helper
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 2, 3], np.ones(24, np.float32).tolist())
+    good = helper.make_graph([helper.make_node("Identity", ["c"], ["a"])], "good", [],
+                             [helper.make_tensor_value_info("a", TensorProto.FLOAT, None)])
+    bad_shape = helper.make_tensor("bad_shape", TensorProto.INT64, [1], [7])
+    bad = helper.make_graph([helper.make_node("Reshape", ["c", "bad_shape"], ["b"])], "bad", [],
+                            [helper.make_tensor_value_info("b", TensorProto.FLOAT, None)], [bad_shape])
+    rate = helper.make_tensor("rate", TensorProto.INT64, [], [16000])
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1]),
+         helper.make_node("Equal", ["sr", "rate"], ["is16k"]),
+         helper.make_node("If", ["is16k"], ["y"], then_branch=good, else_branch=bad)],
+        "rate_switch",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2, 16]),
+         helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w, rate])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return str(path)
+
+
+def test_a_scalar_input_is_named_unsupported_for_calibration_and_random_ints_are_named(tmp_path, capsys):
+    """Found on silero-vad's models (a scalar ``sr`` input): --calib cannot stack samples of a rank-0
+    input, which is one line saying so, and a failure on random inputs names the integer inputs drawn."""
+    path = _scalar_rate_model(tmp_path / "rate.onnx")
+    x = np.random.default_rng(0).standard_normal((8, 2, 16)).astype(np.float32)
+    assert Session(path).run({"x": x, "sr": np.array(16000, np.int64)})["y"].shape == (8, 4, 16)
+    np.savez(tmp_path / "calib.npz", x=x, sr=np.full(8, 16000, np.int64))
+    with pytest.raises(InputError, match=r"input 'sr' is a scalar \(rank 0\).*\(unsupported\)"):
+        load_calibration(tmp_path / "calib.npz", load_model(path))
+    assert main([path, "-o", str(tmp_path / "out.onnx"), "--calib", str(tmp_path / "calib.npz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a scalar (rank 0)" in err[0]
+    assert main([path, "-o", str(tmp_path / "out.onnx"), "--input-shape", "x:1,2,16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot run the input model" in err[0]
+    assert err[0].endswith("(random inputs: integer input(s) 'sr' got small random values)")
+    assert not (tmp_path / "out.onnx").exists()

@@ -255,3 +255,58 @@ def test_a_detectors_box_logits_are_judged_at_confident_anchors():
     assert alone.anchor_cosine is None and alone.sequence_agreement is not None
     named = compare_outputs(ref, got, class_axes={"b": 2}).per_output["b"]
     assert named.anchor_cosine is None and named.agreement is not None
+
+
+def yolo_head(path) -> str:
+    """A YOLOv8-style head on a small backbone: (N, 4 + 3, 256) from (N, 3, 16, 16). Boxes are
+    decoded to pixels (50 + 40 * conv), the 3 class scores sigmoided, both concatenated on axis 1."""
+    rng = np.random.default_rng(5)
+    inits = [
+        _init("w1", rng.standard_normal((16, 3, 3, 3)) * 0.4), _init("b1", rng.standard_normal(16) * 0.1),
+        _init("w2", rng.standard_normal((16, 16, 3, 3)) * 0.15), _init("b2", np.abs(rng.standard_normal(16)) * 0.3),
+        _init("wb", rng.standard_normal((4, 16, 1, 1)) * 0.3), _init("bb", np.zeros(4)),
+        _init("wc", rng.standard_normal((3, 16, 1, 1)) * 0.8), _init("bc", np.full(3, -1.0)),
+        _init("scale", [40.0]), _init("offset", [50.0]),
+        onh.from_array(np.array([0, 4, -1], np.int64), "box_shape"),
+        onh.from_array(np.array([0, 3, -1], np.int64), "cls_shape"),
+    ]
+    nodes = [
+        oh.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]), oh.make_node("Relu", ["c1"], ["r1"]),
+        oh.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]), oh.make_node("Relu", ["c2"], ["r2"]),
+        oh.make_node("Conv", ["r2", "wb", "bb"], ["box_raw"]), oh.make_node("Mul", ["box_raw", "scale"], ["box_s"]),
+        oh.make_node("Add", ["box_s", "offset"], ["box"]), oh.make_node("Reshape", ["box", "box_shape"], ["box_flat"]),
+        oh.make_node("Conv", ["r2", "wc", "bc"], ["cls_logit"]), oh.make_node("Sigmoid", ["cls_logit"], ["cls"]),
+        oh.make_node("Reshape", ["cls", "cls_shape"], ["cls_flat"]),
+        oh.make_node("Concat", ["box_flat", "cls_flat"], ["y"], axis=1),
+    ]
+    g = oh.make_graph(nodes, "yolo_head", [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 16, 16])],
+                      [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 7, 256])], inits)
+    m = oh.make_model(g, opset_imports=[oh.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.save(m, path)
+    return str(path)
+
+
+def test_a_yolo_head_is_judged_as_boxes_and_scores_end_to_end(tmp_path):
+    """NudeNet's YOLOv8n (N, 22, 2100) was refused as collapsed at every target ("sequence agreement
+    0.000", an argmax across anchors): the head is now split, and the written model keeps the detections."""
+    model = yolo_head(tmp_path / "yolo.onnx")
+    calib = _calib(tmp_path / "c.npz", (3, 16, 16), n=64)
+    ref = Session(model).run({"x": np.load(calib)["x"][:8]})["y"]
+    assert (ref[:, 4:] > 0.5).sum() > 20 and ref[:, :4].max() > 60  # detections, and boxes in pixels
+    out, report = tmp_path / "o.onnx", tmp_path / "r.json"
+    assert main([model, "--calib", calib, "--target-macs", "0.7", "--round-to", "4", "-o", str(out),
+                 "--report", str(report), "-q"]) == 0
+    r = json.loads(report.read_text())
+    f = r["fidelity"]
+    assert set(f["per_output"]) == {"y[boxes]", "y[scores]"} and f["sequence_agreement"] is None
+    assert f["per_output"]["y[scores]"]["map_threshold"] == 0.5 and f["map_f1"] > 0.5
+    assert f["per_output"]["y[boxes]"]["anchors"] > 0 and f["anchor_cosine"] > 0.9
+    assert "YOLO head's scores" in r["recovery"]["drift_metric"]
+    assert r["after"]["macs"] <= 0.7 * r["before"]["macs"] + 1
+    # the refit's perturbations are off, as on every detector
+    assert r["recovery"]["refit_augment"] == [] and "output 'y'" in r["recovery"]["refit_augment_off"]
+    got = Session(str(out)).run({"x": np.load(calib)["x"][:8]})["y"]
+    assert got.shape == ref.shape
+    _iou, f1, _recall = map_scores(ref[:, 4:], got[:, 4:], 0.5)
+    assert f1 > 0.5

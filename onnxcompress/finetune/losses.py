@@ -1,7 +1,9 @@
 """Distillation's task-aware loss per output: which kind each output is, and its loss.
 
 KL along a class axis (softmaxed outputs read as probabilities, others as logits), binary
-cross-entropy for a probability map, relative MSE for everything else (features too).
+cross-entropy for a probability map, relative MSE for everything else (features too). A YOLO
+head with boxes and scores in one output (``box_score_heads``) gets both: binary cross-entropy
+on its scores, relative MSE on its boxes.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from onnxcompress.box_score_heads import box_score_fields
 from onnxcompress.fidelity import guess_class_axis, is_probability_map
 
 
 def loss_kinds(teacher: dict[str, np.ndarray], cfg, features: frozenset[str] = frozenset()) -> dict:
-    """Per output: (kind, class axis). kind: probs | logits | map | mse (features too) | skip."""
+    """Per output: (kind, class axis). kind: probs | logits | map | mse (features too) | skip, or
+    boxscores with (field axis, first score field) for the axis."""
     out = {}
     for name, t in teacher.items():
         if not np.issubdtype(t.dtype, np.floating):
@@ -23,6 +27,10 @@ def loss_kinds(teacher: dict[str, np.ndarray], cfg, features: frozenset[str] = f
         axis = cfg.class_axes.get(name)
         if axis is None and name in features:  # hidden states, embeddings (fidelity.feature_outputs)
             out[name] = ("mse", None)
+            continue
+        fields = box_score_fields(t) if axis is None else None
+        if fields is not None:
+            out[name] = ("boxscores", fields)
             continue
         if axis is None and (name in cfg.map_thresholds or is_probability_map(t)):
             out[name] = ("map", None)
@@ -37,7 +45,12 @@ def loss_kinds(teacher: dict[str, np.ndarray], cfg, features: frozenset[str] = f
     return out
 
 
-def output_loss(kind: str, axis: int | None, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def output_loss(kind: str, axis, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    if kind == "boxscores":
+        field_axis, first = axis
+        rest = t.shape[field_axis] - first
+        return (output_loss("map", None, s.narrow(field_axis, first, rest), t.narrow(field_axis, first, rest))
+                + output_loss("mse", None, s.narrow(field_axis, 0, first), t.narrow(field_axis, 0, first)))
     if kind == "probs":
         logp = torch.log(s.clamp_min(1e-8))
         return (t * (torch.log(t.clamp_min(1e-8)) - logp)).sum(dim=axis).mean()

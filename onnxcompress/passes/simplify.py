@@ -37,6 +37,16 @@ from onnxcompress.passes.simplify_guard import SimplifyFailed, annotations_infer
 
 logger = logging.getLogger(__name__)
 
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of ``exc``, and the next too where the first ends in a colon (the onnx
+    checker breaks its message before the node it names); a trace below is left out."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    text = lines[0] + (" " + lines[1] if lines[0].endswith(":") and len(lines) > 1 else "")
+    return text[:300]
+
 #: Protobuf cannot hold a model past 2 GiB; onnxsim works on one protobuf.
 MAX_BYTES = 1_900_000_000
 _OK_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
@@ -102,10 +112,11 @@ class SimplifyPass(ReportingPass):
             inferred = same and not needs and annotations_inferred(proto, simplified)
             checks = [] if inferred else guard(proto, declared, model, new, self.input_shapes, same_structure=same)
         except Exception as exc:  # noqa: BLE001 - any onnxsim failure keeps the unsimplified graph
-            msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            msg = _one_line(exc)
             self.report.update(status="failed", reason=msg)
+            # The summary prints the report's warnings; a held log line would print it twice.
             self.warnings.append(f"simplify failed, kept the unsimplified graph: {msg}")
-            logger.warning("simplify failed, kept the unsimplified graph: %s", msg)
+            logger.info("simplify failed, kept the unsimplified graph: %s", msg)
             return ir.passes.PassResult(model, False)
         _transplant(new, model)
         self.report.update(

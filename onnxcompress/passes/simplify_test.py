@@ -86,6 +86,23 @@ def test_onnxsim_exception_keeps_graph(monkeypatch):
     assert p.warnings and "kept the unsimplified graph" in p.warnings[0]
 
 
+def test_failure_reason_keeps_the_line_after_a_colon(monkeypatch, caplog):
+    """The checker's message names its node on the second line; the reason keeps it, and the
+    failure is logged below warning level (the summary already prints the report's warning)."""
+    def boom(*args, **kwargs):
+        raise RuntimeError("Nodes in a graph must be topologically sorted, however input 'a' of node:\n"
+                           "name: Squeeze_0 OpType: Squeeze\n\nmore")
+
+    monkeypatch.setattr(onnxsim, "simplify", boom)
+    model = ir.serde.deserialize_model(_dynamic_model())
+    p = SimplifyPass({"x": (1, 3, 8, 8)})
+    with caplog.at_level("INFO", logger="onnxcompress"):
+        assert not p(model).modified
+    assert p.report["reason"] == ("Nodes in a graph must be topologically sorted, however input 'a' of node: "
+                                  "name: Squeeze_0 OpType: Squeeze")
+    assert [r.levelname for r in caplog.records if "simplify failed" in r.getMessage()] == ["INFO"]
+
+
 def test_failed_onnxsim_check_keeps_graph(monkeypatch):
     monkeypatch.setattr(onnxsim, "simplify", lambda m, **kw: (m, False))
     model = ir.serde.deserialize_model(_dynamic_model())

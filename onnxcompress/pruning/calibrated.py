@@ -155,8 +155,8 @@ class CalibratedPruning:
         after = ref(Session(model).run_all(self.held)) if layers else before
         self.report["recovery"] = {
             "method": self.recover,
-            "drift_metric": "relative L2 of all outputs (or 1 - F1 of a probability map, if larger) vs the unpruned "
-                            "model, held-out calibration split",
+            "drift_metric": "relative L2 of all outputs (or 1 - F1 of a probability map or of a YOLO head's scores, "
+                            "if larger) vs the unpruned model, held-out calibration split",
             "drift_before_refit": before,
             "drift_after_refit": after,
             "refit_augment": augmented if layers else [],

@@ -23,6 +23,7 @@ import onnx_ir as ir
 
 from onnxcompress.blockwise import sample_blocks, square_sum
 from onnxcompress.channels.state import AnalysisResult
+from onnxcompress.box_score_heads import box_score_fields
 from onnxcompress.fidelity import MAP_THRESHOLD, is_probability_map, map_scores
 from onnxcompress.pruning.activations import FeatureStats, consumer_slots, unread_outputs
 from onnxcompress.pruning.plan import Group, _round_keep, _step, weakest_atoms
@@ -259,7 +260,8 @@ def _insert_sorted(proto: onnx.ModelProto, new_nodes: list) -> None:
 
 
 def drift(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], map_thresholds: dict[str, float] | None = None) -> float:
-    """Relative L2 error over every float output together, or 1 - F1 of a probability map if larger.
+    """Relative L2 error over every float output together, or 1 - F1 of a probability map (or of a YOLO
+    head's scores, ``box_score_heads``) if larger.
 
     A probability map (``fidelity.is_probability_map``) is mostly background: a map whose
     foreground vanished can score a moderate L2 while its binarized F1 is 0.
@@ -278,8 +280,10 @@ class DriftReference:
         thresholds = map_thresholds or {}
         self.ref = {k: a for k, a in ref.items() if np.issubdtype(a.dtype, np.floating)}
         self.square_sums = {k: square_sum(a) for k, a in self.ref.items()}
+        # YOLO's boxes and scores in one output: its scores are the map (box_score_heads)
+        self.score_fields = {k: f for k, a in self.ref.items() if (f := box_score_fields(a)) is not None}
         self.map_threshold = {k: thresholds.get(k, MAP_THRESHOLD) for k, a in self.ref.items()
-                              if k in thresholds or is_probability_map(a)}
+                              if k in thresholds or k in self.score_fields or is_probability_map(a)}
         self._buffers: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
 
     def __call__(self, got: dict[str, np.ndarray]) -> float:
@@ -295,7 +299,11 @@ class DriftReference:
                 np.subtract(ra, rg, out=buf, dtype=np.float64)  # both sides cast to float64 first
                 num += float(np.square(buf, out=buf).sum())
             den += self.square_sums[k]
-            if k in self.map_threshold:
+            if k in self.score_fields:
+                axis, first = self.score_fields[k]
+                scores = (slice(None),) * axis + (slice(first, None),)
+                task = max(task, 1.0 - map_scores(a[scores], got[k][scores], self.map_threshold[k])[1])
+            elif k in self.map_threshold:
                 task = max(task, 1.0 - map_scores(a, got[k], self.map_threshold[k])[1])
         return max(math.sqrt(num / den) if den > 0 else math.sqrt(num), task)
 
