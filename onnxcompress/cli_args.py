@@ -27,7 +27,8 @@ def add_shape_arg(p: argparse.ArgumentParser) -> None:
         metavar="NAME:DIMS",
         help="pin an input's shape, e.g. input:1,3,224,224 (repeatable). The batch dim defaults to 1; "
         "any other symbolic or dynamic (dim_value -1/0) dim must be given. -1 takes the model's own dim "
-        "(1 for a free batch), e.g. x:-1,3,48,320; the saved model keeps its dims as exported",
+        "(1 for a free batch), e.g. x:-1,3,48,320. A named dim sized on one input sizes that name on every "
+        "input. The saved model keeps its dims as exported",
     )
 
 

@@ -57,8 +57,11 @@ def _fixed(d) -> bool:
 def resolve_input_shapes(model: ir.Model, overrides: dict[str, Shape] | None = None) -> dict[str, Shape]:
     """Concrete shape for every real graph input.
 
-    Dim 0, when symbolic, defaults to 1 (the batch). Any other symbolic or unknown dim
-    needs an override, and the error names the input and the dim.
+    Dim 0, when symbolic, defaults to 1 (the batch). A named symbolic dim takes the value that
+    dim's name got elsewhere (ONNX: one name, one value): from an override first, then from a
+    dim 0 defaulted to 1, so ``--input-shape input:1,512`` also sizes silero-vad's
+    ``state`` (2, batch, 128). Any other symbolic or unknown dim needs an override, and the
+    error names the input and the dim.
     """
     overrides = dict(overrides or {})
     names = {v.name for v in graph_inputs(model)}
@@ -68,6 +71,7 @@ def resolve_input_shapes(model: ir.Model, overrides: dict[str, Shape] | None = N
             f"--input-shape names no input of this model: {', '.join(sorted(unknown))} "
             f"(inputs: {', '.join(sorted(names))})"
         )
+    named = _named_dims(model, overrides)
     shapes: dict[str, Shape] = {}
     for v in graph_inputs(model):
         if v.shape is None:
@@ -92,14 +96,36 @@ def resolve_input_shapes(model: ir.Model, overrides: dict[str, Shape] | None = N
                 shapes[v.name] = tuple(ov)
                 continue
         given = overrides.get(v.name, (FREE,) * len(v.shape))
-        shapes[v.name] = tuple(o if o != FREE else _default_dim(v, i, d) for i, (d, o) in enumerate(zip(v.shape, given)))
+        shapes[v.name] = tuple(o if o != FREE else _default_dim(v, i, d, named)
+                               for i, (d, o) in enumerate(zip(v.shape, given)))
     return shapes
 
 
-def _default_dim(v: ir.Value, i: int, d) -> int:
-    """Dim ``i`` of input ``v`` when the user gives none: the model's fixed value, or 1 for the batch."""
+def _dim_name(d) -> str | None:
+    return d.value if isinstance(d, ir.SymbolicDim) and d.value else None
+
+
+def _named_dims(model: ir.Model, overrides: dict[str, Shape]) -> dict[str, int]:
+    """The value of each named symbolic dim: given in an override, else 1 where it is an input's dim 0."""
+    named: dict[str, int] = {}
+    inputs = [v for v in graph_inputs(model) if v.shape is not None]
+    for v in inputs:
+        for d, o in zip(v.shape, overrides.get(v.name, ())):
+            if _dim_name(d) and o != FREE:
+                named.setdefault(_dim_name(d), o)
+    for v in inputs:
+        if len(v.shape) and _dim_name(v.shape[0]):
+            named.setdefault(_dim_name(v.shape[0]), 1)
+    return named
+
+
+def _default_dim(v: ir.Value, i: int, d, named: dict[str, int]) -> int:
+    """Dim ``i`` of input ``v`` when the user gives none: the model's fixed value, the value its name
+    has elsewhere (``_named_dims``), or 1 for the batch."""
     if _fixed(d):
         return d
+    if _dim_name(d) in named:
+        return named[_dim_name(d)]
     if i == 0:
         return 1
     if isinstance(d, int):
