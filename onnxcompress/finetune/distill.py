@@ -155,6 +155,12 @@ class Distiller:
         self.labelled = cfg.labelled
         if self.labelled is not None:
             self.label_target = self.outputs[0]
+            kind = self.kinds[self.label_target][0]
+            if kind not in ("probs", "logits"):  # a map, a YOLO head, features: no class axis to label
+                from onnxcompress.errors import InputError
+
+                raise InputError(f"--train-labels: the first output {self.label_target!r} is read as {kind}, not as "
+                                 f"class scores or a CTC sequence, so it takes no labels")
             self.label_rows = np.random.default_rng([cfg.seed, 1]).permutation(len(self.labelled))
 
     def _ctc_heads(self, first: dict[str, np.ndarray]) -> dict:

@@ -341,3 +341,23 @@ def test_distillation_after_allocation_rounds_learns_from_the_original(tmp_path)
     d = r["recovery"]["distill"]
     assert d["steps"] == 6 and d["kept"] in ("refit", "distill") and "warning" not in d
     assert len(d["features"]) >= 1
+
+
+def test_labels_on_an_output_without_classes_are_one_input_error():
+    """A probability map (or a YOLO head) has no class axis: --train-labels on it is refused in one
+    line, where the supervised term would have failed inside torch."""
+    from onnxcompress.accuracy import LabelledSet
+    from onnxcompress.errors import InputError
+    from onnxcompress.finetune.distill import DistillConfig, Distiller
+    import onnx_ir as ir
+
+    rng = np.random.default_rng(0)
+    w = onh.from_array(np.ones((1, 1, 1, 1), np.float32), "w")
+    g = oh.make_graph([oh.make_node("Conv", ["x", "w"], ["z"]), oh.make_node("Sigmoid", ["z"], ["y"])], "g",
+                      [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 1, 8, 8])],
+                      [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 1, 8, 8])], [w])
+    m = ir.from_proto(oh.make_model(g, opset_imports=[oh.make_opsetid("", 13)]))
+    x = rng.standard_normal((8, 1, 8, 8)).astype(np.float32)
+    cfg = DistillConfig(steps=3, eval_every=1, batch=4, labelled=LabelledSet({"x": x}, np.zeros(8, np.int64)))
+    with pytest.raises(InputError, match=r"--train-labels: the first output 'y' is read as map"):
+        Distiller(m, m, [], [{"x": x}], [{"x": x[:4]}], cfg)
