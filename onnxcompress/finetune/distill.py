@@ -40,7 +40,7 @@ from onnxcompress.finetune.augment import input_ranges, mix, perturb, perturbed_
 from onnxcompress.finetune.averaging import WeightAverage
 from onnxcompress.finetune.ctc_term import find_ctc_heads, reading_loss, with_judged_blanks
 from onnxcompress.finetune.graph_module import GraphModule
-from onnxcompress.finetune.losses import loss_kinds, output_loss
+from onnxcompress.finetune.losses import check_labelled, loss_kinds, output_loss
 from onnxcompress.finetune.targets import differentiable_targets
 from onnxcompress.output_join import OutputJoin
 from onnxcompress.runtime import Session
@@ -147,20 +147,14 @@ class Distiller:
         first = self.teacher.run(one, self.outputs)
         self.feature_outputs = feature_outputs(student)
         self.kinds = loss_kinds(first, cfg, self.feature_outputs)
-        # A fixed-batch graph often runs batched in torch all the same: then the student takes a
-        # whole minibatch per run and only the teacher (onnxruntime) goes one sample at a time.
+        # A fixed-batch graph often runs batched in torch: the student takes a minibatch a run, the teacher one sample.
         self.batch_axes = self._student_batch_axes() if self.fixed else None
         self._held_targets: list[dict[str, np.ndarray]] | None = None
         self.ctc_heads = self._ctc_heads(first) if cfg.ctc_weight > 0 and self.signals else {}
         self.labelled = cfg.labelled
         if self.labelled is not None:
             self.label_target = self.outputs[0]
-            kind = self.kinds[self.label_target][0]
-            if kind not in ("probs", "logits"):  # a map, a YOLO head, features: no class axis to label
-                from onnxcompress.errors import InputError
-
-                raise InputError(f"--train-labels: the first output {self.label_target!r} is read as {kind}, not as "
-                                 f"class scores or a CTC sequence, so it takes no labels")
+            check_labelled(self.kinds[self.label_target][0], self.label_target)
             self.label_rows = np.random.default_rng([cfg.seed, 1]).permutation(len(self.labelled))
 
     def _ctc_heads(self, first: dict[str, np.ndarray]) -> dict:

@@ -59,3 +59,12 @@ def output_loss(kind: str, axis, s: torch.Tensor, t: torch.Tensor) -> torch.Tens
     if kind == "map":
         return F.binary_cross_entropy(s.clamp(1e-6, 1 - 1e-6), t.clamp(0.0, 1.0))
     return F.mse_loss(s, t) / (t.square().mean() + 1e-12)
+
+
+def check_labelled(kind: str, name: str) -> None:
+    """``--train-labels`` need class scores or a CTC sequence: a map, a YOLO head or features take none."""
+    if kind not in ("probs", "logits"):
+        from onnxcompress.errors import InputError
+
+        raise InputError(f"--train-labels: the first output {name!r} is read as {kind}, not as class scores or a "
+                         f"CTC sequence, so it takes no labels")
