@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench" / "real"))  # the real-model harness: its session and IoU
 CACHE = ROOT / "bench" / ".cache" / "real"
 NAME = "nudenet_320n"
 OUT_JSON = ROOT / "bench" / "yolo_head.json"
@@ -35,20 +36,17 @@ SCORE, NMS_IOU, MATCH_IOU = 0.25, 0.45, 0.5
 
 
 def run_model(path: Path, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
+    from evaluate import _session
 
-    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    s = _session(str(path))
     return np.concatenate([s.run(None, {"images": x[i:i + 16]})[0] for i in range(0, len(x), 16)])
 
 
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    x0 = np.maximum(box[0], boxes[:, 0])
-    y0 = np.maximum(box[1], boxes[:, 1])
-    x1 = np.minimum(box[2], boxes[:, 2])
-    y1 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
-    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-9)
+    """IoU of one xyxy box with each of ``boxes``: the DBNet harness's ``iou_matrix``."""
+    from evaluate_det import iou_matrix
+
+    return iou_matrix(box[None], boxes)[0]
 
 
 def detections(out: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:

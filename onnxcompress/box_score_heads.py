@@ -40,7 +40,17 @@ def box_score_fields(a: np.ndarray) -> tuple[int, int] | None:
     if fields < 2 or anchors < max(MIN_ANCHORS, 2 * fields):
         return None
     over = (0, 3 - axis)
-    in_unit = (np.nanmin(a, axis=over) >= -_SLACK) & (np.nanmax(a, axis=over) <= 1.0 + _SLACK)
+
+    def unit(part: slice) -> np.ndarray:  # per field of ``part``: are all its values in [0, 1]?
+        sub = a[:, part] if axis == 1 else a[:, :, part]
+        return (np.nanmin(sub, axis=over) >= -_SLACK) & (np.nanmax(sub, axis=over) <= 1.0 + _SLACK)
+
+    # Cheap refusals first: fidelity asks this of every output at every judged step, and a CTC head's
+    # (N, 40, 18710) is most of a judge's data. Some box field must lie among the first
+    # MAX_BOX_FIELDS + 1 fields, and the last field must be a score.
+    if unit(slice(0, MAX_BOX_FIELDS + 1)).all() or not unit(slice(fields - 1, fields))[0]:
+        return None
+    in_unit = unit(slice(None))
     first = fields
     while first > 0 and in_unit[first - 1]:
         first -= 1
