@@ -68,7 +68,8 @@ def compress_parser() -> OptionsParser:
                    help="global scope: at most this fraction of any group is removed (default 0.8)")
     p.add_argument("--round-to", type=int, default=DEFAULT_ROUND_TO,
                    help=f"keep channel counts at multiples of N, rounding the kept count up (never removing more than the "
-                   f"ratio from a group; never above its width, never zero); on ResNet-50, odd widths ran 1.44x faster "
+                   f"ratio from a group; never above its width, never zero; a group of N channels or fewer stays whole, and the "
+                   f"warnings say when that is what stops pruning); on ResNet-50, odd widths ran 1.44x faster "
                    f"where multiples of 8 ran 1.98x, same MACs (bench/ROUND_TO.md) (default {DEFAULT_ROUND_TO})")
     p.add_argument("--exclude", action="append", default=[], metavar="REGEX",
                    help="leave nodes whose name matches untouched (repeatable; applies to pruning and projection)")

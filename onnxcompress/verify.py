@@ -177,9 +177,12 @@ class VerifyPass(ReportingPass):
         if self.ctx.config.force:
             self.warnings.append(f"the model collapsed on held-out calibration data ({why}); written because of --force")
             return
+        # An unreachable --target-macs is usually why: its warning (and how to reach more) goes with the error.
+        reach = next((w for w in self.ctx.report.warnings if " is out of reach: " in w), None)
         raise CollapseError(
             f"the compressed model collapsed on {fid.samples} held-out calibration samples: {why}; nothing was "
             "written (a smaller --ratio or a larger --target-macs keeps more; --force writes it anyway)"
+            + (f"; {reach}" if reach else "")
         )
 
     def _second_sizing(self, session: Session, signals: bool) -> dict:

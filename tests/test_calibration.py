@@ -156,6 +156,43 @@ def test_over_budget_writes_nothing_and_exits_1(digits, tmp_path, capsys, monkey
     assert "no candidate met the budget" in capsys.readouterr().err
 
 
+def test_a_ratio_that_rounds_to_nothing_says_so(digits, tmp_path):
+    """At the default --ratio 0.1 every digits group (64 channels at most) would lose less than one step
+    of 8 channels: the model is written unpruned, and a warning says why (basic-pitch's model did this)."""
+    rep = tmp_path / "r.json"
+    assert main([DIGITS, "-o", str(tmp_path / "a.onnx"), "--report", str(rep), "-q"]) == 0
+    d = json.loads(rep.read_text())
+    assert d["groups"]["pruned"] == 0 and d["after"]["macs"] == d["before"]["macs"]
+    assert ("no channel removed: at --ratio 0.1 each of the 4 prunable group(s) would lose less than one step of "
+            "--round-to 8 channels (widest: 64); a larger --ratio or a smaller --round-to prunes") in d["warnings"]
+    assert main([DIGITS, "-o", str(tmp_path / "b.onnx"), "--ratio", "0.25", "--report", str(rep), "-q"]) == 0
+    d = json.loads(rep.read_text())
+    assert d["groups"]["pruned"] == 4 and not [w for w in d["warnings"] if w.startswith("no channel removed")]
+
+
+def test_an_unreachable_target_names_the_groups_too_narrow_for_the_rounding(digits, tmp_path, capsys, monkeypatch):
+    """--round-to 64 leaves no digits group a step to lose: the out-of-reach warning says which rounding
+    reaches them; when the model is then refused as collapsed, the error line carries that warning."""
+    rep = oc.compress(DIGITS, oc.CompressConfig(target_macs=0.5, calib=digits["calib"], round_to=64)).report
+    assert rep.after.macs == rep.before.macs
+    reach = [w for w in rep.warnings if w.startswith("--target-macs 0.5 is out of reach")]
+    assert len(reach) == 1 and "keeps 100.0% of its MACs" in reach[0]
+    assert "; 4 group(s) of 64 channels or fewer cannot lose any at --round-to 64 and touch " in reach[0]
+    assert reach[0].endswith("% of the MACs: --round-to 1 lets the allocation reach them")
+    # reachable at the default rounding: no such tail
+    rep = oc.compress(DIGITS, oc.CompressConfig(target_macs=0.5, calib=digits["calib"])).report
+    assert not [w for w in rep.warnings if "out of reach" in w]
+    from onnxcompress.fidelity import Fidelity
+
+    monkeypatch.setattr(Fidelity, "collapsed", lambda self: "forced for the test")
+    out = tmp_path / "never.onnx"
+    rc = main([DIGITS, "--calib", digits["calib"], "--target-macs", "0.5", "--round-to", "64", "-o", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 1 and not out.exists()
+    assert "forced for the test; nothing was written" in err and "; --target-macs 0.5 is out of reach: " in err
+    assert err.count("\n") == 1
+
+
 def test_budget_search_relaxes_the_target_until_it_fits(digits, tmp_path):
     out = tmp_path / "o.onnx"
     rc = main([DIGITS, "--calib", digits["calib"], "--target-macs", "0.3", "--max-drift", "0", "-o", str(out), "-q"])

@@ -20,7 +20,7 @@ from onnxcompress.importance import AGGREGATION, CRITERIA, GLOBAL_NORMALISATION,
 from onnxcompress.pruning.rounds import round_targets
 from onnxcompress.pruning.plan import macs_per_atom
 from onnxcompress.pruning.apply import Applier
-from onnxcompress.pruning.plan import Plan, head_roots, make_plan, reported_blockers
+from onnxcompress.pruning.plan import Plan, head_roots, make_plan, narrow_groups, reported_blockers, rounding_note
 from onnxcompress.passes.base import ReportingPass
 
 if TYPE_CHECKING:  # imported when calibration data is given: recovery and sensitivity are not needed otherwise
@@ -196,6 +196,8 @@ class PrunePass(ReportingPass):
         self.warnings[:] = list(dict.fromkeys(self.warnings))
         blockers = reported_blockers(analysis, plan)
         pruned = sum(1 for g in plan.groups if g.keep < len(g.atoms))
+        note = rounding_note(plan.groups, cfg.ratio, cfg.round_to) if cfg.target_macs is None else None
+        self.warnings.extend([note] if note else [])
         self.result = PruneResult(
             groups={"total": len(plan.groups) + plan.blocked_groups, "pruned": pruned, "blocked": plan.blocked_groups},
             blockers=blockers,
@@ -260,6 +262,7 @@ class PrunePass(ReportingPass):
                 self.warnings.append(
                     f"--target-macs {cfg.target_macs} is out of reach: with every prunable group at its largest "
                     f"measured ratio the model keeps {reached:.1%} of its MACs (blocked channels stay)"
+                    + _narrow_note(base.groups, per_atom, total, cfg.round_to)
                 )
         plan = make_plan(analysis, tensors, cfg, data_scores=data_scores, keep=keep)
         heads = head_roots(analysis, plan)
@@ -377,3 +380,13 @@ class PrunePass(ReportingPass):
             return removed / total if total else 0.0
 
         return fraction
+
+
+def _narrow_note(groups, per_atom: dict, total: float, round_to: int) -> str:
+    """The out-of-reach warning's tail when groups too narrow for ``round_to`` hold MACs the target needs."""
+    narrow = narrow_groups(groups, round_to)
+    share = sum(per_atom.get(g.key, 0.0) * len(g.atoms) for g in narrow) / total if total else 0.0
+    if not narrow or share < 0.01:
+        return ""
+    return (f"; {len(narrow)} group(s) of {round_to} channels or fewer cannot lose any at --round-to {round_to} and "
+            f"touch {share:.0%} of the MACs: --round-to 1 lets the allocation reach them")

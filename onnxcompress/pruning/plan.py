@@ -161,6 +161,21 @@ def _step(g: Group, round_to: int) -> int:
     return max(1, round_to // math.gcd(round_to, g.channels_per_atom))
 
 
+def narrow_groups(groups: list[Group], round_to: int) -> list[Group]:
+    """Groups that cannot lose a channel at ``round_to``: one rounding step of atoms or fewer."""
+    return [g for g in groups if len(g.atoms) <= _step(g, round_to)]
+
+
+def rounding_note(groups: list[Group], ratio: float, round_to: int) -> str | None:
+    """Why a ``--ratio`` plan removed nothing from prunable groups, when the rounding is why."""
+    if not groups or ratio <= 0 or round_to <= 1 or any(g.keep < len(g.atoms) for g in groups):
+        return None
+    widest = max(len(g.atoms) * g.channels_per_atom for g in groups)
+    return (f"no channel removed: at --ratio {ratio:g} each of the {len(groups)} prunable group(s) would lose less "
+            f"than one step of --round-to {round_to} channels (widest: {widest}); a larger --ratio or a smaller "
+            f"--round-to prunes")
+
+
 def _plan_local(groups: list[Group], config: CompressConfig) -> None:
     for g in groups:
         n = len(g.atoms)
