@@ -31,7 +31,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 import zipfile
 from pathlib import Path
 
@@ -129,15 +128,10 @@ def note_f1(model: Path, split: str) -> dict:
 
 
 def compress(target: float, recover: str, extra: list[str], out: Path, report: Path) -> dict:
-    cmd = ["/usr/bin/time", "-f", "%M %e", sys.executable, "-m", "onnxcompress", str(MODEL), "--calib",
-           str(CACHE / "calib.npz"), "--target-macs", str(target), "--recover", recover, "-o", str(out),
-           "--report", str(report), "-q", *extra]
-    t0 = time.time()
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    rss_kb, _wall = p.stderr.strip().splitlines()[-1].split()
-    err = [line for line in p.stderr.strip().splitlines()[:-1] if line.startswith("onnxcompress:")]
-    return {"rc": p.returncode, "wall_s": round(time.time() - t0, 1), "peak_rss_mb": int(rss_kb) // 1024,
-            "message": err[-1] if err else None}
+    from timed_cli import run_timed
+
+    return run_timed([str(MODEL), "--calib", str(CACHE / "calib.npz"), "--target-macs", str(target), "--recover", recover,
+                      "-o", str(out), "--report", str(report), "-q", *extra], cwd=ROOT)
 
 
 def run(targets: list[float], recovers: list[str], runs: list[str]) -> dict:

@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -85,16 +83,11 @@ def agreement(ref: list, got: list) -> dict:
 
 
 def compress(tree: Path, target: float, recover: str, out: Path, report: Path, extra: list[str]) -> dict:
-    cmd = ["/usr/bin/time", "-f", "%M %e", sys.executable, "-m", "onnxcompress", str(CACHE / f"{NAME}.onnx"),
-           "--calib", str(CACHE / f"{NAME}.calib.npz"), "--target-macs", str(target), "--recover", recover,
-           "--input-shape", "images:1,3,320,320", "-o", str(out), "--report", str(report), "-q", *extra]
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    t0 = time.time()
-    p = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
-    rss_kb, _wall = p.stderr.strip().splitlines()[-1].split()
-    err = [line for line in p.stderr.strip().splitlines()[:-1] if line.startswith("onnxcompress:")]
-    return {"rc": p.returncode, "wall_s": round(time.time() - t0, 1), "peak_rss_mb": int(rss_kb) // 1024,
-            "message": err[-1] if err else None}
+    from timed_cli import run_timed
+
+    return run_timed([str(CACHE / f"{NAME}.onnx"), "--calib", str(CACHE / f"{NAME}.calib.npz"), "--target-macs",
+                      str(target), "--recover", recover, "--input-shape", "images:1,3,320,320", "-o", str(out),
+                      "--report", str(report), "-q", *extra], cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)})
 
 
 def measure(args) -> list[dict]:
