@@ -160,12 +160,6 @@ def run_compress(argv: list[str]) -> int:
     from onnxcompress.recipe import parse_args
 
     args, recipe = parse_args(compress_parser(), argv, "compress")  # --help and usage errors stop here, before onnx loads
-    from onnxcompress.api import compress
-    from onnxcompress.io import EXTERNAL_DATA_THRESHOLD, data_path, file_bytes, has_external_data, stage_model, tensor_bytes
-    from onnxcompress.paths import Staging
-    from onnxcompress.spill import DataSink
-    from onnxcompress.render import compress_markdown, render_compress
-
     _setup_logging(args.debug)
     if args.seed < 0:
         raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
@@ -175,6 +169,24 @@ def run_compress(argv: list[str]) -> int:
     # Everything is staged beside its destination and renamed into place at the end, so a
     # failure or an interruption anywhere leaves no output at all. Staging starts before the
     # compression: the pruned weights are written straight into the output's data file.
+    try:
+        return _compress_staged(args, config, out, console, recipe)
+    except BudgetError as exc:
+        if args.report:  # a gate in CI reads why nothing was written, and what was measured
+            from onnxcompress.paths import write_text
+            from onnxcompress.report import refusal_json
+
+            write_text(args.report, refusal_json(args.model, exc))
+        raise
+
+
+def _compress_staged(args, config, out, console, recipe) -> int:
+    from onnxcompress.api import compress
+    from onnxcompress.io import EXTERNAL_DATA_THRESHOLD, data_path, file_bytes, has_external_data, stage_model, tensor_bytes
+    from onnxcompress.paths import Staging
+    from onnxcompress.render import compress_markdown, render_compress
+    from onnxcompress.spill import DataSink
+
     with Staging() as staging:
         sink = DataSink(lambda: staging.temp_dir(out), data_path(out).name)
         if args.quiet:

@@ -90,7 +90,8 @@ def compress_parser() -> OptionsParser:
     p.add_argument("--spectral-clip", type=float, metavar="C", help="clip singular values of weight matrices at C")
     p.add_argument("--no-fold", action="store_true", help="skip lossless weight folding (BN into Conv, constant weight subgraphs)")
     p.add_argument("--no-simplify", action="store_true", help="skip onnxsim simplification")
-    p.add_argument("--report", metavar="FILE.json", help="write the full report as JSON")
+    p.add_argument("--report", metavar="FILE.json", help="write the full report as JSON; also when the model is refused "
+                   "(exit 1, no model written): why, what was measured, and the refused model's report where there is one")
     p.add_argument("--markdown", metavar="FILE.md", help="write the report as Markdown (tables of sizes, blockers, layers)")
     p.add_argument("--bench", action="store_true", help="after compressing, benchmark output against input in onnxruntime")
     add_calib_args(p)

@@ -16,7 +16,15 @@ class ShapeError(InputError):
 
 
 class BudgetError(OnnxCompressError):
-    """No candidate met the accuracy/drift budget; nothing was written (exit code 1)."""
+    """No candidate met the accuracy/drift budget; nothing was written (exit code 1).
+
+    ``report``: the refused model's report where there is one (a collapsed model's), and
+    ``measured``: what the search measured (its probes), for the CLI's refusal ``--report``."""
+
+    def __init__(self, message: str, report=None, measured: dict | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+        self.measured = measured
 
 
 class CollapseError(BudgetError):

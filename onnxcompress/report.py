@@ -141,3 +141,21 @@ def _jsonable(o: Any) -> Any:
     except ImportError:  # pragma: no cover
         pass
     return str(o)
+
+
+def refusal_json(model_path: str, exc: Exception) -> str:
+    """The ``--report`` of a refused compression (exit 1, nothing written): why, what the search
+    measured, and the refused model's own report where there is one (a collapsed model's)."""
+    report = getattr(exc, "report", None)
+    body = {
+        "input": model_path,
+        "output": None,
+        "written": False,
+        "exit_code": 1,
+        "refused": str(exc),
+        "measured": getattr(exc, "measured", None),
+        "report": None if report is None else {**report.to_dict(), "output": None},
+        "versions": library_versions(),
+    }
+    return json.dumps(body, indent=2, default=_jsonable)
+

@@ -111,7 +111,8 @@ def search_under_budget(model_or_path, config, on_stage, compress_fn):
     if best is None:
         seen = ", ".join(f"MACs {p['macs_kept']:.2f}: {p['value']:.4f}" if not p.get("collapsed")
                          else f"target {p['target_macs']:.2f}: collapsed" for p in probes)
-        raise BudgetError(f"no candidate met the budget ({budget.metric} <= {budget.limit}); measured {seen}")
+        raise BudgetError(f"no candidate met the budget ({budget.metric} <= {budget.limit}); measured {seen}",
+                          measured={"budget": {"metric": budget.metric, "limit": budget.limit}, "probes": probes})
     result = best[0]
     result.report.search = {
         **(result.report.search or {}),

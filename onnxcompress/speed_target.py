@@ -165,7 +165,8 @@ def search_speedup(model_or_path, config, on_stage, compress_fn):
             seen = "; ".join(f"MACs {p['macs_kept']:.2f}: {p['speedup']:.2f}x" if p.get("speedup") is not None
                              else f"target {p['target_macs']:.2f}: {p['error']}" for p in probes)
             raise BudgetError(f"--target-speedup {want:g} on {meter.provider} at batch {meter.batch}: no candidate reached "
-                              f"it; measured {seen}")
+                              f"it; measured {seen}", measured={"target_speedup": want, "provider": meter.provider,
+                                                                "batch": meter.batch, "probes": probes})
 
         chosen = fit[0]
         cfg = replace(config, target_speedup=None, target_macs=chosen)

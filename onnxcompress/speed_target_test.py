@@ -87,11 +87,15 @@ def test_search_keeps_the_most_macs_that_reach_the_speedup(calib, monkeypatch):
 
 def test_unreachable_speedup_writes_nothing_and_exits_1(calib, tmp_path, monkeypatch, capsys):
     _macs_meter(monkeypatch, scale=0.01)  # every candidate "a hundred times slower" than its MACs say
-    out = tmp_path / "o.onnx"
-    rc = main([DIGITS, "--calib", calib, "--target-speedup", "1.5", "-o", str(out), "-q"])
+    out, rep = tmp_path / "o.onnx", tmp_path / "o.json"
+    rc = main([DIGITS, "--calib", calib, "--target-speedup", "1.5", "-o", str(out), "-q", "--report", str(rep)])
     assert rc == 1 and not out.exists()
     err = capsys.readouterr().err
     assert "no candidate reached it" in err and "MACs" in err
+    d = json.loads(rep.read_text())  # the refusal's --report: the probes timed, none at 1.5x
+    m = d["measured"]
+    assert d["written"] is False and (m["target_speedup"], m["provider"], m["batch"]) == (1.5, "cpu", 1)
+    assert m["probes"] and all(p["speedup"] < 1.5 for p in m["probes"] if p.get("speedup") is not None)
     with pytest.raises(BudgetError):
         oc.compress(DIGITS, oc.CompressConfig(calib=calib, target_speedup=1.5))
 

@@ -182,7 +182,8 @@ class VerifyPass(ReportingPass):
         raise CollapseError(
             f"the compressed model collapsed on {fid.samples} held-out calibration samples: {why}; nothing was "
             "written (a smaller --ratio or a larger --target-macs keeps more; --force writes it anyway)"
-            + (f"; {reach}" if reach else "")
+            + (f"; {reach}" if reach else ""),
+            report=self.ctx.report,
         )
 
     def _second_sizing(self, session: Session, signals: bool) -> dict:

@@ -150,10 +150,19 @@ def test_over_budget_writes_nothing_and_exits_1(digits, tmp_path, capsys, monkey
     import onnxcompress.search as search
 
     monkeypatch.setattr(search, "drift_of", lambda fid: (0.9, "1 - top-1 agreement"))
-    out = tmp_path / "never.onnx"
-    rc = main([DIGITS, "--calib", digits["calib"], "--target-macs", "0.9", "--max-drift", "0.1", "-o", str(out), "-q"])
+    out, rep = tmp_path / "never.onnx", tmp_path / "never.json"
+    rc = main([DIGITS, "--calib", digits["calib"], "--target-macs", "0.9", "--max-drift", "0.1", "-o", str(out),
+               "--report", str(rep), "-q"])
     assert rc == 1 and not out.exists()
-    assert "no candidate met the budget" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no candidate met the budget" in err
+    # the refusal is in --report too, for a CI gate to read: why, and every probe measured
+    d = json.loads(rep.read_text())
+    assert (d["written"], d["exit_code"], d["output"]) == (False, 1, None)
+    assert d["refused"] in err and d["measured"]["budget"] == {"metric": "1 - top-1 agreement", "limit": 0.1}
+    probes = d["measured"]["probes"]
+    assert [p["target_macs"] for p in probes] == [0.9, 1.0] and all(p["value"] == 0.9 for p in probes)
+    assert not any(p["fits"] for p in probes) and d["report"] is None
 
 
 def test_a_ratio_that_rounds_to_nothing_says_so(digits, tmp_path):
@@ -185,12 +194,18 @@ def test_an_unreachable_target_names_the_groups_too_narrow_for_the_rounding(digi
     from onnxcompress.fidelity import Fidelity
 
     monkeypatch.setattr(Fidelity, "collapsed", lambda self: "forced for the test")
-    out = tmp_path / "never.onnx"
-    rc = main([DIGITS, "--calib", digits["calib"], "--target-macs", "0.5", "--round-to", "64", "-o", str(out), "-q"])
+    out, rep = tmp_path / "never.onnx", tmp_path / "never.json"
+    rc = main([DIGITS, "--calib", digits["calib"], "--target-macs", "0.5", "--round-to", "64", "-o", str(out), "-q",
+               "--report", str(rep)])
     err = capsys.readouterr().err
     assert rc == 1 and not out.exists()
     assert "forced for the test; nothing was written" in err and "; --target-macs 0.5 is out of reach: " in err
     assert err.count("\n") == 1
+    # the refused model's own report comes with the refusal: its warnings and its held-out fidelity
+    d = json.loads(rep.read_text())
+    assert d["written"] is False and "forced for the test" in d["refused"] and d["measured"] is None
+    assert d["report"]["output"] is None and d["report"]["fidelity"]["inputs"] == "calibration"
+    assert [w for w in d["report"]["warnings"] if w.startswith("--target-macs 0.5 is out of reach")]
 
 
 def test_budget_search_relaxes_the_target_until_it_fits(digits, tmp_path):
