@@ -147,6 +147,7 @@ def config_from_args(args: argparse.Namespace):
         target_macs=_default_target(args),
         sensitivity_estimate=args.sensitivity_estimate,
         allocation_rounds=args.allocation_rounds,
+        distill_every_round=args.distill_every_round,
         max_drift=args.max_drift,
         eval=args.eval,
         max_accuracy_drop=args.max_accuracy_drop,

@@ -181,6 +181,11 @@ def compress_parser() -> OptionsParser:
                    "hurt more than each alone; refit and distillation still match the original. Costs N sweeps. "
                    "auto compresses with 1 and with 2 (one sweep shared) and keeps the one with the lower held-out "
                    "drift, 1 on a tie (bench/ALLOCATION_ROUNDS.md). Default 1")
+    g.add_argument("--distill-every-round", action="store_true",
+                   help="with --allocation-rounds N and --recover distill: distill after every round, each with the "
+                   "--distill-seconds and --distill-steps budget, so each later round measures and prunes a model that "
+                   "distillation recovered (gradual pruning with fine-tuning between the steps); by default only the "
+                   "last round distills and the earlier ones refit. Still against the original")
     g.add_argument("--target-speedup", type=float, metavar="S",
                    help="prune until the model runs S times as fast as the original, measured: candidate MACs targets "
                    "are allocated like --target-macs and timed in onnxruntime against the original (paired, "

@@ -141,6 +141,8 @@ class CompressConfig:
     #: reach ``target_macs`` in this many prune rounds, measuring the groups again after each
     #: (``pruning.rounds``); 1 = one allocation from the unpruned model's sensitivity
     allocation_rounds: int | str = 1
+    #: with --allocation-rounds and --recover distill: distill after every round, not only the last
+    distill_every_round: bool = False
     #: budget: the largest held-out drift (1 - task agreement) a written model may have
     max_drift: float | None = None
     #: labelled data (.npz) and the largest accuracy drop on it a written model may have
@@ -216,6 +218,11 @@ class CompressConfig:
         if self.allocation_rounds != "auto" and not (isinstance(self.allocation_rounds, int)
                                                      and 1 <= self.allocation_rounds <= 8):
             raise InputError(f"--allocation-rounds must be 1 to 8 or auto, got {self.allocation_rounds}")
+        no_target = self.target_macs is None and self.target_speedup is None
+        if self.distill_every_round and (self.allocation_rounds == 1 or no_target
+                                         or self.resolved_recover(self.calib is not None) != "distill"):
+            raise InputError("--distill-every-round distills between allocation rounds: it needs --allocation-rounds 2 "
+                             "or more (or auto), --target-macs, --calib and --recover distill (or auto with the finetune extra)")
         if self.sensitivity_estimate not in ("sweep", "taylor"):
             raise InputError(f"--sensitivity-estimate must be sweep or taylor, got {self.sensitivity_estimate!r}")
         if self.sensitivity_estimate == "taylor":

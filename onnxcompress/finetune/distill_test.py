@@ -343,6 +343,53 @@ def test_distillation_after_allocation_rounds_learns_from_the_original(tmp_path)
     assert len(d["features"]) >= 1
 
 
+def test_distill_every_round_distills_between_rounds_against_the_original(tmp_path):
+    """--distill-every-round: the first round distills too (its row says what it kept), the second
+    round prunes the distilled model, and the last distills against the original. Without
+    --allocation-rounds the flag is one input error, not a silent no-op."""
+    calib = tmp_path / "c.npz"
+    np.savez(calib, input=np.load(MODELS / "digits_eval.npz")["x"][:64])
+    base = [str(MODELS / "digits_cnn.onnx"), "--calib", str(calib), "--target-macs", "0.5", "--recover", "distill",
+            "--distill-steps", "30", "--distill-lr", "1e-3", "-q", "--no-simplify"]
+    runs = {}
+    for name, extra in (("last", []), ("every", ["--distill-every-round"])):
+        out, rep = tmp_path / f"{name}.onnx", tmp_path / f"{name}.json"
+        assert main([*base, "--allocation-rounds", "2", *extra, "-o", str(out), "--report", str(rep)]) == 0
+        runs[name] = (json.loads(rep.read_text()), out.read_bytes())
+    last, every = runs["last"][0]["search"]["rounds"], runs["every"][0]["search"]["rounds"]
+    assert "distill_kept" not in last[0] and last[1]["distill_steps"] == 30
+    assert every[0]["distill_steps"] == 30 and every[0]["distill_kept"] in ("refit", "distill")
+    assert every[1]["distill_steps"] == 30
+    final = runs["every"][0]["recovery"]["distill"]
+    assert final["steps"] == 30 and len(final["features"]) >= 1 and "warning" not in final
+    assert runs["every"][0]["after"]["macs"] <= 0.5 * runs["every"][0]["before"]["macs"]
+    if every[0]["distill_kept"] == "distill":  # the second round started from other weights
+        assert runs["every"][1] != runs["last"][1]
+    Session(str(tmp_path / "every.onnx")).run({"input": np.load(MODELS / "digits_eval.npz")["x"][:4]})
+    assert main([*base, "--distill-every-round", "-o", str(tmp_path / "x.onnx")]) == 2
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_ctrl_c_in_an_earlier_rounds_distillation_writes_nothing(tmp_path, monkeypatch):
+    """Stopped in the first of two rounds, the model is short of its target: no second round, exit 130,
+    nothing written (the last round's Ctrl-C is the one that may ask to write the best weights)."""
+    from onnxcompress.pruning import distill_step
+
+    calls = []
+
+    def interrupted(model, reference, consumers, fit, held, cfg, progress=None):
+        calls.append(len(consumers))
+        return {"kept": "refit", "steps": 3, "best_step": 0, "interrupted": True}
+
+    monkeypatch.setattr(distill_step, "run_distillation", interrupted)
+    calib = tmp_path / "c.npz"
+    np.savez(calib, input=np.load(MODELS / "digits_eval.npz")["x"][:64])
+    out = tmp_path / "o.onnx"
+    rc = main([str(MODELS / "digits_cnn.onnx"), "--calib", str(calib), "--target-macs", "0.5", "--recover", "distill",
+               "--allocation-rounds", "2", "--distill-every-round", "-o", str(out), "-q", "--no-simplify"])
+    assert rc == 130 and len(calls) == 1 and not out.exists()
+
+
 def test_labels_on_an_output_without_classes_are_one_input_error():
     """A probability map (or a YOLO head) has no class axis: --train-labels on it is refused in one
     line, where the supervised term would have failed inside torch."""

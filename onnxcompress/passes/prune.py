@@ -177,8 +177,11 @@ class PrunePass(ReportingPass):
                 scale = (r.total or 0.0) / total0 if total0 else 1.0  # the round's model against the original
                 rounds.append({"target_macs": target, "estimated_macs_kept": alloc.get("estimated_macs_kept", 1.0) * scale,
                                "sensitivity_s": alloc.get("sensitivity_s"),
-                               "groups_pruned": sum(1 for g in r.plan.groups if g.keep < len(g.atoms))})
+                               "groups_pruned": sum(1 for g in r.plan.groups if g.keep < len(g.atoms)),
+                               **_round_recovery(r.calibrated)})
             teacher = r.calibrated.teacher if r.calibrated is not None else None
+            if not last and rounds and rounds[-1].get("distill_interrupted"):
+                raise KeyboardInterrupt  # Ctrl-C in an earlier round's distillation: the target is not reached, write nothing
             if not last:
                 for s in r.analysis.slots:
                     if s.role == "out":
@@ -290,7 +293,7 @@ class PrunePass(ReportingPass):
     def _calibrated(self, model: ir.Model, analysis, shapes, teacher=None, final=True, first=True) -> CalibratedPruning | None:
         """The calibration helper when real inputs were given (None otherwise). Rounds after the
         first measure a new model (their own sensitivity cache) against the first's ``teacher``;
-        rounds before the last refit, and only the last distills."""
+        rounds before the last refit, and only the last distills (every round with ``--distill-every-round``)."""
         ctx, cfg = self.ctx, self.config
         if not self._has_calib():
             return None
@@ -304,7 +307,7 @@ class PrunePass(ReportingPass):
             rng, ranges = np.random.default_rng(cfg.seed), input_ranges(fit)
             fit = [perturb(f, rng, cfg.calib_augment, ranges) for f in fit]
         recover = cfg.resolved_recover(True)
-        recover = "refit" if recover == "distill" and not final else recover
+        recover = "refit" if recover == "distill" and not final and not cfg.distill_every_round else recover
         cal = CalibratedPruning(
             model, analysis, shapes, fit=fit, held=list(ctx.held_out.batches()),
             recover=recover, cache=ctx.search_cache if first else SearchCache(), map_thresholds=cfg.map_thresholds,
@@ -380,6 +383,15 @@ class PrunePass(ReportingPass):
             return removed / total if total else 0.0
 
         return fraction
+
+
+def _round_recovery(calibrated) -> dict:
+    """A round's recovery for the report's ``rounds`` rows: what distillation kept, where it ran."""
+    outcome = ((calibrated.report.get("recovery") or {}).get("distill") or {}) if calibrated is not None else {}
+    if not outcome or outcome.get("warning"):
+        return {}
+    return {"distill_kept": outcome["kept"], "distill_steps": outcome.get("steps"),
+            "distill_best_step": outcome.get("best_step"), "distill_interrupted": bool(outcome.get("interrupted"))}
 
 
 def _narrow_note(groups, per_atom: dict, total: float, round_to: int) -> str:
