@@ -52,6 +52,7 @@ def choose_rounds(model_or_path, config, on_stage, compress_fn):
         if best is None or d < best[1]:
             best = (result, d, n)
     if best is None:
+        collapsed.measured = {"rounds_choice": tried}  # both candidates, for the refusal's --report
         raise collapsed
     result, _, n = best
     result.report.search = {**(result.report.search or {}), "rounds_choice": {"chosen": n, "candidates": tried}}

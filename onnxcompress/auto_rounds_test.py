@@ -76,3 +76,23 @@ def test_the_command_line_takes_a_count_or_auto():
     assert p.parse_args(["m.onnx"]).allocation_rounds == 1
     with pytest.raises(SystemExit):
         p.parse_args(["m.onnx", "--allocation-rounds", "twice"])
+
+
+def test_both_candidates_collapsed_is_one_refusal_with_both_in_its_report(digits, tmp_path, monkeypatch):
+    """Neither one allocation nor two rounds clear the floor: exit 1, no model, and the refusal's
+    --report lists both candidates with why each was refused."""
+    import json
+
+    from onnxcompress.cli import main
+    from onnxcompress.fidelity import Fidelity
+
+    model, calib = digits
+    monkeypatch.setattr(Fidelity, "collapsed", lambda self: "forced for the test")
+    out, rep = tmp_path / "o.onnx", tmp_path / "r.json"
+    rc = main([model, "--calib", calib, "--target-macs", "0.5", "--allocation-rounds", "auto", "-o", str(out),
+               "--report", str(rep), "-q", "--no-simplify"])
+    assert rc == 1 and not out.exists()
+    d = json.loads(rep.read_text())
+    tried = d["measured"]["rounds_choice"]
+    assert [t["rounds"] for t in tried] == [1, 2] and all("forced for the test" in t["collapsed"] for t in tried)
+    assert d["written"] is False and d["report"]["fidelity"]["inputs"] == "calibration"

@@ -222,7 +222,8 @@ class CompressConfig:
         if self.distill_every_round and (self.allocation_rounds == 1 or no_target
                                          or self.resolved_recover(self.calib is not None) != "distill"):
             raise InputError("--distill-every-round distills between allocation rounds: it needs --allocation-rounds 2 "
-                             "or more (or auto), --target-macs, --calib and --recover distill (or auto with the finetune extra)")
+                             "or more (or auto), --target-macs or --target-speedup, --calib and --recover distill (or auto with "
+                             "the finetune extra)")
         if self.sensitivity_estimate not in ("sweep", "taylor"):
             raise InputError(f"--sensitivity-estimate must be sweep or taylor, got {self.sensitivity_estimate!r}")
         if self.sensitivity_estimate == "taylor":
