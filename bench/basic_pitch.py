@@ -27,6 +27,7 @@ The score is frame-level note F1 against the piano roll: output ``StatefulPartit
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -117,12 +118,18 @@ def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
     return p, r, 2 * p * r / max(p + r, 1e-12)
 
 
+@functools.lru_cache(maxsize=None)
+def original_notes(split: str) -> np.ndarray:
+    """The original model's note cells on a split, run once per split (every written model is scored against them)."""
+    return notes_on(MODEL, split)
+
+
 def note_f1(model: Path, split: str) -> dict:
     """Against the piano roll, and (``agreement_f1``) against the original's own note cells."""
     roll = np.load(CACHE / f"{split}.npz")["roll"]
     pred = notes_on(model, split)
     p, r, f = _prf(int((pred & (roll == 1)).sum()), int((pred & (roll == 0)).sum()), int((~pred & (roll == 1)).sum()))
-    ref = notes_on(MODEL, split)
+    ref = original_notes(split)
     agree = _prf(int((pred & ref).sum()), int((pred & ~ref).sum()), int((~pred & ref).sum()))[2]
     return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f, 4), "agreement_f1": round(agree, 4)}
 
@@ -148,7 +155,7 @@ def run(targets: list[float], recovers: list[str], runs: list[str]) -> dict:
                 out.unlink(missing_ok=True)
                 rep.unlink(missing_ok=True)
                 row = {"run": label, "target": target, "recover": recover, **compress(target, recover, extra, out, rep)}
-                if rep.exists():
+                if row["rc"] == 0:  # a refusal's --report has no model in it (written: false)
                     r = json.loads(rep.read_text())
                     row["macs_kept"] = round(r["after"]["macs"] / r["before"]["macs"], 4)
                     row["warnings"] = [w for w in r.get("warnings", []) if "out of reach" in w]

@@ -101,7 +101,7 @@ def measure(args) -> list[dict]:
                 out, rep = Path(tmp) / f"{target}.{recover}.onnx", Path(tmp) / f"{target}.{recover}.json"
                 row = {"label": args.label, "target": target, "recover": recover, "force": args.force,
                        **compress(tree, target, recover, out, rep, ["--force"] if args.force else [])}
-                if rep.exists():
+                if row["rc"] == 0:  # a refusal's --report has no model in it (written: false)
                     r = json.loads(rep.read_text())
                     row["macs_kept"] = round(r["after"]["macs"] / r["before"]["macs"], 4)
                     fid = r.get("fidelity") or {}
