@@ -88,11 +88,13 @@ def test_both_candidates_collapsed_is_one_refusal_with_both_in_its_report(digits
 
     model, calib = digits
     monkeypatch.setattr(Fidelity, "collapsed", lambda self: "forced for the test")
-    out, rep = tmp_path / "o.onnx", tmp_path / "r.json"
+    out, rep, md = tmp_path / "o.onnx", tmp_path / "r.json", tmp_path / "r.md"
     rc = main([model, "--calib", calib, "--target-macs", "0.5", "--allocation-rounds", "auto", "-o", str(out),
-               "--report", str(rep), "-q", "--no-simplify"])
+               "--report", str(rep), "--markdown", str(md), "-q", "--no-simplify"])
     assert rc == 1 and not out.exists()
     d = json.loads(rep.read_text())
     tried = d["measured"]["rounds_choice"]
     assert [t["rounds"] for t in tried] == [1, 2] and all("forced for the test" in t["collapsed"] for t in tried)
     assert d["written"] is False and d["report"]["fidelity"]["inputs"] == "calibration"
+    text = md.read_text()  # --markdown names both candidates and why each was refused
+    assert "1 allocation round(s): collapsed: " in text and "2 allocation round(s): collapsed: " in text

@@ -173,11 +173,16 @@ def run_compress(argv: list[str]) -> int:
     try:
         return _compress_staged(args, config, out, console, recipe)
     except BudgetError as exc:
+        from onnxcompress.paths import write_text
+
         if args.report:  # a gate in CI reads why nothing was written, and what was measured
-            from onnxcompress.paths import write_text
             from onnxcompress.report import refusal_json
 
             write_text(args.report, refusal_json(args.model, exc))
+        if args.markdown:  # and a PR comment or CI summary says it in words
+            from onnxcompress.render import refusal_markdown
+
+            write_text(args.markdown, refusal_markdown(args.model, exc))
         raise
 
 

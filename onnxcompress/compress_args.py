@@ -92,7 +92,8 @@ def compress_parser() -> OptionsParser:
     p.add_argument("--no-simplify", action="store_true", help="skip onnxsim simplification")
     p.add_argument("--report", metavar="FILE.json", help="write the full report as JSON; also when the model is refused "
                    "(exit 1, no model written): why, what was measured, and the refused model's report where there is one")
-    p.add_argument("--markdown", metavar="FILE.md", help="write the report as Markdown (tables of sizes, blockers, layers)")
+    p.add_argument("--markdown", metavar="FILE.md", help="write the report as Markdown (tables of sizes, blockers, layers); "
+                   "also when the model is refused: why, and a table of what was measured")
     p.add_argument("--bench", action="store_true", help="after compressing, benchmark output against input in onnxruntime")
     add_calib_args(p)
     g = p.add_argument_group("recovery and targets (need --calib)")

@@ -230,3 +230,37 @@ def compress_markdown(report: CompressReport) -> str:
     for w in report.warnings:
         lines.append(f"\n> warning: {w}")
     return "\n".join(lines) + "\n"
+
+
+def refusal_markdown(model_path: str, exc: Exception) -> str:
+    """A refused compression (exit 1, nothing written) as Markdown, for the same PR comment or CI
+    summary a written model's ``--markdown`` fills: why, every probe the search measured, and the
+    refused model's own fidelity and warnings where there is one (a collapsed model's)."""
+    lines = [f"## onnxcompress: {model_path}: refused, nothing written", "", f"> {exc}"]
+    measured = getattr(exc, "measured", None) or {}
+    probes = measured.get("probes") or []
+    if "target_speedup" in measured:
+        lines += ["", f"Wanted {measured['target_speedup']:g}x on {measured.get('provider')} at batch "
+                  f"{measured.get('batch')}.", "", "| target MACs | MACs kept | speedup | reached |", "|---:|---:|---:|---|"]
+        lines += [f"| {p['target_macs']:.3f} | {p['macs_kept']:.1%} | "
+                  + (f"{p['speedup']:.2f}x | {'yes' if p.get('reached') else 'no'} |" if p.get("speedup") is not None
+                     else f"- | {p.get('error', 'not timed')} |") for p in probes]
+    elif probes:
+        b = measured.get("budget") or {}
+        lines += ["", f"Budget: {b.get('metric')} <= {b.get('limit')}.", "",
+                  "| target MACs | MACs kept | measured | fits |", "|---:|---:|---:|---|"]
+        lines += [f"| {p['target_macs']:.3f} | collapsed | - | no |" if p.get("collapsed") else
+                  f"| {p['target_macs']:.3f} | {p['macs_kept']:.1%} | {p['value']:.4f} | {'yes' if p['fits'] else 'no'} |"
+                  for p in probes]
+    for c in measured.get("rounds_choice") or []:
+        lines.append(f"\n{c['rounds']} allocation round(s): " + (f"collapsed: {c['collapsed']}" if c.get("collapsed")
+                     else f"held-out {c.get('metric')} {c.get('held_out_drift'):.4f}"))
+    report = getattr(exc, "report", None)
+    if report is not None:
+        b, a = report.before, report.after
+        lines += ["", f"The refused model kept {_ratio(b.macs, a.macs)} of the MACs."]
+        if report.fidelity:
+            line = fidelity_line(report.fidelity)
+            lines.append(line[0].upper() + line[1:] + ".")
+        lines += [f"\n> warning: {w}" for w in report.warnings]
+    return "\n".join(lines) + "\n"

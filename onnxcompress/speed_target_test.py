@@ -87,8 +87,9 @@ def test_search_keeps_the_most_macs_that_reach_the_speedup(calib, monkeypatch):
 
 def test_unreachable_speedup_writes_nothing_and_exits_1(calib, tmp_path, monkeypatch, capsys):
     _macs_meter(monkeypatch, scale=0.01)  # every candidate "a hundred times slower" than its MACs say
-    out, rep = tmp_path / "o.onnx", tmp_path / "o.json"
-    rc = main([DIGITS, "--calib", calib, "--target-speedup", "1.5", "-o", str(out), "-q", "--report", str(rep)])
+    out, rep, md = tmp_path / "o.onnx", tmp_path / "o.json", tmp_path / "o.md"
+    rc = main([DIGITS, "--calib", calib, "--target-speedup", "1.5", "-o", str(out), "-q", "--report", str(rep),
+               "--markdown", str(md)])
     assert rc == 1 and not out.exists()
     err = capsys.readouterr().err
     assert "no candidate reached it" in err and "MACs" in err
@@ -96,6 +97,10 @@ def test_unreachable_speedup_writes_nothing_and_exits_1(calib, tmp_path, monkeyp
     m = d["measured"]
     assert d["written"] is False and (m["target_speedup"], m["provider"], m["batch"]) == (1.5, "cpu", 1)
     assert m["probes"] and all(p["speedup"] < 1.5 for p in m["probes"] if p.get("speedup") is not None)
+    text = md.read_text().splitlines()  # --markdown: the same probes, one row each, none reached
+    assert "Wanted 1.5x on cpu at batch 1." in text
+    rows = [ln for ln in text if ln.startswith("| 0.") or ln.startswith("| 1.")]
+    assert len(rows) == len(m["probes"]) and all(r.endswith("| no |") for r in rows)
     with pytest.raises(BudgetError):
         oc.compress(DIGITS, oc.CompressConfig(calib=calib, target_speedup=1.5))
 

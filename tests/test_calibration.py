@@ -150,9 +150,9 @@ def test_over_budget_writes_nothing_and_exits_1(digits, tmp_path, capsys, monkey
     import onnxcompress.search as search
 
     monkeypatch.setattr(search, "drift_of", lambda fid: (0.9, "1 - top-1 agreement"))
-    out, rep = tmp_path / "never.onnx", tmp_path / "never.json"
+    out, rep, md = tmp_path / "never.onnx", tmp_path / "never.json", tmp_path / "never.md"
     rc = main([DIGITS, "--calib", digits["calib"], "--target-macs", "0.9", "--max-drift", "0.1", "-o", str(out),
-               "--report", str(rep), "-q"])
+               "--report", str(rep), "--markdown", str(md), "-q"])
     assert rc == 1 and not out.exists()
     err = capsys.readouterr().err
     assert "no candidate met the budget" in err
@@ -163,6 +163,12 @@ def test_over_budget_writes_nothing_and_exits_1(digits, tmp_path, capsys, monkey
     probes = d["measured"]["probes"]
     assert [p["target_macs"] for p in probes] == [0.9, 1.0] and all(p["value"] == 0.9 for p in probes)
     assert not any(p["fits"] for p in probes) and d["report"] is None
+    # and --markdown says the same in words: the refusal line, the budget, one table row per probe
+    text = md.read_text().splitlines()
+    assert text[0] == f"## onnxcompress: {DIGITS}: refused, nothing written" and text[2] == f"> {d['refused']}"
+    assert "Budget: 1 - top-1 agreement <= 0.1." in text
+    rows = [ln for ln in text if ln.startswith("| 0.900 |") or ln.startswith("| 1.000 |")]
+    assert len(rows) == 2 and all(r.endswith("| 0.9000 | no |") for r in rows)
 
 
 def test_a_ratio_that_rounds_to_nothing_says_so(digits, tmp_path):
@@ -194,9 +200,9 @@ def test_an_unreachable_target_names_the_groups_too_narrow_for_the_rounding(digi
     from onnxcompress.fidelity import Fidelity
 
     monkeypatch.setattr(Fidelity, "collapsed", lambda self: "forced for the test")
-    out, rep = tmp_path / "never.onnx", tmp_path / "never.json"
+    out, rep, md = tmp_path / "never.onnx", tmp_path / "never.json", tmp_path / "never.md"
     rc = main([DIGITS, "--calib", digits["calib"], "--target-macs", "0.5", "--round-to", "64", "-o", str(out), "-q",
-               "--report", str(rep)])
+               "--report", str(rep), "--markdown", str(md)])
     err = capsys.readouterr().err
     assert rc == 1 and not out.exists()
     assert "forced for the test; nothing was written" in err and "; --target-macs 0.5 is out of reach: " in err
@@ -206,6 +212,9 @@ def test_an_unreachable_target_names_the_groups_too_narrow_for_the_rounding(digi
     assert d["written"] is False and "forced for the test" in d["refused"] and d["measured"] is None
     assert d["report"]["output"] is None and d["report"]["fidelity"]["inputs"] == "calibration"
     assert [w for w in d["report"]["warnings"] if w.startswith("--target-macs 0.5 is out of reach")]
+    text = md.read_text()
+    assert "refused, nothing written" in text and "The refused model kept 100.0% of the MACs." in text
+    assert "held-out calibration samples" in text and "> warning: --target-macs 0.5 is out of reach" in text
 
 
 def test_budget_search_relaxes_the_target_until_it_fits(digits, tmp_path):
