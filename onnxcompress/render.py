@@ -242,15 +242,15 @@ def refusal_markdown(model_path: str, exc: Exception) -> str:
     if "target_speedup" in measured:
         lines += ["", f"Wanted {measured['target_speedup']:g}x on {measured.get('provider')} at batch "
                   f"{measured.get('batch')}.", "", "| target MACs | MACs kept | speedup | reached |", "|---:|---:|---:|---|"]
-        lines += [f"| {p['target_macs']:.3f} | {p['macs_kept']:.1%} | "
+        lines += [f"| {p['target_macs']:.3f} | {_share(p.get('macs_kept'))} | "
                   + (f"{p['speedup']:.2f}x | {'yes' if p.get('reached') else 'no'} |" if p.get("speedup") is not None
-                     else f"- | {p.get('error', 'not timed')} |") for p in probes]
+                     else f"- | no: {p.get('error', 'not timed')} |") for p in probes]
     elif probes:
         b = measured.get("budget") or {}
         lines += ["", f"Budget: {b.get('metric')} <= {b.get('limit')}.", "",
                   "| target MACs | MACs kept | measured | fits |", "|---:|---:|---:|---|"]
         lines += [f"| {p['target_macs']:.3f} | collapsed | - | no |" if p.get("collapsed") else
-                  f"| {p['target_macs']:.3f} | {p['macs_kept']:.1%} | {p['value']:.4f} | {'yes' if p['fits'] else 'no'} |"
+                  f"| {p['target_macs']:.3f} | {_share(p.get('macs_kept'))} | {p['value']:.4f} | {'yes' if p['fits'] else 'no'} |"
                   for p in probes]
     for c in measured.get("rounds_choice") or []:
         lines.append(f"\n{c['rounds']} allocation round(s): " + (f"collapsed: {c['collapsed']}" if c.get("collapsed")
@@ -264,3 +264,7 @@ def refusal_markdown(model_path: str, exc: Exception) -> str:
             lines.append(line[0].upper() + line[1:] + ".")
         lines += [f"\n> warning: {w}" for w in report.warnings]
     return "\n".join(lines) + "\n"
+
+
+def _share(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1%}"

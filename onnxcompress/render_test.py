@@ -51,3 +51,27 @@ def test_inspect_prints_a_bracketed_node_name(tmp_path, capsys):
     onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), path)
     assert main(["inspect", str(path)]) == 0
     assert "features[0]" in capsys.readouterr().out
+
+
+def test_a_refusal_in_markdown_lists_every_probe_even_one_that_never_ran():
+    """A speed probe whose pruning was itself refused has no MACs or speedup: its row says why, and a
+    collapsed search probe says so; nothing in the Markdown of a refusal may raise (it would mask it)."""
+    from onnxcompress.errors import BudgetError
+    from onnxcompress.render import refusal_markdown
+
+    speed = BudgetError("--target-speedup 3 on cpu at batch 1: no candidate reached it", measured={
+        "target_speedup": 3.0, "provider": "cpu", "batch": 1,
+        "probes": [{"target_macs": 0.333, "macs_kept": 0.3312, "speedup": 1.9, "reached": False},
+                   {"target_macs": 0.2, "macs_kept": None, "speedup": None, "error": "collapsed"}]})
+    text = refusal_markdown("m.onnx", speed).splitlines()
+    assert text[:3] == ["## onnxcompress: m.onnx: refused, nothing written", "",
+                        "> --target-speedup 3 on cpu at batch 1: no candidate reached it"]
+    assert "| 0.333 | 33.1% | 1.90x | no |" in text and "| 0.200 | - | - | no: collapsed |" in text
+    budget = BudgetError("no candidate met the budget", measured={
+        "budget": {"metric": "1 - top-1 agreement", "limit": 0.01},
+        "probes": [{"target_macs": 0.5, "macs_kept": None, "value": None, "fits": False, "collapsed": "under the floor"},
+                   {"target_macs": 0.7, "macs_kept": 0.688, "value": 0.03125, "fits": False}]})
+    text = refusal_markdown("m.onnx", budget).splitlines()
+    assert "Budget: 1 - top-1 agreement <= 0.01." in text
+    assert "| 0.500 | collapsed | - | no |" in text and "| 0.700 | 68.8% | 0.0312 | no |" in text
+    assert refusal_markdown("m.onnx", ValueError("plain")).splitlines()[2] == "> plain"
