@@ -137,6 +137,7 @@ def config_from_args(args: argparse.Namespace):
         distill_augment=args.distill_augment,
         distill_mix=args.distill_mix,
         distill_step_sizes=args.distill_step_sizes,
+        distill_schedule=args.distill_schedule,
         distill_feature_weight=args.distill_feature_weight,
         distill_ctc_weight=args.distill_ctc_weight,
         distill_average=args.distill_average,

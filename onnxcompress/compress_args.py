@@ -128,6 +128,11 @@ def compress_parser() -> OptionsParser:
                    "absolute: the same rate for every tensor. Exported, BN-folded graphs hold weights 1000x smaller "
                    "than their median: on the DBNet detector at 0.8x MACs absolute steps raised the held-out loss "
                    "100-fold in 10 steps and relative ones lowered it (default relative; bench/DISTILL_STEPS.md)")
+    g.add_argument("--distill-schedule", choices=("constant", "cosine"), default="constant",
+                   help="the learning rate after its 10-step warm-up: constant, or cosine, falling along half a cosine "
+                   "to zero at the end of the budget (--distill-steps or --distill-seconds, whichever is further "
+                   "along), so the last steps settle what the run found (default constant; measured in "
+                   "bench/DISTILL_SCHEDULE.md)")
     g.add_argument("--distill-feature-weight", type=float, default=1.0, metavar="W",
                    help="weight of the boundary-feature term of the distillation loss: the outputs of the layers "
                    "that lost input channels, matched to the original's kept channels (default 1; 0 distills the "

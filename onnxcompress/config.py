@@ -117,6 +117,8 @@ class CompressConfig:
     distill_mix: float = DISTILL_MIX
     #: distillation's per-tensor step sizes: "relative" to each weight's scale, or "absolute"
     distill_step_sizes: str = "relative"
+    #: distillation's learning rate after the warm-up: "constant", or "cosine" to zero over the budget
+    distill_schedule: str = "constant"
     #: weight of the boundary-feature term of the distillation loss (0: the outputs only)
     distill_feature_weight: float = 1.0
     #: weight of the CTC loss against the original's greedy reading, on CTC heads (0: off)
@@ -239,6 +241,8 @@ class CompressConfig:
             raise InputError(f"--distill-average must be a decay in [0, 1), got {self.distill_average}")
         if self.distill_step_sizes not in ("relative", "absolute"):
             raise InputError(f"--distill-step-sizes must be relative or absolute, got {self.distill_step_sizes!r}")
+        if self.distill_schedule not in ("constant", "cosine"):
+            raise InputError(f"--distill-schedule must be constant or cosine, got {self.distill_schedule!r}")
         for flag, weight in (("--distill-feature-weight", self.distill_feature_weight),
                              ("--distill-ctc-weight", self.distill_ctc_weight)):
             if not 0.0 <= weight < float("inf"):

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from onnxcompress.fidelity import compare_outputs, drift_of, feature_outputs, signal_inputs
+from onnxcompress.finetune import schedule
 from onnxcompress.finetune.augment import input_ranges, mix, perturb, perturbed_copies
 from onnxcompress.finetune.averaging import WeightAverage
 from onnxcompress.finetune.ctc_term import find_ctc_heads, reading_loss, with_judged_blanks
@@ -74,8 +75,10 @@ class DistillConfig:
     augment: float = 0.0
     #: share of each training minibatch blended with another of its samples (``augment.mix``)
     mix: float = 0.0
-    #: steps over which the learning rate ramps up linearly from lr / warmup to lr
+    #: steps over which the learning rate ramps up linearly from lr / warmup to lr, and after them
+    #: "constant" or "cosine" (to zero at the end of the budget; ``schedule``)
     warmup: int = 10
+    schedule: str = "constant"
     #: "relative": each tensor's rate scaled by its RMS over the median weight's (``step_sizes``);
     #: "absolute": lr for every tensor (before 2026-12-05)
     step_sizes: str = "relative"
@@ -321,8 +324,10 @@ class Distiller:
                 rows = order[cursor : cursor + self.batch]
                 cursor += self.batch
                 opt.zero_grad(set_to_none=True)
-                for group in opt.param_groups:  # Adam's first steps, at full rate, knock a refit model off
-                    group["lr"] = cfg.lr * group["factor"] * min(1.0, (step + 1) / max(cfg.warmup, 1))
+                done = schedule.progress(step, cfg.steps, time.perf_counter() - t0, cfg.seconds)
+                rate = schedule.rate_factor(step, cfg.warmup, cfg.schedule, done)
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr * group["factor"] * rate
                 feeds = take(rows)
                 if self.fixed and self.batch_axes is None:
                     loss = sum(self._backward({k: v[i : i + 1] for k, v in feeds.items()}, len(rows)) for i in range(len(rows)))
@@ -377,6 +382,7 @@ class Distiller:
             "mix": cfg.mix,
             "average": cfg.average,
             "warmup": cfg.warmup,
+            "schedule": cfg.schedule,
             "step_sizes": cfg.step_sizes,
             "features": [f.student for f in self.features],
             "losses": {o: k for o, (k, _a) in self.kinds.items()},
@@ -411,10 +417,3 @@ class Distiller:
         for name, arr in self.module.state_arrays().items():
             set_weight(values[name], arr)
 
-
-def evenly(items: list, n: int) -> list:
-    """At most ``n`` of ``items``, evenly spaced, the last one always included."""
-    if len(items) <= n:
-        return items
-    idx = sorted({int(round(i)) for i in np.linspace(0, len(items) - 1, n)})
-    return [items[i] for i in idx]

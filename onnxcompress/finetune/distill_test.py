@@ -123,13 +123,23 @@ def test_distill_perturbs_and_averages_by_default_on_an_image_classifier(runs):
     assert "defaults_off" not in d and all("perturbed_drift" in h for h in d["history"])
 
 
-def test_step_sizes_are_relative_by_default_and_absolute_on_request(runs, digits):
+@pytest.mark.parametrize("key, default, other", [("step_sizes", "relative", "absolute"),
+                                                  ("schedule", "constant", "cosine")])
+def test_step_sizes_and_schedule_have_a_default_and_take_the_other_on_request(runs, digits, key, default, other):
     _, distill = runs
-    assert distill["report"]["recovery"]["distill"]["step_sizes"] == "relative"
-    absolute = _run(digits, "distill_abs", "--recover", "distill", "--distill-steps", "25", "--distill-lr", "1e-3",
-                    "--distill-step-sizes", "absolute")
-    d = absolute["report"]["recovery"]["distill"]
-    assert d["step_sizes"] == "absolute" and d["steps"] == 25
+    assert distill["report"]["recovery"]["distill"][key] == default
+    run = _run(digits, f"distill_{other}", "--recover", "distill", "--distill-steps", "25", "--distill-lr", "1e-3",
+               f"--distill-{key.replace('_', '-')}", other)
+    d = run["report"]["recovery"]["distill"]
+    assert d[key] == other and d["steps"] == 25 and run["report"]["config"][f"distill_{key}"] == other
+
+
+def test_an_unknown_schedule_is_one_input_error(digits):
+    import onnxcompress as oc
+    from onnxcompress.errors import InputError
+
+    with pytest.raises(InputError, match="--distill-schedule must be constant or cosine, got 'linear'"):
+        oc.compress(DIGITS, oc.CompressConfig(calib=digits["calib"], recover="distill", distill_schedule="linear"))
 
 
 def test_feature_weight_zero_distills_the_outputs_alone(runs, digits, capsys):

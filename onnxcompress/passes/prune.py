@@ -116,6 +116,7 @@ def _distill_config(cfg: CompressConfig, model: ir.Model):
         labelled = load_labelled(cfg.train_labels, model)
     return DistillConfig(seconds=cfg.distill_seconds, steps=cfg.distill_steps, lr=cfg.distill_lr, device=cfg.device,
                          augment=cfg.distill_augment, mix=cfg.distill_mix, step_sizes=cfg.distill_step_sizes,
+                         schedule=cfg.distill_schedule,
                          feature_weight=cfg.distill_feature_weight, ctc_weight=cfg.distill_ctc_weight,
                          average=cfg.distill_average,
                          seed=cfg.seed, class_axes=dict(cfg.class_axes), map_thresholds=dict(cfg.map_thresholds),

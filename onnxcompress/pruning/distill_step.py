@@ -30,7 +30,7 @@ def boundary_features(model: ir.Model, consumers) -> list:
     folded bias is not). Channels the layer itself lost as a producer are dropped from the teacher's.
     """
     from onnxcompress.channels.rules import consumer_of
-    from onnxcompress.finetune.distill import MAX_FEATURES, Feature, evenly
+    from onnxcompress.finetune.distill import MAX_FEATURES, Feature
 
     out = []
     for c in consumers:
@@ -87,3 +87,11 @@ def run_distillation(model: ir.Model, reference: ir.Model, consumers, fit, held,
         def bar(step, total, loss, drift, eta):
             progress(step, total, f"loss {loss:.4f}, held-out drift {drift:.4f}, ETA {eta:.0f} s")
     return distiller.run(bar)
+
+
+def evenly(items: list, n: int) -> list:
+    """At most ``n`` of ``items``, evenly spaced, the last one always included."""
+    if len(items) <= n:
+        return items
+    idx = sorted({int(round(i)) for i in np.linspace(0, len(items) - 1, n)})
+    return [items[i] for i in idx]
