@@ -217,8 +217,7 @@ def compress_markdown(report: CompressReport) -> str:
         f"{report.groups.get('blocked', 0)} blocked. L1 mass removed: {report.pruned_l1_mass:.1%}.",
     ]
     if report.fidelity:
-        f = report.fidelity
-        lines.append(fidelity_line(f)[0].upper() + fidelity_line(f)[1:] + ".")
+        lines.append(_fidelity_sentence(report.fidelity))
     if report.exactness.get("note"):
         lines.append(f"Exactness: {report.exactness['note']}.")
     if report.blockers:
@@ -260,11 +259,16 @@ def refusal_markdown(model_path: str, exc: Exception) -> str:
         b, a = report.before, report.after
         lines += ["", f"The refused model kept {_ratio(b.macs, a.macs)} of the MACs."]
         if report.fidelity:
-            line = fidelity_line(report.fidelity)
-            lines.append(line[0].upper() + line[1:] + ".")
+            lines.append(_fidelity_sentence(report.fidelity))
         lines += [f"\n> warning: {w}" for w in report.warnings]
     return "\n".join(lines) + "\n"
 
 
 def _share(v: float | None) -> str:
     return "-" if v is None else f"{v:.1%}"
+
+
+def _fidelity_sentence(f: dict) -> str:
+    """``fidelity_line`` as a Markdown sentence: capitalised, with a full stop."""
+    line = fidelity_line(f)
+    return line[0].upper() + line[1:] + "."

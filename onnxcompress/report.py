@@ -158,4 +158,3 @@ def refusal_json(model_path: str, exc: Exception) -> str:
         "versions": library_versions(),
     }
     return json.dumps(body, indent=2, default=_jsonable)
-
