@@ -214,7 +214,7 @@ def compress_parser() -> OptionsParser:
     g.add_argument("--force", action="store_true",
                    help="write the model even when it collapsed on the held-out calibration data (a task figure against "
                    "the original under 0.5: map F1, sequence or top-1 agreement, else mean cosine). Without it such a "
-                   "model is refused with exit 1")
+                   "model is refused with exit 1; one written with such a figure under 0.9 carries a warning)")
     p.add_argument("--seed", type=int, default=0, help="seed for the random verification inputs (default 0)")
     p.add_argument("--recipe", metavar="FILE.toml",
                    help="take options from the [compress] table of a TOML recipe (keys = the long options, dashes as "

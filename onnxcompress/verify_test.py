@@ -95,3 +95,49 @@ def test_hidden_states_are_judged_by_cosine_not_as_class_scores():
     figure, name = as_features.per_output["hidden"].task_figure()
     assert name == "mean cosine" and figure > 0.9 and as_features.collapsed() is None
     assert as_features.per_output["hidden"].sequence_agreement is None
+
+
+def _class_scores_agreeing_on(share: float, n: int = 40) -> tuple:
+    """(N, 10) class scores of an 'original' and a 'compressed' model whose top-1 agree on ``share`` of N."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    ref = rng.standard_normal((n, 10)).astype(np.float32)
+    got = ref.copy()
+    differ = n - round(share * n)
+    got[:differ] = np.roll(ref[:differ], 1, axis=1)  # another class on top for the first ``differ`` rows
+    assert (got.argmax(1) != ref.argmax(1)).sum() == differ
+    return {"y": ref}, {"y": got}
+
+
+@pytest.mark.parametrize("share, warned", [(0.75, True), (0.875, True), (0.9, False), (1.0, False)])
+def test_a_model_far_from_the_original_is_written_with_a_warning(share, warned):
+    """PP-OCRv5 rec at 0.8x (--calib-augment 1) agreed with the original on 0.77 of its held-out lines
+    and read 0.774 of eval's against 0.980: over the floor, so written, and nothing but the figure in
+    the report said so. Under DEGRADED_BELOW the verify step now warns, naming the output and figure."""
+    from onnxcompress.fidelity import compare_outputs
+    from onnxcompress.verify import DEGRADED_BELOW
+
+    ref, got = _class_scores_agreeing_on(share)
+    fid = compare_outputs(ref, got, inputs="calibration")
+    assert fid.per_output["y"].task_figure() == (pytest.approx(share), "top-1 agreement")
+    verify = VerifyPass(_ctx(ratio=0.5), ReferencePass(_ctx(ratio=0.5)))
+    verify._floor(fid)
+    if not warned:
+        assert verify.warnings == []
+        return
+    (w,) = verify.warnings
+    assert f"far from the original on 40 held-out calibration samples (output 'y': top-1 agreement {share:.3f}, " \
+           f"under {DEGRADED_BELOW})" in w and "--max-drift" in w
+
+
+def test_no_far_warning_under_a_fidelity_budget_or_on_random_inputs():
+    """A --max-drift or --max-accuracy-drop search already bounds the drift it accepts; on random inputs
+    the figure predicts nothing (and a collapse there is not refused either)."""
+    from onnxcompress.fidelity import compare_outputs
+
+    ref, got = _class_scores_agreeing_on(0.75)
+    for ctx, inputs in ((_ctx(ratio=0.5, max_drift=0.3), "calibration"), (_ctx(ratio=0.5), "random")):
+        verify = VerifyPass(ctx, ReferencePass(ctx))
+        verify._floor(compare_outputs(ref, got, inputs=inputs))
+        assert verify.warnings == []
