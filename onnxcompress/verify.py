@@ -195,8 +195,8 @@ class VerifyPass(ReportingPass):
             if far is not None:
                 self.warnings.append(
                     f"the compressed model is far from the original on {fid.samples} held-out calibration samples "
-                    f"({far}); expect a loss of accuracy of that order (a larger --target-macs, or --recover distill "
-                    "with more --calib samples, keeps more; --max-drift refuses such a model)")
+                    f"({far}); expect a loss of accuracy of that order (a smaller --ratio or a larger --target-macs, or "
+                    "--recover distill with more --calib samples, keeps more; --max-drift refuses such a model)")
             return
         if self.ctx.config.force:
             self.warnings.append(f"the model collapsed on held-out calibration data ({why}); written because of --force")

@@ -171,6 +171,29 @@ def test_over_budget_writes_nothing_and_exits_1(digits, tmp_path, capsys, monkey
     assert len(rows) == 2 and all(r.endswith("| 0.9000 | no |") for r in rows)
 
 
+def test_a_model_far_from_the_original_is_written_with_a_warning(digits, tmp_path, capsys):
+    """Over the floor (0.5) but under DEGRADED_BELOW (0.9): written, with a warning in the console and in
+    --report that names the output and its figure; at --ratio 0.5 (0.94 here) there is none."""
+    for ratio, far in (("0.5", False), ("0.8", True)):
+        out, rep = tmp_path / f"r{ratio}.onnx", tmp_path / f"r{ratio}.json"
+        rc = main([DIGITS, "--calib", digits["calib"], "--ratio", ratio, "--recover", "refit", "-o", str(out),
+                   "--report", str(rep)])
+        d = json.loads(rep.read_text())
+        agreement = d["fidelity"]["top1_agreement"]
+        warned = [w for w in d["warnings"] if "far from the original" in w]
+        assert rc == 0 and out.exists() and d["output"] == str(out)
+        assert (agreement < 0.9) == far and 0.5 <= agreement
+        if far:
+            assert warned == [f"the compressed model is far from the original on 32 held-out calibration samples "
+                              f"(output 'logits': top-1 agreement {agreement:.3f}, under 0.9); expect a loss of "
+                              "accuracy of that order (a smaller --ratio or a larger --target-macs, or --recover "
+                              "distill with more --calib samples, keeps more; --max-drift refuses such a model)"]
+            shown = capsys.readouterr()
+            assert "warning: the compressed model is far from the original" in (shown.out + shown.err).replace("\n", " ")
+        else:
+            assert warned == [] and "far from the original" not in capsys.readouterr().out
+
+
 def test_a_ratio_that_rounds_to_nothing_says_so(digits, tmp_path):
     """At the default --ratio 0.1 every digits group (64 channels at most) would lose less than one step
     of 8 channels: the model is written unpruned, and a warning says why (basic-pitch's model did this)."""
