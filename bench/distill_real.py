@@ -150,6 +150,9 @@ def scored(row: dict, name: str, out: Path, r: dict) -> dict:
         row[split] = score(name, out, split)
     if r.get("versions"):  # the libraries that wrote it (reports from 2026-12-06 on)
         row["versions"] = r["versions"]
+    far = [w for w in r.get("warnings", []) if "far from the original" in w]  # verify's DEGRADED_BELOW warning
+    if far:
+        row["far_warning"] = far[0]
     choice = (r.get("search") or {}).get("rounds_choice")
     if choice:
         row["rounds_choice"] = choice

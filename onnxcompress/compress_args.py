@@ -156,10 +156,10 @@ def compress_parser() -> OptionsParser:
                    "was kept where plain distillation won; at 0.6x its effect was within run-to-run variation; "
                    "bench/DISTILL_MIX.md)")
     g.add_argument("--calib-augment", type=float, default=0.0, metavar="SHARE",
-                   help="perturb this share of the calibration fit samples the same way (contrast, inversion, noise, "
-                   "blur) before statistics, sensitivity and refit, so filters that matter a little off the calibration "
-                   "data are not the ones removed; the held-out split stays as given (default 0: off; measured in "
-                   "bench/OFF_MANIFOLD.md)")
+                   help="add perturbed copies (contrast, inversion, noise, blur, rescale) of this share of the "
+                   "calibration fit samples to them before statistics, sensitivity and refit, so filters that matter a "
+                   "little off the calibration data are not the ones removed; the given samples and the held-out split "
+                   "stay as they are (default 0: off; measured in bench/OFF_MANIFOLD.md)")
     g.add_argument("--refit-augment", type=float, default=None, metavar="SHARE",
                    help="the refit also solves on perturbed copies (contrast, inversion, noise, blur, rescale) of this "
                    "share of its calibration samples, so the refit layers match the original off the calibration data "

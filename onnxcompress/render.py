@@ -112,7 +112,8 @@ def render_compress(report: CompressReport, console: Console) -> None:
     console.print(line)
     if report.calibration:
         c = report.calibration
-        console.print(f"calibration: {c['samples']} samples from {c['source']} ({c['fit_samples']} fit, "
+        copies = f" + {c['fit_perturbed_copies']} perturbed copies" if c.get("fit_perturbed_copies") else ""
+        console.print(f"calibration: {c['samples']} samples from {c['source']} ({c['fit_samples']} fit{copies}, "
                       f"{c['held_out_samples']} held out)  |  ranking: {report.importance.get('criterion')}")
         for note in c.get("notes", []):
             console.print(f"calibration: {note}")

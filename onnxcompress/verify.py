@@ -123,8 +123,9 @@ class ReferencePass(ReportingPass):
 
 #: a written model whose held-out task figure against the original (sequence or top-1 agreement, map F1,
 #: mean cosine; 1.0 is the original itself) is under this is written with a warning: PP-OCRv5 rec at 0.8x
-#: with --calib-augment 1 agreed on 0.77 of its held-out lines and read 0.774 of eval's against 0.980
-#: (bench/OFF_MANIFOLD.md), where the only sign was the figure in the report
+#: with --calib-augment 1 (perturbing the samples in place, as it then did) agreed on 0.77 of its held-out
+#: lines and read 0.774 of eval's against 0.980 (bench/OFF_MANIFOLD.md), where the only sign was the
+#: figure in the report
 DEGRADED_BELOW = 0.9
 
 

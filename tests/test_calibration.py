@@ -99,7 +99,9 @@ def test_refit_recovers_what_magnitude_pruning_loses(digits):
 
 
 def test_calib_augment_perturbs_the_fit_split_only(digits, monkeypatch):
-    """--calib-augment: a share of the fit samples is perturbed before statistics and refit; held-out stays."""
+    """--calib-augment: perturbed copies of a share of the fit samples join them before statistics, sweep
+    and refit; the given samples and the held-out split stay as they are. (Perturbing the samples in place
+    left PP-OCRv5 rec's refit solved on perturbed lines only: held-out disagreement 0.84 at 0.8x.)"""
     from onnxcompress.pruning import calibrated
 
     seen = {}
@@ -113,9 +115,17 @@ def test_calib_augment_perturbs_the_fit_split_only(digits, monkeypatch):
     oc.compress(DIGITS, oc.CompressConfig(ratio=0.25, calib=digits["calib"], recover="refit"))
     plain = dict(seen)
     res = oc.compress(DIGITS, oc.CompressConfig(ratio=0.25, calib=digits["calib"], recover="refit", calib_augment=0.5))
-    changed = np.abs(seen["fit"] - plain["fit"]).reshape(len(plain["fit"]), -1).max(axis=1) > 0
-    assert 0.25 < changed.mean() < 0.75, changed.mean()
+    n = len(plain["fit"])
+    np.testing.assert_array_equal(seen["fit"][:n], plain["fit"])  # the given samples, untouched, first
+    copies = seen["fit"][n:]
+    assert 0.25 * n < len(copies) < 0.75 * n, (len(copies), n)
+    # each copy is a perturbed given sample: none of them is identical to any given one
+    same = (np.abs(copies[:, None] - plain["fit"][None]).reshape(len(copies), n, -1).max(axis=2) == 0).any(axis=1)
+    assert not same.any()
     np.testing.assert_array_equal(seen["held"], plain["held"])
+    assert res.report.calibration["fit_perturbed_copies"] == len(copies)
+    assert "fit_perturbed_copies" not in oc.compress(DIGITS, oc.CompressConfig(ratio=0.25, calib=digits["calib"],
+                                                                                 recover="refit")).report.calibration
     lo, hi = plain["fit"].min(), plain["fit"].max()
     assert seen["fit"].min() >= lo and seen["fit"].max() <= hi  # kept in the calibration data's range
     assert res.report.recovery["method"] == "refit"

@@ -302,11 +302,13 @@ class PrunePass(ReportingPass):
         from onnxcompress.pruning.search_cache import SearchCache
 
         fit = list(ctx.calib.batches())
-        if cfg.calib_augment > 0:
-            from onnxcompress.finetune.augment import input_ranges, perturb
+        if cfg.calib_augment > 0:  # perturbed copies join the samples; replacing them broke PP-OCRv5 rec's refit
+            from onnxcompress.finetune.augment import input_ranges, perturbed_copies
 
             rng, ranges = np.random.default_rng(cfg.seed), input_ranges(fit)
-            fit = [perturb(f, rng, cfg.calib_augment, ranges) for f in fit]
+            copies = perturbed_copies(fit, rng, cfg.calib_augment, ranges)
+            fit = fit + copies
+            ctx.report.calibration["fit_perturbed_copies"] = sum(len(next(iter(f.values()))) for f in copies)
         recover = cfg.resolved_recover(True)
         recover = "refit" if recover == "distill" and not final and not cfg.distill_every_round else recover
         cal = CalibratedPruning(
