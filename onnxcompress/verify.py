@@ -130,7 +130,8 @@ DEGRADED_BELOW = 0.9
 
 
 def degraded(fid: Fidelity) -> str | None:
-    """The first output whose task figure is under ``DEGRADED_BELOW`` (and at or over the floor), or None."""
+    """The first output whose task figure is under ``DEGRADED_BELOW``, or None (asked only of a model
+    that did not collapse, so the figure is at or over the floor)."""
     for name, o in fid.per_output.items():
         value, what = o.task_figure()
         if value < DEGRADED_BELOW:

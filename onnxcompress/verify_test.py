@@ -114,7 +114,8 @@ def _class_scores_agreeing_on(share: float, n: int = 40) -> tuple:
 def test_a_model_far_from_the_original_is_written_with_a_warning(share, warned):
     """PP-OCRv5 rec at 0.8x (--calib-augment 1, perturbing in place as it then did) agreed with the
     original on 0.77 of its held-out lines and read 0.774 of eval's against 0.980: over the floor, so
-    written, and nothing but the figure in the report said so. Under DEGRADED_BELOW the verify step now warns, naming the output and figure."""
+    written, and nothing but the figure in the report said so. Under DEGRADED_BELOW the verify step
+    now warns, naming the output and figure."""
     from onnxcompress.fidelity import compare_outputs
     from onnxcompress.verify import DEGRADED_BELOW
 
