@@ -226,13 +226,18 @@ class Fidelity:
     def map_f1(self) -> float | None:
         return self._lowest("map_f1")
 
-    def collapsed(self) -> str | None:
-        """Why this model is dead against the original (a task figure under ``FLOOR``), or None."""
+    def first_under(self, line: float) -> str | None:
+        """The first output whose task figure is under ``line``, as "output 'NAME': FIGURE VALUE", or None."""
         for name, o in self.per_output.items():
             value, what = o.task_figure()
-            if value < FLOOR:
-                return f"output {name!r}: {what} {value:.3f} against the original (floor {FLOOR})"
+            if value < line:
+                return f"output {name!r}: {what} {value:.3f}"
         return None
+
+    def collapsed(self) -> str | None:
+        """Why this model is dead against the original (a task figure under ``FLOOR``), or None."""
+        why = self.first_under(FLOOR)
+        return None if why is None else f"{why} against the original (floor {FLOOR})"
 
     def to_dict(self) -> dict:
         d = {
@@ -396,9 +401,7 @@ def compare_outputs(
         top1_agreement=min(top1) if top1 else None,
         agreement=min(agreements) if agreements else None,
         rel_l2_max=max((o.rel_l2 for o in per.values()), default=0.0),
-        per_output=per,
-        inputs=inputs,
-        samples=samples,
+        per_output=per, inputs=inputs, samples=samples,
     )
 
 

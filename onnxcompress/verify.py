@@ -129,16 +129,6 @@ class ReferencePass(ReportingPass):
 DEGRADED_BELOW = 0.9
 
 
-def degraded(fid: Fidelity) -> str | None:
-    """The first output whose task figure is under ``DEGRADED_BELOW``, or None (asked only of a model
-    that did not collapse, so the figure is at or over the floor)."""
-    for name, o in fid.per_output.items():
-        value, what = o.task_figure()
-        if value < DEGRADED_BELOW:
-            return f"output {name!r}: {what} {value:.3f}, under {DEGRADED_BELOW}"
-    return None
-
-
 class VerifyPass(ReportingPass):
     """Checker, session, run and fidelity of the result against the reference run.
 
@@ -187,18 +177,19 @@ class VerifyPass(ReportingPass):
 
     def _floor(self, fid: Fidelity) -> None:
         """Refuse a model that collapsed on real held-out inputs (a dead DBNet map once passed silently),
-        and warn about one that is alive but far from the original (``degraded``)."""
+        and warn about one that is alive but far from the original (a figure under ``DEGRADED_BELOW``)."""
         if fid.inputs != "calibration":
             return
         why = fid.collapsed()
         if why is None:
             cfg = self.ctx.config
-            far = degraded(fid) if cfg.max_drift is None and cfg.max_accuracy_drop is None else None
+            far = fid.first_under(DEGRADED_BELOW) if cfg.max_drift is None and cfg.max_accuracy_drop is None else None
             if far is not None:
                 self.warnings.append(
                     f"the compressed model is far from the original on {fid.samples} held-out calibration samples "
-                    f"({far}); expect a loss of accuracy of that order (a smaller --ratio or a larger --target-macs, or "
-                    "--recover distill with more --calib samples, keeps more; --max-drift refuses such a model)")
+                    f"({far}, under {DEGRADED_BELOW}); expect a loss of accuracy of that order (a smaller --ratio or a "
+                    "larger --target-macs, or --recover distill with more --calib samples, keeps more; --max-drift "
+                    "refuses such a model)")
             return
         if self.ctx.config.force:
             self.warnings.append(f"the model collapsed on held-out calibration data ({why}); written because of --force")
