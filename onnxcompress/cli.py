@@ -141,6 +141,7 @@ def config_from_args(args: argparse.Namespace):
         distill_feature_weight=args.distill_feature_weight,
         distill_ctc_weight=args.distill_ctc_weight,
         distill_average=args.distill_average,
+        distill_train=args.distill_train,
         calib_augment=args.calib_augment,
         refit_augment=args.refit_augment,
         device=args.device,

@@ -133,6 +133,10 @@ def compress_parser() -> OptionsParser:
                    "to zero at the end of the budget (--distill-steps or --distill-seconds, whichever is further "
                    "along), so the last steps settle what the run found (default constant; measured in "
                    "bench/DISTILL_SCHEDULE.md)")
+    g.add_argument("--distill-train", choices=("all", "changed"), default="all",
+                   help="which weights distillation trains: all (every Conv, Gemm, MatMul, norm and LSTM weight of "
+                   "the pruned graph), or changed: only those pruning sliced or the refit solved, so every layer "
+                   "pruning left alone keeps the original's weights exactly (default all)")
     g.add_argument("--distill-feature-weight", type=float, default=1.0, metavar="W",
                    help="weight of the boundary-feature term of the distillation loss: the outputs of the layers "
                    "that lost input channels, matched to the original's kept channels (default 1; 0 distills the "

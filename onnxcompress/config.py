@@ -126,6 +126,8 @@ class CompressConfig:
     #: decay of the moving average of the distilled weights that the held-out judge scores (0: off;
     #: None for both: ``DISTILL_AUGMENT`` and ``DISTILL_AVERAGE``, or 0 where an output is a probability map)
     distill_average: float | None = None
+    #: which weights distillation trains: "all", or "changed" (those pruning or refit changed)
+    distill_train: str = "all"
     #: share of the calibration fit samples perturbed the same way before statistics, the
     #: sensitivity sweep and the refit (the held-out split stays as given)
     calib_augment: float = 0.0
@@ -241,6 +243,8 @@ class CompressConfig:
             raise InputError(f"--distill-average must be a decay in [0, 1), got {self.distill_average}")
         if self.distill_step_sizes not in ("relative", "absolute"):
             raise InputError(f"--distill-step-sizes must be relative or absolute, got {self.distill_step_sizes!r}")
+        if self.distill_train not in ("all", "changed"):
+            raise InputError(f"--distill-train must be all or changed, got {self.distill_train!r}")
         if self.distill_schedule not in ("constant", "cosine"):
             raise InputError(f"--distill-schedule must be constant or cosine, got {self.distill_schedule!r}")
         for flag, weight in (("--distill-feature-weight", self.distill_feature_weight),

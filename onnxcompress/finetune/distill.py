@@ -43,6 +43,7 @@ from onnxcompress.finetune.ctc_term import find_ctc_heads, reading_loss, with_ju
 from onnxcompress.finetune.graph_module import GraphModule
 from onnxcompress.finetune.losses import check_labelled, loss_kinds, output_loss
 from onnxcompress.finetune.targets import differentiable_targets
+from onnxcompress.finetune.trained import trainable_for, weight_values
 from onnxcompress.output_join import OutputJoin
 from onnxcompress.runtime import Session
 
@@ -87,6 +88,8 @@ class DistillConfig:
     ctc_weight: float = 1.0
     #: decay of a moving average of the weights the judge scores and keeps instead (0: off; ``averaging``)
     average: float = 0.0
+    #: "all" trains every weight; "changed" only those pruning or refit changed (``trained``)
+    train: str = "all"
 
 
 #: input bytes of one training step: a 640x640 detector trains a couple of samples at a time
@@ -130,7 +133,7 @@ class Distiller:
                  fit: list[dict[str, np.ndarray]], held: list[dict[str, np.ndarray]], cfg: DistillConfig) -> None:
         self.cfg = cfg
         self.student_ir = student
-        self.module = GraphModule(ir.to_proto(student)).to(cfg.device)
+        self.module = GraphModule(ir.to_proto(student), trainable_for(cfg.train, student, teacher)).to(cfg.device)
         self.outputs, self.swapped = differentiable_targets(student)
         self.features = features[:] if cfg.feature_weight > 0 else []  # weight 0: not computed at all
         self.teacher = Session(teacher, expose=self.outputs + [f.teacher for f in self.features], optimize=False)
@@ -391,6 +394,7 @@ class Distiller:
             "held_out_drift_distill": best_drift,
             "held_out_loss_refit": start["loss"],
             "held_out_loss_distill": best_loss,
+            "train": cfg.train,
             "trained_tensors": len(self.module.parameter_names()),
             "labelled_samples": len(self.labelled) if self.labelled is not None else 0,
             "history": history,
@@ -410,10 +414,7 @@ class Distiller:
     def _write_back(self) -> None:
         from onnxcompress._ir_utils import set_weight
 
-        values = dict(self.student_ir.graph.initializers)
-        for node in self.student_ir.graph:
-            if node.op_type == "Constant" and node.outputs[0].name not in values:
-                values[node.outputs[0].name] = node.outputs[0]
+        values = weight_values(self.student_ir)
         for name, arr in self.module.state_arrays().items():
             set_weight(values[name], arr)
 

@@ -118,7 +118,7 @@ def _distill_config(cfg: CompressConfig, model: ir.Model):
                          augment=cfg.distill_augment, mix=cfg.distill_mix, step_sizes=cfg.distill_step_sizes,
                          schedule=cfg.distill_schedule,
                          feature_weight=cfg.distill_feature_weight, ctc_weight=cfg.distill_ctc_weight,
-                         average=cfg.distill_average,
+                         average=cfg.distill_average, train=cfg.distill_train,
                          seed=cfg.seed, class_axes=dict(cfg.class_axes), map_thresholds=dict(cfg.map_thresholds),
                          labelled=labelled)
 

@@ -82,6 +82,9 @@ def run_distillation(model: ir.Model, reference: ir.Model, consumers, fit, held,
         distiller = Distiller(model, reference, boundary_features(model, consumers), fit, held, cfg)
     except UnsupportedGraph as exc:
         return {"kept": "refit", "warning": f"distillation skipped: {exc}; the refit is kept"}
+    if not distiller.module.parameter_names():
+        return {"kept": "refit", "train": cfg.train,
+                "warning": f"distillation skipped: no weight to train (--distill-train {cfg.train}); the refit is kept"}
     bar = None
     if progress is not None:
         def bar(step, total, loss, drift, eta):
