@@ -56,6 +56,8 @@ DISTILL_CTC_WEIGHT = 1.0
 #: are off too (``REFIT_AUGMENT``).
 DISTILL_AUGMENT = 1.0
 DISTILL_AVERAGE = 0.95
+#: which weights distillation may train (``--distill-train``; ``finetune.trained``)
+DISTILL_TRAIN = ("all", "changed")
 
 
 @dataclass
@@ -243,7 +245,7 @@ class CompressConfig:
             raise InputError(f"--distill-average must be a decay in [0, 1), got {self.distill_average}")
         if self.distill_step_sizes not in ("relative", "absolute"):
             raise InputError(f"--distill-step-sizes must be relative or absolute, got {self.distill_step_sizes!r}")
-        if self.distill_train not in ("all", "changed"):
+        if self.distill_train not in DISTILL_TRAIN:
             raise InputError(f"--distill-train must be all or changed, got {self.distill_train!r}")
         if self.distill_schedule not in ("constant", "cosine"):
             raise InputError(f"--distill-schedule must be constant or cosine, got {self.distill_schedule!r}")

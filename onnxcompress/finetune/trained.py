@@ -14,8 +14,6 @@ import onnx_ir as ir
 
 from onnxcompress.finetune.graph_module import Trainable, default_trainable
 
-CHOICES = ("all", "changed")
-
 
 def weight_values(model: ir.Model) -> dict[str, ir.Value]:
     """Every constant tensor of the main graph by value name: initializers and Constant-node outputs."""
