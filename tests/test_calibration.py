@@ -118,7 +118,9 @@ def test_calib_augment_perturbs_the_fit_split_only(digits, monkeypatch):
     n = len(plain["fit"])
     np.testing.assert_array_equal(seen["fit"][:n], plain["fit"])  # the given samples, untouched, first
     copies = seen["fit"][n:]
-    assert 0.25 * n < len(copies) < 0.75 * n, (len(copies), n)
+    # about half: the digits CNN takes any batch, so the copies' ragged last batch stays (dropped, 96 fit
+    # samples in batches of 32 left 32 or 64)
+    assert 0.35 * n < len(copies) < 0.65 * n, (len(copies), n)
     # each copy is a perturbed given sample: none of them is identical to any given one
     same = (np.abs(copies[:, None] - plain["fit"][None]).reshape(len(copies), n, -1).max(axis=2) == 0).any(axis=1)
     assert not same.any()

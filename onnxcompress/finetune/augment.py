@@ -152,10 +152,11 @@ def perturb(feeds: dict[str, np.ndarray], rng: np.random.Generator, share: float
 
 
 def perturbed_copies(batches: list[dict[str, np.ndarray]], rng: np.random.Generator, share: float,
-                     ranges: dict[str, tuple[float, float]]) -> list[dict[str, np.ndarray]]:
+                     ranges: dict[str, tuple[float, float]], keep_tail: bool = False) -> list[dict[str, np.ndarray]]:
     """Perturbed copies of about ``share`` of the samples of ``batches``, in batches of the first
     batch's size (a fixed-batch model takes them; a ragged tail is dropped when every given batch
-    has that size). The given batches are not changed. Empty when ``ranges`` is."""
+    has that size, unless ``keep_tail``: the model takes any batch). The given batches are not
+    changed. Empty when ``ranges`` is."""
     if share <= 0 or not ranges or not batches:
         return []
     picked = []
@@ -168,7 +169,7 @@ def perturbed_copies(batches: list[dict[str, np.ndarray]], rng: np.random.Genera
     sizes = [len(next(iter(f.values()))) for f in batches]
     whole = {k: np.concatenate([f[k] for f in picked]) for k in picked[0]}
     total, n = len(next(iter(whole.values()))), sizes[0]
-    stop = total - total % n if all(z == n for z in sizes) else total
+    stop = total - total % n if all(z == n for z in sizes) and not keep_tail else total
     return [{k: v[i:i + n] for k, v in whole.items()} for i in range(0, stop, n)]
 
 

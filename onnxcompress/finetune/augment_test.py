@@ -141,3 +141,16 @@ def test_perturbed_copies_keep_the_batch_size_and_leave_token_ids_as_they_were()
     for c in ones:  # each copy's token ids are those of the sample it was made from
         src = [i for i in range(8) if np.array_equal(f["ids"][i], c["ids"][0])]
         assert src and not np.array_equal(f["x"][src[0]], c["x"][0])
+
+
+def test_perturbed_copies_keep_their_tail_for_a_model_that_takes_any_batch():
+    f = _feeds(96)
+    batches = [{k: v[i:i + 32] for k, v in f.items()} for i in (0, 32, 64)]
+    ranges = input_ranges(batches)
+    fixed = perturbed_copies(batches, np.random.default_rng(5), 0.5, ranges)
+    kept = perturbed_copies(batches, np.random.default_rng(5), 0.5, ranges, keep_tail=True)
+    n_kept = sum(len(c["x"]) for c in kept)
+    assert [len(c["x"]) for c in fixed] == [32] * (n_kept // 32)  # a fixed batch of 32: the ragged tail goes
+    assert n_kept % 32 and 0.35 * 96 <= n_kept <= 0.65 * 96 and len(kept[-1]["x"]) == n_kept % 32
+    for a, b in zip(fixed, kept):  # the same copies, the tail aside
+        assert np.array_equal(a["x"], b["x"])

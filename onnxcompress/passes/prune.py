@@ -306,7 +306,7 @@ class PrunePass(ReportingPass):
             from onnxcompress.finetune.augment import input_ranges, perturbed_copies
 
             rng, ranges = np.random.default_rng(cfg.seed), input_ranges(fit)
-            copies = perturbed_copies(fit, rng, cfg.calib_augment, ranges)
+            copies = perturbed_copies(fit, rng, cfg.calib_augment, ranges, keep_tail=ctx.calib.fixed_batch is None)
             fit = fit + copies
             ctx.report.calibration["fit_perturbed_copies"] = sum(len(next(iter(f.values()))) for f in copies)
         recover = cfg.resolved_recover(True)
