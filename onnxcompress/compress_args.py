@@ -137,8 +137,8 @@ def compress_parser() -> OptionsParser:
                    help="which weights distillation trains: all (every Conv, Gemm, MatMul, norm and LSTM weight of "
                    "the pruned graph), or changed: only those pruning sliced or the refit solved, so every layer "
                    "pruning left alone keeps the original's weights exactly and backward stops at the first "
-                   "trained layer (default all; at 0.8x MACs changed ran the same steps 21-27%% faster with no "
-                   "accuracy gain on PP-OCRv6 rec and the PP-OCR classifier; bench/OFF_MANIFOLD.md)")
+                   "trained layer (default all; at 0.8x MACs changed ran the same steps 14-27%% faster with no "
+                   "accuracy gain on PP-OCRv4 rec, PP-OCRv6 rec and the PP-OCR classifier; bench/OFF_MANIFOLD.md)")
     g.add_argument("--distill-feature-weight", type=float, default=1.0, metavar="W",
                    help="weight of the boundary-feature term of the distillation loss: the outputs of the layers "
                    "that lost input channels, matched to the original's kept channels (default 1; 0 distills the "
