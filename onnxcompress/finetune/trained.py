@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress._ir_utils import const_array, is_std
 from onnxcompress.finetune.graph_module import Trainable, default_trainable
 
 
@@ -19,17 +20,9 @@ def weight_values(model: ir.Model) -> dict[str, ir.Value]:
     """Every constant tensor of the main graph by value name: initializers and Constant-node outputs."""
     values = dict(model.graph.initializers)
     for node in model.graph:
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.outputs[0].name not in values:
+        if node.op_type == "Constant" and is_std(node) and node.outputs[0].name not in values:
             values[node.outputs[0].name] = node.outputs[0]
     return values
-
-
-def _array(value: ir.Value) -> np.ndarray | None:
-    if value.const_value is not None:
-        return value.const_value.numpy()
-    node = value.producer()
-    attr = node.attributes.get("value") if node is not None else None
-    return attr.value.numpy() if attr is not None and hasattr(attr.value, "numpy") else None
 
 
 def unchanged_weights(student: ir.Model, teacher: ir.Model) -> set[str]:
@@ -39,7 +32,7 @@ def unchanged_weights(student: ir.Model, teacher: ir.Model) -> set[str]:
     for name, value in weight_values(student).items():
         if name not in original:
             continue
-        mine, theirs = _array(value), _array(original[name])
+        mine, theirs = const_array(value), const_array(original[name])
         if (mine is not None and theirs is not None and mine.dtype.kind == "f" and mine.shape == theirs.shape
                 and np.array_equal(mine, theirs)):
             same.add(name)
