@@ -142,6 +142,7 @@ def config_from_args(args: argparse.Namespace):
         distill_ctc_weight=args.distill_ctc_weight,
         distill_average=args.distill_average,
         distill_train=args.distill_train,
+        distill_temperature=args.distill_temperature,
         calib_augment=args.calib_augment,
         refit_augment=args.refit_augment,
         device=args.device,

@@ -130,6 +130,8 @@ class CompressConfig:
     distill_average: float | None = None
     #: which weights distillation trains: "all", or "changed" (those pruning or refit changed)
     distill_train: str = "all"
+    #: softening of class-axis outputs before distillation's KL (1: none; ``finetune.losses.output_loss``)
+    distill_temperature: float = 1.0
     #: share of the calibration fit samples perturbed the same way before statistics, the
     #: sensitivity sweep and the refit (the held-out split stays as given)
     calib_augment: float = 0.0
@@ -247,6 +249,8 @@ class CompressConfig:
             raise InputError(f"--distill-step-sizes must be relative or absolute, got {self.distill_step_sizes!r}")
         if self.distill_train not in DISTILL_TRAIN:
             raise InputError(f"--distill-train must be all or changed, got {self.distill_train!r}")
+        if not 0.0 < self.distill_temperature < float("inf"):
+            raise InputError(f"--distill-temperature must be a finite number above 0, got {self.distill_temperature}")
         if self.distill_schedule not in ("constant", "cosine"):
             raise InputError(f"--distill-schedule must be constant or cosine, got {self.distill_schedule!r}")
         for flag, weight in (("--distill-feature-weight", self.distill_feature_weight),

@@ -90,6 +90,8 @@ class DistillConfig:
     average: float = 0.0
     #: "all" trains every weight; "changed" only those pruning or refit changed (``trained``)
     train: str = "all"
+    #: softens class-axis outputs (probs, logits) before their KL; 1: as they are (``losses.output_loss``)
+    temperature: float = 1.0
 
 
 #: input bytes of one training step: a 640x640 detector trains a couple of samples at a time
@@ -218,7 +220,8 @@ class Distiller:
         for o in self.outputs:
             kind, axis = self.kinds[o]
             if kind != "skip":
-                loss = loss + output_loss(kind, axis, s_all[o], torch.from_numpy(t_all[o]).to(self.cfg.device))
+                t = torch.from_numpy(t_all[o]).to(self.cfg.device)
+                loss = loss + output_loss(kind, axis, s_all[o], t, self.cfg.temperature)
             if o in self.ctc_heads:
                 loss = loss + self.cfg.ctc_weight * reading_loss(self.ctc_heads[o], kind, s_all[o], t_all[o])
         if self.features:
@@ -384,9 +387,7 @@ class Distiller:
             "held_out_perturbed": self.n_perturbed,
             "mix": cfg.mix,
             "average": cfg.average,
-            "warmup": cfg.warmup,
-            "schedule": cfg.schedule,
-            "step_sizes": cfg.step_sizes,
+            "warmup": cfg.warmup, "schedule": cfg.schedule, "step_sizes": cfg.step_sizes, "temperature": cfg.temperature,
             "features": [f.student for f in self.features],
             "losses": {o: k for o, (k, _a) in self.kinds.items()},
             "distilled_instead": {o: v or "(nothing differentiable)" for o, v in self.swapped.items()},
@@ -394,8 +395,7 @@ class Distiller:
             "held_out_drift_distill": best_drift,
             "held_out_loss_refit": start["loss"],
             "held_out_loss_distill": best_loss,
-            "train": cfg.train,
-            "trained_tensors": len(self.module.parameter_names()),
+            "train": cfg.train, "trained_tensors": len(self.module.parameter_names()),
             "labelled_samples": len(self.labelled) if self.labelled is not None else 0,
             "history": history,
         }

@@ -45,7 +45,13 @@ def loss_kinds(teacher: dict[str, np.ndarray], cfg, features: frozenset[str] = f
     return out
 
 
-def output_loss(kind: str, axis, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def output_loss(kind: str, axis, s: torch.Tensor, t: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``temperature`` softens both distributions of a class axis (probs, logits) before the KL, scaled by its
+    square so the gradient keeps its size (Hinton et al. 2015); maps, boxes and features ignore it."""
+    if temperature != 1.0 and kind in ("probs", "logits"):
+        if kind == "probs":
+            s, t = torch.log(s.clamp_min(1e-8)), torch.log(t.clamp_min(1e-8))
+        return temperature ** 2 * output_loss("logits", axis, s / temperature, t / temperature)
     if kind == "boxscores":
         field_axis, first = axis
         rest = t.shape[field_axis] - first

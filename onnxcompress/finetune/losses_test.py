@@ -40,3 +40,56 @@ def test_a_yolo_head_gets_cross_entropy_on_its_scores_and_mse_on_its_boxes():
     moved_score[:, 5] = 0.9
     assert float(output_loss("boxscores", (1, 4), moved_box, t)) == pytest.approx(bce_floor + 0.04, rel=1e-3)
     assert float(output_loss("boxscores", (1, 4), moved_score, t)) > bce_floor + 0.1
+
+
+def test_temperature_softens_class_axes_and_leaves_other_kinds_alone():
+    t = torch.tensor([[4.0, 1.0, 0.0], [3.0, 2.5, -2.0]])
+    s = torch.tensor([[4.0, 0.0, 1.0], [3.0, -2.0, 2.5]])  # the same top class, the others ranked the other way
+    # T = 2 by hand: KL between the softmaxes of logits / 2, times 4
+    p, q = torch.softmax(t / 2, 1), torch.softmax(s / 2, 1)
+    by_hand = 4 * float((p * (p.log() - q.log())).sum(1).mean())
+    assert float(output_loss("logits", 1, s, t, temperature=2.0)) == pytest.approx(by_hand, rel=1e-5)
+    # probabilities are read back as log-probabilities first: the same figure from the softmaxed outputs
+    probs = float(output_loss("probs", 1, torch.softmax(s, 1), torch.softmax(t, 1), temperature=2.0))
+    assert probs == pytest.approx(by_hand, rel=1e-4)
+    # the runner-up ranking weighs more once softened (T^2 keeps the gradient's size comparable)
+    assert by_hand > float(output_loss("logits", 1, s, t)) > 0
+    assert float(output_loss("logits", 1, t, t, temperature=3.0)) == pytest.approx(0.0, abs=1e-6)
+    for kind in ("mse", "map"):
+        a, b = torch.sigmoid(s), torch.sigmoid(t)
+        assert float(output_loss(kind, None, a, b, temperature=4.0)) == float(output_loss(kind, None, a, b))
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan")])
+def test_config_refuses_a_temperature_that_is_not_a_positive_number(bad):
+    from onnxcompress.config import CompressConfig
+    from onnxcompress.errors import InputError
+
+    with pytest.raises(InputError, match="--distill-temperature must be a finite number above 0"):
+        CompressConfig(distill_temperature=bad).validate()
+
+
+def test_cli_temperature_reaches_the_loss_and_the_report(tmp_path):
+    """digits CNN at 0.6x, 30 steps: T = 3 trains other weights than T = 1, and the report says which T ran."""
+    import json
+    from pathlib import Path
+
+    import onnx
+    import onnx.numpy_helper as onh
+
+    from onnxcompress.cli import main
+
+    models = Path(__file__).resolve().parents[2] / "models"
+    np.savez(tmp_path / "calib.npz", input=np.load(models / "digits_eval.npz")["x"][:160])
+    weights, runs = {}, {}
+    for t in ("1", "3"):
+        out, rep = tmp_path / f"t{t}.onnx", tmp_path / f"t{t}.json"
+        assert main([str(models / "digits_cnn.onnx"), "--calib", str(tmp_path / "calib.npz"), "--target-macs", "0.6",
+                     "-q", "--no-simplify", "--recover", "distill", "--distill-steps", "30", "--distill-temperature", t,
+                     "-o", str(out), "--report", str(rep)]) == 0
+        weights[t] = {i.name: onh.to_array(i) for i in onnx.load(out).graph.initializer}
+        runs[t] = json.loads(rep.read_text())["recovery"]["distill"]
+    assert (runs["1"]["temperature"], runs["3"]["temperature"]) == (1.0, 3.0)
+    assert runs["1"]["losses"] == runs["3"]["losses"] and "logits" in runs["1"]["losses"].values()
+    trained = [n for n, a in weights["1"].items() if a.dtype == np.float32 and a.size > 1]
+    assert sum(not np.array_equal(weights["1"][n], weights["3"][n]) for n in trained) >= len(trained) // 2

@@ -119,6 +119,7 @@ def _distill_config(cfg: CompressConfig, model: ir.Model):
                          schedule=cfg.distill_schedule,
                          feature_weight=cfg.distill_feature_weight, ctc_weight=cfg.distill_ctc_weight,
                          average=cfg.distill_average, train=cfg.distill_train,
+                         temperature=cfg.distill_temperature,
                          seed=cfg.seed, class_axes=dict(cfg.class_axes), map_thresholds=dict(cfg.map_thresholds),
                          labelled=labelled)
 
