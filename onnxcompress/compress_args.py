@@ -148,7 +148,7 @@ def compress_parser() -> OptionsParser:
                    "before their KL, scaled by T squared, so distillation also matches how the original ranks the "
                    "classes it did not choose (default 1: as they are; maps, boxes and features ignore it). At 0.8x MACs "
                    "T = 2 read data drawn unlike the calibration set a third of a point better on average, within a "
-                   "seed's spread, on the PP-OCR classifier and three PP-OCR recognizers (bench/OFF_MANIFOLD.md)")
+                   "seed's spread, on two direction classifiers and three PP-OCR recognizers (bench/OFF_MANIFOLD.md)")
     g.add_argument("--distill-ctc-weight", type=float, default=DISTILL_CTC_WEIGHT, metavar="W",
                    help="weight of a CTC term on CTC heads (a recognizer's per-position classes with a dominant "
                    "blank): the CTC loss of the pruned model's output against the original's greedy reading of each "
