@@ -248,7 +248,7 @@ class CompressConfig:
         if self.distill_step_sizes not in ("relative", "absolute"):
             raise InputError(f"--distill-step-sizes must be relative or absolute, got {self.distill_step_sizes!r}")
         if self.distill_train not in DISTILL_TRAIN:
-            raise InputError(f"--distill-train must be all or changed, got {self.distill_train!r}")
+            raise InputError(f"--distill-train must be {' or '.join(DISTILL_TRAIN)}, got {self.distill_train!r}")
         if not 0.0 < self.distill_temperature < float("inf"):
             raise InputError(f"--distill-temperature must be a finite number above 0, got {self.distill_temperature}")
         if self.distill_schedule not in ("constant", "cosine"):
