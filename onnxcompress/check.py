@@ -85,7 +85,8 @@ class CheckConfig:
 
 def check(model_path: str, compressed_path: str, config: CheckConfig) -> CheckReport:
     """Measure ``compressed_path`` against ``model_path`` and gate it on ``config``."""
-    from onnxcompress.fidelity import feature_outputs, signal_inputs
+    from onnxcompress.feature_outputs import feature_outputs
+    from onnxcompress.fidelity import signal_inputs
     from onnxcompress.io import load_model
 
     config.validate()

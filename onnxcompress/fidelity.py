@@ -38,6 +38,12 @@ A **box-and-score head** (YOLO's (N, 4 + classes, anchors) or (N, anchors, 5 + c
 output) is split first into ``NAME[boxes]`` and ``NAME[scores]`` (``box_score_heads``), which are
 then judged as above: the scores as a map, the boxes at the confident anchors.
 
+An output with **one probability per sample** ((N,), (N, 1): a sigmoid's yes or no, such as a
+voice-activity model's speech probability) has no class axis, and a cosine per sample would be
+its sign: its decisions at ``DECISION_THRESHOLD`` are compared (``agreement``), and its cosine is
+taken over the batch's column. A streaming VAD pruned to half never said "speech" again, with
+every cosine at 1.0.
+
 ``collapsed`` is the floor under every written model: the task figure (sequence
 agreement for sequences, per-position agreement for class scores and maps, map F1 for
 probability maps, mean cosine otherwise) below half of what the original scores against
@@ -57,6 +63,8 @@ from onnxcompress.errors import VerificationError
 
 #: default binarization threshold of probability maps
 MAP_THRESHOLD = 0.5
+#: the threshold a one-probability-per-sample output's decision is read at
+DECISION_THRESHOLD = 0.5
 #: the floor: a written model's task figure against the original must be at least this
 #: (the original scores 1.0 against itself)
 FLOOR = 0.5
@@ -80,8 +88,7 @@ def is_probability_map(a: np.ndarray) -> bool:
     """
     if not np.issubdtype(a.dtype, np.floating) or a.ndim < 3 or a.size == 0 or a.size // a.shape[0] < 4:
         return False
-    # a sigmoid computed without fusion can round to 1.0000001
-    if not bool(np.nanmin(a) >= -1e-4 and np.nanmax(a) <= 1.0 + 1e-4):
+    if not in_unit_range(a):
         return False
     if a.ndim >= 4 and (a.shape[1] == 1 or (a.ndim == 4 and a.shape[-1] == 1)):
         return True
@@ -89,6 +96,11 @@ def is_probability_map(a: np.ndarray) -> bool:
         return False
     sums = a.reshape(-1, a.shape[-1]).sum(axis=1, dtype=np.float64)
     return bool(np.median(np.abs(sums - 1.0)) > 0.05)
+
+
+def in_unit_range(a: np.ndarray) -> bool:
+    """Every value of ``a`` in [0, 1] (a sigmoid computed without fusion can round to 1.0000001)."""
+    return bool(np.nanmin(a) >= -1e-4 and np.nanmax(a) <= 1.0 + 1e-4)
 
 
 def map_scores(ref: np.ndarray, got: np.ndarray, threshold: float) -> tuple[float, float, float]:
@@ -105,42 +117,6 @@ def map_scores(ref: np.ndarray, got: np.ndarray, threshold: float) -> tuple[floa
 
 #: positions per sample up to which "every position agrees" is a task figure (CTC reads: 24-80)
 MAX_SEQUENCE_POSITIONS = 256
-
-
-#: ops whose output is a feature vector, never class scores (normalised or squashed hidden
-#: states: BERT's last_hidden_state and pooler_output, a sentence embedding)
-FEATURE_OPS = {"LayerNormalization", "SkipLayerNormalization", "SkipSimplifiedLayerNormalization",
-               "SimplifiedLayerNormalization", "RMSNormalization", "EmbedLayerNormalization", "LpNormalization", "Tanh"}
-_PASS_THROUGH = {"Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Cast"}
-
-
-def feature_outputs(model) -> frozenset[str]:
-    """Graph outputs of an onnx-ir model made by a ``FEATURE_OPS`` op or a decomposed LayerNorm
-    (past reshapes): judged by cosine, not by the argmax of a class axis they do not have.
-    Random-weight BERT's last_hidden_state read as a sequence of 768-way class scores agreed
-    nowhere, and the floor refused every compressed model."""
-    out = set()
-    for v in model.graph.outputs:
-        node = v.producer()
-        while node is not None and node.op_type in _PASS_THROUGH and node.inputs and node.inputs[0] is not None:
-            node = node.inputs[0].producer()
-        if node is not None and (node.op_type in FEATURE_OPS or _decomposed_layernorm(node)):
-            out.add(v.name)
-    return frozenset(out)
-
-
-def _decomposed_layernorm(node) -> bool:
-    """``node`` ends an opset < 17 LayerNorm: Add(Mul(Div(Sub(x, ReduceMean(x)), ...), gamma), beta)
-    (the Mul or the Add may be missing)."""
-    for op in ("Add", "Mul"):
-        if node is not None and node.op_type == op:
-            node = next((i.producer() for i in node.inputs if i is not None and i.producer() is not None
-                         and i.producer().op_type in ("Mul", "Div")), None)
-    if node is None or node.op_type != "Div" or node.inputs[0] is None:
-        return False
-    sub = node.inputs[0].producer()
-    return sub is not None and sub.op_type == "Sub" and len(sub.inputs) > 1 and sub.inputs[1] is not None \
-        and sub.inputs[1].producer() is not None and sub.inputs[1].producer().op_type == "ReduceMean"
 
 
 def guess_class_axis(a: np.ndarray) -> int | None:
@@ -171,6 +147,8 @@ class OutputFidelity:
     #: CTC heads: the blank the sequences were decoded with, and the every-position agreement
     ctc_blank: int | None = None
     frame_agreement: float | None = None
+    #: one probability per sample: the threshold its decision is read at (``agreement`` is the decisions')
+    decision_threshold: float | None = None
     rank: int = 0
 
     def task_figure(self) -> tuple[float, str]:
@@ -181,6 +159,8 @@ class OutputFidelity:
             return self.anchor_cosine, "cosine at confident anchors"
         if self.sequence_agreement is not None and self.rank == 3:
             return self.sequence_agreement, "sequence agreement" + (" (CTC-decoded)" if self.ctc_blank is not None else "")
+        if self.decision_threshold is not None:
+            return self.agreement, "decision agreement"
         if self.agreement is not None:
             return self.agreement, "top-1 agreement"
         return self.cosine_mean, "mean cosine"
@@ -189,7 +169,7 @@ class OutputFidelity:
         d = dict(self.__dict__)
         d.pop("rank")
         for k in ("map_threshold", "map_iou", "map_f1", "map_recall", "anchor_cosine", "anchors", "ctc_blank",
-                  "frame_agreement"):
+                  "frame_agreement", "decision_threshold"):
             if d[k] is None:
                 d.pop(k)
         return d
@@ -273,7 +253,9 @@ def compare_output(
         same = bool(np.array_equal(a, b))
         return OutputFidelity(cosine_min=1.0 if same else 0.0, max_abs_diff=0.0 if same else float("inf"),
                               rel_l2=0.0 if same else 1.0, cosine_mean=1.0 if same else 0.0, rank=a.ndim)
-    cos, max_abs, diff_norm, ref_norm = difference_stats(a, b)
+    # one value per sample: a cosine per sample would be its sign, so the batch's column is compared
+    scalar = a.ndim >= 1 and a.size == a.shape[0]
+    cos, max_abs, diff_norm, ref_norm = difference_stats(*((a.reshape(-1), b.reshape(-1)) if scalar else (a, b)))
     out = OutputFidelity(
         cosine_min=float(cos.min()) if cos.size else 1.0,
         max_abs_diff=max_abs,
@@ -292,6 +274,11 @@ def compare_output(
     if class_axis is None and (map_threshold is not None or is_probability_map(a)):
         out.map_threshold = MAP_THRESHOLD if map_threshold is None else map_threshold
         out.map_iou, out.map_f1, out.map_recall = map_scores(a, b, out.map_threshold)
+        return out
+    if class_axis is None and scalar and a.size and in_unit_range(a):
+        # one probability per sample (a sigmoid's yes or no: speech, a match): judged by its decision
+        same = (a > DECISION_THRESHOLD) == (b > DECISION_THRESHOLD)
+        out.decision_threshold, out.agreement = DECISION_THRESHOLD, float(same.mean())
         return out
     axis = guess_class_axis(a) if class_axis is None else class_axis % a.ndim
     if axis is not None and a.shape[axis] >= 2:

@@ -75,3 +75,24 @@ def test_signal_inputs_are_float_arrays_of_rank_two_or_more():
     assert not signal_inputs({"ids": np.zeros((2, 16), np.int64)})
     assert not signal_inputs({"x": img, "mask": np.ones((2, 16), np.int64)})
     assert not signal_inputs({}) and not signal_inputs([])
+
+
+def test_one_probability_per_sample_is_judged_by_its_decision():
+    """silero-vad's (N, 1) speech probability: a pruned model that never says 'speech' again had every per-sample
+    cosine at 1.0 (a cosine of two positive numbers). Its decisions at 0.5 are compared, and its cosine is the
+    batch column's."""
+    ref = np.array([[0.9], [0.8], [0.1], [0.7], [0.2], [0.95], [0.05], [0.6]], np.float32)
+    dead = np.full_like(ref, 0.3)  # every sample below 0.5
+    fid = compare_outputs({"p": ref}, {"p": dead}, inputs="calibration")
+    out = fid.per_output["p"]
+    assert out.task_figure() == (pytest.approx(3 / 8), "decision agreement")
+    assert out.decision_threshold == 0.5 and out.class_axis is None
+    assert out.cosine_min == pytest.approx(float(ref[:, 0] @ dead[:, 0] / np.linalg.norm(ref) / np.linalg.norm(dead)))
+    assert fid.collapsed() is not None and drift_of(fid.to_dict()) == (pytest.approx(5 / 8), "1 - top-1 agreement (held out)")
+    close = compare_outputs({"p": ref}, {"p": ref * 0.98}, inputs="calibration")
+    assert close.per_output["p"].task_figure()[0] == 1.0 and close.collapsed() is None
+    # rank 1 (a sequence of per-frame probabilities) likewise; a (N, 1) output outside [0, 1] keeps the cosine
+    seq = compare_outputs({"s": ref[:, 0]}, {"s": dead[:, 0]}, inputs="calibration").per_output["s"]
+    assert seq.task_figure()[1] == "decision agreement"
+    logit = compare_outputs({"z": ref * 10 - 5}, {"z": dead * 10 - 5}, inputs="calibration").per_output["z"]
+    assert logit.decision_threshold is None and logit.task_figure()[1] == "mean cosine"

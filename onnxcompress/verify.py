@@ -24,7 +24,8 @@ import onnx_ir as ir
 
 from onnxcompress.context import CompressContext
 from onnxcompress.errors import CollapseError, InputError, VerificationError
-from onnxcompress.fidelity import Fidelity, compare_outputs, feature_outputs, signal_inputs
+from onnxcompress.feature_outputs import feature_outputs
+from onnxcompress.fidelity import Fidelity, compare_outputs, signal_inputs
 from onnxcompress.passes.base import ReportingPass
 from onnxcompress.runtime import Serialized, Session, random_feeds, second_sizing
 

@@ -35,7 +35,8 @@ import onnx_ir as ir
 import torch
 import torch.nn.functional as F
 
-from onnxcompress.fidelity import compare_outputs, drift_of, feature_outputs, signal_inputs
+from onnxcompress.feature_outputs import feature_outputs
+from onnxcompress.fidelity import compare_outputs, drift_of, signal_inputs
 from onnxcompress.finetune import schedule
 from onnxcompress.finetune.augment import input_ranges, mix, perturb, perturbed_copies
 from onnxcompress.finetune.averaging import WeightAverage
@@ -391,8 +392,7 @@ class Distiller:
             "features": [f.student for f in self.features],
             "losses": {o: k for o, (k, _a) in self.kinds.items()},
             "distilled_instead": {o: v or "(nothing differentiable)" for o, v in self.swapped.items()},
-            "held_out_drift_refit": start["drift"],
-            "held_out_drift_distill": best_drift,
+            "held_out_drift_refit": start["drift"], "held_out_drift_distill": best_drift,
             "held_out_loss_refit": start["loss"],
             "held_out_loss_distill": best_loss,
             "train": cfg.train, "trained_tensors": len(self.module.parameter_names()),
