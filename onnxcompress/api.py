@@ -11,7 +11,7 @@ from pathlib import Path
 import onnx_ir as ir
 
 from onnxcompress.analysis.cost import analyse_costs
-from onnxcompress.analysis.shapes import Shape, ShapeOracle, infer_static_shapes, resolve_input_shapes
+from onnxcompress.analysis.shapes import Shape, infer_static_shapes, resolve_input_shapes
 from onnxcompress.config import CompressConfig
 from onnxcompress.io import ModelLike, file_bytes, load_model, model_bytes, save_model
 from onnxcompress.report import CompressReport, InspectReport, ModelStats
@@ -60,6 +60,10 @@ def inspect(
         folded = _folded(model, shapes_in)
         report.groups, report.blockers = describe_groups(folded, infer_static_shapes(folded, shapes_in), block_ops or (),
                                                          attention=attention)
+    if not cost.params or (groups and not report.groups and not report.blockers):
+        from onnxcompress.pruning.nothing_to_prune import nothing_to_prune
+
+        report.warnings.append(nothing_to_prune(model))
     return report
 
 
@@ -93,12 +97,6 @@ class Result:
         return out
 
 
-def _stats(model: ir.Model, input_shapes: dict[str, Shape], size: int, oracle: ShapeOracle | None = None) -> ModelStats:
-    shapes = oracle.shapes(model, input_shapes) if oracle is not None else infer_static_shapes(model, input_shapes)
-    cost = analyse_costs(model, shapes)
-    return ModelStats(params=cost.params, macs=cost.macs, file_bytes=size)
-
-
 def compress(model_or_path: ModelLike, config: CompressConfig | None = None, on_stage=None, *,
              search_cache=None, data_sink=None) -> Result:
     """Fold, project, prune, tidy and simplify a model, then verify it against the input.
@@ -116,7 +114,7 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None, on_
     from onnxcompress.context import CompressContext
     from onnxcompress.io import has_external_data
     from onnxcompress.passes.base import Progress
-    from onnxcompress.pipeline import run_pipeline
+    from onnxcompress.pipeline import model_stats, run_pipeline
 
     config = config or CompressConfig()
     config.validate()
@@ -154,7 +152,7 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None, on_
         source=path if path is not None else model,
         progress=progress,
     )
-    ctx.report.before = ctx.report.after = _stats(model, input_shapes, size_before, ctx.oracle)
+    ctx.report.before = ctx.report.after = model_stats(model, input_shapes, size_before, ctx.oracle)
     if config.calib is not None:
         if search_cache is not None:
             ctx.search_cache = search_cache
@@ -163,7 +161,7 @@ def compress(model_or_path: ModelLike, config: CompressConfig | None = None, on_
     if input_external:
         ctx.data_sink = data_sink
     model = run_pipeline(model, ctx)
-    ctx.report.after = _stats(model, input_shapes, model_bytes(model), ctx.oracle)
+    ctx.report.after = model_stats(model, input_shapes, model_bytes(model), ctx.oracle)
     progress.timings["total_s"] = time.perf_counter() - t0
     ctx.report.timings = progress.timings
     return Result(model=model, report=ctx.report, external_data=input_external)

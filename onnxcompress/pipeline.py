@@ -15,7 +15,11 @@ from dataclasses import replace
 
 import onnx_ir as ir
 
+from onnxcompress.analysis.cost import analyse_costs
+from onnxcompress.analysis.shapes import Shape, ShapeOracle, infer_static_shapes
 from onnxcompress.context import CompressContext
+from onnxcompress.errors import BudgetError
+from onnxcompress.io import model_bytes
 from onnxcompress.passes.base import ReportingPass
 
 
@@ -73,8 +77,20 @@ def run_pipeline(model: ir.Model, ctx: CompressContext) -> ir.Model:
             cause: BaseException | None = exc
             while isinstance(cause, ir.passes.PassError):
                 cause = cause.__cause__
+            if isinstance(cause, BudgetError) and cause.report is ctx.report:
+                # a refused model's --report gives its own size, not the input's
+                ctx.report.after = model_stats(model, ctx.input_shapes, model_bytes(model), ctx.oracle)
             if cause is not None:
                 raise cause from None  # the pass's own error, not PassManager's wrapping
             raise
         p.publish(ctx.report)
     return model
+
+
+def model_stats(model: ir.Model, input_shapes: dict[str, Shape], size: int, oracle: ShapeOracle | None = None):
+    """The parameters, MACs and ``size`` of ``model`` as a report's ``ModelStats``."""
+    from onnxcompress.report import ModelStats
+
+    shapes = oracle.shapes(model, input_shapes) if oracle is not None else infer_static_shapes(model, input_shapes)
+    cost = analyse_costs(model, shapes)
+    return ModelStats(params=cost.params, macs=cost.macs, file_bytes=size)

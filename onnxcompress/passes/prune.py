@@ -202,6 +202,10 @@ class PrunePass(ReportingPass):
         blockers = reported_blockers(analysis, plan)
         pruned = sum(1 for g in plan.groups if g.keep < len(g.atoms))
         note = rounding_note(plan.groups, cfg.ratio, cfg.round_to) if cfg.target_macs is None else None
+        if not plan.groups and not plan.blocked_groups:
+            from onnxcompress.pruning.nothing_to_prune import nothing_to_prune
+
+            note = nothing_to_prune(model)
         self.warnings.extend([note] if note else [])
         self.result = PruneResult(
             groups={"total": len(plan.groups) + plan.blocked_groups, "pruned": pruned, "blocked": plan.blocked_groups},
