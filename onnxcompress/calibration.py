@@ -368,6 +368,23 @@ def _check_chunk(feeds: dict[str, np.ndarray], inputs: list[ir.Value], src: Path
             raise InputError(f"--calib {src.name}: input {v.name!r} expects {expected} {want_dtype}, found {found}")
     if len(set(sizes.values())) > 1:
         raise InputError(f"--calib {src.name}: inputs hold different sample counts {sizes}")
+    _check_shared_batch_axis(inputs, src)
+
+
+def _check_shared_batch_axis(inputs: list[ir.Value], src: Path) -> None:
+    """--calib feeds samples along axis 0 of every input together, so an input whose first axis is fixed
+    at more than 1 while another's is not the same (silero-vad's (2, 1, 128) LSTM state beside its
+    (1, 576) audio: the state's batch is axis 1) cannot be fed: said here, not as onnxruntime's error."""
+    first = {v.name: (v.shape[0] if isinstance(v.shape[0], int) and v.shape[0] > 0 else None)
+             for v in inputs if v.shape is not None and len(v.shape) > 0}
+    wide = [k for k, d in first.items() if d is not None and d > 1]
+    if wide and len(set(first.values())) > 1:
+        other = next(k for k, d in first.items() if d != first[wide[0]])
+        theirs = first[other] if first[other] is not None else "a free size"
+        raise InputError(f"--calib {src.name}: input {wide[0]!r} has a first axis fixed at {first[wide[0]]} and "
+                         f"{other!r} {theirs}: --calib stacks samples on axis 0 of every input, and inputs that do not "
+                         "share it as their batch (a recurrent state with its batch on another axis) cannot be "
+                         "calibrated (unsupported)")
 
 
 def _load_images(files: list[Path], inputs: list[ir.Value], spec: ImageSpec) -> dict[str, np.ndarray]:

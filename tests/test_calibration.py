@@ -252,6 +252,21 @@ def test_an_unreachable_target_names_the_groups_too_narrow_for_the_rounding(digi
     assert "held-out calibration samples" in text and "> warning: --target-macs 0.5 is out of reach" in text
 
 
+def test_a_refused_models_report_gives_its_own_size(digits, tmp_path, monkeypatch):
+    """A ResNet-50 refused at --ratio 0.25 reported after = before (21.89M params) although 36 of 37 groups
+    were cut: the refusal's --report now measures the refused model, not the input."""
+    from onnxcompress.fidelity import Fidelity
+
+    monkeypatch.setattr(Fidelity, "collapsed", lambda self: "forced for the test")
+    rep = tmp_path / "refused.json"
+    assert main([DIGITS, "--calib", digits["calib"], "--target-macs", "0.5", "-o", str(tmp_path / "x.onnx"), "-q",
+                 "--report", str(rep)]) == 1
+    d = json.loads(rep.read_text())["report"]
+    before, after = d["before"], d["after"]
+    assert 0.4 <= after["macs"] / before["macs"] <= 0.55 and after["params"] < before["params"]
+    assert 0 < after["file_bytes"] < before["file_bytes"]
+
+
 def test_budget_search_relaxes_the_target_until_it_fits(digits, tmp_path):
     out = tmp_path / "o.onnx"
     rc = main([DIGITS, "--calib", digits["calib"], "--target-macs", "0.3", "--max-drift", "0", "-o", str(out), "-q"])
@@ -363,6 +378,30 @@ def _scalar_rate_model(path) -> str:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w, rate])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return str(path)
+
+
+def test_a_state_whose_batch_is_not_axis_0_is_named_unsupported(tmp_path, capsys):
+    """silero-vad (OpenVINO export): audio (1, 576) beside an LSTM state (2, 1, 128). A state given as
+    (N, 1, 128) passed the checks and failed in onnxruntime with an error blaming the input model."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((4, 2, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1]), helper.make_node("Identity", ["state"], ["s"])],
+        "stateful", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 16]),
+                     helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, 1, 8])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 4, 16]),
+         helper.make_tensor_value_info("s", TensorProto.FLOAT, [2, 1, 8])], [w])
+    path = tmp_path / "stateful.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    np.savez(tmp_path / "calib.npz", x=np.zeros((6, 2, 16), np.float32), state=np.zeros((6, 1, 8), np.float32))
+    assert main([str(path), "-o", str(tmp_path / "out.onnx"), "--calib", str(tmp_path / "calib.npz"),
+                 "--target-macs", "0.8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["onnxcompress: error: --calib calib.npz: input 'state' has a first axis fixed at 2 and 'x' 1: --calib "
+                   "stacks samples on axis 0 of every input, and inputs that do not share it as their batch (a recurrent "
+                   "state with its batch on another axis) cannot be calibrated (unsupported)"]
+    assert not (tmp_path / "out.onnx").exists()
 
 
 def test_a_scalar_input_is_named_unsupported_for_calibration_and_random_ints_are_named(tmp_path, capsys):
