@@ -103,6 +103,9 @@ class ReferencePass(ReportingPass):
             feeds, inputs = [random_feeds(model, ctx.input_shapes, ctx.config.seed)], "random"
         try:
             session = Session(ctx.source, optimize=False)
+        except Exception as exc:  # noqa: BLE001 - no input was fed yet: a hint about them would mislead
+            raise InputError(f"onnxruntime cannot load the input model: {_first_line(exc)}") from exc
+        try:
             ref = Reference(feeds, inputs, session.run_all(feeds), features=feature_outputs(model))
         except Exception as exc:  # noqa: BLE001
             raise InputError(f"onnxruntime cannot run the input model: {_first_line(exc)}"

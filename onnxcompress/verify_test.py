@@ -143,3 +143,26 @@ def test_no_far_warning_under_a_fidelity_budget_or_on_random_inputs():
         verify = VerifyPass(ctx, ReferencePass(ctx))
         verify._floor(compare_outputs(ref, got, inputs=inputs))
         assert verify.warnings == []
+
+
+def test_a_model_onnxruntime_cannot_load_gets_no_hint_about_inputs(tmp_path, capsys):
+    """magika cut after its graph (no opset): the error line added a hint about random integer inputs,
+    which were never fed."""
+    import numpy as np
+    import onnx
+    import onnx.helper as h
+    from onnx import TensorProto, numpy_helper
+
+    from onnxcompress.cli import main
+
+    emb = numpy_helper.from_array(np.ones((8, 4), np.float32), "emb")
+    g = h.make_graph([h.make_node("Gather", ["emb", "ids"], ["y"])], "g",
+                     [h.make_tensor_value_info("ids", TensorProto.INT64, [1, 5])],
+                     [h.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, 4])], [emb])
+    proto = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    del proto.opset_import[:]
+    onnx.save(proto, tmp_path / "no_opset.onnx")
+    assert main([str(tmp_path / "no_opset.onnx"), "-o", str(tmp_path / "out.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("onnxcompress: error: onnxruntime cannot load the input model: ")
+    assert "random inputs" not in err[0] and not (tmp_path / "out.onnx").exists()
