@@ -69,6 +69,13 @@ def sensitivity(model_or_path, config: CompressConfig, ratios=RATIOS, on_progres
     criterion = config.resolved_criterion(True)
     data_scores = helper.scores(analysis.uf.all_roots()) if criterion == "activation" else None
     base = make_plan(analysis, tensors, replace(config, ratio=0.0), data_scores=data_scores)
+    if not base.groups:  # an empty table and an empty plot said nothing
+        from onnxcompress.errors import InputError
+        from onnxcompress.pruning.nothing_to_prune import nothing_to_prune
+
+        why = (f"nothing to measure: every channel group ({base.blocked_groups}) is blocked" if base.blocked_groups
+               else nothing_to_prune(model).replace("nothing to prune", "nothing to measure"))
+        raise InputError(f"sensitivity: {why} (`onnxcompress inspect MODEL --groups` lists the blockers)")
     per_atom, total = macs_per_atom(analysis, base, shapes)
     t = time.perf_counter()
     masked = MaskedModel(helper.reference, analysis, helper.stats, shapes)

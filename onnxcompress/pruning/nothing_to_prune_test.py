@@ -62,3 +62,24 @@ def test_a_graph_without_layers_and_a_prunable_one():
     c2, w2 = _conv("c2", "r", "y", 32, 4, rng)
     rep = oc.compress(_model([c1, h.make_node("Relu", ["h"], ["r"]), c2], [w1, w2]), oc.CompressConfig(ratio=0.5)).report
     assert rep.groups["pruned"] == 1 and not any(w.startswith("nothing to prune") for w in rep.warnings)
+
+
+def test_sensitivity_on_a_model_with_nothing_to_measure_says_so(tmp_path, capsys):
+    """magika (every group blocked) printed an empty table and an empty plot with no word; a quantized model
+    likewise."""
+    from onnxcompress.cli import main
+
+    rng = np.random.default_rng(3)
+    path = tmp_path / "q.onnx"
+    dq = _model([h.make_node("DequantizeLinear", ["wq", "s", "z"], ["w"]), h.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+                [numpy_helper.from_array(np.ones((4, 4, 3, 3), np.int8), "wq"),
+                 numpy_helper.from_array(np.array(0.05, np.float32), "s"), numpy_helper.from_array(np.array(0, np.int8), "z")])
+    import onnx
+
+    onnx.save(dq, path)
+    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((8, 4, 8, 8)).astype(np.float32))
+    assert main(["sensitivity", str(path), "--calib", str(tmp_path / "calib.npz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["onnxcompress: error: sensitivity: nothing to measure: the model is quantized (DequantizeLinear), and "
+                   "quantized weights are not pruned; prune the float model, then quantize it (`onnxcompress inspect "
+                   "MODEL --groups` lists the blockers)"]
