@@ -59,7 +59,9 @@ def _decomposed_layernorm(node) -> bool:
 
 
 def _divided_by_own_norm(node) -> bool:
-    """``node`` is Div(x, d) where d, past its root, guard and broadcast, reduces |x|, x^p or x * x."""
+    """``node`` is Div(x, d) where d, past its root, guard and broadcast, reduces |x|, x^p or x * x (or
+    is ReduceL1 / ReduceL2 / ReduceSumSquare of x). Exp(z) / ReduceSum(Exp(z)), a softmax written out,
+    divides by a plain sum of x: class scores, not a norm."""
     if node.op_type != "Div" or len(node.inputs) < 2 or node.inputs[0] is None or node.inputs[1] is None:
         return False
     x, d = node.inputs[0], node.inputs[1].producer()
@@ -67,12 +69,15 @@ def _divided_by_own_norm(node) -> bool:
         d = d.inputs[0].producer()
     if d is None or d.op_type not in _NORM_REDUCE or not d.inputs or d.inputs[0] is None:
         return False
-    v = d.inputs[0]
+    v, heads = d.inputs[0], 0
     for _ in range(4):
         if v is x:
-            return True
+            return heads > 0 or d.op_type != "ReduceSum"
         p = v.producer()
         if p is None or p.op_type not in _NORM_HEAD or not p.inputs or p.inputs[0] is None:
             return False
+        if p.op_type == "Mul" and (len(p.inputs) < 2 or p.inputs[1] is not p.inputs[0]):
+            return False  # x * w is a weighted sum; only x * x squares
+        heads += p.op_type in ("Abs", "Pow", "Mul")
         v = p.inputs[0]
-    return v is x
+    return False

@@ -21,7 +21,7 @@ def _const(name, value):
 def test_a_vector_divided_by_its_own_norm_is_a_feature():
     """torch's F.normalize as exported (EfficientWord-Net's ResNet-50 embedding): x / Expand(Clip(Pow(ReduceSum(
     Pow(Abs(x), 2)), 0.5), eps)); also x / Sqrt(ReduceSumSquare(x)) and x / ReduceL2(x). A division by a
-    constant, or by another tensor's norm, is not."""
+    constant, by another tensor's norm, or by a plain or weighted sum (a softmax written out) is not."""
     inits = [_const("two", 2.0), _const("half", 0.5), _const("eps", 1e-12), _const("k", 3.0),
              numpy_helper.from_array(np.array([1], np.int64), "ax"), numpy_helper.from_array(np.array([2, 8], np.int64), "shape")]
     nodes = [
@@ -35,10 +35,18 @@ def test_a_vector_divided_by_its_own_norm_is_a_feature():
         h.make_node("ReduceL2", ["e"], ["l2"], axes=[1]), h.make_node("Div", ["e", "l2"], ["l2norm"]),
         h.make_node("Div", ["e", "k"], ["scaled"]),
         h.make_node("ReduceL2", ["x"], ["lx"], axes=[1]), h.make_node("Div", ["e", "lx"], ["other_norm"]),
+        # a softmax written out, and a sum weighted by a constant: not norms
+        h.make_node("Exp", ["e"], ["ex"]), h.make_node("ReduceSum", ["ex", "ax"], ["z"], keepdims=1),
+        h.make_node("Div", ["ex", "z"], ["softmax"]),
+        h.make_node("Mul", ["e", "k"], ["ek"]), h.make_node("ReduceSum", ["ek", "ax"], ["wz"], keepdims=1),
+        h.make_node("Div", ["e", "wz"], ["weighted"]),
+        h.make_node("Mul", ["e", "e"], ["ee"]), h.make_node("ReduceSum", ["ee", "ax"], ["se"], keepdims=1),
+        h.make_node("Sqrt", ["se"], ["rse"]), h.make_node("Div", ["e", "rse"], ["squared"]),
     ]
     inits.append(numpy_helper.from_array(np.eye(8, dtype=np.float32), "w"))
-    model = _model(nodes, ["normalize", "sumsquare", "l2norm", "scaled", "other_norm"], inits, opset=13)
-    assert feature_outputs(model) == {"normalize", "sumsquare", "l2norm"}
+    model = _model(nodes, ["normalize", "sumsquare", "l2norm", "scaled", "other_norm", "softmax", "weighted", "squared"],
+                   inits, opset=13)
+    assert feature_outputs(model) == {"normalize", "sumsquare", "l2norm", "squared"}
 
 
 def test_recurrent_states_are_features_also_when_stacked():
