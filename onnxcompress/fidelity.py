@@ -275,7 +275,7 @@ def compare_output(
         out.map_threshold = MAP_THRESHOLD if map_threshold is None else map_threshold
         out.map_iou, out.map_f1, out.map_recall = map_scores(a, b, out.map_threshold)
         return out
-    if class_axis is None and scalar and a.size and in_unit_range(a):
+    if class_axis is None and scalar and a.size and in_unit_range(a) and not _distribution(a):
         # one probability per sample (a sigmoid's yes or no: speech, a match): judged by its decision
         same = (a > DECISION_THRESHOLD) == (b > DECISION_THRESHOLD)
         out.decision_threshold, out.agreement = DECISION_THRESHOLD, float(same.mean())
@@ -297,6 +297,12 @@ def compare_output(
                 out.sequence_agreement = float(np.mean([ctc_decode(x, blank) == ctc_decode(y, blank)
                                                         for x, y in zip(ids_a, ids_b)]))
     return out
+
+
+def _distribution(a: np.ndarray) -> bool:
+    """A rank-1 output summing to 1: one sample's softmax from a model without a batch axis, not
+    one probability per sample."""
+    return a.ndim == 1 and abs(float(a.sum(dtype=np.float64)) - 1.0) < 1e-3
 
 
 def ctc_decode(ids: np.ndarray, blank: int) -> tuple[int, ...]:
@@ -381,7 +387,8 @@ def compare_outputs(
                                    feature=name in features, ctc=signals and name not in features)
         samples = max(samples, a.shape[0] if a.ndim else 1)
     agreements = [o.agreement for o in per.values() if o.agreement is not None]
-    top1 = [o.agreement for n, o in per.items() if o.agreement is not None and ref[n].ndim == 2]
+    top1 = [o.agreement for n, o in per.items()
+            if o.agreement is not None and ref[n].ndim == 2 and o.decision_threshold is None]
     return Fidelity(
         cosine_min=min((o.cosine_min for o in per.values()), default=1.0),
         max_abs_diff=max((o.max_abs_diff for o in per.values()), default=0.0),
@@ -403,5 +410,8 @@ def drift_of(fidelity: dict) -> tuple[float, str]:
     if fidelity.get("sequence_agreement") is not None:
         return 1.0 - fidelity["sequence_agreement"], "1 - sequence agreement (held out)"
     if fidelity.get("agreement") is not None:
-        return 1.0 - fidelity["agreement"], "1 - top-1 agreement (held out)"
+        kinds = [o.get("decision_threshold") is not None for o in (fidelity.get("per_output") or {}).values()
+                 if o.get("agreement") is not None]
+        name = "decision" if kinds and all(kinds) else "top-1"
+        return 1.0 - fidelity["agreement"], f"1 - {name} agreement (held out)"
     return float(fidelity.get("rel_l2_max", 0.0)), "relative L2 (held out)"

@@ -88,7 +88,8 @@ def test_one_probability_per_sample_is_judged_by_its_decision():
     assert out.task_figure() == (pytest.approx(3 / 8), "decision agreement")
     assert out.decision_threshold == 0.5 and out.class_axis is None
     assert out.cosine_min == pytest.approx(float(ref[:, 0] @ dead[:, 0] / np.linalg.norm(ref) / np.linalg.norm(dead)))
-    assert fid.collapsed() is not None and drift_of(fid.to_dict()) == (pytest.approx(5 / 8), "1 - top-1 agreement (held out)")
+    assert fid.collapsed() is not None and drift_of(fid.to_dict()) == (pytest.approx(5 / 8), "1 - decision agreement (held out)")
+    assert fid.top1_agreement is None  # not a class score: check --min-top1 does not read it
     close = compare_outputs({"p": ref}, {"p": ref * 0.98}, inputs="calibration")
     assert close.per_output["p"].task_figure()[0] == 1.0 and close.collapsed() is None
     # rank 1 (a sequence of per-frame probabilities) likewise; a (N, 1) output outside [0, 1] keeps the cosine
@@ -96,3 +97,13 @@ def test_one_probability_per_sample_is_judged_by_its_decision():
     assert seq.task_figure()[1] == "decision agreement"
     logit = compare_outputs({"z": ref * 10 - 5}, {"z": dead * 10 - 5}, inputs="calibration").per_output["z"]
     assert logit.decision_threshold is None and logit.task_figure()[1] == "mean cosine"
+    # a rank-1 softmax (a model without a batch axis) is one distribution, not a probability per sample
+    soft = np.exp(np.linspace(0, 3, 1000)).astype(np.float32)
+    soft /= soft.sum()
+    flat = np.full_like(soft, 1 / 1000)
+    dist = compare_outputs({"p": soft}, {"p": flat}, inputs="calibration")
+    assert dist.per_output["p"].decision_threshold is None and dist.per_output["p"].task_figure()[1] == "mean cosine"
+    # beside a class-score output, the budget names top-1 agreement
+    both = compare_outputs({"p": ref, "c": np.eye(8, dtype=np.float32)}, {"p": dead, "c": np.eye(8, dtype=np.float32)},
+                           inputs="calibration")
+    assert drift_of(both.to_dict()) == (pytest.approx(5 / 8), "1 - top-1 agreement (held out)")

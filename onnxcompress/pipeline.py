@@ -79,7 +79,10 @@ def run_pipeline(model: ir.Model, ctx: CompressContext) -> ir.Model:
                 cause = cause.__cause__
             if isinstance(cause, BudgetError) and cause.report is ctx.report:
                 # a refused model's --report gives its own size, not the input's
-                ctx.report.after = model_stats(model, ctx.input_shapes, model_bytes(model), ctx.oracle)
+                try:
+                    ctx.report.after = model_stats(model, ctx.input_shapes, model_bytes(model), ctx.oracle)
+                except Exception:  # noqa: BLE001 - the refusal is the message; its report keeps the input's size
+                    pass
             if cause is not None:
                 raise cause from None  # the pass's own error, not PassManager's wrapping
             raise

@@ -73,9 +73,10 @@ def sensitivity(model_or_path, config: CompressConfig, ratios=RATIOS, on_progres
         from onnxcompress.errors import InputError
         from onnxcompress.pruning.nothing_to_prune import nothing_to_prune
 
-        why = (f"nothing to measure: every channel group ({base.blocked_groups}) is blocked" if base.blocked_groups
+        why = (f"nothing to measure: every channel group ({base.blocked_groups}) is blocked (`onnxcompress inspect "
+               "MODEL --groups` lists the blockers)" if base.blocked_groups
                else nothing_to_prune(model).replace("nothing to prune", "nothing to measure"))
-        raise InputError(f"sensitivity: {why} (`onnxcompress inspect MODEL --groups` lists the blockers)")
+        raise InputError(f"sensitivity: {why}")
     per_atom, total = macs_per_atom(analysis, base, shapes)
     t = time.perf_counter()
     masked = MaskedModel(helper.reference, analysis, helper.stats, shapes)

@@ -105,8 +105,9 @@ class ReferencePass(ReportingPass):
             session = Session(ctx.source, optimize=False)
         except Exception as exc:  # noqa: BLE001 - no input was fed yet: a hint about them would mislead
             raise InputError(f"onnxruntime cannot load the input model: {_first_line(exc)}") from exc
+        features = feature_outputs(model)
         try:
-            ref = Reference(feeds, inputs, session.run_all(feeds), features=feature_outputs(model))
+            ref = Reference(feeds, inputs, session.run_all(feeds), features=features)
         except Exception as exc:  # noqa: BLE001
             raise InputError(f"onnxruntime cannot run the input model: {_first_line(exc)}"
                              f"{_random_ints_hint(feeds) if inputs == 'random' else ''}") from exc

@@ -29,4 +29,5 @@ def nothing_to_prune(model: ir.Model) -> str:
                 "not analysed")
     if not ops & _LAYERS:
         return "nothing to prune: the graph has no Conv, ConvTranspose, Gemm or MatMul layer"
-    return "nothing to prune: no layer's output channels can be removed (its blockers are listed)"
+    return ("nothing to prune: no layer has a constant weight whose output channels could be cut (a MatMul of two "
+            "activations, or weights fed as inputs)")

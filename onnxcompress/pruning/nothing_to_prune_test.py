@@ -57,6 +57,11 @@ def test_a_quantized_model_says_to_prune_the_float_one():
 def test_a_graph_without_layers_and_a_prunable_one():
     proto = _model([h.make_node("Relu", ["x"], ["y"])], [])
     assert nothing_to_prune(load_model(proto)) == "nothing to prune: the graph has no Conv, ConvTranspose, Gemm or MatMul layer"
+    # a MatMul of two activations: a layer, but no constant weight to cut
+    acts = _model([h.make_node("Transpose", ["x"], ["t"], perm=[0, 1, 3, 2]), h.make_node("MatMul", ["x", "t"], ["y"])], [])
+    rep = oc.compress(acts, oc.CompressConfig(ratio=0.5)).report
+    assert rep.groups["total"] == 0 and ("nothing to prune: no layer has a constant weight whose output channels could "
+                                         "be cut (a MatMul of two activations, or weights fed as inputs)") in rep.warnings
     rng = np.random.default_rng(2)
     c1, w1 = _conv("c1", "x", "h", 4, 32, rng)
     c2, w2 = _conv("c2", "r", "y", 32, 4, rng)
@@ -81,5 +86,4 @@ def test_sensitivity_on_a_model_with_nothing_to_measure_says_so(tmp_path, capsys
     assert main(["sensitivity", str(path), "--calib", str(tmp_path / "calib.npz")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["onnxcompress: error: sensitivity: nothing to measure: the model is quantized (DequantizeLinear), and "
-                   "quantized weights are not pruned; prune the float model, then quantize it (`onnxcompress inspect "
-                   "MODEL --groups` lists the blockers)"]
+                   "quantized weights are not pruned; prune the float model, then quantize it"]
