@@ -36,6 +36,7 @@ from typing import Iterator
 import numpy as np
 import onnx_ir as ir
 
+from onnxcompress.calib_batch_axis import check_shared_batch_axis
 from onnxcompress.errors import InputError
 from onnxcompress.runtime import graph_inputs, np_dtype
 
@@ -368,31 +369,7 @@ def _check_chunk(feeds: dict[str, np.ndarray], inputs: list[ir.Value], src: Path
             raise InputError(f"--calib {src.name}: input {v.name!r} expects {expected} {want_dtype}, found {found}")
     if len(set(sizes.values())) > 1:
         raise InputError(f"--calib {src.name}: inputs hold different sample counts {sizes}")
-    _check_shared_batch_axis(inputs, src)
-
-
-def _check_shared_batch_axis(inputs: list[ir.Value], src: Path) -> None:
-    """--calib feeds samples along axis 0 of every input together. An input whose first axis is fixed at
-    more than 1 beside another fixed at another size (silero-vad's (2, 1, 128) LSTM state beside its
-    (1, 576) audio), or whose later axis carries another input's batch symbol ((2, N, 128) beside
-    (N, 576)), has its batch elsewhere: said here, not as onnxruntime's error. A batch fixed on one
-    input and free on another is fed as fixed batches, as before."""
-    shaped = [v for v in inputs if v.shape is not None and len(v.shape) > 0]
-    fixed = {v.name: v.shape[0] for v in shaped if isinstance(v.shape[0], int) and v.shape[0] > 0}
-    symbols = {str(v.shape[0]): v.name for v in shaped if not isinstance(v.shape[0], int) and v.shape[0] is not None
-               and str(v.shape[0])}
-    for v in shaped:
-        d0 = fixed.get(v.name)
-        if d0 is None or d0 < 2:
-            continue
-        other = next((k for k, d in fixed.items() if d != d0), None)
-        elsewhere = next((symbols[str(d)] for d in list(v.shape)[1:] if not isinstance(d, int) and str(d) in symbols), None)
-        if other is None and elsewhere is None:
-            continue
-        why = f"input {other!r} at {fixed[other]}" if other is not None else f"its later axes carry the batch of {elsewhere!r}"
-        raise InputError(f"--calib {src.name}: input {v.name!r} has a first axis fixed at {d0} and {why}: --calib "
-                         "stacks samples on axis 0 of every input, and inputs that do not share it as their batch (a "
-                         "recurrent state with its batch on another axis) cannot be calibrated (unsupported)")
+    check_shared_batch_axis(inputs, src)
 
 
 def _load_images(files: list[Path], inputs: list[ir.Value], spec: ImageSpec) -> dict[str, np.ndarray]:

@@ -402,18 +402,6 @@ def test_a_state_whose_batch_is_not_axis_0_is_named_unsupported(tmp_path, capsys
                    "--calib stacks samples on axis 0 of every input, and inputs that do not share it as their batch (a "
                    "recurrent state with its batch on another axis) cannot be calibrated (unsupported)"]
     assert not (tmp_path / "out.onnx").exists()
-    # a (2, N, 8) state beside (N, 2, 16) audio: the state's batch is its axis 1
-    import onnx_ir as ir
-
-    from onnxcompress.calibration import _check_shared_batch_axis
-
-    def value(name, dims):
-        return ir.Value(name=name, shape=ir.Shape(dims), type=ir.TensorType(ir.DataType.FLOAT))
-
-    with pytest.raises(InputError, match=r"'state' has a first axis fixed at 2 and its later axes carry the batch of 'x'"):
-        _check_shared_batch_axis([value("x", ["N", 2, 16]), value("state", [2, "N", 8])], path)
-    # a batch fixed at 4 on one input and free on another is fed as batches of 4, as before
-    _check_shared_batch_axis([value("x", [4, 8]), value("m", ["N", 8])], path)
 
 
 def test_a_scalar_input_is_named_unsupported_for_calibration_and_random_ints_are_named(tmp_path, capsys):
