@@ -78,7 +78,7 @@ class Reference:
     second_outputs: dict[str, np.ndarray] | None = None
     #: a copy of the input before any pass, for the zero-mode exactness measurement
     snapshot: ir.Model | None = None
-    #: the input's outputs that are features, judged by cosine (``fidelity.feature_outputs``)
+    #: the input's outputs that are features, judged by cosine (``feature_outputs``)
     features: frozenset[str] = frozenset()
 
 

@@ -25,7 +25,7 @@ def loss_kinds(teacher: dict[str, np.ndarray], cfg, features: frozenset[str] = f
             out[name] = ("skip", None)
             continue
         axis = cfg.class_axes.get(name)
-        if axis is None and name in features:  # hidden states, embeddings (fidelity.feature_outputs)
+        if axis is None and name in features:  # hidden states, embeddings, recurrent states (feature_outputs)
             out[name] = ("mse", None)
             continue
         fields = box_score_fields(t) if axis is None else None
