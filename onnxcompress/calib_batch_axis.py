@@ -21,14 +21,15 @@ def check_shared_batch_axis(inputs: list[ir.Value], src: Path) -> None:
     """Raise ``InputError`` when one of ``inputs`` has its batch on another axis than the first."""
     shaped = [v for v in inputs if v.shape is not None and len(v.shape) > 0]
     fixed = {v.name: v.shape[0] for v in shaped if isinstance(v.shape[0], int) and v.shape[0] > 0}
-    symbols = {str(v.shape[0]): v.name for v in shaped if not isinstance(v.shape[0], int) and v.shape[0] is not None
-               and str(v.shape[0])}
+    # named batch symbols only: every unnamed dim prints as "None", and two of them say nothing about each other
+    symbols = {d.value: v.name for v in shaped if isinstance(d := v.shape[0], ir.SymbolicDim) and d.value}
     for v in shaped:
         d0 = fixed.get(v.name)
         if d0 is None or d0 < 2:
             continue
         other = next((k for k, d in fixed.items() if d != d0), None)
-        elsewhere = next((symbols[str(d)] for d in list(v.shape)[1:] if not isinstance(d, int) and str(d) in symbols), None)
+        elsewhere = next((symbols[d.value] for d in list(v.shape)[1:] if isinstance(d, ir.SymbolicDim) and d.value in symbols),
+                         None)
         if other is None and elsewhere is None:
             continue
         why = f"input {other!r} at {fixed[other]}" if other is not None else f"its later axes carry the batch of {elsewhere!r}"

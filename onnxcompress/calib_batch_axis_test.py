@@ -32,6 +32,7 @@ def test_a_later_axis_carrying_another_inputs_batch_is_refused():
     [["N", 3, 32, 32], ["N", 10]],  # a shared free batch
     [[1, 3, 32, 32], [1, 10]],  # a shared fixed batch of 1
     [[8, 3], [8, 5]],  # a shared fixed batch of 8
+    [[4, None, 8], [None, 8]],  # unnamed dims say nothing about each other
 ])
 def test_inputs_sharing_their_first_axis_pass(dims):
     check_shared_batch_axis([_value(f"in{i}", d) for i, d in enumerate(dims)], SRC)

@@ -8,15 +8,26 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
+from onnxcompress.channels.rules import BlockerRule, rule_of
+from onnxcompress.channels.rules.blockers import INT8_REASON
+
 _LAYERS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
-_QUANTIZED = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
-              "ConvInteger", "MatMulInteger"}
+#: a QDQ graph's markers: float layers whose weights come out of DequantizeLinear (no rule of their own)
+_QDQ = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+
+
+def _quantized(node: ir.Node) -> bool:
+    """A QDQ marker, or a quantized layer: one whose registry rule blocks for ``INT8_REASON``."""
+    if node.op_type in _QDQ:
+        return True
+    rule = rule_of(node)
+    return isinstance(rule, BlockerRule) and rule.reason.endswith(INT8_REASON)
 
 
 def nothing_to_prune(model: ir.Model) -> str:
     """The reason, as one warning line."""
     ops = {n.op_type for n in model.graph}
-    quantized = sorted(ops & _QUANTIZED)
+    quantized = sorted({n.op_type for n in model.graph if _quantized(n)})
     if quantized:
         return (f"nothing to prune: the model is quantized ({', '.join(quantized[:3])}), and quantized weights are not "
                 "pruned; prune the float model, then quantize it")
