@@ -146,6 +146,60 @@ class BiasGeluRule(Rule):
         app.set_const(node.outputs[0], y)
 
 
+def _scaled_constants(v: ir.Value, axis: int, n: int, ctx: AnalysisContext, depth: int = 4):
+    """How ``v`` gets ``n`` values along ``axis`` from per-channel constants alone, or None.
+
+    ``v`` must be read once, by the op that asks, and be made by Mul/Add/Sub/Div of
+    untracked tensors that broadcast along ``axis`` (size 1 there) and constants that are
+    scalars or hold one value per channel there, or of such tensors made the same way.
+    Returns the constants as (node, value, axis) and the made tensors as (value, axis).
+    """
+    p = v.producer()
+    if p is None or depth == 0 or p.domain not in ("", "ai.onnx") or p.op_type not in ("Mul", "Add", "Sub", "Div") \
+            or v.is_graph_output() or len(list(v.uses())) != 1 or ctx.get(v) is not None:
+        return None
+    rank = ctx.rank(v)
+    consts: list[tuple[ir.Node, ir.Value, int]] = []
+    made: list[tuple[ir.Value, int]] = [(v, axis)]
+    for u in p.inputs:
+        if u is None or ctx.get(u) is not None or rank is None:
+            return None
+        c = ctx.const(u)
+        shape = c.shape if c is not None else ctx.shape(u)
+        if shape is None:
+            return None
+        caxis = len(shape) - (rank - axis)
+        if caxis < 0 or shape[caxis] == 1:
+            continue
+        if shape[caxis] != n:
+            return None
+        if c is not None:
+            consts.append((p, u, caxis))
+            continue
+        inner = _scaled_constants(u, caxis, n, ctx, depth - 1)
+        if inner is None:
+            return None
+        consts += inner[0]
+        made += inner[1]
+    return (consts, made) if consts else None
+
+
+def track_scaled_constants(v: ir.Value, axis: int, ids: np.ndarray, ctx: AnalysisContext) -> bool:
+    """An untracked operand whose channels come from per-channel constants alone (a LayerNorm's
+    inverse deviation, one per row, times its scale, before it meets the centred stream, as
+    jax2tf writes it) takes the stream's channels: each constant becomes a parameter slot.
+    False, with nothing recorded, for any other tensor."""
+    found = _scaled_constants(v, axis, int(ids.shape[0]), ctx)
+    if found is None:
+        return False
+    consts, made = found
+    for p, c, caxis in consts:
+        ctx.add_slot(p, c, caxis, ids, "param")
+    for w, waxis in made:
+        ctx.set(w, ChannelInfo((waxis,), ids))
+    return True
+
+
 _BINARY = {
     "Add": np.add,
     "Sub": np.subtract,
@@ -165,7 +219,8 @@ class BroadcastRule(Rule):
 
     Channel tensors of the same width are coupled (a residual, an SE gate). A constant is
     a scalar or a per-channel parameter slot. A run-time tensor whose channels we do not
-    track blocks, unless it broadcasts over the channel axis (size 1 there).
+    track blocks, unless it broadcasts over the channel axis (size 1 there) or takes its
+    channels from per-channel constants alone (``track_scaled_constants``).
     """
 
     def propagate(self, node: ir.Node, ctx: AnalysisContext) -> Outcome | None:
@@ -204,6 +259,8 @@ class BroadcastRule(Rule):
             if shape is not None and len(ref.axes) == 1:
                 caxis = len(shape) - (out_rank - ref.axes[0])
                 if caxis < 0 or shape[caxis] == 1:
+                    continue
+                if shape[caxis] == ref.ids.shape[0] and track_scaled_constants(v, caxis, ref.ids, ctx):
                     continue
             return ctx.block(node, f"{node.op_type} with a tensor whose channels are not tracked ({v.name})")
         ctx.set(node.outputs[0], ref)

@@ -13,6 +13,7 @@ import onnx_ir as ir
 from onnxcompress.channels.protocols import AnalysisContext, ChannelInfoLike, ConstantReader, Lossy, Outcome, RewriteContext
 from onnxcompress.channels.rules import Rule, channels_on_axis1, register
 from onnxcompress.channels.rules.simulate import masked_mean
+from onnxcompress.channels.rules.written_mean import masked_reduce, mean_scale, rewrite_scale
 from onnxcompress.channels.state import ChannelInfo
 
 
@@ -142,8 +143,10 @@ class ReduceRule(Rule):
     A ReduceMean over exactly the channel axis, keeping it (as size 1), is the statistic of a
     decomposed LayerNorm or RMSNorm (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul,
     Add: what opset < 17 exports emit): the mean then covers only the kept channels, so it is
-    ``Lossy``. Its output carries no channels; the Sub or Div it feeds broadcasts it. Other
-    reductions over channels block.
+    ``Lossy``. Its output carries no channels; the Sub or Div it feeds broadcasts it. So is a
+    ReduceSum over exactly the channel axis (kept or not) whose one reader multiplies it by 1/C
+    (or divides it by C): a mean written out (``written_mean``), whose constant the rewrite
+    sets to 1/kept. Other reductions over channels block.
     """
 
     def _axes(self, node: ir.Node, ctx: ConstantReader, rank: int) -> list[int] | None:
@@ -164,6 +167,11 @@ class ReduceRule(Rule):
         keepdims = keep.as_int() if keep is not None else 1
         if axes is not None and node.op_type == "ReduceMean" and keepdims and sorted(axes) == list(info.axes):
             return Lossy("ReduceMean over the channel axis (a LayerNorm's statistics): the mean covers only the kept channels")
+        if axes is not None and node.op_type == "ReduceSum" and sorted(axes) == list(info.axes) \
+                and len(info.axes) == 1 and mean_scale(node, ctx, int(info.ids.shape[0])) is not None:
+            ctx.needs_rewrite(node)
+            return Lossy("ReduceSum times 1/C over the channel axis (a LayerNorm's statistics, written out): "
+                         "the mean covers only the kept channels")
         if axes is None or any(ax in info.axes for ax in axes):
             return ctx.block(node, f"{node.op_type} over the channel axis")
         new = info.axes if keepdims else tuple(ax - sum(1 for a in axes if a < ax) for ax in info.axes)
@@ -172,8 +180,16 @@ class ReduceRule(Rule):
     @staticmethod
     def simulate(pnode: onnx.NodeProto, mask: str, factor: str, axis: int, opset: int,
                  dtype: np.dtype) -> list[onnx.NodeProto]:
-        """The lossy ReduceMean over the channels, replaced by the mean of the kept channels only."""
+        """The lossy ReduceMean over the channels, replaced by the mean of the kept channels only
+        (a written-out mean's sum: the sum of the kept channels times C / kept)."""
+        if pnode.op_type == "ReduceSum":
+            return masked_reduce(pnode, mask, factor, pnode.output[0])
         return masked_mean(pnode.input[0], mask, factor, axis, opset, pnode.output[0])
+
+    def rewrite(self, node: ir.Node, app: RewriteContext) -> None:
+        """A written-out mean's constant becomes 1/kept; every other reduction spells no channel count."""
+        if node.op_type == "ReduceSum" and app.channels(node.outputs[0]) is None:
+            rewrite_scale(node, app)
 
     def const_eval(self, node: ir.Node, app: RewriteContext) -> None:
         x = app.const_of(node.inputs[0])
