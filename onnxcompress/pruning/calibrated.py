@@ -28,10 +28,10 @@ from onnxcompress.pruning.plan import Group, Plan, macs_kept, weakest_atoms
 from onnxcompress.channels.rules import consumer_of
 from onnxcompress.pruning.recover import Consumer, first_samples, refit
 from onnxcompress.pruning.rounds import Teacher
+from onnxcompress.pruning.allocation import allocate
 from onnxcompress.pruning.sensitivity import (
     GroupSensitivity,
     MaskedModel,
-    allocate,
     DriftReference,
     measure,
     sensitivity_sample_count,

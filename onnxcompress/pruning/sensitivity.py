@@ -7,8 +7,8 @@ channels get mask 0 and their calibrated mean as shift, which is what bias compe
 gives the pruned model. The drift ε of the model's outputs (relative L2 against the
 unmasked run, on the calibration fit split) measures the damage.
 
-``measure`` costs groups x ratios passes over the calibration set; ``allocate`` then
-picks per-group ratios greedily by the least ε per MAC saved until a MAC target is met.
+``measure`` costs groups x ratios passes over the calibration set; ``allocation.allocate``
+then picks per-group ratios greedily by the least ε per MAC saved until a MAC target is met.
 """
 
 from __future__ import annotations
@@ -60,6 +60,9 @@ class GroupSensitivity:
     curve: dict[float, tuple[int, float]] = field(default_factory=dict)
     #: why the group's removal could not be simulated (then it has no curve and is kept whole)
     unmeasured: str | None = None
+    #: atoms per rounding step (``plan._step``): a removal count between the curve's points
+    #: stays a multiple of it
+    step: int = 1
 
     def to_dict(self) -> dict:
         d = {
@@ -349,7 +352,7 @@ def measure(
     for i in order:
         g = groups[i]
         n = len(g.atoms)
-        gs = GroupSensitivity(g.key, g.names, n, macs_per_atom.get(g.key, 0.0))
+        gs = GroupSensitivity(g.key, g.names, n, macs_per_atom.get(g.key, 0.0), step=_step(g, round_to))
         gs.unmeasured = next((blind[a] for a in g.atoms if a in blind), None)
         out[i] = gs
         if gs.unmeasured is None:
@@ -373,44 +376,3 @@ def group_curve(g: Group, ratios: tuple[float, ...], round_to: int, drift_of_k) 
         if k > 0:
             curve[r] = (k, seen[k])
     return curve
-
-
-def allocate(sens: list[GroupSensitivity], total_macs: float, target_fraction: float) -> tuple[dict[tuple[int, ...], int], float]:
-    """Atoms removed per group: the cheapest drift per MAC saved first, until the MAC target is met.
-
-    Errors from different groups add roughly orthogonally at the output, so the cost of a
-    step is its increase of ε² per MAC saved: this spreads pruning over groups instead of
-    emptying the one that looked cheapest alone. Steps that overshoot the target are then
-    undone where the target still holds. Returns the removal counts and the estimated
-    MACs fraction kept.
-    """
-    removed = {g.key: 0 for g in sens}
-    eps2 = {g.key: 0.0 for g in sens}
-    history: list[tuple[tuple[int, ...], int, int, float, float]] = []  # key, k, previous k, previous eps2, saved
-    kept = float(total_macs)
-    goal = target_fraction * total_macs
-    while kept > goal:
-        best = None
-        for g in sens:
-            nxt = next(((k, e) for _r, (k, e) in sorted(g.curve.items()) if k > removed[g.key]), None)
-            if nxt is None:
-                continue
-            k, e = nxt
-            saved = (k - removed[g.key]) * g.macs_per_atom
-            if saved <= 0:
-                continue
-            cost = max(e * e - eps2[g.key], 0.0) / saved
-            if best is None or cost < best[0]:
-                best = (cost, g, k, e, saved)
-        if best is None:
-            break
-        _, g, k, e, saved = best
-        history.append((g.key, k, removed[g.key], eps2[g.key], saved))
-        removed[g.key], eps2[g.key] = k, e * e
-        kept -= saved
-    # Undo the most recent steps that are not needed to stay at or under the target.
-    for key, k, prev_k, prev_e2, saved in reversed(history):
-        if kept + saved <= goal and removed[key] == k:
-            removed[key], eps2[key] = prev_k, prev_e2
-            kept += saved
-    return removed, kept / total_macs if total_macs else 1.0

@@ -1,37 +1,9 @@
-"""Allocation of a MAC budget over groups from measured drift curves."""
+"""The sensitivity sweep: drift per group and ratio, its samples, its masks and what it cannot measure."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from onnxcompress.pruning.sensitivity import GroupSensitivity, allocate
-
-
-def _g(key: int, macs_per_atom: float, curve: dict[float, tuple[int, float]]) -> GroupSensitivity:
-    return GroupSensitivity((key,), [f"g{key}"], 16, macs_per_atom, curve)
-
-
-def test_allocation_spreads_squared_drift_and_meets_the_target():
-    cheap = _g(0, 10.0, {0.25: (4, 0.1), 0.5: (8, 0.3), 0.75: (12, 0.9)})
-    dear = _g(1, 10.0, {0.25: (4, 0.2), 0.5: (8, 0.25), 0.75: (12, 0.3)})
-    removed, kept = allocate([cheap, dear], total_macs=400.0, target_fraction=0.8)
-    # 80 MACs to save = 8 atoms. Squared-drift costs per MAC: cheap 0->4: 0.01/40, dear 0->4: 0.04/40,
-    # cheap 4->8: 0.08/40, dear 4->8: 0.0225/40: so cheap 4, then dear 4.
-    assert removed == {(0,): 4, (1,): 4} and kept == pytest.approx(0.8)
-
-
-def test_allocation_undoes_steps_that_overshoot():
-    big = _g(0, 100.0, {0.5: (8, 0.1)})
-    small = _g(1, 10.0, {0.25: (4, 0.5), 0.5: (8, 0.6)})
-    removed, kept = allocate([big, small], total_macs=2000.0, target_fraction=0.9)
-    # 200 MACs to save: small's steps are dear, big's single step saves 800 and suffices alone.
-    assert removed == {(0,): 8, (1,): 0} and kept == pytest.approx(0.6)
-
-
-def test_a_target_of_one_removes_nothing():
-    g = _g(0, 10.0, {0.5: (8, 0.1)})
-    assert allocate([g], 160.0, 1.0) == ({(0,): 0}, 1.0)
 
 
 def test_target_macs_holds_when_savings_are_not_additive():

@@ -29,7 +29,7 @@ import logging
 
 import numpy as np
 
-from onnxcompress.pruning.plan import Group
+from onnxcompress.pruning.plan import Group, _step
 from onnxcompress.pruning.sensitivity import RATIOS, GroupSensitivity, MaskedModel, group_curve, removal_for
 
 logger = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def estimate(
     out = []
     for g in groups:
         n_atoms = len(g.atoms)
-        gs = GroupSensitivity(g.key, g.names, n_atoms, macs_per_atom.get(g.key, 0.0))
+        gs = GroupSensitivity(g.key, g.names, n_atoms, macs_per_atom.get(g.key, 0.0), step=_step(g, round_to))
         gs.unmeasured = next((blind[a] for a in g.atoms if a in blind), None)
         if gs.unmeasured is None:
             gs.curve = group_curve(g, ratios, round_to, lambda k, g=g: drift_of(removal_for(g, k, scores, len(roots), roots)))
