@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from onnxcompress._ir_utils import const_array
+from onnxcompress._ir_utils import const_array, set_weight
 from onnxcompress.channels.rules import consumer_of
 from onnxcompress.pruning.prefix import PrefixRunner
 from onnxcompress.runtime import Session
@@ -106,12 +106,17 @@ def refit(
     """
     rows: list[dict] = []
     todo: list[Consumer] = []
+    folded: dict[int, ir.Value] = {}  # consumer index in todo -> the addend of the Add after it
     for c in consumers:
         node = c.node
         why = refittable(node)
         if why is None and node.outputs[0].name != c.ref_output:
-            # A folded bias now follows this node (MatMul): its target would need that bias too.
-            why = "bias folded after the node (not refit)"
+            # A folded bias now follows this node (a bias-less MatMul): it is refit as the bias.
+            addend = folded_bias(node, c.ref_output)
+            if addend is None:
+                why = "bias folded after the node (not refit)"
+            else:
+                folded[len(todo)] = addend
         if why is not None:
             rows.append({"layer": node.name or node.outputs[0].name, "op": node.op_type, "kept": False, "reason": why})
         else:
@@ -126,7 +131,7 @@ def refit(
     targets = _reference_targets(reference, todo, batches, sum(1 for s, _ in batches if s == "fit"), seed)
     runner = PrefixRunner(model, [f for _, f in batches])
     for i, c in enumerate(todo):
-        rows.append(_refit_one(model, c, batches, targets[i], runner.inputs(c.node)))
+        rows.append(_refit_one(model, c, batches, targets[i], runner.inputs(c.node), folded.get(i)))
         if progress is not None:
             progress(i + 1, len(todo))
     return rows
@@ -163,12 +168,35 @@ def _reference_targets(reference: ir.Model, todo: list[Consumer], batches, n_fit
     return out
 
 
-def _refit_one(model: ir.Model, c: Consumer, batches, targets, inputs: list[np.ndarray]) -> dict:
-    """Refit ``c`` from its actual ``inputs`` (one array per batch) against its original outputs."""
+def folded_bias(node: ir.Node, ref_output: str) -> ir.Value | None:
+    """The constant addend of the Add that remove mode put after ``node`` for the removed channels'
+    constants (it took over the output's name), where it holds one value per output; else None."""
+    uses = list(node.outputs[0].uses())
+    if len(uses) != 1 or node.outputs[0].is_graph_output():
+        return None
+    add, idx = uses[0].node, uses[0].idx
+    if add.op_type != "Add" or add.domain not in ("", "ai.onnx") or add.outputs[0].name != ref_output:
+        return None
+    addend = add.inputs[1 - idx]
+    arr = const_array(addend)
+    w = const_array(node.inputs[1])
+    if arr is None or w is None or arr.size != w.shape[-1] or arr.shape[-1] != arr.size:
+        return None
+    return addend
+
+
+def _refit_one(model: ir.Model, c: Consumer, batches, targets, inputs: list[np.ndarray],
+               addend: ir.Value | None = None) -> dict:
+    """Refit ``c`` from its actual ``inputs`` (one array per batch) against its original outputs;
+    ``addend`` (a bias folded after a bias-less op) is solved as its bias and written back there."""
     node = c.node
     hooks = consumer_of(node)
     w = const_array(node.inputs[1])
     mat, b = hooks.matrices(node)
+    if addend is not None and b is None and mat.shape[0] == 1:
+        b = const_array(addend).astype(np.float64).reshape(1, -1)
+    else:
+        addend = None
     normal = _NormalEquations(bias=b is not None)
     held: tuple[list, list] = ([], [])
     for (split, _feeds), x, (idx, t) in zip(batches, inputs, targets):
@@ -184,7 +212,10 @@ def _refit_one(model: ir.Model, c: Consumer, batches, targets, inputs: list[np.n
     after = _layer_error(new_mat, new_b, *held)
     keep = after < before
     if keep:
-        hooks.write(model, node, new_mat, new_b)
+        hooks.write(model, node, new_mat, None if addend is not None else new_b)
+        if addend is not None:
+            old = const_array(addend)
+            set_weight(addend, new_b.reshape(old.shape).astype(old.dtype))
     return {"layer": node.name or node.outputs[0].name, "op": node.op_type, "kept": keep,
             "held_out_error_before": before, "held_out_error_after": after}
 
