@@ -13,7 +13,8 @@ def allocate(sens: list[GroupSensitivity], total_macs: float, target_fraction: f
     Errors from different groups add roughly orthogonally at the output, so the cost of a
     step is its increase of ε² per MAC saved: this spreads pruning over groups instead of
     emptying the one that looked cheapest alone. Steps that overshoot the target are then
-    undone where the target still holds. Returns the removal counts and the estimated
+    undone where the target still holds, and the last step still taken gives back the atoms the
+    target does not need (``_trim_last_step``). Returns the removal counts and the estimated
     MACs fraction kept.
     """
     removed = {g.key: 0 for g in sens}

@@ -175,20 +175,16 @@ def test_refit_augment_is_off_by_default_on_a_probability_map_and_on_when_asked(
     assert runs[1.0]["refit_augment"] == ["x"] and "refit_augment_off" not in runs[1.0]
 
 
-def test_a_matmul_whose_folded_bias_follows_it_is_refit_with_that_bias(tmp_path):
-    """A bias-less MatMul gets the removed channels' constants as an Add after it; the refit solves
-    that Add's addend as the MatMul's bias (it skipped the layer before: "bias folded after the node")."""
+def _two_matmuls(tmp_path, hidden: int, samples: int):
+    """x (N, 16) -> MatMul -> Add -> Relu -> MatMul (bias-less) -> y (N, 5), and calibration samples."""
     import onnx
     import onnx.helper as h
     from onnx import numpy_helper as nh
 
-    import onnxcompress as oc
-    from onnxcompress.runtime import Session
-
     r = np.random.default_rng(4)
-    inits = [nh.from_array(r.standard_normal((16, 12)).astype(np.float32) * 0.5, "w1"),
-             nh.from_array(r.uniform(-1, 1, 12).astype(np.float32), "b1"),
-             nh.from_array(r.standard_normal((12, 5)).astype(np.float32), "w2")]
+    inits = [nh.from_array(r.standard_normal((16, hidden)).astype(np.float32) * 0.5, "w1"),
+             nh.from_array(r.uniform(-1, 1, hidden).astype(np.float32), "b1"),
+             nh.from_array(r.standard_normal((hidden, 5)).astype(np.float32), "w2")]
     nodes = [h.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"), h.make_node("Add", ["h", "b1"], ["hb"], name="bias1"),
              h.make_node("Relu", ["hb"], ["a"], name="relu"), h.make_node("MatMul", ["a", "w2"], ["y"], name="mm2")]
     g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 16])],
@@ -196,19 +192,50 @@ def test_a_matmul_whose_folded_bias_follows_it_is_refit_with_that_bias(tmp_path)
     path = tmp_path / "m.onnx"
     onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), path)
     calib = tmp_path / "calib.npz"
-    np.savez(calib, x=r.standard_normal((256, 16)).astype(np.float32))
-    x = r.standard_normal((64, 16)).astype(np.float32)
+    np.savez(calib, x=r.standard_normal((samples, 16)).astype(np.float32))
+    return path, calib, r.standard_normal((64, 16)).astype(np.float32)
+
+
+def _folded_addend(model) -> np.ndarray:
+    [add] = [n for n in model.graph if n.op_type == "Add" and n.inputs[0].producer() is not None
+             and n.inputs[0].producer().name == "mm2"]
+    assert add.outputs[0].name == "y"  # the Add took over the output's name
+    return add.inputs[1].const_value.numpy().copy()
+
+
+def test_a_matmul_whose_folded_bias_follows_it_is_refit_with_that_bias(tmp_path):
+    """A bias-less MatMul gets the removed channels' constants as an Add after it; the refit solves
+    that Add's addend as the MatMul's bias (it skipped the layer before: "bias folded after the node")."""
+    import onnxcompress as oc
+    from onnxcompress.runtime import Session
+
+    path, calib, x = _two_matmuls(tmp_path, hidden=12, samples=256)
     want = Session(str(path)).run({"x": x})["y"]
-    errors = {}
+    errors, addends = {}, {}
     for recover in ("bias", "refit"):
         res = oc.compress(str(path), oc.CompressConfig(ratio=0.5, round_to=1, calib=str(calib), recover=recover))
+        addends[recover] = _folded_addend(res.model)
         out = res.save(tmp_path / f"{recover}.onnx")
         errors[recover] = float(np.abs(Session(str(out)).run({"x": x})["y"] - want).mean())
         if recover == "refit":
             mm2 = next(row for row in res.report.recovery["layers"] if row["layer"] == "mm2")
             assert "reason" not in mm2 and mm2["kept"], mm2
             assert mm2["held_out_error_after"] < mm2["held_out_error_before"]
-            adds = [n for n in res.model.graph if n.op_type == "Add" and n.inputs[0].producer() is not None
-                    and n.inputs[0].producer().name == "mm2"]
-            assert len(adds) == 1 and adds[0].outputs[0].name == "y"
+    assert addends["bias"].shape == addends["refit"].shape == (5,)
+    assert np.abs(addends["refit"] - addends["bias"]).max() > 1e-3  # the refit wrote its bias there
     assert errors["refit"] < 0.9 * errors["bias"], errors  # 1.60 against 1.88; before, the refit skipped mm2
+
+
+def test_a_folded_bias_matmul_with_fewer_rows_than_twice_its_unknowns_is_not_refit(tmp_path):
+    """One row per sample and 33 unknowns per output: 32 fit samples cannot pin them down."""
+    import onnxcompress as oc
+
+    path, calib, _x = _two_matmuls(tmp_path, hidden=64, samples=40)
+    res = oc.compress(str(path), oc.CompressConfig(ratio=0.5, round_to=1, calib=str(calib), recover="refit"))
+    mm2 = next(row for row in res.report.recovery["layers"] if row["layer"] == "mm2")
+    import re
+
+    found = re.fullmatch(r"bias folded after the node, (\d+) fit rows for (\d+) unknowns \(not refit\)", mm2["reason"])
+    assert not mm2["kept"] and found, mm2
+    rows, unknowns = int(found[1]), int(found[2])
+    assert unknowns == 33 and 0 < rows < 2 * unknowns

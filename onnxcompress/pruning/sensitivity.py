@@ -60,8 +60,8 @@ class GroupSensitivity:
     curve: dict[float, tuple[int, float]] = field(default_factory=dict)
     #: why the group's removal could not be simulated (then it has no curve and is kept whole)
     unmeasured: str | None = None
-    #: atoms per rounding step (``plan._step``): a removal count between the curve's points
-    #: stays a multiple of it
+    #: atoms per rounding step (``plan._step``): the allocation changes a removal count between
+    #: the curve's points by whole steps, so the kept count stays a multiple of it
     step: int = 1
 
     def to_dict(self) -> dict:

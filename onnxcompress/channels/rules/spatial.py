@@ -155,7 +155,11 @@ class ReduceRule(Rule):
             return [x % rank for x in a.as_ints()]
         if len(node.inputs) > 1 and node.inputs[1] is not None:
             c = ctx.const(node.inputs[1])
-            return None if c is None else [int(x) % rank for x in c.ravel()]
+            if c is None:
+                return None
+            if c.size:
+                return [int(x) % rank for x in c.ravel()]
+        # no axes, or an empty list: every axis, unless noop_with_empty_axes makes it an identity
         noop = node.attributes.get("noop_with_empty_axes")
         return [] if noop is not None and noop.as_int() else list(range(rank))
 

@@ -164,6 +164,18 @@ def test_reduce_over_the_channel_axis_blocks() -> None:
         assert c.analysis.lossy == []
 
 
+def test_an_empty_axes_input_reduces_every_axis_unless_noop() -> None:
+    """ONNX: an empty axes list reduces every axis (the channels too) unless noop_with_empty_axes is 1."""
+    for noop, blocked in ((0, True), (1, False)):
+        n = Net(18)
+        a = n.conv(n.input(), 3, 8, name="c1")
+        r = n.op("ReduceSum", [a, n.const(np.zeros(0), I64)], name="op", keepdims=1, noop_with_empty_axes=noop)
+        n.conv(r, 8, 4, name="c2")
+        c = n.analyse(["c2"])
+        assert (c.blocks_at("op") == [("ReduceSum", "ReduceSum over the channel axis")]) is blocked
+        assert c.tracked("op") is not blocked
+
+
 def check_softmax(op: str) -> None:
     n = Net(13)
     a = n.conv(n.input(), 3, 8, name="c1")

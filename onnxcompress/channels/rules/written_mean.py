@@ -18,7 +18,7 @@ from onnx import helper as oh
 
 from onnxcompress.channels.protocols import ConstantReader, RewriteContext
 
-#: how closely the constant must match 1/C (or C): exporters write it in float32
+#: how closely the constant must match 1/C (or C), at least (float32); a float16 constant gets its own precision
 REL_TOL = 1e-4
 
 
@@ -40,13 +40,15 @@ def mean_scale(node: ir.Node, ctx: ConstantReader, channels: int) -> tuple[ir.No
     if c is None or c.size != 1:
         return None
     value = float(c.ravel()[0])
+    # the constant as stored: float16 holds 1/768 only to 2.4e-4
+    tol = max(REL_TOL, float(np.finfo(c.dtype).eps)) if np.issubdtype(c.dtype, np.floating) else REL_TOL
     if user.op_type == "Mul":
         want = 1.0 / channels
     elif user.op_type == "Div" and idx == 0:
         want = float(channels)
     else:
         return None
-    return (user, other) if abs(value - want) <= REL_TOL * want else None
+    return (user, other) if abs(value - want) <= tol * want else None
 
 
 def rewrite_scale(node: ir.Node, app: RewriteContext) -> None:

@@ -18,7 +18,8 @@ GAMMA = np.linspace(0.5, 1.5, C)
 BETA = np.linspace(-1.0, 1.0, C)
 
 
-def _jax_layernorm_net(scale: float = 1.0 / C, keepdims: int = 0, divide: bool = False, batch: int = 1):
+def _jax_layernorm_net(scale: float = 1.0 / C, keepdims: int = 0, divide: bool = False, batch: int = 1,
+                      const_right: bool = False):
     """Conv(3 -> 8), global max, flatten, then LayerNorm as jax2tf writes it, then MatMul(8 -> 4)."""
     n = Net(13)
     x = n.op("Flatten", [n.op("GlobalMaxPool", [n.conv(n.input((batch, 3, 6, 6)), 3, C, name="c1")])], name="flat")
@@ -28,7 +29,8 @@ def _jax_layernorm_net(scale: float = 1.0 / C, keepdims: int = 0, divide: bool =
         s = n.op("ReduceSum", [t, axes], name=name, keepdims=keepdims)
         if divide:
             return n.op("Div", [s, n.const(np.float32(1.0 / scale))], name=f"{name}_mean")
-        return n.op("Mul", [n.const(np.float32(scale)), s], name=f"{name}_mean")
+        k = n.const(np.float32(scale))
+        return n.op("Mul", [s, k] if const_right else [k, s], name=f"{name}_mean")
 
     def column(t: str) -> str:
         return t if keepdims else n.op("Unsqueeze", [t, n.const(np.array([1]), np.int64)])
@@ -45,9 +47,10 @@ def _jax_layernorm_net(scale: float = 1.0 / C, keepdims: int = 0, divide: bool =
     return n, out, (gamma, beta)
 
 
-@pytest.mark.parametrize(("keepdims", "divide"), [(0, False), (1, False), (0, True)])
-def test_the_written_out_layernorm_is_lossy_with_its_scale_as_a_slot(keepdims, divide) -> None:
-    n, out, (gamma, beta) = _jax_layernorm_net(keepdims=keepdims, divide=divide)
+@pytest.mark.parametrize(("keepdims", "divide", "const_right"), [(0, False, False), (1, False, False), (0, True, False),
+                                                                 (0, False, True)])
+def test_the_written_out_layernorm_is_lossy_with_its_scale_as_a_slot(keepdims, divide, const_right) -> None:
+    n, out, (gamma, beta) = _jax_layernorm_net(keepdims=keepdims, divide=divide, const_right=const_right)
     c = n.analyse([out])
     assert {r for _, r in c.blocks_at("sum") + c.blocks_at("sumsq")} == {f"{LOSSY} (lossy: needs calibration data, --calib)"}
     assert c.analysis.fixed[c.out_ids("c1")].all()
@@ -70,14 +73,43 @@ def test_a_sum_not_scaled_to_a_mean_still_blocks(scale) -> None:
     assert c.analysis.fixed[c.out_ids("c1")].all()
 
 
-def test_a_sum_read_by_anything_else_too_still_blocks() -> None:
+@pytest.mark.parametrize("read_by", ["graph output", "another node"])
+def test_a_sum_read_by_anything_else_too_still_blocks(read_by) -> None:
     n = Net(13)
     x = n.op("Flatten", [n.op("GlobalMaxPool", [n.conv(n.input(), 3, C, name="c1")])])
     s = n.op("ReduceSum", [x, n.const(np.array([1]), np.int64)], name="sum", keepdims=1)
     m = n.op("Mul", [s, n.const(np.float32(1.0 / C))])
     out = n.op("MatMul", [n.op("Sub", [x, m]), n.const(n.rng.standard_normal((C, 4)))])
-    c = n.analyse([out, s], allow_lossy=True)
+    extra = s if read_by == "graph output" else n.op("Relu", [s])
+    c = n.analyse([out, extra], allow_lossy=True)
     assert c.analysis.lossy == [] and c.analysis.fixed[c.out_ids("c1")].all()
+    assert ("ReduceSum", "ReduceSum over the channel axis") in c.blocks_at("sum")
+
+
+def test_a_float16_constant_is_read_to_its_own_precision() -> None:
+    """1/768 stored as float16 is 2.4e-4 off: still the mean's constant; 1/767 is not."""
+    import onnx_ir as ir
+    from onnx import helper as oh, numpy_helper as nh
+
+    from onnxcompress.channels.rules.written_mean import mean_scale
+
+    class Consts:
+        def __init__(self, model):
+            self.values = {v.name: v.const_value.numpy() for v in model.graph.initializers.values()}
+
+        def const(self, v):
+            return self.values.get(v.name) if v is not None else None
+
+    for c, want in ((768, True), (767, False)):
+        g = oh.make_graph([oh.make_node("ReduceSum", ["x", "axes"], ["s"], keepdims=0),
+                           oh.make_node("Mul", ["s", "k"], ["y"])], "g",
+                          [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT16, [1, 768])],
+                          [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT16, [1])],
+                          [nh.from_array(np.array([1], np.int64), "axes"), nh.from_array(np.float16(1 / c), "k")])
+        model = ir.serde.deserialize_model(oh.make_model(g, opset_imports=[oh.make_opsetid("", 13)]))
+        node = next(iter(model.graph))
+        assert abs(float(np.float16(1 / 768)) * 768 - 1) > 1e-4
+        assert (mean_scale(node, Consts(model), 768) is not None) is want
 
 
 def test_a_runtime_tensor_made_any_other_way_still_blocks() -> None:
