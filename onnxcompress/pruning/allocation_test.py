@@ -30,6 +30,18 @@ def test_allocation_undoes_steps_that_overshoot():
     assert removed == {(0,): 2, (1,): 0} and kept == pytest.approx(0.9)
 
 
+def test_an_allocation_within_the_slack_of_its_target_is_not_trimmed():
+    """Under the target by less than TRIM_SLACK of the MACs: the measured step stays whole."""
+    from onnxcompress.pruning.allocation import TRIM_SLACK
+
+    g = _g(0, 1.0, {0.5: (8, 0.1)})  # 16 atoms of 1 MAC, in a model of 1000 MACs
+    removed, kept = allocate([g], total_macs=1000.0, target_fraction=0.995)
+    assert 8 * 1.0 / 1000 - 0.005 <= TRIM_SLACK  # 3 MACs under the target: within the slack
+    assert removed == {(0,): 8} and kept == pytest.approx(0.992)
+    removed, kept = allocate([_g(0, 10.0, {0.5: (8, 0.1)})], total_macs=1000.0, target_fraction=0.95)
+    assert removed == {(0,): 5} and kept == pytest.approx(0.95)  # 30 MACs under: trimmed to 5
+
+
 def test_the_step_that_crosses_the_target_gives_back_whole_rounding_steps():
     """One group holding 91% of the MACs, measured at half and three quarters of its 512 atoms
     (magika's Conv): a 0.5 target took three quarters and kept 32%; now the atoms past the
