@@ -94,18 +94,22 @@ def test_a_float16_constant_is_read_to_its_own_precision() -> None:
     from onnxcompress.channels.rules.written_mean import mean_scale
 
     class Consts:
-        def __init__(self, model):
-            self.values = {v.name: v.const_value.numpy() for v in model.graph.initializers.values()}
+        def __init__(self, model: ir.Model) -> None:
+            self.values = {v.name: v.const_value.numpy() for v in model.graph.initializers.values()
+                           if v.const_value is not None}
 
-        def const(self, v):
-            return self.values.get(v.name) if v is not None else None
+        def const(self, v: ir.Value | None) -> np.ndarray | None:
+            return self.values.get(v.name or "") if v is not None else None
+
+        def shape(self, v: ir.Value | None) -> tuple[int, ...] | None:
+            return None
 
     for c, want in ((768, True), (767, False)):
         g = oh.make_graph([oh.make_node("ReduceSum", ["x", "axes"], ["s"], keepdims=0),
                            oh.make_node("Mul", ["s", "k"], ["y"])], "g",
                           [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT16, [1, 768])],
                           [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT16, [1])],
-                          [nh.from_array(np.array([1], np.int64), "axes"), nh.from_array(np.float16(1 / c), "k")])
+                          [nh.from_array(np.array([1], np.int64), "axes"), nh.from_array(np.array(1 / c, np.float16), "k")])
         model = ir.serde.deserialize_model(oh.make_model(g, opset_imports=[oh.make_opsetid("", 13)]))
         node = next(iter(model.graph))
         assert abs(float(np.float16(1 / 768)) * 768 - 1) > 1e-4
