@@ -116,8 +116,7 @@ def refit(
         if why is None and node.outputs[0].name != c.ref_output:
             # A folded bias now follows this node (a bias-less MatMul): it is refit as the bias.
             addend = folded_bias(node, c.ref_output)
-            mat_b = consumer_of(node).matrices(node) if addend is not None else None
-            if addend is None or mat_b[1] is not None or mat_b[0].shape[0] != 1:
+            if addend is None:
                 why = "bias folded after the node (not refit)"
             else:
                 folded[len(todo)] = addend
@@ -174,7 +173,10 @@ def _reference_targets(reference: ir.Model, todo: list[Consumer], batches, n_fit
 
 def folded_bias(node: ir.Node, ref_output: str) -> ir.Value | None:
     """The constant addend of the Add that remove mode put after ``node`` for the removed channels'
-    constants (it took over the output's name), where it holds one value per output; else None."""
+    constants (it took over the output's name), where it holds one value per output and ``node``
+    has one group and no bias input of its own (the addend is then its whole bias); else None."""
+    if consumer_of(node).groups(node) != 1 or (len(node.inputs) > 2 and node.inputs[2] is not None):
+        return None
     uses = list(node.outputs[0].uses())
     if len(uses) != 1 or node.outputs[0].is_graph_output():
         return None
@@ -197,7 +199,7 @@ def _refit_one(model: ir.Model, c: Consumer, batches, targets, inputs: list[np.n
     hooks = consumer_of(node)
     w = const_array(node.inputs[1])
     mat, b = hooks.matrices(node)
-    if addend is not None:  # refit() checked: one group, no bias input
+    if addend is not None:  # folded_bias checked: one group, no bias input
         b = const_array(addend).astype(np.float64).reshape(1, -1)
     normal = _NormalEquations(bias=b is not None)
     held: tuple[list, list] = ([], [])
