@@ -44,7 +44,7 @@ from onnxcompress.finetune.ctc_term import find_ctc_heads, reading_loss, with_ju
 from onnxcompress.finetune.graph_module import GraphModule
 from onnxcompress.finetune.losses import check_labelled, loss_kinds, output_loss
 from onnxcompress.finetune.targets import differentiable_targets
-from onnxcompress.finetune.trained import trainable_for, weight_values
+from onnxcompress.finetune.trained import frozen_for, weight_values
 from onnxcompress.output_join import OutputJoin
 from onnxcompress.runtime import Session
 
@@ -136,7 +136,7 @@ class Distiller:
                  fit: list[dict[str, np.ndarray]], held: list[dict[str, np.ndarray]], cfg: DistillConfig) -> None:
         self.cfg = cfg
         self.student_ir = student
-        self.module = GraphModule(ir.to_proto(student), trainable_for(cfg.train, student, teacher)).to(cfg.device)
+        self.module = GraphModule(ir.to_proto(student), frozen=frozen_for(cfg.train, student, teacher)).to(cfg.device)
         self.outputs, self.swapped = differentiable_targets(student)
         self.features = features[:] if cfg.feature_weight > 0 else []  # weight 0: not computed at all
         self.teacher = Session(teacher, expose=self.outputs + [f.teacher for f in self.features], optimize=False)

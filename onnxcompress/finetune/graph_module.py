@@ -22,6 +22,7 @@ from onnx import numpy_helper
 
 from . import ops_nn, ops_shape  # noqa: F401  (register their ops)
 from .ops import CHECKS, OPS, Node, UnsupportedGraph, to_tensor
+from .separate_affines import separate_affines
 
 logger = logging.getLogger(__name__)
 
@@ -133,9 +134,14 @@ class GraphModule(torch.nn.Module):
     like an initializer overrides it (ONNX semantics), cutting that weight's gradient.
     Real-world weights often hold denormal floats, which slow CPU kernels several-fold;
     callers that train on CPU should consider ``torch.set_flush_denormal(True)``.
+
+    Without ``trainable``, the weights trained are ``default_trainable``'s plus the biases and
+    LayerNorm affines written as their own Add or Mul (``separate_affines``); ``frozen`` names
+    constants never trained either way.
     """
 
-    def __init__(self, model: onnx.ModelProto, trainable: Trainable | None = None):
+    def __init__(self, model: onnx.ModelProto, trainable: Trainable | None = None,
+                 frozen: frozenset[str] = frozenset()):
         super().__init__()
         reasons = _reasons(model)
         if reasons:
@@ -145,6 +151,7 @@ class GraphModule(torch.nn.Module):
                 first.setdefault(key, f"{why} (node {name!r})" if name else why)
             listing = ", ".join(f"{k} x{c}: {first[k]}" for k, c in sorted(counts.items()))
             raise UnsupportedGraph(f"the torch executor cannot run {len(reasons)} node(s): {listing}")
+        affines = separate_affines(model) if trainable is None else {}
         trainable = trainable or default_trainable
         graph = model.graph
         self.opset = _opset(model)
@@ -163,8 +170,8 @@ class GraphModule(torch.nn.Module):
         for name, array in consts.items():
             key = _safe_key(name, taken)
             tensor = to_tensor(array)
-            train = array.dtype.kind in _FLOAT_KINDS and any(
-                trainable(name, proto, idx) for proto, idx in consumers.get(name, []))
+            train = array.dtype.kind in _FLOAT_KINDS and name not in frozen and (name in affines or any(
+                trainable(name, proto, idx) for proto, idx in consumers.get(name, [])))
             if train:
                 self.params[key] = torch.nn.Parameter(tensor)
                 self._slot[name] = ("p", key)
@@ -174,6 +181,9 @@ class GraphModule(torch.nn.Module):
                 self.consts.register_buffer(key, tensor)
                 self._slot[name] = ("c", key)
         self._bias_weight = self._pair_biases(consumers)
+        self._bias_weight.update({b: w for b, w in affines.items()
+                                  if w is not None and b in self._slot and w in self._slot
+                                  and self._slot[b][0] == self._slot[w][0] == "p"})
         self.input_names = [i.name for i in graph.input if i.name not in consts]
         self.output_names = [o.name for o in graph.output]
         self._producer = {out: i for i, node in enumerate(self._nodes) for out in node.outputs if out}

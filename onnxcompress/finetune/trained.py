@@ -13,7 +13,6 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcompress._ir_utils import const_array, is_std
-from onnxcompress.finetune.graph_module import Trainable, default_trainable
 
 
 def weight_values(model: ir.Model) -> dict[str, ir.Value]:
@@ -39,11 +38,10 @@ def unchanged_weights(student: ir.Model, teacher: ir.Model) -> set[str]:
     return same
 
 
-def trainable_for(mode: str, student: ir.Model, teacher: ir.Model) -> Trainable | None:
-    """The ``GraphModule`` trainable rule for ``mode`` (None: the default rule, every weight)."""
+def frozen_for(mode: str, student: ir.Model, teacher: ir.Model) -> frozenset[str]:
+    """The student's constants that ``mode`` keeps out of training (``GraphModule(frozen=...)``)."""
     if mode == "all":
-        return None
+        return frozenset()
     if mode != "changed":
         raise ValueError(f"distillation trains 'all' or 'changed' weights, not {mode!r}")
-    frozen = unchanged_weights(student, teacher)
-    return lambda name, node, index: name not in frozen and default_trainable(name, node, index)
+    return frozenset(unchanged_weights(student, teacher))

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the finetune extra (torch) is not installed")
 
 from onnxcompress.finetune.graph_module import GraphModule  # noqa: E402
-from onnxcompress.finetune.trained import trainable_for, unchanged_weights  # noqa: E402
+from onnxcompress.finetune.trained import frozen_for, unchanged_weights  # noqa: E402
 
 
 def _two_convs(w2: np.ndarray, first_as_constant: bool) -> ir.Model:
@@ -39,9 +39,9 @@ def test_changed_trains_only_what_pruning_changed(constant):
     teacher = _two_convs(W2, first_as_constant=constant)
     student = _two_convs(W2[:, :3] * 2, first_as_constant=False)  # the second conv lost an input channel and was refit
     assert unchanged_weights(student, teacher) == {"w1", "b1", "b2"}
-    trained = GraphModule(ir.to_proto(student), trainable_for("changed", student, teacher)).parameter_names()
+    trained = GraphModule(ir.to_proto(student), frozen=frozen_for("changed", student, teacher)).parameter_names()
     assert trained == ["w2"]
-    assert sorted(GraphModule(ir.to_proto(student), trainable_for("all", student, teacher)).parameter_names()) == [
+    assert sorted(GraphModule(ir.to_proto(student), frozen=frozen_for("all", student, teacher)).parameter_names()) == [
         "b1", "b2", "w1", "w2"]
 
 
@@ -57,7 +57,7 @@ def test_one_changed_value_is_enough_to_train():
 def test_unknown_mode_is_refused():
     m = _two_convs(W2, first_as_constant=False)
     with pytest.raises(ValueError, match="'all' or 'changed'"):
-        trainable_for("some", m, m)
+        frozen_for("some", m, m)
 
 
 def test_cli_changed_keeps_the_unpruned_first_layer_as_the_refit_wrote_it(tmp_path):
