@@ -405,8 +405,8 @@ class Distiller:
         names = self.module.parameter_names()
         if self.cfg.step_sizes == "relative":
             from onnxcompress.finetune.step_sizes import relative_step_sizes
-
-            factors = relative_step_sizes(self.module.state_arrays(), self.module.bias_weights())
+            module = self.module
+            factors = relative_step_sizes(module.state_arrays(), module.bias_weights(), module.affine_names())
         else:
             factors = {n: 1.0 for n in names}
         return [{"params": [self.module.parameter_for(n)], "factor": factors[n]} for n in names]

@@ -181,9 +181,9 @@ class GraphModule(torch.nn.Module):
                 self.consts.register_buffer(key, tensor)
                 self._slot[name] = ("c", key)
         self._bias_weight = self._pair_biases(consumers)
+        self._affines = [n for n in affines if self._slot.get(n, ("c", ""))[0] == "p"]
         self._bias_weight.update({b: w for b, w in affines.items()
-                                  if w is not None and b in self._slot and w in self._slot
-                                  and self._slot[b][0] == self._slot[w][0] == "p"})
+                                  if w is not None and b in self._affines and self._slot.get(w, ("c", ""))[0] == "p"})
         self.input_names = [i.name for i in graph.input if i.name not in consts]
         self.output_names = [o.name for o in graph.output]
         self._producer = {out: i for i, node in enumerate(self._nodes) for out in node.outputs if out}
@@ -225,6 +225,10 @@ class GraphModule(torch.nn.Module):
     def bias_weights(self) -> dict[str, str]:
         """Initializer name of each trainable layer bias -> that layer's trainable weight."""
         return dict(self._bias_weight)
+
+    def affine_names(self) -> list[str]:
+        """The trained biases and norm affines that the exporter wrote as their own Add or Mul."""
+        return list(self._affines)
 
     @staticmethod
     def _consumers(protos: list[onnx.NodeProto]) -> dict[str, list[tuple[onnx.NodeProto, int]]]:

@@ -131,6 +131,7 @@ def test_graph_module_trains_them_pairs_biases_and_honours_frozen():
     gm = GraphModule(m)
     assert sorted(gm.parameter_names()) == ["b1", "b2", "b3", "beta", "gamma", "w1", "w2", "w3"]
     assert gm.bias_weights() == {"b1": "w1", "b2": "w2", "b3": "w3"}
+    assert sorted(gm.affine_names()) == ["b1", "b2", "b3", "beta", "gamma"]
     x = torch.tensor(np.random.default_rng(3).normal(size=(2, 3, 8, 8)).astype(np.float32))
     gm({"x": x})["y"].sum().backward()
     for name in ("b1", "b2", "gamma", "beta", "b3"):
@@ -139,5 +140,6 @@ def test_graph_module_trains_them_pairs_biases_and_honours_frozen():
     frozen = GraphModule(m, frozen=frozenset({"b1", "gamma", "w3"}))
     assert sorted(frozen.parameter_names()) == ["b2", "b3", "beta", "w1", "w2"]
     assert frozen.bias_weights() == {"b2": "w2"}  # b3's weight is a constant now: b3 keeps the full rate
+    assert sorted(frozen.affine_names()) == ["b2", "b3", "beta"]
     custom = GraphModule(m, trainable=lambda name, node, idx: node.op_type == "Conv")
     assert custom.parameter_names() == ["w1"]  # a caller's own rule gets no extras

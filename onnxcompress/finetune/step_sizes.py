@@ -15,6 +15,8 @@ norm's scale and shift and any other tensor without a layer weight keep the full
 
 from __future__ import annotations
 
+from typing import Collection
+
 import numpy as np
 
 #: the smallest factor: a tensor of zeros still moves, slowly
@@ -25,13 +27,17 @@ def _rms(a: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(a, dtype=np.float64)))) if a.size else 0.0
 
 
-def relative_step_sizes(arrays: dict[str, np.ndarray], bias_weight: dict[str, str]) -> dict[str, float]:
+def relative_step_sizes(arrays: dict[str, np.ndarray], bias_weight: dict[str, str],
+                        vectors: Collection[str] = ()) -> dict[str, float]:
     """Tensor name -> factor on the learning rate, in [MIN_FACTOR, 1].
 
     ``arrays`` holds the trainable tensors; ``bias_weight`` maps a bias to its layer's weight
-    (``GraphModule.bias_weights()``).
+    (``GraphModule.bias_weights()``). A tensor of two or more dims is a layer weight, unless it
+    is a bias or in ``vectors``: a bias or norm affine written as its own Add or Mul is often
+    stored as [1, C, 1, 1] (``GraphModule.affine_names()``), and must neither take its own scale
+    nor move the median.
     """
-    weights = {n: _rms(a) for n, a in arrays.items() if a.ndim >= 2}
+    weights = {n: _rms(a) for n, a in arrays.items() if a.ndim >= 2 and n not in bias_weight and n not in vectors}
     median = float(np.median(list(weights.values()))) if weights else 0.0
     out = {}
     for name in arrays:

@@ -25,6 +25,17 @@ def test_factor_is_the_rms_over_the_median_weight_capped_at_one():
     assert f["zero.w"] == MIN_FACTOR  # zeros still move
 
 
+def test_a_bias_or_affine_stored_as_1_c_1_1_is_no_weight():
+    """paddle2onnx's Conv + Add bias is [1, C, 1, 1]: it takes its layer's factor and leaves the median alone."""
+    arrays = {"w1": np.full((4, 3, 3, 3), 1e-3), "w2": np.full((4, 4, 1, 1), 0.5), "w3": np.full((4, 4), 2.0),
+              "b1": np.full((1, 4, 1, 1), 3.0), "gamma": np.full((1, 1, 4), 5.0)}
+    f = relative_step_sizes(arrays, {"b1": "w1"}, vectors=["b1", "gamma"])
+    assert f["w1"] == pytest.approx(1e-3 / 0.5)  # the median of the three weights, not of five tensors
+    assert f["b1"] == f["w1"] and f["gamma"] == 1.0
+    unlisted = relative_step_sizes(arrays, {}, vectors=[])
+    assert unlisted["b1"] == 1.0 and unlisted["w1"] == pytest.approx(1e-3 / 2.0)  # what it did before
+
+
 def test_no_weights_means_the_nominal_rate_everywhere():
     assert relative_step_sizes({"b": np.ones(3)}, {}) == {"b": 1.0}
 
