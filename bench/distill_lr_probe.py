@@ -83,7 +83,7 @@ def main() -> None:
         torch.manual_seed(0)
         module = GraphModule(proto)
         names = module.parameter_names()
-        factors = relative_step_sizes(module.state_arrays(), module.bias_weights())
+        factors = relative_step_sizes(module.state_arrays(), module.bias_weights(), module.affine_names())
         opt = torch.optim.Adam([{"params": [module.parameter_for(n)], "factor": factors[n]} for n in names], lr=lr)
         draw = np.random.default_rng(0)
         order_ = draw.permutation(fit)

@@ -86,8 +86,8 @@ def main() -> None:
         torch.manual_seed(0)
         module = GraphModule(proto)
         names = module.parameter_names()
-        factors = relative_step_sizes(module.state_arrays(), module.bias_weights()) if mode == "relative" \
-            else {n: 1.0 for n in names}
+        factors = {n: 1.0 for n in names} if mode != "relative" else \
+            relative_step_sizes(module.state_arrays(), module.bias_weights(), module.affine_names())
         opt = torch.optim.Adam([{"params": [module.parameter_for(n)], "factor": factors[n]} for n in names], lr=1e-4)
         line = [f"{held_loss(module):.5f}"]
         draw = np.random.default_rng(0).permutation(fit)
