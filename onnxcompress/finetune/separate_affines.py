@@ -8,9 +8,10 @@ exporter writes a Linear on a 3-D input as MatMul + Add. These constants are as 
 layer's as an input-2 bias is, so the default trainable rule takes them too.
 
 Only a constant with exactly one reader counts (training it changes nothing else), and it must
-hold one value per channel of the layer (a bias) or be a per-channel vector (a norm's scale or
-shift). Everything else added or multiplied after a layer (anchor grids, masks, position
-tables) stays a constant.
+hold one value per channel of the layer (a bias) or be a vector with one axis longer than 1 (a
+norm's scale or shift). Everything else added or multiplied after a layer or a norm (anchor
+grids, masks, position tables) stays a constant. The shift may sit in an Add or, as
+``tf.nn.batch_normalization`` writes it, in Sub(beta, mean * scale).
 """
 
 from __future__ import annotations
@@ -52,16 +53,25 @@ class _Graph:
         for out in model.graph.output:
             self.readers[out.name] = self.readers.get(out.name, 0) + 1
 
-    def source(self, name: str) -> onnx.NodeProto | None:
+    def root(self, name: str) -> str:
+        """``name`` with the Identity nodes before it skipped."""
         node = self.producer.get(name)
         while node is not None and node.op_type == "Identity" and _is_std(node) and node.input:
-            node = self.producer.get(node.input[0])
-        return node
+            name = node.input[0]
+            node = self.producer.get(name)
+        return name
+
+    def source(self, name: str) -> onnx.NodeProto | None:
+        return self.producer.get(self.root(name))
 
     def own_constant(self, name: str) -> bool:
         """``name`` is a float constant with more than one value and exactly one reader."""
         dims = self.consts.get(name)
         return dims is not None and math.prod(dims) > 1 and self.readers.get(name, 0) == 1
+
+    def own_vector(self, name: str) -> bool:
+        """An ``own_constant`` with one axis longer than 1: a per-channel scale or shift, not a table."""
+        return self.own_constant(name) and sum(d > 1 for d in self.consts[name]) == 1
 
 
 def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
@@ -96,7 +106,8 @@ def _layernorm_div(node: onnx.NodeProto | None, g: _Graph) -> bool:
     if sub is None or sub.op_type != "Sub" or len(sub.input) < 2:
         return False
     mean = g.source(sub.input[1])
-    return mean is not None and mean.op_type == "ReduceMean"
+    return mean is not None and mean.op_type == "ReduceMean" and bool(mean.input) \
+        and g.root(mean.input[0]) == g.root(sub.input[0])
 
 
 def _inverse_deviation(node: onnx.NodeProto | None, g: _Graph) -> bool:
@@ -113,25 +124,46 @@ def _inverse_deviation(node: onnx.NodeProto | None, g: _Graph) -> bool:
     return root is not None and root.op_type == "Sqrt" and _is_std(root)
 
 
-def _gamma_mul(node: onnx.NodeProto | None, g: _Graph) -> str | None:
-    """The gamma constant when ``node`` is Mul(LayerNorm Div, gamma) or Mul(rsqrt of a variance, gamma)."""
+def _norm_form(node: onnx.NodeProto | None, g: _Graph) -> str | None:
+    """"div" for an opset < 17 LayerNorm's Div, "rsqrt" for 1 / sqrt(...), else None."""
+    if _layernorm_div(node, g):
+        return "div"
+    return "rsqrt" if _inverse_deviation(node, g) else None
+
+
+def _fits(name: str, form: str, g: _Graph) -> bool:
+    """``name`` is a per-channel vector for a norm of ``form``: the Div form normalizes the last axis,
+    so its gamma and beta run along the last axis (a [1, C, 1] mask after it is not one)."""
+    return g.own_vector(name) and (form != "div" or g.consts[name][-1] > 1)
+
+
+def _gamma_mul(node: onnx.NodeProto | None, g: _Graph) -> tuple[str, str] | None:
+    """(gamma, form) when ``node`` is Mul(LayerNorm Div, gamma) or Mul(rsqrt of a variance, gamma)."""
     if node is None or node.op_type != "Mul" or not _is_std(node) or len(node.input) != 2:
         return None
     for i in (0, 1):
-        other = g.source(node.input[1 - i])
-        if g.own_constant(node.input[i]) and (_layernorm_div(other, g) or _inverse_deviation(other, g)):
-            return node.input[i]
+        form = _norm_form(g.source(node.input[1 - i]), g)
+        if form is not None and _fits(node.input[i], form, g):
+            return node.input[i], form
     return None
 
 
-def _scaled_by_gamma(node: onnx.NodeProto | None, g: _Graph) -> bool:
-    """``node`` is a normalized stream before its shift: the LayerNorm Div, Mul(Div, gamma), or (tf2onnx)
-    Mul(x or -mean, rsqrt * gamma)."""
+def _scaled_by_gamma(node: onnx.NodeProto | None, g: _Graph) -> str | None:
+    """The norm's form when ``node`` is a normalized stream before its shift: the LayerNorm Div,
+    Mul(Div, gamma), or (tf2onnx) Mul(x or -mean, rsqrt * gamma); else None."""
     if node is None or not _is_std(node):
-        return False
-    if _layernorm_div(node, g) or _gamma_mul(node, g) is not None:
-        return True
-    return node.op_type == "Mul" and any(_gamma_mul(g.source(i), g) is not None for i in node.input if i)
+        return None
+    if _layernorm_div(node, g):
+        return "div"
+    gamma = _gamma_mul(node, g)
+    if gamma is not None:
+        return gamma[1]
+    if node.op_type == "Mul":
+        for i in node.input:
+            gamma = _gamma_mul(g.source(i), g) if i else None
+            if gamma is not None:
+                return gamma[1]
+    return None
 
 
 def separate_affines(model: onnx.ModelProto) -> dict[str, str | None]:
@@ -139,12 +171,12 @@ def separate_affines(model: onnx.ModelProto) -> dict[str, str | None]:
     g = _Graph(model)
     found: dict[str, str | None] = {}
     for node in model.graph.node:
-        if not _is_std(node) or node.op_type not in ("Add", "Mul") or len(node.input) != 2:
+        if not _is_std(node) or node.op_type not in ("Add", "Sub", "Mul") or len(node.input) != 2:
             continue
         if node.op_type == "Mul":
             gamma = _gamma_mul(node, g)
             if gamma is not None:
-                found[gamma] = None
+                found[gamma[0]] = None
             continue
         for i in (0, 1):
             const, other = node.input[i], g.source(node.input[1 - i])
@@ -154,6 +186,8 @@ def separate_affines(model: onnx.ModelProto) -> dict[str, str | None]:
                 weight = _layer_bias_of(other, g.consts[const], g)
                 if weight is not None:
                     found[const] = weight
-            elif _scaled_by_gamma(other, g):
-                found[const] = None
+            else:
+                form = _scaled_by_gamma(other, g)
+                if form is not None and _fits(const, form, g):
+                    found[const] = None
     return found

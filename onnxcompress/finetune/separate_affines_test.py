@@ -121,6 +121,35 @@ def test_a_tf2onnx_layernorm_gamma_times_rsqrt_and_its_beta_are_found(rsqrt):
                                            "beta": rng.normal(size=6)}, x_shape=("N", 4, 6))) == {}
 
 
+def test_tf_batch_normalization_beta_in_a_sub_is_found():
+    """tf.nn.batch_normalization (BERT's LayerNorm in TF): x * s + Sub(beta, mean * s), s = rsqrt(var + eps) * gamma."""
+    rng = np.random.default_rng(5)
+    nodes = [oh.make_node("ReduceMean", ["x"], ["mu"], axes=[-1]), oh.make_node("Sub", ["x", "mu"], ["c"]),
+             oh.make_node("Mul", ["c", "c"], ["sq"]), oh.make_node("ReduceMean", ["sq"], ["var"], axes=[-1]),
+             oh.make_node("Add", ["var", "eps"], ["ve"]), oh.make_node("Sqrt", ["ve"], ["sd"]),
+             oh.make_node("Reciprocal", ["sd"], ["r"]), oh.make_node("Mul", ["r", "gamma"], ["s"]),
+             oh.make_node("Mul", ["x", "s"], ["xs"]), oh.make_node("Mul", ["mu", "s"], ["ms"]),
+             oh.make_node("Sub", ["beta", "ms"], ["shift"]), oh.make_node("Add", ["xs", "shift"], ["y"])]
+    m = _model(nodes, {"eps": 1e-5, "gamma": rng.normal(size=6), "beta": rng.normal(size=6)}, x_shape=("N", 4, 6))
+    assert separate_affines(m) == {"gamma": None, "beta": None}
+
+
+@pytest.mark.parametrize("name, value", [("gamma", np.ones((1, 4, 6))), ("beta", np.zeros((1, 4, 6))),
+                                         ("gamma", np.ones((6, 1))), ("beta", np.zeros((6, 1)))])
+def test_a_table_after_a_norm_is_left(name, value):
+    """A position table, or a mask across the normalized axis, after a norm is not its scale or shift."""
+    m = _net()
+    next(i for i in m.graph.initializer if i.name == name).CopyFrom(onh.from_array(value.astype(np.float32), name))
+    assert name not in separate_affines(m)
+
+
+def test_a_div_of_x_minus_the_mean_of_something_else_is_no_layernorm():
+    m = _net()
+    node = next(n for n in m.graph.node if n.op_type == "ReduceMean" and n.input[0] == "mb")
+    node.input[0] = "f"  # the mean of the MatMul's input, subtracted from its output
+    assert "gamma" not in separate_affines(m) and "beta" not in separate_affines(m)
+
+
 torch = pytest.importorskip("torch", reason="the finetune extra (torch) is not installed")
 
 

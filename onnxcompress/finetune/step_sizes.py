@@ -33,11 +33,11 @@ def relative_step_sizes(arrays: dict[str, np.ndarray], bias_weight: dict[str, st
 
     ``arrays`` holds the trainable tensors; ``bias_weight`` maps a bias to its layer's weight
     (``GraphModule.bias_weights()``). A tensor of two or more dims is a layer weight, unless it
-    is a bias or in ``vectors``: a bias or norm affine written as its own Add or Mul is often
-    stored as [1, C, 1, 1] (``GraphModule.affine_names()``), and must neither take its own scale
-    nor move the median.
+    is in ``vectors``: a bias or norm affine written as its own Add or Mul is often stored as
+    [1, C, 1, 1] (``GraphModule.affine_names()``), and must neither take its own scale nor move
+    the median. With no ``vectors`` the factors are what they were before those were trained.
     """
-    weights = {n: _rms(a) for n, a in arrays.items() if a.ndim >= 2 and n not in bias_weight and n not in vectors}
+    weights = {n: _rms(a) for n, a in arrays.items() if a.ndim >= 2 and n not in vectors}
     median = float(np.median(list(weights.values()))) if weights else 0.0
     out = {}
     for name in arrays:

@@ -34,6 +34,9 @@ def test_a_bias_or_affine_stored_as_1_c_1_1_is_no_weight():
     assert f["b1"] == f["w1"] and f["gamma"] == 1.0
     unlisted = relative_step_sizes(arrays, {}, vectors=[])
     assert unlisted["b1"] == 1.0 and unlisted["w1"] == pytest.approx(1e-3 / 2.0)  # what it did before
+    # a Gemm's input-2 C stored 2-D, paired but not listed: a weight of its own, as before the change
+    paired = relative_step_sizes(arrays, {"b1": "w1"})
+    assert paired["b1"] == 1.0 and paired["w1"] == pytest.approx(1e-3 / 2.0)
 
 
 def test_no_weights_means_the_nominal_rate_everywhere():
