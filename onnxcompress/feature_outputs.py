@@ -51,6 +51,11 @@ def _decomposed_layernorm(node) -> bool:
         if node is not None and node.op_type == op:
             node = next((i.producer() for i in node.inputs if i is not None and i.producer() is not None
                          and i.producer().op_type in ("Mul", "Div")), None)
+    return layernorm_div(node)
+
+
+def layernorm_div(node) -> bool:
+    """``node`` is the Div of an opset < 17 LayerNorm: Div(Sub(x, ReduceMean(...)), ...)."""
     if node is None or node.op_type != "Div" or node.inputs[0] is None:
         return False
     sub = node.inputs[0].producer()

@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import torch
 from onnx import numpy_helper
 
@@ -151,7 +152,7 @@ class GraphModule(torch.nn.Module):
                 first.setdefault(key, f"{why} (node {name!r})" if name else why)
             listing = ", ".join(f"{k} x{c}: {first[k]}" for k, c in sorted(counts.items()))
             raise UnsupportedGraph(f"the torch executor cannot run {len(reasons)} node(s): {listing}")
-        affines = separate_affines(model) if trainable is None else {}
+        affines = separate_affines(ir.from_proto(model)) if trainable is None else {}
         trainable = trainable or default_trainable
         graph = model.graph
         self.opset = _opset(model)

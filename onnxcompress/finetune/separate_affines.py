@@ -18,176 +18,146 @@ from __future__ import annotations
 
 import math
 
-import onnx
+import onnx_ir as ir
+
+from onnxcompress._ir_utils import const_tensor, is_std
+from onnxcompress.feature_outputs import layernorm_div
 
 LAYERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
-def _is_std(node: onnx.NodeProto) -> bool:
-    return node.domain in ("", "ai.onnx")
+def _root(value: ir.Value) -> ir.Value:
+    """``value`` with the Identity nodes before it skipped (paddle2onnx inserts them)."""
+    node = value.producer()
+    while node is not None and node.op_type == "Identity" and is_std(node) and node.inputs[0] is not None:
+        value = node.inputs[0]
+        node = value.producer()
+    return value
 
 
-def _constant_dims(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
-    """Float constants (initializers and Constant nodes with a tensor value) -> their dims."""
-    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)
-    dims = {t.name: tuple(t.dims) for t in model.graph.initializer if t.data_type in floats}
-    for node in model.graph.node:
-        if node.op_type == "Constant" and _is_std(node):
-            for attr in node.attribute:
-                if attr.name == "value" and attr.t.data_type in floats:
-                    dims[node.output[0]] = tuple(attr.t.dims)
-    return dims
+def _source(value: ir.Value | None) -> ir.Node | None:
+    return None if value is None else _root(value).producer()
 
 
-class _Graph:
-    """Producers (looking through Identity, which paddle2onnx inserts) and reader counts."""
-
-    def __init__(self, model: onnx.ModelProto):
-        self.consts = _constant_dims(model)
-        self.producer = {out: node for node in model.graph.node for out in node.output if out}
-        self.readers: dict[str, int] = {}
-        for node in model.graph.node:
-            for name in node.input:
-                if name:
-                    self.readers[name] = self.readers.get(name, 0) + 1
-        for out in model.graph.output:
-            self.readers[out.name] = self.readers.get(out.name, 0) + 1
-
-    def root(self, name: str) -> str:
-        """``name`` with the Identity nodes before it skipped."""
-        node = self.producer.get(name)
-        while node is not None and node.op_type == "Identity" and _is_std(node) and node.input:
-            name = node.input[0]
-            node = self.producer.get(name)
-        return name
-
-    def source(self, name: str) -> onnx.NodeProto | None:
-        return self.producer.get(self.root(name))
-
-    def own_constant(self, name: str) -> bool:
-        """``name`` is a float constant with more than one value and exactly one reader."""
-        dims = self.consts.get(name)
-        return dims is not None and math.prod(dims) > 1 and self.readers.get(name, 0) == 1
-
-    def own_vector(self, name: str) -> bool:
-        """An ``own_constant`` with one axis longer than 1: a per-channel scale or shift, not a table."""
-        return self.own_constant(name) and sum(d > 1 for d in self.consts[name]) == 1
+def _float_dims(value: ir.Value | None) -> tuple[int, ...] | None:
+    """The dims of a float constant (initializer or Constant node), else None."""
+    t = const_tensor(value)
+    return tuple(int(d) for d in t.shape) if t is not None and t.dtype.is_floating_point() else None
 
 
-def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
-    return next((a.i for a in node.attribute if a.name == name), default)
+def _own_constant(value: ir.Value | None) -> bool:
+    """``value`` is a float constant with more than one value and exactly one reader."""
+    dims = _float_dims(value)
+    return dims is not None and math.prod(dims) > 1 and value is not None and len(value.uses()) == 1 \
+        and not value.is_graph_output()
 
 
-def _layer_bias_of(layer: onnx.NodeProto, dims: tuple[int, ...], g: _Graph) -> str | None:
+def _own_vector(value: ir.Value) -> bool:
+    """An ``_own_constant`` with one axis longer than 1: a per-channel scale or shift, not a table."""
+    return _own_constant(value) and sum(d > 1 for d in _float_dims(value) or ()) == 1
+
+
+def _layer_bias_of(layer: ir.Node, dims: tuple[int, ...]) -> str | None:
     """The layer's constant weight when ``dims`` hold one value per output channel, broadcast on
     the layer's channel axis (axis 1 of a Conv's output, the last axis of a Gemm's or MatMul's)."""
-    if len(layer.input) < 2 or layer.input[1] not in g.consts:
+    w = _float_dims(layer.inputs[1]) if len(layer.inputs) > 1 else None
+    if w is None:
         return None
-    w = g.consts[layer.input[1]]
     if layer.op_type in ("Conv", "ConvTranspose"):
         if len(w) < 3:
             return None
-        channels = w[0] if layer.op_type == "Conv" else w[1] * _attr(layer, "group", 1)
+        channels = w[0] if layer.op_type == "Conv" else w[1] * layer.attributes.get_int("group", 1)
         padded = (1,) * (len(w) - len(dims)) + dims
         ok = len(dims) <= len(w) and padded == (1, channels) + (1,) * (len(w) - 2)
     else:
         if len(w) != 2:
             return None
-        channels = w[0] if layer.op_type == "Gemm" and _attr(layer, "transB", 0) else w[-1]
+        channels = w[0] if layer.op_type == "Gemm" and layer.attributes.get_int("transB", 0) else w[-1]
         ok = bool(dims) and dims[-1] == channels and math.prod(dims) == channels
-    return layer.input[1] if ok else None
+    return layer.inputs[1].name if ok and layer.inputs[1] is not None else None
 
 
-def _layernorm_div(node: onnx.NodeProto | None, g: _Graph) -> bool:
-    """``node`` is the Div of an opset < 17 LayerNorm: Div(Sub(x, ReduceMean(x)), ...)."""
-    if node is None or node.op_type != "Div" or not _is_std(node) or not node.input:
+def _layernorm_div(node: ir.Node | None) -> bool:
+    """``layernorm_div``, with the mean taken of the very value it is subtracted from."""
+    if not layernorm_div(node):
         return False
-    sub = g.source(node.input[0])
-    if sub is None or sub.op_type != "Sub" or len(sub.input) < 2:
-        return False
-    mean = g.source(sub.input[1])
-    return mean is not None and mean.op_type == "ReduceMean" and bool(mean.input) \
-        and g.root(mean.input[0]) == g.root(sub.input[0])
+    sub = node.inputs[0].producer()
+    mean = sub.inputs[1].producer()
+    return mean.inputs[0] is not None and sub.inputs[0] is not None and _root(mean.inputs[0]) is _root(sub.inputs[0])
 
 
-def _inverse_deviation(node: onnx.NodeProto | None, g: _Graph) -> bool:
+def _inverse_deviation(node: ir.Node | None) -> bool:
     """``node`` is 1 / sqrt(...): Reciprocal(Sqrt(...)) or Div(1, Sqrt(...)), as tf2onnx writes a norm's rsqrt."""
-    if node is None or not _is_std(node) or not node.input:
+    if node is None or not is_std(node):
         return False
     if node.op_type == "Reciprocal":
-        root = g.source(node.input[0])
-    elif node.op_type == "Div" and len(node.input) == 2 and g.consts.get(node.input[0]) is not None \
-            and math.prod(g.consts[node.input[0]]) == 1:
-        root = g.source(node.input[1])
+        root = _source(node.inputs[0])
+    elif node.op_type == "Div" and len(node.inputs) == 2 and _float_dims(node.inputs[0]) is not None \
+            and math.prod(_float_dims(node.inputs[0]) or ()) == 1:
+        root = _source(node.inputs[1])
     else:
         return False
-    return root is not None and root.op_type == "Sqrt" and _is_std(root)
+    return root is not None and root.op_type == "Sqrt" and is_std(root)
 
 
-def _norm_form(node: onnx.NodeProto | None, g: _Graph) -> str | None:
+def _norm_form(node: ir.Node | None) -> str | None:
     """"div" for an opset < 17 LayerNorm's Div, "rsqrt" for 1 / sqrt(...), else None."""
-    if _layernorm_div(node, g):
+    if _layernorm_div(node):
         return "div"
-    return "rsqrt" if _inverse_deviation(node, g) else None
+    return "rsqrt" if _inverse_deviation(node) else None
 
 
-def _fits(name: str, form: str, g: _Graph) -> bool:
-    """``name`` is a per-channel vector for a norm of ``form``: the Div form normalizes the last axis,
+def _fits(value: ir.Value, form: str) -> bool:
+    """``value`` is a per-channel vector for a norm of ``form``: the Div form normalizes the last axis,
     so its gamma and beta run along the last axis (a [1, C, 1] mask after it is not one)."""
-    return g.own_vector(name) and (form != "div" or g.consts[name][-1] > 1)
+    return _own_vector(value) and (form != "div" or (_float_dims(value) or (0,))[-1] > 1)
 
 
-def _gamma_mul(node: onnx.NodeProto | None, g: _Graph) -> tuple[str, str] | None:
+def _gamma_mul(node: ir.Node | None) -> tuple[ir.Value, str] | None:
     """(gamma, form) when ``node`` is Mul(LayerNorm Div, gamma) or Mul(rsqrt of a variance, gamma)."""
-    if node is None or node.op_type != "Mul" or not _is_std(node) or len(node.input) != 2:
+    if node is None or node.op_type != "Mul" or not is_std(node) or len(node.inputs) != 2:
         return None
     for i in (0, 1):
-        form = _norm_form(g.source(node.input[1 - i]), g)
-        if form is not None and _fits(node.input[i], form, g):
-            return node.input[i], form
+        const = node.inputs[i]
+        form = _norm_form(_source(node.inputs[1 - i]))
+        if const is not None and form is not None and _fits(const, form):
+            return const, form
     return None
 
 
-def _scaled_by_gamma(node: onnx.NodeProto | None, g: _Graph) -> str | None:
+def _scaled_by_gamma(node: ir.Node | None) -> str | None:
     """The norm's form when ``node`` is a normalized stream before its shift: the LayerNorm Div,
     Mul(Div, gamma), or (tf2onnx) Mul(x or -mean, rsqrt * gamma); else None."""
-    if node is None or not _is_std(node):
+    if node is None or not is_std(node):
         return None
-    if _layernorm_div(node, g):
+    if _layernorm_div(node):
         return "div"
-    gamma = _gamma_mul(node, g)
-    if gamma is not None:
-        return gamma[1]
-    if node.op_type == "Mul":
-        for i in node.input:
-            gamma = _gamma_mul(g.source(i), g) if i else None
-            if gamma is not None:
-                return gamma[1]
-    return None
+    gamma = _gamma_mul(node)
+    if gamma is None and node.op_type == "Mul":
+        gamma = next((g for g in (_gamma_mul(_source(i)) for i in node.inputs) if g is not None), None)
+    return None if gamma is None else gamma[1]
 
 
-def separate_affines(model: onnx.ModelProto) -> dict[str, str | None]:
+def separate_affines(model: ir.Model) -> dict[str, str | None]:
     """Constant name -> the layer weight it is the bias of, or None for a norm's gamma or beta."""
-    g = _Graph(model)
     found: dict[str, str | None] = {}
-    for node in model.graph.node:
-        if not _is_std(node) or node.op_type not in ("Add", "Sub", "Mul") or len(node.input) != 2:
+    for node in model.graph:
+        if not is_std(node) or node.op_type not in ("Add", "Sub", "Mul") or len(node.inputs) != 2:
             continue
         if node.op_type == "Mul":
-            gamma = _gamma_mul(node, g)
+            gamma = _gamma_mul(node)
             if gamma is not None:
-                found[gamma[0]] = None
+                found[gamma[0].name] = None
             continue
-        for i in (0, 1):
-            const, other = node.input[i], g.source(node.input[1 - i])
-            if not g.own_constant(const) or other is None or not _is_std(other):
+        for const, other in ((node.inputs[0], _source(node.inputs[1])), (node.inputs[1], _source(node.inputs[0]))):
+            if const is None or not _own_constant(const) or other is None or not is_std(other):
                 continue
             if other.op_type in LAYERS:
-                weight = _layer_bias_of(other, g.consts[const], g)
+                weight = _layer_bias_of(other, _float_dims(const) or ())
                 if weight is not None:
-                    found[const] = weight
+                    found[const.name] = weight
             else:
-                form = _scaled_by_gamma(other, g)
-                if form is not None and _fits(const, form, g):
-                    found[const] = None
+                form = _scaled_by_gamma(other)
+                if form is not None and _fits(const, form):
+                    found[const.name] = None
     return found

@@ -6,11 +6,16 @@ import numpy as np
 import onnx
 import onnx.helper as oh
 import onnx.numpy_helper as onh
+import onnx_ir as ir
 import pytest
 
 from onnxcompress.finetune.separate_affines import separate_affines
 
 F = onnx.TensorProto.FLOAT
+
+
+def _found(model: onnx.ModelProto) -> dict[str, str | None]:
+    return separate_affines(ir.from_proto(model))
 
 
 def _model(nodes, inits: dict[str, np.ndarray], x_shape=("N", 3, 8, 8), opset: int = 13) -> onnx.ModelProto:
@@ -50,7 +55,7 @@ def _net() -> onnx.ModelProto:
 
 
 def test_biases_and_norm_affines_are_found_with_their_layers():
-    assert separate_affines(_net()) == {"b1": "w1", "b2": "w2", "gamma": None, "beta": None, "b3": "w3"}
+    assert _found(_net()) == {"b1": "w1", "b2": "w2", "gamma": None, "beta": None, "b3": "w3"}
 
 
 def test_a_constant_node_bias_counts_like_an_initializer():
@@ -58,7 +63,7 @@ def test_a_constant_node_bias_counts_like_an_initializer():
     b1 = next(i for i in m.graph.initializer if i.name == "b1")
     m.graph.initializer.remove(b1)
     m.graph.node.insert(0, oh.make_node("Constant", [], ["b1"], value=b1))
-    assert separate_affines(m)["b1"] == "w1"
+    assert _found(m)["b1"] == "w1"
 
 
 @pytest.mark.parametrize("name, value, why", [
@@ -72,14 +77,14 @@ def test_constants_that_are_not_per_channel_are_left(name, value, why):
     m = _net()
     init = next(i for i in m.graph.initializer if i.name == name)
     init.CopyFrom(onh.from_array(np.asarray(value, np.float32), name))
-    assert name not in separate_affines(m), why
+    assert name not in _found(m), why
 
 
 def test_a_shared_constant_is_left():
     """Training a constant read twice would change its other reader too."""
     m = _net()
     m.graph.node.append(oh.make_node("Add", ["y", "b3"], ["y2"]))
-    found = separate_affines(m)
+    found = _found(m)
     assert "b3" not in found and found["b2"] == "w2"
 
 
@@ -90,16 +95,16 @@ def test_a_constant_after_something_else_is_left():
              oh.make_node("Div", ["a", "two"], ["d"]), oh.make_node("Mul", ["d", "c2"], ["md"]),
              oh.make_node("MatMul", ["md", "md"], ["mm"]), oh.make_node("Add", ["mm", "c3"], ["y"])]
     m = _model(nodes, {"c1": rng.normal(size=8), "two": 2.0, "c2": rng.normal(size=8), "c3": rng.normal(size=8)})
-    assert separate_affines(m) == {}
+    assert _found(m) == {}
 
 
 def test_conv_transpose_channels_are_its_weight_axis_1_times_group():
     rng = np.random.default_rng(2)
     nodes = [oh.make_node("ConvTranspose", ["x", "w"], ["h"], group=3), oh.make_node("Add", ["h", "b"], ["y"])]
     m = _model(nodes, {"w": rng.normal(size=(3, 2, 2, 2)), "b": rng.normal(size=(6, 1, 1))})
-    assert separate_affines(m) == {"b": "w"}
+    assert _found(m) == {"b": "w"}
     m.graph.initializer[1].CopyFrom(onh.from_array(np.zeros((2, 1, 1), np.float32), "b"))
-    assert separate_affines(m) == {}
+    assert _found(m) == {}
 
 
 @pytest.mark.parametrize("rsqrt", ["Reciprocal", "Div"])
@@ -115,9 +120,9 @@ def test_a_tf2onnx_layernorm_gamma_times_rsqrt_and_its_beta_are_found(rsqrt):
              oh.make_node("Add", ["ms", "beta"], ["shift"]), oh.make_node("Add", ["xs", "shift"], ["y"])]
     m = _model(nodes, {"eps": 1e-5, "one": 1.0, "gamma": rng.normal(size=6), "beta": rng.normal(size=6)},
                x_shape=("N", 4, 6))
-    assert separate_affines(m) == {"gamma": None, "beta": None}
+    assert _found(m) == {"gamma": None, "beta": None}
     nodes[5] = oh.make_node("Exp", ["ve"], ["sd"])  # not a square root: not a norm's deviation
-    assert separate_affines(_model(nodes, {"eps": 1e-5, "one": 1.0, "gamma": rng.normal(size=6),
+    assert _found(_model(nodes, {"eps": 1e-5, "one": 1.0, "gamma": rng.normal(size=6),
                                            "beta": rng.normal(size=6)}, x_shape=("N", 4, 6))) == {}
 
 
@@ -131,7 +136,7 @@ def test_tf_batch_normalization_beta_in_a_sub_is_found():
              oh.make_node("Mul", ["x", "s"], ["xs"]), oh.make_node("Mul", ["mu", "s"], ["ms"]),
              oh.make_node("Sub", ["beta", "ms"], ["shift"]), oh.make_node("Add", ["xs", "shift"], ["y"])]
     m = _model(nodes, {"eps": 1e-5, "gamma": rng.normal(size=6), "beta": rng.normal(size=6)}, x_shape=("N", 4, 6))
-    assert separate_affines(m) == {"gamma": None, "beta": None}
+    assert _found(m) == {"gamma": None, "beta": None}
 
 
 @pytest.mark.parametrize("name, value", [("gamma", np.ones((1, 4, 6))), ("beta", np.zeros((1, 4, 6))),
@@ -140,14 +145,14 @@ def test_a_table_after_a_norm_is_left(name, value):
     """A position table, or a mask across the normalized axis, after a norm is not its scale or shift."""
     m = _net()
     next(i for i in m.graph.initializer if i.name == name).CopyFrom(onh.from_array(value.astype(np.float32), name))
-    assert name not in separate_affines(m)
+    assert name not in _found(m)
 
 
 def test_a_div_of_x_minus_the_mean_of_something_else_is_no_layernorm():
     m = _net()
     node = next(n for n in m.graph.node if n.op_type == "ReduceMean" and n.input[0] == "mb")
     node.input[0] = "f"  # the mean of the MatMul's input, subtracted from its output
-    assert "gamma" not in separate_affines(m) and "beta" not in separate_affines(m)
+    assert "gamma" not in _found(m) and "beta" not in _found(m)
 
 
 torch = pytest.importorskip("torch", reason="the finetune extra (torch) is not installed")
