@@ -1,0 +1,67 @@
+"""bench/allocation_oracle's labelled and log-domain drift references, and bench/perturbed_agreement's ranks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.allocation_oracle import LogReference, OracleReference, right_count
+from bench.perturbed_agreement import ranks, spearman
+from onnxcompress.pruning.sensitivity import DriftReference
+
+CLASSIFY = {"task": "classify", "output_name": "p"}
+CTC = {"task": "ctc", "output_name": "p", "blank_index": 0, "output_layout": "NTC"}
+
+
+def _one_hot(ids: list[list[int]], classes: int) -> np.ndarray:
+    return np.eye(classes, dtype=np.float32)[np.asarray(ids)]
+
+
+def test_right_count_reads_ctc_like_the_evaluator() -> None:
+    # sample 0 reads [1, 2] (repeat merged, blanks dropped); sample 1 reads [2, 2] (a blank between repeats)
+    y = _one_hot([[1, 1, 0, 2], [2, 0, 2, 0]], 3)
+    labels = np.array([[1, 2, -1], [2, 2, -1]])
+    assert right_count(CTC, y, labels) == 2
+    assert right_count(CTC, y, np.array([[1, 2, -1], [2, -1, -1]])) == 1
+    # the sweep joins every output batch-first (output_join), so a time-major model's is read the same way
+    assert right_count({**CTC, "output_layout": "TNC"}, y, labels) == 2
+
+
+def test_oracle_reference_is_the_accuracy_lost_plus_the_weighted_drift() -> None:
+    labels = np.array([0, 1, 1, 0])
+    ref = {"p": np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]], dtype=np.float32)}  # 4 of 4 right
+    worse = {"p": ref["p"][[0, 1, 3, 3]]}  # sample 2 now reads class 0: one of four lost
+    better = {"p": ref["p"].copy()}
+    assert OracleReference(CLASSIFY, labels, 0.0, ref)(worse) == np.sqrt(0.25)
+    assert OracleReference(CLASSIFY, labels, 0.0, ref)(better) == 0.0
+    drift = DriftReference(ref)(worse)
+    assert drift > 0
+    assert np.isclose(OracleReference(CLASSIFY, labels, 0.1, ref)(worse), np.sqrt(0.25 + 0.1 * drift ** 2))
+    # a candidate that reads more samples right than the original costs no accuracy (never negative)
+    wrong_ref = {"p": ref["p"][[3, 1, 2, 3]]}
+    assert OracleReference(CLASSIFY, labels, 0.0, wrong_ref)(ref) == 0.0
+
+
+def test_log_reference_sees_a_margin_the_probabilities_hide() -> None:
+    """A confident softmax whose runner-up rises from 1e-6 to 1e-3: p barely moves, log p does."""
+    ref = {"p": np.array([[1 - 1e-6, 1e-6, 0.0]] * 4, dtype=np.float32)}
+    eroded = {"p": np.array([[1 - 1e-3, 1e-3, 0.0]] * 4, dtype=np.float32)}
+    plain = DriftReference(ref)(eroded)
+    logged = LogReference(1e-4, ref)(eroded)
+    assert plain < 2e-3
+    assert logged > 0.2  # log(1e-3 / 1e-4) against log(1 / 1e-4): sqrt(2.30^2 / 9.21^2) = 0.25
+    assert np.isclose(logged, np.log(10) / np.log(1e4), rtol=1e-3)
+    # outputs that are not distributions are compared as they are
+    feat = {"f": np.array([[1.0, 2.0]], dtype=np.float32)}
+    assert LogReference(1e-4, feat).soft == set()
+    assert np.isclose(LogReference(1e-4, feat)({"f": np.array([[1.0, 1.0]], dtype=np.float32)}),
+                      DriftReference(feat)({"f": np.array([[1.0, 1.0]], dtype=np.float32)}))
+
+
+def test_spearman_with_ties_and_constant_columns() -> None:
+    assert ranks([0.0, 0.0, 0.0]).tolist() == [1.0, 1.0, 1.0]
+    assert ranks([0.3, 0.1, 0.2]).tolist() == [2.0, 0.0, 1.0]
+    assert ranks([1.0, 1.0, 2.0]).tolist() == [0.5, 0.5, 2.0]
+    assert spearman([0.0, 0.0, 0.0, 0.0], [1.0, 2.0, 3.0, 4.0]) is None  # a drift that never moves predicts nothing
+    assert spearman([1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0, 9.0]) == 1.0
+    assert spearman([1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0]) == -1.0
+    assert spearman([1.0, 2.0], [1.0, 2.0]) is None
