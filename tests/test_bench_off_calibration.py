@@ -65,3 +65,27 @@ def test_spearman_with_ties_and_constant_columns() -> None:
     assert spearman([1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0, 9.0]) == 1.0
     assert spearman([1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0]) == -1.0
     assert spearman([1.0, 2.0], [1.0, 2.0]) is None
+
+
+def test_reduced_rank_refit_recovers_the_layer_and_its_best_rank_r_fit() -> None:
+    from bench.lowrank_probe import reduced_rank_refit
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(6, 5))
+    x = rng.normal(size=(5, 400))
+    auto = x @ x.T
+    full = {"w": w, "rank": 6}
+    # same inputs, full rank: the layer itself (up to the tiny ridge)
+    assert np.allclose(reduced_rank_refit(full, auto, auto), w, atol=1e-3)
+    # inputs that moved (x_c = 2 x): the fit undoes it
+    xc = 2 * x
+    assert np.allclose(reduced_rank_refit(full, x @ xc.T, xc @ xc.T), w / 2, atol=1e-3)
+    # rank 2: the projection of W X on its top two principal directions, which no other rank-2 W' beats
+    w2 = reduced_rank_refit({"w": w, "rank": 2}, auto, auto)
+    assert np.linalg.matrix_rank(w2, tol=1e-8) == 2
+    best = np.linalg.norm(w @ x - w2 @ x)
+    u, s, vt = np.linalg.svd(w @ x, full_matrices=False)
+    assert np.isclose(best, np.sqrt((s[2:] ** 2).sum()), rtol=1e-3)
+    for _ in range(5):  # nor does another rank-2 layer
+        other = rng.normal(size=(6, 2)) @ rng.normal(size=(2, 5))
+        assert best < np.linalg.norm(w @ x - other @ x)
