@@ -50,10 +50,10 @@ PLAIN_REFERENCE = sensitivity.DriftReference
 def right_count(m: dict, y: np.ndarray, labels: np.ndarray) -> int:
     """Samples read right from the model's output ``y`` (``evaluate.py``'s rule)."""
     if m["task"] == "classify":
-        return int((np.argmax(y.reshape(len(y), -1), axis=1) == labels).sum())
-    # the sweep's outputs come joined batch-first whatever the model's layout (``output_join``)
-    reads = ctc_greedy(np.argmax(y, axis=2), int(m["blank_index"]))
-    return int(sum(r == lab[lab >= 0].tolist() for r, lab in zip(reads, labels)))
+        preds = np.argmax(y.reshape(len(y), -1), axis=1).tolist()
+    else:  # the sweep's outputs come joined batch-first whatever the model's layout (``output_join``)
+        preds = ctc_greedy(np.argmax(y, axis=2), int(m["blank_index"]))
+    return int(read_right(preds, labels, m["task"]).sum())
 
 
 class OracleReference:

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import numpy_helper
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.distill_real import CACHE, SPLITS, meta  # noqa: E402
 from bench.real.evaluate import predict, read_right  # noqa: E402
+from onnxcompress.runtime import Session  # noqa: E402
 
 
 def layer_macs(name: str, m: dict) -> tuple[dict[str, float], float]:
@@ -69,24 +69,13 @@ def candidates(model: onnx.ModelProto, head: bool) -> list[tuple[onnx.NodeProto,
 
 def output_moments(name: str, m: dict, layers) -> dict[str, np.ndarray]:
     """Y Yᵀ of every candidate's output (before its bias) over the calibration samples."""
-    model = onnx.load(CACHE / f"{name}.onnx")
-    have = {o.name for o in model.graph.output}
-    for n, _, _ in layers:
-        if n.input[0] not in have:
-            model.graph.output.append(onnx.ValueInfoProto(name=n.input[0]))
-            have.add(n.input[0])
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
+    sess = Session(str(CACHE / f"{name}.onnx"), expose=[n.input[0] for n, _, _ in layers], threads=2)
     x = np.load(CACHE / f"{name}.calib.npz")[m["input_name"]].astype(np.float32)
     moments: dict[str, np.ndarray] = {}
     for i in range(0, len(x), 16):
-        outs = dict(zip(names, sess.run(None, {m["input_name"]: x[i:i + 16]})))
+        outs = sess.run({m["input_name"]: x[i:i + 16]})
         for n, w, kind in layers:
-            a = outs[n.input[0]]
-            a = a.transpose(1, 0, 2, 3).reshape(a.shape[1], -1) if kind == "conv" else a.reshape(-1, a.shape[-1]).T
-            y = w.astype(np.float64) @ a.astype(np.float64)
+            y = w.astype(np.float64) @ _columns(outs[n.input[0]], kind).astype(np.float64)
             moments[n.name] = moments.get(n.name, 0) + y @ y.T
     return moments
 
@@ -99,19 +88,12 @@ def _columns(a: np.ndarray, kind: str) -> np.ndarray:
 def input_moments(original: onnx.ModelProto, current: onnx.ModelProto, name: str, m: dict, lay: dict):
     """X_o X_cᵀ and X_c X_cᵀ of one layer's input, X_o in the original model and X_c in ``current``
     (the earlier layers already replaced), over the calibration samples."""
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    sessions = []
-    for model in (original, current):
-        probe = onnx.ModelProto()
-        probe.CopyFrom(model)
-        del probe.graph.output[:]
-        probe.graph.output.append(onnx.ValueInfoProto(name=lay["node"].input[0]))
-        sessions.append(ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"]))
+    value = lay["node"].input[0]
+    sessions = [Session(model, expose=[value], threads=2) for model in (original, current)]
     x = np.load(CACHE / f"{name}.calib.npz")[m["input_name"]].astype(np.float32)
     cross = auto = 0
     for i in range(0, len(x), 16):
-        xo, xc = (_columns(s.run(None, {m["input_name"]: x[i:i + 16]})[0], lay["kind"]).astype(np.float64)
+        xo, xc = (_columns(s.run({m["input_name"]: x[i:i + 16]}, [value])[value], lay["kind"]).astype(np.float64)
                   for s in sessions)
         cross, auto = cross + xo @ xc.T, auto + xc @ xc.T
     return cross, auto
