@@ -12,12 +12,16 @@ Runs the same CLI command as a ``bench/distill_real.py`` row (``--calib NAME.cal
 - ``--log-domain FLOOR``: softmax outputs are compared as log(max(p, FLOOR)) instead of p, so a
   candidate that erodes the original's margin without flipping its top class costs something (the
   probabilities of a confident model saturate).
+- ``--order redundancy|random``: the atoms inside each group are ranked another way
+  (``bench/ingroup_order.py``): by the error left after refitting the kept channels, or at random.
 
-Nothing in ``onnxcompress`` changes: the script wraps ``sensitivity.measure`` for one in-process CLI
-run. The written model is scored on every split, and on the two halves of the oracle's split.
+Nothing in ``onnxcompress`` changes: the script wraps ``sensitivity.measure`` (or, for ``--order``,
+``CalibratedPruning.scores``) for one in-process CLI run. The written model is scored on every split,
+and on the two halves of the oracle's split.
 
     python bench/allocation_oracle.py ppocrv5_rec --oracle shift:0:250 --recover refit
     python bench/allocation_oracle.py ppocrv5_rec --log-domain 1e-4 --recover refit
+    python bench/allocation_oracle.py ppocrv5_rec --order redundancy --halves shift:0:250
     python bench/allocation_oracle.py ppocrv5_rec --recover refit        # the plain run, same script
 
 Rows are appended to bench/allocation_oracle.jsonl; the findings are in bench/ALLOCATION_ORACLE.md.
@@ -120,6 +124,8 @@ def main() -> None:
     ap.add_argument("--halves", metavar="SPLIT:A:B", help="also score samples A..B of SPLIT and the rest apart "
                     "(default: the oracle's)")
     ap.add_argument("--ratio", type=float, help="--ratio R in place of --target-macs (one share from every group)")
+    ap.add_argument("--order", choices=("activation", "redundancy", "random"), default="activation",
+                    help="the order of atoms inside a group (bench/ingroup_order.py; default: the product's)")
     ap.add_argument("--tag", default=None)
     ap.add_argument("--cli-args", default="", help="more CLI options, as one string")
     args = ap.parse_args()
@@ -127,6 +133,8 @@ def main() -> None:
     tag = args.tag or ("oracle-" + args.oracle.replace(":", "-") if args.oracle
                        else f"log{args.log_domain:g}" if args.log_domain
                        else f"ratio{args.ratio:g}" if args.ratio else "plain")
+    if args.order != "activation" and not args.tag:
+        tag += f"+order-{args.order}"
     out = KEPT / f"{args.model}.{args.target:g}.{args.recover}+{tag}.oracle.onnx"
     rep = Path(tempfile.mkdtemp()) / "report.json"
     shape = ",".join(map(str, (1, *m["input_shape"])))
@@ -137,11 +145,16 @@ def main() -> None:
             *args.cli_args.split()]
     if args.oracle or args.log_domain:
         calibrated.measure = patched_measure(args, m)
+    if args.order != "activation":
+        from bench.ingroup_order import install
+
+        install(args.order)
     from onnxcompress.cli import main as cli
 
     t = time.perf_counter()
     rc = cli(argv)
     row = {"model": args.model, "target": None if args.ratio else args.target, "recover": args.recover, "allocation": tag,
+           "order": args.order,
            "cli_args": args.cli_args, "rc": rc, "wall_s": round(time.perf_counter() - t, 1),
            "date": time.strftime("%Y-%m-%d")}
     if rc == 0:

@@ -1,10 +1,13 @@
-"""bench/allocation_oracle's labelled and log-domain drift references, and bench/perturbed_agreement's ranks."""
+"""bench/allocation_oracle's labelled and log-domain drift references, bench/ingroup_order's greedy order,
+bench/deployment_mix's labels, and bench/perturbed_agreement's ranks."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from bench.allocation_oracle import LogReference, OracleReference, right_count
+from bench.deployment_mix import PARTS, pad_labels
+from bench.ingroup_order import greedy_costs, input_covariances, mixes_channels
 from bench.perturbed_agreement import ranks, spearman
 from onnxcompress.pruning.sensitivity import DriftReference
 
@@ -89,3 +92,59 @@ def test_reduced_rank_refit_recovers_the_layer_and_its_best_rank_r_fit() -> None
     for _ in range(5):  # nor does another rank-2 layer
         other = rng.normal(size=(6, 2)) @ rng.normal(size=(2, 5))
         assert best < np.linalg.norm(w @ x - other @ x)
+
+
+def test_greedy_costs_are_the_refit_error_of_each_prefix_of_the_order() -> None:
+    """Channel 5 copies channel 0 (up to noise), so it goes first at almost no cost; each cumulative cost is
+    the least-squares error left after refitting the kept channels to the full layer's outputs."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 6))
+    x[:, 5] = x[:, 0] + 0.01 * rng.normal(size=500)
+    w = rng.normal(size=(6, 4))
+    costs = greedy_costs(w, x.T @ x / len(x), ridge=0.0)
+    order = np.argsort(costs)
+    assert order[0] in (0, 5) and costs[order[0]] < 1e-3
+    assert np.all(np.diff(costs[order]) > 0)
+    y = x @ w
+    for k in range(1, 6):
+        kept = np.sort(order[k:])
+        fit, *_ = np.linalg.lstsq(x[:, kept], y, rcond=None)
+        assert np.isclose(costs[order[k - 1]], np.square(y - x[:, kept] @ fit).sum() / len(x), rtol=1e-6)
+
+
+def test_only_dense_consumers_mix_channels() -> None:
+    import onnx_ir as ir
+
+    def node(op: str, **attrs) -> ir.Node:
+        return ir.Node("", op, [], attributes=[ir.AttrInt64(k, v) for k, v in attrs.items()])
+
+    assert mixes_channels(node("Conv")) and mixes_channels(node("Conv", group=1))
+    assert not mixes_channels(node("Conv", group=8))
+    assert mixes_channels(node("MatMul")) and mixes_channels(node("Gemm"))
+    assert not mixes_channels(node("Mul"))
+
+
+def test_mix_labels_pad_sequences_and_keep_classes() -> None:
+    a, b = np.array([[3, 4, -1], [5, -1, -1]]), np.array([[1, 2, 3, 4]])
+    assert pad_labels([a, b]).tolist() == [[3, 4, -1, -1], [5, -1, -1, -1], [1, 2, 3, 4]]
+    assert pad_labels([np.array([0, 1]), np.array([1])]).tolist() == [0, 1, 1]
+    # the shift and wild draws start past every index a scored split reads (shift 0-499, wild and confirm 0-1499)
+    starts = {split: (first, first + n) for split, n, first in PARTS}
+    assert starts["shift"][0] >= 500 and starts["wild"][0] >= 1500
+
+
+def test_input_covariances_stream_the_channel_covariance() -> None:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Identity", ["r"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 4, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, 4, 5])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(1).normal(size=(12, 3, 4, 5)).astype(np.float32)
+    batches = [{"x": x[:5]}, {"x": x[5:]}]
+    rows = np.moveaxis(np.maximum(x, 0), 1, -1).reshape(-1, 3).astype(np.float64)
+    centered = input_covariances(model, batches, {"r": 1}, centered=True)["r"]
+    raw = input_covariances(model, batches, {"r": 1}, centered=False)["r"]
+    assert centered.shape == (3, 3)
+    assert np.allclose(centered, np.cov(rows, rowvar=False, bias=True))
+    assert np.allclose(raw, rows.T @ rows / len(rows))
