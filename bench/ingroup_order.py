@@ -10,8 +10,9 @@ its energy says, and one nothing else carries costs more. Two alternative orders
   MatMul), channels are removed greedily by the error left after refitting the others
   (Optimal-Brain-Surgeon order on the input covariance Σ of that consumer: removing channel j costs
   ``||W[j]||² / P[j, j]`` with P = Σ⁻¹, then W and P are updated as if the rest were refit). A channel's
-  score is the cumulative cost when it goes, so the greedy order is kept. Atoms with no mixing consumer
-  keep their usual score.
+  score is the cumulative cost when it goes, so the greedy order is kept. The greedy runs per channel
+  and per consumer: an atom of several channels, or one read by several consumers, sums their costs.
+  Atoms with no mixing consumer keep their usual score.
 - ``random``: a seeded permutation, to see how much the order matters at all.
 
 Nothing in ``onnxcompress`` changes; ``install`` replaces ``CalibratedPruning.scores`` for one run.
@@ -91,7 +92,7 @@ def redundancy_scores(cp, roots: np.ndarray) -> tuple[np.ndarray, set[int]]:
     slots = []
     for s in consumer_slots(cp.analysis):
         st = cp.stats.get(s.node.inputs[0].name)
-        w = calibrated_const(s.value)
+        w = const_weight(s.value)
         if (mixes_channels(s.node) and st is not None and w is not None and w.shape[s.axis] == len(st.mean)
                 and len(s.ids) == len(st.mean)):
             slots.append((s, w))
@@ -111,7 +112,7 @@ def random_scores(cp, roots: np.ndarray, seed: int = 0) -> tuple[np.ndarray, set
     return np.random.default_rng(seed).permutation(len(roots)).astype(np.float64) + 1.0, used
 
 
-def calibrated_const(v):
+def const_weight(v):
     from onnxcompress._ir_utils import const_array
 
     return const_array(v)
