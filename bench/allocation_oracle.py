@@ -41,7 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.distill_real import CACHE, KEPT, SPLITS, meta, score  # noqa: E402
+from bench.distill_real import CACHE, KEPT, meta, scored  # noqa: E402
 from bench.real.evaluate import ctc_greedy, predict, read_right  # noqa: E402
 from onnxcompress.fidelity import guess_class_axis, in_unit_range  # noqa: E402
 from onnxcompress.pruning import calibrated, sensitivity  # noqa: E402
@@ -159,14 +159,9 @@ def main() -> None:
            "date": time.strftime("%Y-%m-%d")}
     if rc == 0:
         r = json.loads(rep.read_text())
-        row["macs_kept"] = round(r["after"]["macs"] / r["before"]["macs"], 4)
+        scored(row, args.model, out, r)  # MACs kept, every split's score and the distillation record
         search = r.get("search") or {"groups": []}
         row["removed"] = {",".join(g["filters"][:2]): g["removed"] for g in search["groups"] if g.get("removed")}
-        d = (r.get("recovery") or {}).get("distill") or {}
-        if d:
-            row["distill"] = {k: d.get(k) for k in ("kept", "steps", "best_step")}
-        for split in SPLITS:
-            row[split] = score(args.model, out, split)
         halves = args.halves or args.oracle
         if halves:
             split, lo, hi = halves.split(":")

@@ -73,7 +73,7 @@ def prepare(name: str) -> None:
 
 
 def run(args) -> None:
-    from bench.distill_real import CACHE, SPLITS, meta, score
+    from bench.distill_real import CACHE, meta, scored
     from onnxcompress.cli import main as cli
 
     m = meta(args.model)
@@ -93,14 +93,9 @@ def run(args) -> None:
     row = {"model": args.model, "target": args.target, "tag": tag, "labels": args.labels, "steps": args.steps,
            "mix": [list(p) for p in PARTS], "cli_args": args.cli_args, "rc": rc,
            "wall_s": round(time.perf_counter() - t, 1), "date": time.strftime("%Y-%m-%d")}
-    if rc == 0:
-        r = json.loads(rep.read_text())
-        row["macs_kept"] = round(r["after"]["macs"] / r["before"]["macs"], 4)
+    if rc == 0:  # MACs kept, every split's score and the distillation record, as distill_real's rows
+        scored(row, args.model, out, json.loads(rep.read_text()))
         row["sha256_12"] = hashlib.sha256(out.read_bytes()).hexdigest()[:12]
-        d = (r.get("recovery") or {}).get("distill") or {}
-        row["distill"] = {k: d.get(k) for k in ("kept", "steps", "best_step")}
-        for split in SPLITS:
-            row[split] = score(args.model, out, split)
     print(json.dumps(row), flush=True)
     with OUT.open("a") as f:
         f.write(json.dumps(row) + "\n")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxcompress._ir_utils import const_array
 from onnxcompress.pruning import calibrated
 from onnxcompress.pruning.activations import consumer_slots, data_aware_scores, rebatch
 from onnxcompress.runtime import Session
@@ -92,7 +93,7 @@ def redundancy_scores(cp, roots: np.ndarray) -> tuple[np.ndarray, set[int]]:
     slots = []
     for s in consumer_slots(cp.analysis):
         st = cp.stats.get(s.node.inputs[0].name)
-        w = const_weight(s.value)
+        w = const_array(s.value)
         if (mixes_channels(s.node) and st is not None and w is not None and w.shape[s.axis] == len(st.mean)
                 and len(s.ids) == len(st.mean)):
             slots.append((s, w))
@@ -110,12 +111,6 @@ def redundancy_scores(cp, roots: np.ndarray) -> tuple[np.ndarray, set[int]]:
 def random_scores(cp, roots: np.ndarray, seed: int = 0) -> tuple[np.ndarray, set[int]]:
     _, used = data_aware_scores(cp.analysis, roots, cp.stats, variance=cp.recover != "none")
     return np.random.default_rng(seed).permutation(len(roots)).astype(np.float64) + 1.0, used
-
-
-def const_weight(v):
-    from onnxcompress._ir_utils import const_array
-
-    return const_array(v)
 
 
 ORDERS = {"redundancy": redundancy_scores, "random": random_scores}
